@@ -1,0 +1,3 @@
+from migtui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,483 @@
+"""The command line: `migtui status|watch|migrate|cancel|set|caps|postcopy|lab`.
+
+Scripts rely on these names and on the exit codes: 0 done, 1 a migration
+failed or was cancelled (`--wait`), 2 bad arguments or an unreachable target,
+always with one line on stderr and never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any, NoReturn, Sequence
+
+from migtui import __version__
+
+SUBCOMMANDS = ("status", "watch", "migrate", "cancel", "set", "caps", "postcopy", "lab")
+
+
+class UsageError(Exception):
+    """Bad arguments: exit 2 with this one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, naming where to look, instead of argparse's usage block.
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+def _size(text: str) -> int:
+    from migtui.model.units import parse_size
+
+    return parse_size(text, "--xbzrle-cache")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="migtui",
+        description="A terminal console for QEMU live migration.",
+        epilog="Without a subcommand, migtui opens the console on the TARGETs given.",
+    )
+    parser.add_argument("--version", action="version", version=f"migtui {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    def targets(p: argparse.ArgumentParser, nargs: str = "+") -> None:
+        p.add_argument("targets", nargs=nargs, metavar="TARGET", help="[NAME=]unix:PATH, PATH or tcp:HOST:PORT")
+
+    p = sub.add_parser("status", help="one sample per target, then exit")
+    p.add_argument("--json", action="store_true", help="one JSON object per target")
+    targets(p)
+
+    p = sub.add_parser("watch", help="sample every interval")
+    p.add_argument("--json", action="store_true", help="one NDJSON line per target per round")
+    p.add_argument("--interval", default="1", metavar="S", help="seconds between rounds (default 1)")
+    p.add_argument("--count", default=None, metavar="N", help="stop after N rounds")
+    targets(p)
+
+    p = sub.add_parser("migrate", help="start a migration")
+    p.add_argument("source", metavar="SOURCE")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", metavar="TARGET", help="a destination VM waiting with -incoming defer")
+    where.add_argument("--uri", metavar="URI", help="tcp:HOST:PORT, unix:PATH, exec:CMD or fd:NAME")
+    p.add_argument("--bandwidth", metavar="SIZE", help="max bandwidth, e.g. 1G or 100M/s (bytes/s)")
+    p.add_argument("--downtime", metavar="TIME", help="downtime limit, e.g. 300ms or 2s")
+    p.add_argument("--xbzrle", action="store_true", help="turn on XBZRLE")
+    p.add_argument("--xbzrle-cache", metavar="SIZE", help="XBZRLE cache size, a power of two, e.g. 256M")
+    p.add_argument("--auto-converge", action="store_true", help="throttle the guest CPUs when it does not converge")
+    p.add_argument("--postcopy", action="store_true", help="allow a switch to post-copy (postcopy-ram on both sides)")
+    p.add_argument("--multifd", metavar="N", help="multifd with N channels (both sides)")
+    p.add_argument("--block", action="store_true", help="block migration: copy the disks too (blk)")
+    p.add_argument("--wait", action="store_true", help="follow it; exit 0 on completed, 1 on failed or cancelled")
+
+    p = sub.add_parser("cancel", help="cancel the migration of SOURCE")
+    p.add_argument("source", metavar="SOURCE")
+
+    p = sub.add_parser("set", help="change migration parameters, also during a migration")
+    p.add_argument("source", metavar="SOURCE")
+    p.add_argument(
+        "assignments", nargs="+", metavar="NAME=VALUE",
+        help="bandwidth=1G, downtime=500ms, xbzrle-cache=256M, or any migrate-set-parameters name",
+    )
+
+    p = sub.add_parser("caps", help="show or set migration capabilities")
+    p.add_argument("source", metavar="SOURCE")
+    p.add_argument("assignments", nargs="*", metavar="NAME=on|off")
+
+    p = sub.add_parser("postcopy", help="switch a running migration to post-copy")
+    p.add_argument("source", metavar="SOURCE")
+
+    p = sub.add_parser("lab", help="start a local lab of real QEMU VMs and open the console")
+    p.add_argument("--pairs", default="1", metavar="N", help="source/destination pairs (default 1)")
+    p.add_argument("--mem", default="128M", metavar="SIZE", help="guest RAM (default 128M, at least 128M)")
+    p.add_argument("--disk", action="store_true", help="give both sides qcow2 disks for block migration")
+    p.add_argument("--no-ui", action="store_true", help="print the endpoints and wait for Ctrl-C")
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto", help="default: kvm when usable")
+    return parser
+
+
+# ---- helpers -------------------------------------------------------------
+
+
+def _endpoints(texts: Sequence[str]):
+    from migtui.model.endpoint import parse_endpoint
+
+    return [parse_endpoint(t) for t in texts]
+
+
+async def _connect(text: str, **options: Any):
+    """A connected session for one target, or BackendError with the reason."""
+    from migtui.qmp.session import SessionOptions, VMSession
+
+    (endpoint,) = _endpoints([text])
+    session = VMSession(endpoint, options=SessionOptions(**options))
+    await session.connect()
+    return session
+
+
+def _state_json(target: str, session, error: str | None = None) -> dict[str, Any]:
+    vm = session.vm
+    sample = vm.sample
+    return {
+        "target": target,
+        "name": vm.name,
+        "qemu": vm.qemu_version,
+        "run-state": vm.run_state,
+        "time": round(sample.time, 3) if sample else round(time.time(), 3),
+        "migration": dict(sample.info) if sample else None,
+        "derived": vm.derived.to_json() if sample else None,
+        "error": error,
+    }
+
+
+def _state_line(session, error: str | None = None) -> str:
+    from migtui.model.units import format_bytes, format_rate
+
+    vm = session.vm
+    if error:
+        return f"{vm.name}: {error}"
+    d = vm.derived
+    sample = vm.sample
+    parts = [
+        f"{vm.name}",
+        f"qemu {vm.qemu_version}",
+        f"{vm.run_state}",
+        f"migration {vm.migration_status}",
+    ]
+    if sample and sample.status not in ("none",):
+        if d.progress is not None:
+            parts.append(f"{d.progress * 100:.0f}%")
+        parts.append(f"throughput {format_rate(d.throughput_bps)}")
+        parts.append(f"remaining {format_bytes(d.remaining_bytes)}")
+        if d.dirty_bytes_per_s is not None:
+            parts.append(f"dirty {format_rate(d.dirty_bytes_per_s)}")
+        if d.passes is not None:
+            parts.append(f"pass {d.passes}")
+        if sample.in_flight:
+            parts.append(f"eta {_eta_text(d)}")
+        if sample.error_desc:
+            parts.append(f"error: {sample.error_desc}")
+    return "  ".join(parts)
+
+
+def _eta_text(d) -> str:
+    from migtui.model.units import format_duration
+
+    if d.eta_s is not None:
+        return format_duration(d.eta_s)
+    if d.throughput_bps and d.dirty_bytes_per_s is not None and d.dirty_bytes_per_s >= d.throughput_bps:
+        return "never at these settings"
+    return "-"
+
+
+def _print(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, separators=(",", ":")), flush=True)
+
+
+# ---- subcommands -----------------------------------------------------------
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    from migtui.qmp.errors import BackendError
+    from migtui.qmp.session import VMSession
+
+    endpoints = _endpoints(args.targets)
+    sessions = [VMSession(e) for e in endpoints]
+
+    async def one(session: VMSession) -> str | None:
+        try:
+            await session.connect()
+        except BackendError as err:
+            return str(err)
+        return None
+
+    errors = await asyncio.gather(*(one(s) for s in sessions))
+    for target, session, error in zip(args.targets, sessions, errors):
+        if args.json:
+            _print(_state_json(target, session, error))
+        else:
+            print(_state_line(session, error), flush=True)
+        if error:
+            print(f"migtui: {target}: {error}", file=sys.stderr)
+    await asyncio.gather(*(s.close() for s in sessions))
+    return 2 if any(errors) else 0
+
+
+async def cmd_watch(args: argparse.Namespace) -> int:
+    from migtui.model.units import InputError
+    from migtui.qmp.errors import BackendError
+    from migtui.qmp.session import SessionOptions, VMSession
+
+    try:
+        interval = float(args.interval)
+        if not 0.05 <= interval <= 3600:
+            raise ValueError
+    except ValueError:
+        raise InputError(f"--interval: {args.interval!r} is not understood; give seconds from 0.05 to 3600") from None
+    count = None
+    if args.count is not None:
+        from migtui.model.units import parse_count
+
+        count = parse_count(args.count, "--count", 1, 10**9)
+    options = SessionOptions(autopoll=False, active_interval=interval)
+    sessions = [VMSession(e, options=options) for e in _endpoints(args.targets)]
+
+    async def sample(session: VMSession) -> str | None:
+        try:
+            if not session.connected:
+                await session.connect()
+                session.start()  # listens for events and reconnects; sampling stays ours
+            else:
+                await session.sample()
+        except BackendError as err:
+            return str(err)
+        except (OSError, EOFError) as err:
+            return f"connection lost: {err}"
+        return None
+
+    rounds = 0
+    failed = False
+    try:
+        while count is None or rounds < count:
+            started = time.monotonic()
+            errors = await asyncio.gather(*(sample(s) for s in sessions))
+            for target, session, error in zip(args.targets, sessions, errors):
+                failed |= error is not None
+                if args.json:
+                    _print(_state_json(target, session, error))
+                else:
+                    print(_state_line(session, error), flush=True)
+            rounds += 1
+            if count is not None and rounds >= count:
+                break
+            # Pacing between rounds, not synchronisation.
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+    finally:
+        await asyncio.gather(*(s.close() for s in sessions))
+    return 2 if failed and rounds == 1 else 0
+
+
+def _migration_options(args: argparse.Namespace):
+    from migtui.model.parameters import check_xbzrle_cache_size
+    from migtui.model.units import parse_count, parse_rate, parse_size, parse_time_ms
+    from migtui.qmp.controls import MigrationOptions
+
+    cache = None
+    if args.xbzrle_cache is not None:
+        cache = check_xbzrle_cache_size(parse_size(args.xbzrle_cache, "--xbzrle-cache"), "--xbzrle-cache")
+    return MigrationOptions(
+        bandwidth=None if args.bandwidth is None else parse_rate(args.bandwidth, "--bandwidth"),
+        downtime_ms=None if args.downtime is None else parse_time_ms(args.downtime, "--downtime"),
+        xbzrle=args.xbzrle,
+        xbzrle_cache=cache,
+        auto_converge=args.auto_converge,
+        postcopy=args.postcopy,
+        multifd=None if args.multifd is None else parse_count(args.multifd, "--multifd", 1, 255),
+        block=args.block,
+    )
+
+
+async def cmd_migrate(args: argparse.Namespace) -> int:
+    from migtui.model.parameters import check_uri
+    from migtui.qmp.controls import start_migration
+
+    options = _migration_options(args)  # every value is checked before connecting
+    if args.uri is not None:
+        check_uri(args.uri)
+    source = await _connect(args.source)
+    destination = None
+    try:
+        if args.to is not None:
+            destination = await _connect(args.to)
+        plan = await start_migration(source, options, destination=destination, uri=args.uri)
+        print(f"migtui: {source.vm.name}: migrating to {plan.uri}", file=sys.stderr)
+        if not args.wait:
+            return 0
+        return await _follow(source, destination)
+    finally:
+        await source.close()
+        if destination is not None:
+            await destination.close()
+
+
+async def _follow(source, destination) -> int:
+    """--wait: a progress bar on a terminal, plain lines otherwise."""
+    from migtui.model.units import format_bytes, format_duration, format_rate
+
+    tty = sys.stdout.isatty()
+    last_line = ""
+    while True:
+        sample = await source.sample()
+        d = source.vm.derived
+        if tty:
+            width = 30
+            filled = int((d.progress or 0) * width)
+            bar = "#" * filled + "." * (width - filled)
+            eta = _eta_text(d)
+            line = (
+                f"\r[{bar}] {(d.progress or 0) * 100:5.1f}% {sample.status:<16} "
+                f"{format_rate(d.throughput_bps):>12}  left {format_bytes(d.remaining_bytes):>10}  "
+                f"pass {d.passes or '-':>3}  eta {eta:>7}"
+            )
+            sys.stdout.write(line)
+            sys.stdout.flush()
+        else:
+            line = _state_line(source)
+            if line != last_line:
+                print(line, flush=True)
+            last_line = line
+        if sample.finished:
+            break
+        await asyncio.sleep(0.5)  # pacing between samples, not synchronisation
+    if tty:
+        sys.stdout.write("\n")
+    downtime = sample.get(None, "downtime")
+    total = sample.get(None, "total-time")
+    summary = f"{source.vm.name}: {sample.status}"
+    if total is not None:
+        summary += f" in {format_duration(total / 1000)}"
+    if downtime is not None:
+        summary += f", downtime {downtime:.0f}ms"
+    if sample.error_desc:
+        summary += f": {sample.error_desc}"
+    print(summary, flush=True)
+    return 0 if sample.status == "completed" else 1
+
+
+async def cmd_cancel(args: argparse.Namespace) -> int:
+    from migtui.qmp.controls import cancel_migration
+
+    session = await _connect(args.source)
+    try:
+        await cancel_migration(session)
+        print(f"migtui: {session.vm.name}: cancel sent (status was {session.vm.migration_status})", file=sys.stderr)
+    finally:
+        await session.close()
+    return 0
+
+
+def _assignments(items: Sequence[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"{item!r} is not NAME=VALUE")
+        pairs.append((name.strip(), value))
+    return pairs
+
+
+async def cmd_set(args: argparse.Namespace) -> int:
+    from migtui.model.parameters import parse_parameter
+    from migtui.qmp.controls import set_parameters
+
+    pairs = _assignments(args.assignments)
+    session = await _connect(args.source)
+    try:
+        params = dict(parse_parameter(n, v, session.vm.parameters) for n, v in pairs)
+        await set_parameters(session, params)
+        shown = {k: session.vm.parameters.get(k, v) for k, v in params.items()}
+        print(" ".join(f"{k}={v}" for k, v in shown.items()))
+    finally:
+        await session.close()
+    return 0
+
+
+async def cmd_caps(args: argparse.Namespace) -> int:
+    from migtui.qmp.controls import set_capabilities
+
+    caps: dict[str, bool] = {}
+    for name, value in _assignments(args.assignments):
+        lowered = value.strip().lower()
+        if lowered not in ("on", "off"):
+            raise UsageError(f"{name}={value}: give on or off")
+        caps[name] = lowered == "on"
+    session = await _connect(args.source)
+    try:
+        if caps:
+            await set_capabilities(session, caps)
+        for name, state in sorted(session.vm.capabilities.items()):
+            print(f"{name}={'on' if state else 'off'}")
+    finally:
+        await session.close()
+    return 0
+
+
+async def cmd_postcopy(args: argparse.Namespace) -> int:
+    from migtui.qmp.controls import start_postcopy
+
+    session = await _connect(args.source)
+    try:
+        await session.sample()
+        await start_postcopy(session)
+        print(f"migtui: {session.vm.name}: switched to post-copy", file=sys.stderr)
+    finally:
+        await session.close()
+    return 0
+
+
+async def cmd_lab(args: argparse.Namespace) -> int:
+    from migtui.lab.qemu import QEMU_MISSING_MESSAGE, find_qemu
+    from migtui.model.units import parse_count, parse_size
+
+    pairs = parse_count(args.pairs, "--pairs", 1, 16)
+    mem = parse_size(args.mem, "--mem")
+    if mem < 128 * 2**20:
+        raise UsageError("--mem: the lab guest dirties up to 100 MiB; give at least 128M")
+    if find_qemu() is None:
+        print(f"migtui: {QEMU_MISSING_MESSAGE}", file=sys.stderr)
+        return 2
+    from migtui.lab.lab import run_lab
+
+    return await run_lab(pairs=pairs, mem=f"{mem // 2**20}M", disk=args.disk, accel=args.accel, ui=not args.no_ui)
+
+
+async def cmd_console(targets: Sequence[str]) -> int:
+    _endpoints(targets)  # check them now: a bad target is a usage error either way
+    print(
+        "migtui: the console arrives with the next release; meanwhile use "
+        "'migtui watch TARGET...' to follow migrations",
+        file=sys.stderr,
+    )
+    return 2
+
+
+COMMANDS = {
+    "status": cmd_status,
+    "watch": cmd_watch,
+    "migrate": cmd_migrate,
+    "cancel": cmd_cancel,
+    "set": cmd_set,
+    "caps": cmd_caps,
+    "postcopy": cmd_postcopy,
+    "lab": cmd_lab,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from migtui.model.units import InputError
+    from migtui.qmp.errors import BackendError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and (argv[0] in SUBCOMMANDS or argv[0].startswith("-")):
+            args = build_parser().parse_args(argv)
+            if args.command is None:
+                return asyncio.run(cmd_console([]))
+            return asyncio.run(COMMANDS[args.command](args))
+        return asyncio.run(cmd_console(argv))
+    except (UsageError, InputError, BackendError) as err:
+        print(f"migtui: {err}", file=sys.stderr)
+        return 2
+    except (OSError, EOFError) as err:
+        print(f"migtui: connection lost: {err or type(err).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0  # `migtui watch | head` closed the pipe
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,289 @@
+"""A throwaway set of QEMU source/destination pairs to point migtui at."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+
+from migtui.lab.guest import MIN_GUEST_MEM, build_dirty_guest
+from migtui.lab.qemu import (
+    QEMU_MISSING_MESSAGE,
+    Accel,
+    QemuError,
+    QemuMissing,
+    QemuVM,
+    find_qemu,
+    kvm_usable,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self needs Python 3.11
+
+QEMU_IMG_MISSING_MESSAGE = (
+    "qemu-img not found: install Debian/Ubuntu package qemu-utils, or Fedora qemu-img"
+)
+DEFAULT_DISK_SIZE = "64M"
+GUEST_IMAGE_NAME = "dirty-guest.bin"
+
+_MEM_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+_MEM_UNITS = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_mem(mem: str) -> int:
+    """Bytes in a QEMU ``-m`` size such as "128M" or "1G" (no suffix = MiB)."""
+    m = _MEM_RE.match(mem)
+    if m is None:
+        raise ValueError(f"bad memory size: {mem!r}")
+    return int(m.group(1)) * _MEM_UNITS[m.group(2).upper()]
+
+
+def _default_parent_dir() -> Path:
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK | os.X_OK):
+        return Path(xdg)
+    return Path(tempfile.gettempdir())
+
+
+class Lab:
+    """Source and destination QEMU VMs running the dirtying guest.
+
+    ``runtime_dir`` is the *parent* directory: the lab always makes its own
+    private ``migtui-lab-<pid>-XXXX`` directory (mode 0700) inside it and
+    removes that on :meth:`stop`. Default parent: $XDG_RUNTIME_DIR, else the
+    system temp dir.
+    """
+
+    def __init__(
+        self,
+        pairs: int = 1,
+        mem: str = "128M",
+        disk: bool = False,
+        accel: Literal["auto", "kvm", "tcg"] = "auto",
+        runtime_dir: Path | None = None,
+        disk_size: str = DEFAULT_DISK_SIZE,
+        ready_timeout: float = 30.0,
+    ) -> None:
+        if pairs < 0:
+            raise ValueError("pairs must be >= 0")
+        if parse_mem(mem) < MIN_GUEST_MEM:
+            raise ValueError(f"the lab guest needs at least 128M of RAM, got {mem}")
+        if accel not in ("auto", "kvm", "tcg"):
+            raise ValueError(f"accel must be auto, kvm or tcg, not {accel!r}")
+        self.pairs = pairs
+        self.mem = mem
+        self.disk = disk
+        self.disk_size = disk_size
+        self.ready_timeout = ready_timeout
+        self._accel_request = accel
+        self._parent_dir = Path(runtime_dir) if runtime_dir is not None else None
+        self._dir: Path | None = None
+        self._kernel: Path | None = None
+        self._qemu: str | None = None
+        self.accel: Accel | None = None  # resolved by start()
+        self.vms: list[QemuVM] = []
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def runtime_dir(self) -> Path:
+        if self._dir is None:
+            raise RuntimeError("the lab is not started")
+        return self._dir
+
+    @property
+    def sources(self) -> list[QemuVM]:
+        return [vm for vm in self.vms if not vm.incoming]
+
+    @property
+    def destinations(self) -> list[QemuVM]:
+        return [vm for vm in self.vms if vm.incoming]
+
+    async def start(self) -> None:
+        """Create the runtime dir and start every pair; all are ready on return."""
+        if self._dir is not None:
+            raise RuntimeError("the lab was already started")
+        self._qemu = find_qemu()
+        if self._qemu is None:
+            raise QemuMissing(QEMU_MISSING_MESSAGE)
+        if self.disk and shutil.which("qemu-img") is None:
+            raise QemuMissing(QEMU_IMG_MISSING_MESSAGE)
+        if self._accel_request == "auto":
+            self.accel = "kvm" if kvm_usable() else "tcg"
+        else:
+            self.accel = self._accel_request
+
+        parent = self._parent_dir or _default_parent_dir()
+        # mkdtemp makes the directory 0700 atomically: sockets inside are
+        # unreachable for other users from the first moment.
+        self._dir = Path(
+            tempfile.mkdtemp(prefix=f"migtui-lab-{os.getpid()}-", dir=parent)
+        )
+        atexit.register(self._cleanup_sync)
+        try:
+            self._kernel = build_dirty_guest(self._dir / GUEST_IMAGE_NAME)
+            names = [(f"src{i}", False) for i in range(1, self.pairs + 1)]
+            names += [(f"dst{i}", True) for i in range(1, self.pairs + 1)]
+            await asyncio.gather(
+                *(self.add_vm(name, incoming, self.disk) for name, incoming in names)
+            )
+            # gather() finishes in completion order; keep a stable listing.
+            order = {name: i for i, (name, _) in enumerate(names)}
+            self.vms.sort(key=lambda vm: order.get(vm.name, len(order)))
+        except BaseException:
+            # Includes cancellation: never leave half a lab behind.
+            await self.stop()
+            raise
+
+    async def add_vm(self, name: str, incoming: bool, disk: bool = False) -> QemuVM:
+        """Start one more VM in this lab's runtime dir and wait until it is ready."""
+        if self._dir is None or self._kernel is None or self.accel is None:
+            raise RuntimeError("the lab is not started")
+        if any(vm.name == name for vm in self.vms):
+            raise ValueError(f"a VM named {name!r} already exists in this lab")
+        disk_path = await self._create_disk(name) if disk else None
+        vm = QemuVM(
+            name,
+            self._dir,
+            self._kernel,
+            mem=self.mem,
+            accel=self.accel,
+            incoming=incoming,
+            disk=disk_path,
+            qemu=self._qemu,
+        )
+        self.vms.append(vm)  # before start, so stop() reaps it whatever happens
+        await vm.start()
+        await vm.wait_ready(self.ready_timeout)
+        return vm
+
+    async def _create_disk(self, name: str) -> Path:
+        qemu_img = shutil.which("qemu-img")
+        if qemu_img is None:
+            raise QemuMissing(QEMU_IMG_MISSING_MESSAGE)
+        path = self.runtime_dir / f"{name}.qcow2"
+        proc = await asyncio.create_subprocess_exec(
+            qemu_img, "create", "-q", "-f", "qcow2", str(path), self.disk_size,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise QemuError(
+                f"qemu-img create {path} failed: {out.decode(errors='replace')}"
+            )
+        return path
+
+    async def stop(self) -> None:
+        """Kill every QEMU of the lab, wait for them, remove the runtime dir."""
+        # shield: a cancelled caller must not leave QEMUs or the dir behind.
+        await asyncio.shield(self._stop())
+
+    async def _stop(self) -> None:
+        await asyncio.gather(*(vm.kill() for vm in self.vms), return_exceptions=True)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        atexit.unregister(self._cleanup_sync)
+
+    def _cleanup_sync(self) -> None:
+        """atexit fallback when stop() never ran (crash, unawaited shutdown)."""
+        for vm in self.vms:
+            vm.kill_nowait()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+async def _report_exit(vm: QemuVM, out: TextIO) -> None:
+    status = await vm.wait()
+    print(
+        f"{vm.name} exited with status {status}; see {vm.log_path}",
+        file=out,
+        flush=True,
+    )
+
+
+async def run_lab_no_ui(
+    pairs: int = 1,
+    mem: str = "128M",
+    disk: bool = False,
+    *,
+    accel: Literal["auto", "kvm", "tcg"] = "auto",
+    out: TextIO | None = None,
+) -> int:
+    """Run a lab until SIGINT/SIGTERM/SIGHUP, printing one line per VM.
+
+    Returns 0 after a clean stop, 1 when the lab could not start (the reason
+    goes to stderr).
+    """
+    out = out if out is not None else sys.stdout
+    lab = Lab(pairs=pairs, mem=mem, disk=disk, accel=accel)  # may raise ValueError
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    # Handlers go in first: a signal during start-up must still clean up.
+    for sig in signals:
+        loop.add_signal_handler(sig, stop_requested.set)
+    start: asyncio.Future[None] = asyncio.ensure_future(lab.start())
+    stop_wait: asyncio.Future[bool] = asyncio.ensure_future(stop_requested.wait())
+    watchers: list[asyncio.Future[None]] = []
+    try:
+        either: list[asyncio.Future[Any]] = [start, stop_wait]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if not start.done():
+            start.cancel()  # Lab.start() cleans up after itself when cancelled
+        try:
+            await start
+        except asyncio.CancelledError:
+            if stop_requested.is_set():
+                return 0  # interrupted during start-up
+            raise  # we are being cancelled ourselves
+        except QemuError as e:
+            print(f"migtui lab: {e}", file=sys.stderr)
+            return 1
+
+        print(
+            f"migtui lab: {len(lab.vms)} VMs ({lab.accel}) in {lab.runtime_dir}; "
+            "stop with Ctrl-C",
+            file=out,
+        )
+        for vm in lab.vms:
+            role = "destination" if vm.incoming else "source"
+            print(
+                f"{vm.name:<6} {role:<11} {vm.endpoint}  tools={vm.tools_qmp_path}  "
+                f"pid={vm.pid}",
+                file=out,
+            )
+        out.flush()
+        # Say so when a VM goes away on its own (e.g. a destination after a
+        # failed incoming migration): its log is still there to read.
+        watchers = [asyncio.ensure_future(_report_exit(vm, out)) for vm in lab.vms]
+        await stop_wait
+        return 0
+    finally:
+        start.cancel()
+        stop_wait.cancel()
+        for watcher in watchers:
+            watcher.cancel()
+        await lab.stop()  # idempotent; also covers errors and our own cancellation
+        # Only now: a second Ctrl-C during stop() must not interrupt it.
+        for sig in signals:
+            loop.remove_signal_handler(sig)

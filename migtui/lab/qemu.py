@@ -1,0 +1,283 @@
+"""Run one QEMU process for the migration lab."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import functools
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Literal
+
+from migtui.lab.guest import READY_MARKER
+
+QEMU_BINARY = "qemu-system-x86_64"
+QEMU_MISSING_MESSAGE = (
+    "qemu-system-x86_64 not found: install Debian/Ubuntu package qemu-system-x86, "
+    "or Fedora qemu-system-x86-core"
+)
+
+Accel = Literal["kvm", "tcg"]
+
+_POLL_INTERVAL = 0.025  # seconds between readiness checks
+_SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
+_PR_SET_PDEATHSIG = 1
+
+
+class QemuError(RuntimeError):
+    """A lab QEMU process failed to start or misbehaved."""
+
+
+class QemuMissing(QemuError):
+    """qemu-system-x86_64 (or qemu-img) is not installed."""
+
+
+def find_qemu() -> str | None:
+    """Path of qemu-system-x86_64, or None when it is not installed."""
+    return shutil.which(QEMU_BINARY)
+
+
+def kvm_usable() -> bool:
+    """True when /dev/kvm exists and this process may open it read-write."""
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+# Resolved once in the parent: loading libraries in a freshly forked child is
+# not async-signal-safe. None where there is no prctl (not Linux).
+_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+
+
+def _die_with_parent_preexec(parent_pid: int) -> None:
+    """In the child before exec: get SIGKILLed when migtui dies, however it dies."""
+    if _prctl is None:
+        return
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # The parent may have died between fork() and prctl(); then nobody would
+    # ever send the death signal, so go now.
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _opt_escape(value: Path | str) -> str:
+    """Escape a value for QEMU's comma-separated option syntax."""
+    return str(value).replace(",", ",,")
+
+
+class QemuVM:
+    """One QEMU process booting the lab guest, with two QMP monitors.
+
+    ``<name>.qmp`` is migtui's monitor and ``<name>-tools.qmp`` a second one
+    for other tools: QEMU serves one client per monitor at a time.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        runtime_dir: Path,
+        kernel: Path,
+        mem: str = "128M",
+        accel: Accel = "tcg",
+        incoming: bool = False,
+        disk: Path | None = None,
+        qemu: str | None = None,
+    ) -> None:
+        if not name or "/" in name or "," in name:
+            raise ValueError(f"bad VM name: {name!r}")
+        self.name = name
+        self.runtime_dir = Path(runtime_dir)
+        self.kernel = Path(kernel)
+        self.mem = mem
+        self.accel: Accel = accel
+        self.incoming = incoming
+        self.disk = Path(disk) if disk is not None else None
+        self._qemu = qemu
+        self._proc: asyncio.subprocess.Process | None = None
+        for sock in (self.qmp_path, self.tools_qmp_path):
+            if len(os.fsencode(sock)) > _SUN_PATH_MAX:
+                raise ValueError(f"socket path too long for AF_UNIX: {sock}")
+
+    def __repr__(self) -> str:
+        role = "destination" if self.incoming else "source"
+        return f"<QemuVM {self.name} {role} pid={self.pid} rc={self.returncode}>"
+
+    # -- paths -------------------------------------------------------------
+
+    @property
+    def qmp_path(self) -> Path:
+        return self.runtime_dir / f"{self.name}.qmp"
+
+    @property
+    def tools_qmp_path(self) -> Path:
+        return self.runtime_dir / f"{self.name}-tools.qmp"
+
+    @property
+    def serial_path(self) -> Path:
+        return self.runtime_dir / f"{self.name}.serial"
+
+    @property
+    def log_path(self) -> Path:
+        return self.runtime_dir / f"{self.name}.log"
+
+    @property
+    def pidfile_path(self) -> Path:
+        return self.runtime_dir / f"{self.name}.pid"
+
+    @property
+    def endpoint(self) -> str:
+        """migtui's endpoint syntax for this VM's monitor."""
+        return f"{self.name}=unix:{self.qmp_path}"
+
+    # -- process state -----------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    def command(self) -> list[str]:
+        """The QEMU argv (no shell is ever involved)."""
+        qemu = self._qemu or find_qemu()
+        if qemu is None:
+            raise QemuMissing(QEMU_MISSING_MESSAGE)
+        argv = [
+            qemu,
+            "-name", self.name,
+            "-machine", "pc",
+            "-accel", self.accel,
+            "-m", self.mem,
+            "-nodefaults",
+            "-no-user-config",
+            "-display", "none",
+            "-kernel", str(self.kernel),
+            "-pidfile", str(self.pidfile_path),
+            "-chardev", f"file,id=serial0,path={_opt_escape(self.serial_path)}",
+            "-serial", "chardev:serial0",
+        ]  # fmt: skip
+        for mon_id, sock in (
+            ("qmp", self.qmp_path),
+            ("qmp-tools", self.tools_qmp_path),
+        ):
+            argv += [
+                "-chardev",
+                f"socket,id={mon_id},path={_opt_escape(sock)},server=on,wait=off",
+                "-mon", f"chardev={mon_id},mode=control",
+            ]  # fmt: skip
+        if self.disk is not None:
+            # id=disk0 gives the block backend a stable name for
+            # nbd-server-add / drive-mirror.
+            argv += [
+                "-drive",
+                f"file={_opt_escape(self.disk)},if=virtio,format=qcow2,id=disk0",
+            ]
+        if self.incoming:
+            argv += ["-incoming", "defer"]
+        return argv
+
+    async def start(self) -> None:
+        """Launch QEMU; returns once the process exists (see :meth:`wait_ready`)."""
+        if self._proc is not None:
+            raise QemuError(f"{self.name} was already started")
+        argv = self.command()
+        die_with_us = functools.partial(_die_with_parent_preexec, os.getpid())
+        with open(self.log_path, "wb") as log:  # noqa: ASYNC230 (tiny, local)
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                # Own session: a terminal's Ctrl-C or hangup reaches migtui,
+                # which then tears the lab down in order, not QEMU directly.
+                start_new_session=True,
+                preexec_fn=die_with_us,
+            )
+
+    def _is_ready(self) -> bool:
+        if not (self.qmp_path.is_socket() and self.tools_qmp_path.is_socket()):
+            return False
+        if self.incoming:
+            return True  # an incoming VM runs no guest code until migrated
+        try:
+            return READY_MARKER in self.serial_path.read_bytes()
+        except FileNotFoundError:
+            return False
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until both monitors listen and (for a source) the guest runs."""
+        if self._proc is None:
+            raise QemuError(f"{self.name} was not started")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if self._proc.returncode is not None:
+                raise QemuError(
+                    f"{self.name}: QEMU exited with status {self._proc.returncode} "
+                    f"before it was ready; last lines of {self.log_path}:\n"
+                    f"{self.log_tail()}"
+                )
+            if self._is_ready():
+                return
+            if loop.time() >= deadline:
+                raise QemuError(
+                    f"{self.name}: not ready after {timeout:g} s; "
+                    f"last lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            await asyncio.sleep(_POLL_INTERVAL)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+    async def wait(self) -> int:
+        """Wait for the process to exit and return its status."""
+        if self._proc is None:
+            raise QemuError(f"{self.name} was not started")
+        return await self._proc.wait()
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            try:
+                self._proc.send_signal(sig)
+            except ProcessLookupError:
+                pass  # exited, not yet reaped
+
+    async def kill(self) -> None:
+        """SIGKILL the process and wait for it."""
+        if self._proc is None:
+            return
+        self._signal(signal.SIGKILL)
+        await self._proc.wait()
+
+    async def stop(self, grace: float = 3.0) -> None:
+        """SIGTERM, then SIGKILL if QEMU is still there after ``grace`` seconds."""
+        if self._proc is None:
+            return
+        self._signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._proc.wait()), grace)
+        except asyncio.TimeoutError:
+            await self.kill()
+
+    def kill_nowait(self) -> None:
+        """Synchronous best effort SIGKILL, for atexit handlers."""
+        if self._proc is not None and self._proc.returncode is None:
+            try:
+                os.kill(self._proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

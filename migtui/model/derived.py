@@ -1,0 +1,187 @@
+"""Values migtui computes from samples: progress, throughput, dirty rate, elapsed, ETA.
+
+QEMU gives counters; an operator needs rates and a finish time. All of it is
+computed here, from consecutive samples of one migration, with no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from migtui.model.history import History, HistoryPoint, PassMark
+from migtui.model.sample import DEFAULT_PAGE_SIZE, MigrationSample
+from migtui.model.units import format_bytes
+
+__all__ = ["Derived", "MigrationTracker"]
+
+
+@dataclass(frozen=True, slots=True)
+class Derived:
+    progress: float | None = None  # 0..1
+    progress_note: str | None = None  # why progress went down, when it did
+    throughput_bps: float | None = None  # bytes/s, from `transferred` deltas
+    dirty_bytes_per_s: float | None = None  # dirty-pages-rate x page-size
+    elapsed_s: float | None = None
+    eta_s: float | None = None
+    remaining_bytes: float | None = None  # ram + disk
+    passes: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "progress": None if self.progress is None else round(self.progress, 4),
+            "progress-note": self.progress_note,
+            "throughput-bps": None if self.throughput_bps is None else round(self.throughput_bps),
+            "dirty-bytes-per-s": None if self.dirty_bytes_per_s is None else round(self.dirty_bytes_per_s),
+            "elapsed-s": self.elapsed_s,
+            "eta-s": None if self.eta_s is None else round(self.eta_s, 1),
+            "remaining-bytes": self.remaining_bytes,
+            "passes": self.passes,
+        }
+
+
+def _sum(*values: float | None) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) if present else None
+
+
+class MigrationTracker:
+    """Follows one VM's migrations sample by sample, keeping a bounded history."""
+
+    def __init__(self, history_len: int = 7200) -> None:
+        self.history = History(history_len)
+        self.last: MigrationSample | None = None
+        self.derived = Derived()
+        # The settings that decide the switch-over; the backend keeps them current.
+        self.max_bandwidth: float | None = None  # bytes/s
+        self.downtime_limit_ms: float | None = None
+
+    def _same_migration(self, prev: MigrationSample | None, cur: MigrationSample) -> bool:
+        if prev is None or prev.status in ("none", "unknown"):
+            return False
+        if prev.finished and not cur.finished:
+            return False  # a new migration started after the last one ended
+        for section, key in ((None, "total-time"), ("ram", "transferred")):
+            a, b = prev.get(section, key), cur.get(section, key)
+            if a is not None and b is not None and b < a:
+                return False  # counters restart with each migration
+        return True
+
+    def add(self, sample: MigrationSample) -> Derived:
+        prev = self.last if self._same_migration(self.last, sample) else None
+        ram_t, ram_r = sample.get("ram", "transferred"), sample.get("ram", "remaining")
+        disk_t, disk_r = sample.get("disk", "transferred"), sample.get("disk", "remaining")
+        transferred = _sum(ram_t, disk_t)
+        remaining = _sum(ram_r, disk_r)
+        total = _sum(sample.get("ram", "total"), sample.get("disk", "total"))
+        total_time = sample.get(None, "total-time")
+
+        progress: float | None = None
+        note: str | None = None
+        if sample.status == "completed":
+            progress = 1.0
+        elif remaining is not None and total:
+            progress = min(1.0, max(0.0, 1.0 - remaining / total))
+            before = self.derived.progress if prev is not None else None
+            if before is not None and progress < before - 0.001:
+                prev_remaining = self.derived.remaining_bytes
+                note = (
+                    f"remaining grew from {format_bytes(prev_remaining)} to {format_bytes(remaining)}:"
+                    " the guest dirtied pages again"
+                )
+            elif prev is not None and self.derived.progress_note and progress <= (before or 0):
+                note = self.derived.progress_note  # still below the earlier high: keep saying why
+
+        throughput = self._throughput(prev, sample, transferred, total_time)
+        page_size = sample.get("ram", "page-size") or DEFAULT_PAGE_SIZE
+        dirty_pages = sample.get("ram", "dirty-pages-rate")
+        dirty = None if dirty_pages is None else dirty_pages * page_size
+        passes_raw = sample.get("ram", "dirty-sync-count")
+        passes = int(passes_raw) if passes_raw is not None else None
+        if passes is not None and sample.in_flight:
+            self.history.mark_pass(PassMark(sample.time, passes))
+
+        eta = self._eta(sample, remaining, throughput, dirty)
+        self.derived = Derived(
+            progress=progress,
+            progress_note=note,
+            throughput_bps=throughput,
+            dirty_bytes_per_s=dirty,
+            elapsed_s=None if total_time is None else total_time / 1000,
+            eta_s=eta,
+            remaining_bytes=remaining,
+            passes=passes,
+        )
+        # Idle VMs repeat the same reply every poll: only migrations go into history.
+        if sample.in_flight or (sample.finished and (self.last is None or self.last.status != sample.status)):
+            self.history.append(
+                HistoryPoint(
+                    time=sample.time,
+                    status=sample.status,
+                    transferred=transferred,
+                    remaining=remaining,
+                    ram_transferred=ram_t,
+                    ram_remaining=ram_r,
+                    disk_transferred=disk_t,
+                    disk_remaining=disk_r,
+                    throughput_bps=throughput,
+                    dirty_bytes_per_s=dirty,
+                    expected_downtime_ms=sample.get(None, "expected-downtime"),
+                    passes=passes,
+                    xbzrle_cache_miss_rate=sample.get("xbzrle-cache", "cache-miss-rate"),
+                    xbzrle_overflow=sample.get("xbzrle-cache", "overflow"),
+                    xbzrle_encoding_rate=sample.get("xbzrle-cache", "encoding-rate"),
+                    xbzrle_pages=sample.get("xbzrle-cache", "pages"),
+                    xbzrle_bytes=sample.get("xbzrle-cache", "bytes"),
+                )
+            )
+        self.last = sample
+        return self.derived
+
+    def _throughput(
+        self,
+        prev: MigrationSample | None,
+        sample: MigrationSample,
+        transferred: float | None,
+        total_time: float | None,
+    ) -> float | None:
+        if sample.finished:
+            # The average over the whole migration is what an operator compares.
+            if transferred is not None and total_time:
+                return transferred / (total_time / 1000)
+            return None
+        if prev is not None and transferred is not None:
+            prev_transferred = _sum(prev.get("ram", "transferred"), prev.get("disk", "transferred"))
+            prev_total_time = prev.get(None, "total-time")
+            # QEMU's own clock (total-time) is free of our polling jitter; fall back to ours.
+            if total_time is not None and prev_total_time is not None and total_time > prev_total_time:
+                dt = (total_time - prev_total_time) / 1000
+            else:
+                dt = sample.time - prev.time
+            if prev_transferred is not None and dt > 0:
+                return max(0.0, (transferred - prev_transferred) / dt)
+        mbps = sample.get("ram", "mbps")
+        if mbps is not None:
+            return mbps * 1_000_000 / 8  # mbps is megabits per second
+        return None
+
+    def _eta(
+        self,
+        sample: MigrationSample,
+        remaining: float | None,
+        throughput: float | None,
+        dirty: float | None,
+    ) -> float | None:
+        if sample.status == "completed":
+            return 0.0
+        if not sample.in_flight or remaining is None or not throughput:
+            return None
+        # QEMU switches over once what is left fits in the downtime limit.
+        downtime_s = (self.downtime_limit_ms or 300) / 1000
+        threshold = throughput * downtime_s
+        if remaining <= threshold:
+            return remaining / throughput
+        net = throughput - (dirty or 0.0)
+        if net <= 0:
+            return None  # dirtying as fast as it sends: will not finish at these settings
+        return (remaining - threshold) / net + downtime_s

@@ -1,0 +1,66 @@
+"""What migtui knows about one VM: who it is, whether we can reach it, and its migration."""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from migtui.model.derived import MigrationTracker
+from migtui.model.endpoint import Endpoint
+
+__all__ = ["Connection", "EventRecord", "VMState"]
+
+
+class Connection(str, enum.Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    UNRESPONSIVE = "unresponsive"  # connected, but a request has outlived its timeout
+    MONITOR_BUSY = "monitor busy"  # another client holds QEMU's only QMP session
+    DISCONNECTED = "disconnected"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A line of the VM's log: a QMP event, an operator action, or an error."""
+
+    time: float
+    kind: str  # "event", "action" or "error"
+    name: str  # event name or command
+    detail: str  # the data or QEMU's sentence, ready to print
+
+
+@dataclass
+class VMState:
+    endpoint: Endpoint
+    name: str
+    connection: Connection = Connection.CONNECTING
+    reason: str | None = None  # why it is not connected, in one line
+    qemu_version: str | None = None
+    run_state: str | None = None
+    dialect: str | None = None  # "modern" or "legacy"
+    parameters: dict[str, Any] = field(default_factory=dict)  # QEMU's names: max-bandwidth, ...
+    capabilities: dict[str, bool] = field(default_factory=dict)
+    tracker: MigrationTracker = field(default_factory=MigrationTracker)
+    log: deque[EventRecord] = field(default_factory=lambda: deque(maxlen=500))
+    problems: tuple[str, ...] = ()  # what was wrong with the last reply
+
+    @property
+    def sample(self):  # -> MigrationSample | None
+        return self.tracker.last
+
+    @property
+    def derived(self):
+        return self.tracker.derived
+
+    @property
+    def migration_status(self) -> str:
+        return self.tracker.last.status if self.tracker.last else "unknown"
+
+    @property
+    def in_flight(self) -> bool:
+        return self.tracker.last is not None and self.tracker.last.in_flight

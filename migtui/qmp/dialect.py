@@ -1,0 +1,135 @@
+"""Which QMP a VM speaks, and how each control is spelled in it.
+
+Pure: built from what the VM reported on connect (`query-version`,
+`query-commands`, `query-qmp-schema`), so it is tested without a socket.
+The seed's era (QEMU 1.x-2.3) sets speed in bytes/s and downtime in seconds
+through four legacy commands; 2.4+ has `migrate-set-parameters` (downtime in
+ms); 6.0 removed the legacy four. A VM is never sent a command it lacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from migtui.model.units import InputError
+
+__all__ = ["Command", "Dialect", "Unsupported"]
+
+Command = tuple[str, dict[str, Any]]
+
+# The parameters that have a legacy command of their own, and that command's unit.
+_LEGACY = {
+    "max-bandwidth": "migrate_set_speed",  # bytes/s, as the parameter
+    "downtime-limit": "migrate_set_downtime",  # seconds, a float: the parameter is ms
+    "xbzrle-cache-size": "migrate-set-cache-size",  # bytes
+}
+
+
+class Unsupported(InputError):
+    """The VM's QEMU has no way to do this; nothing was sent."""
+
+
+@dataclass(frozen=True)
+class Dialect:
+    version: tuple[int, int, int]
+    commands: frozenset[str]
+    # Members of `migrate`'s arguments, from query-qmp-schema; None when the VM has no schema.
+    migrate_args: frozenset[str] | None = None
+    capabilities: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def modern(self) -> bool:
+        return "migrate-set-parameters" in self.commands
+
+    @property
+    def name(self) -> str:
+        return "modern" if self.modern else "legacy"
+
+    @property
+    def version_text(self) -> str:
+        return ".".join(map(str, self.version))
+
+    def has(self, command: str) -> bool:
+        return command in self.commands
+
+    def require(self, command: str, what: str) -> None:
+        if command not in self.commands:
+            raise Unsupported(f"QEMU {self.version_text} cannot {what}: it has no {command} command")
+
+    def require_capability(self, capability: str, what: str) -> None:
+        if capability not in self.capabilities:
+            raise Unsupported(f"QEMU {self.version_text} cannot {what}: it has no {capability} capability")
+
+    @property
+    def has_block_migration(self) -> bool:
+        if self.migrate_args is not None:
+            return "blk" in self.migrate_args
+        return self.version < (9, 1)  # 9.1 removed blk; a VM without a schema is older than that
+
+    def set_parameters(self, params: Mapping[str, Any]) -> list[Command]:
+        """The commands that set these parameters (QEMU's names, QEMU's units: ms, bytes)."""
+        if not params:
+            return []
+        commands: list[Command] = []
+        modern = dict(params)
+        # xbzrle-cache-size became a parameter only in 2.11; before that it had its own command.
+        if "xbzrle-cache-size" in modern and self.modern and self.version < (2, 11):
+            self.require("migrate-set-cache-size", "set the XBZRLE cache size")
+            commands.append(("migrate-set-cache-size", {"value": modern.pop("xbzrle-cache-size")}))
+        if self.modern:
+            if modern:
+                commands.append(("migrate-set-parameters", modern))
+            return commands
+        for name, value in modern.items():
+            legacy = _LEGACY.get(name)
+            if legacy is None:
+                raise Unsupported(
+                    f"QEMU {self.version_text} cannot set {name}: it only has "
+                    "migrate_set_speed, migrate_set_downtime and migrate-set-cache-size"
+                )
+            self.require(legacy, f"set {name}")
+            if name == "downtime-limit":
+                value = value / 1000  # the legacy command takes seconds
+            commands.append((legacy, {"value": value}))
+        return commands
+
+    def set_capabilities(self, caps: Mapping[str, bool]) -> list[Command]:
+        if not caps:
+            return []
+        self.require("migrate-set-capabilities", "set capabilities")
+        for name in caps:
+            if name not in self.capabilities:
+                raise Unsupported(
+                    f"QEMU {self.version_text} has no capability {name!r}; it has: {', '.join(sorted(self.capabilities))}"
+                )
+        return [
+            (
+                "migrate-set-capabilities",
+                {"capabilities": [{"capability": k, "state": v} for k, v in caps.items()]},
+            )
+        ]
+
+
+def parse_version(reply: Any) -> tuple[int, int, int]:
+    """query-version's return -> (major, minor, micro); (0, 0, 0) when unreadable."""
+    try:
+        q = reply["qemu"]
+        return (int(q["major"]), int(q["minor"]), int(q["micro"]))
+    except (KeyError, TypeError, ValueError):
+        return (0, 0, 0)
+
+
+def migrate_args_from_schema(schema: Any) -> frozenset[str] | None:
+    """The argument names of `migrate`, read from query-qmp-schema's introspection list."""
+    if not isinstance(schema, list):
+        return None
+    by_name = {e.get("name"): e for e in schema if isinstance(e, dict)}
+    command = by_name.get("migrate")
+    if not command or command.get("meta-type") != "command":
+        return None
+    arg_type = by_name.get(command.get("arg-type"))
+    if not arg_type:
+        return None
+    members = arg_type.get("members") or []
+    return frozenset(m.get("name") for m in members if isinstance(m, dict) and isinstance(m.get("name"), str))

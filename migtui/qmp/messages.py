@@ -1,0 +1,46 @@
+"""What the backend tells its listener (the console, the CLI, a test).
+
+Plain dataclasses, so the backend needs no Textual; the console wraps them in
+its own messages. The listener is called on the event loop and must not block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+__all__ = ["VMUpdated", "VMEvent", "ActionResult", "BackendMessage", "Listener"]
+
+
+@dataclass(frozen=True, slots=True)
+class VMUpdated:
+    """A new sample, or a change of connection, identity or settings."""
+
+    vm: str
+    what: str  # "sample", "connection", "identity" or "settings"
+
+
+@dataclass(frozen=True, slots=True)
+class VMEvent:
+    """A QMP event from the VM, e.g. MIGRATION {status: completed}."""
+
+    vm: str
+    event: str
+    data: dict[str, Any]
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """A state-changing command migtui sent, and what QEMU answered."""
+
+    vm: str
+    command: str
+    arguments: dict[str, Any]
+    ok: bool
+    result: Any  # QEMU's return on success, QEMU's sentence on failure
+    time: float
+
+
+BackendMessage = Union[VMUpdated, VMEvent, ActionResult]
+Listener = Callable[[BackendMessage], None]

@@ -1,0 +1,562 @@
+"""One QMP session per VM: connect, learn who is there, poll, listen, reconnect.
+
+Built on qemu.qmp's QMPClient. The rules that keep an on-call console alive:
+- at most one `query-migrate` in flight per VM: a slow QEMU (the `device`
+  state can take tens of seconds) marks the VM unresponsive, it does not get
+  a queue of requests;
+- a monitor that accepts the connection but sends no greeting is held by
+  another client (QEMU serves one per socket): say so instead of hanging;
+- when the connection drops, the last sample, the history and the reason stay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import socket
+import ssl as ssl_module
+import stat
+import time
+from typing import Any
+
+from qemu.qmp import ConnectError, ExecuteError, QMPClient
+from qemu.qmp.protocol import Runstate
+
+from migtui.model.derived import MigrationTracker
+from migtui.model.endpoint import Endpoint
+from migtui.model.history import PassMark
+from migtui.model.sample import MigrationSample, parse_query_migrate
+from migtui.model.vm import Connection, EventRecord, VMState
+from migtui.qmp.dialect import Dialect, migrate_args_from_schema, parse_version
+from migtui.qmp.errors import ConnectFailed, NotConnected, QMPRefused
+from migtui.qmp.messages import ActionResult, BackendMessage, Listener, VMEvent, VMUpdated
+
+__all__ = ["VMSession", "SessionOptions"]
+
+# qemu.qmp logs every protocol hiccup at ERROR; the console reports them itself.
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
+
+WATCHED_EVENTS = frozenset({"MIGRATION", "MIGRATION_PASS", "STOP", "RESUME", "SHUTDOWN"})
+# Events after which the migration status or run-state may have changed.
+_POLL_AFTER = frozenset({"MIGRATION", "STOP", "RESUME", "SHUTDOWN", "BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED"})
+
+
+class SessionOptions:
+    """Timing of one session; defaults from the foundation issue."""
+
+    def __init__(
+        self,
+        poll_interval: float = 1.0,
+        active_interval: float = 0.5,
+        request_timeout: float = 5.0,
+        greeting_timeout: float = 3.0,
+        history_seconds: float = 3600.0,
+        enable_events: bool = True,
+        reconnect: bool = True,
+        backoff_max: float = 5.0,
+        ssl: ssl_module.SSLContext | None = None,
+        autopoll: bool = True,
+    ) -> None:
+        self.poll_interval = poll_interval
+        self.active_interval = active_interval
+        self.request_timeout = request_timeout
+        self.greeting_timeout = greeting_timeout
+        self.history_len = max(16, int(history_seconds / active_interval))
+        self.enable_events = enable_events
+        self.reconnect = reconnect
+        self.backoff_max = backoff_max
+        self.ssl = ssl
+        # False: the caller samples by itself (migtui watch), the session only listens.
+        self.autopoll = autopoll
+
+
+def _noop(_: BackendMessage) -> None:
+    pass
+
+
+class VMSession:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        listener: Listener | None = None,
+        options: SessionOptions | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.options = options or SessionOptions()
+        self.listener = listener or _noop
+        self.key = endpoint.name  # stable, even when QEMU's -name replaces the shown name
+        self.vm = VMState(endpoint=endpoint, name=endpoint.name, tracker=MigrationTracker(self.options.history_len))
+        self.dialect: Dialect | None = None
+        self._client: QMPClient | None = None
+        self._wake = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._inflight: asyncio.Task[Any] | None = None
+        self._block_jobs = False  # a drive-mirror runs: read disk progress from query-block-jobs
+        self._shutdown_seen = False
+
+    # ---- lifecycle -------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the session in the background until close(); it reconnects by itself."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"migtui-session-{self.vm.name}")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        await self._drop()
+
+    async def wait_connected(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def poll_now(self) -> None:
+        self._wake.set()
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self._client.runstate == Runstate.RUNNING
+
+    # ---- connecting ------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connect once, learn who is there and take a first sample. Raises ConnectFailed."""
+        self._set_connection(Connection.CONNECTING, None)
+        client = await self._open()
+        self._client = client
+        try:
+            await self._identify()
+            await self._poll_once()
+            await self._enable_events()
+        except BaseException:
+            await self._drop()
+            raise
+        self._connected.set()
+
+    async def _open(self) -> QMPClient:
+        ep = self.endpoint
+        opts = self.options
+        sock = await self._open_socket(ep)
+        client = QMPClient(self.vm.name)
+        try:
+            if opts.ssl is not None:
+                sock.close()
+                await asyncio.wait_for(client.connect(ep.address, ssl=opts.ssl), opts.greeting_timeout)
+            else:
+                await asyncio.wait_for(client.connect(sock), opts.greeting_timeout)
+        except asyncio.TimeoutError:
+            sock.close()
+            raise ConnectFailed(
+                f"monitor busy: another client holds it (no QMP greeting within {opts.greeting_timeout:g}s)",
+                busy=True,
+            ) from None
+        except ConnectError as err:
+            sock.close()
+            raise ConnectFailed(_describe_connect_error(err)) from None
+        except (OSError, EOFError) as err:
+            sock.close()
+            raise ConnectFailed(f"connection failed: {err}") from None
+        return client
+
+    async def _open_socket(self, ep: Endpoint) -> socket.socket:
+        """Connect the raw socket ourselves, so a refused path and a silent monitor read differently."""
+        loop = asyncio.get_running_loop()
+        timeout = self.options.greeting_timeout
+        if ep.kind == "unix":
+            path = ep.path or ""
+            try:
+                mode = os.stat(path).st_mode
+            except FileNotFoundError:
+                raise ConnectFailed(f"no such socket: {path}") from None
+            except PermissionError:
+                raise ConnectFailed(f"permission denied: {path}") from None
+            except OSError as err:
+                raise ConnectFailed(f"cannot reach {path}: {err.strerror}") from None
+            if not stat.S_ISSOCK(mode):
+                raise ConnectFailed(f"not a socket: {path}")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                await asyncio.wait_for(loop.sock_connect(sock, path), timeout)
+            except PermissionError:
+                sock.close()
+                raise ConnectFailed(f"permission denied: {path}") from None
+            except ConnectionRefusedError:
+                sock.close()
+                raise ConnectFailed(f"nothing listens on {path}: QEMU has gone") from None
+            except (OSError, asyncio.TimeoutError) as err:
+                sock.close()
+                raise ConnectFailed(f"cannot connect to {path}: {_oserror_text(err)}") from None
+            return sock
+        host, port = ep.host or "", ep.port or 0
+        try:
+            infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
+        except (OSError, asyncio.TimeoutError) as err:
+            raise ConnectFailed(f"cannot resolve {host}: {_oserror_text(err)}") from None
+        last: BaseException | None = None
+        for family, type_, proto, _, addr in infos:
+            sock = socket.socket(family, type_, proto)
+            sock.setblocking(False)
+            try:
+                await asyncio.wait_for(loop.sock_connect(sock, addr), timeout)
+                return sock
+            except (OSError, asyncio.TimeoutError) as err:
+                sock.close()
+                last = err
+        if isinstance(last, ConnectionRefusedError):
+            raise ConnectFailed(f"connection refused by {host}:{port}: nothing listens there")
+        raise ConnectFailed(f"cannot connect to {host}:{port}: {_oserror_text(last)}")
+
+    async def _identify(self) -> None:
+        version = await self._query("query-version")
+        name = await self._query("query-name")
+        status = await self._query("query-status")
+        commands = await self._query("query-commands")
+        names = frozenset(
+            c["name"] for c in (commands if isinstance(commands, list) else [])
+            if isinstance(c, dict) and isinstance(c.get("name"), str)
+        )
+        migrate_args = None
+        if "query-qmp-schema" in names:
+            migrate_args = migrate_args_from_schema(await self._query("query-qmp-schema"))
+        caps: dict[str, bool] = {}
+        if "query-migrate-capabilities" in names:
+            reply = await self._query("query-migrate-capabilities")
+            for c in reply if isinstance(reply, list) else []:
+                if isinstance(c, dict) and isinstance(c.get("capability"), str):
+                    caps[c["capability"]] = bool(c.get("state"))
+        self.dialect = Dialect(parse_version(version), names, migrate_args, frozenset(caps))
+        vm = self.vm
+        vm.qemu_version = self.dialect.version_text
+        vm.dialect = self.dialect.name
+        if not self.endpoint.named and isinstance(name, dict) and isinstance(name.get("name"), str):
+            vm.name = name["name"]  # QEMU's -name, unless the operator named the endpoint
+        vm.run_state = status.get("status") if isinstance(status, dict) else None
+        vm.capabilities = caps
+        await self.refresh_parameters()
+        self._shutdown_seen = False
+        if "query-block-jobs" in names:
+            jobs = await self._query("query-block-jobs")
+            self._block_jobs = any(isinstance(j, dict) and j.get("type") == "mirror" for j in jobs or [])
+        self._notify(VMUpdated(self.key, "identity"))
+
+    async def _enable_events(self) -> None:
+        """Turn on the `events` capability so MIGRATION and MIGRATION_PASS arrive as they happen."""
+        d = self.dialect
+        if not self.options.enable_events or d is None or "events" not in d.capabilities:
+            return
+        if self.vm.capabilities.get("events") or self.vm.in_flight:
+            return  # capabilities cannot change during a migration
+        try:
+            await self._query(*d.set_capabilities({"events": True})[0])
+        except QMPRefused:
+            return
+        self.vm.capabilities["events"] = True
+
+    async def refresh_parameters(self) -> None:
+        d = self.dialect
+        if d is None:
+            return
+        params: dict[str, Any] = {}
+        if d.has("query-migrate-parameters"):
+            reply = await self._query("query-migrate-parameters")
+            if isinstance(reply, dict):
+                params.update(reply)
+        if "xbzrle-cache-size" not in params and d.has("query-migrate-cache-size"):
+            value = await self._query("query-migrate-cache-size")
+            if isinstance(value, int):
+                params["xbzrle-cache-size"] = value
+        if not d.modern:
+            # QEMU before 2.4 cannot report speed or downtime: keep what migtui last set.
+            for key in ("max-bandwidth", "downtime-limit"):
+                if key in self.vm.parameters:
+                    params[key] = self.vm.parameters[key]
+        self.vm.parameters = params
+        tracker = self.vm.tracker
+        tracker.max_bandwidth = params.get("max-bandwidth")
+        tracker.downtime_limit_ms = params.get("downtime-limit")
+        self._notify(VMUpdated(self.key, "settings"))
+
+    async def refresh_capabilities(self) -> None:
+        if self.dialect is None or not self.dialect.has("query-migrate-capabilities"):
+            return
+        reply = await self._query("query-migrate-capabilities")
+        if isinstance(reply, list):
+            self.vm.capabilities = {
+                c["capability"]: bool(c.get("state")) for c in reply if isinstance(c, dict) and "capability" in c
+            }
+            self._notify(VMUpdated(self.key, "settings"))
+
+    # ---- the background loop ---------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        while not self._closing:
+            try:
+                if not self.connected:  # a caller may have connected already
+                    await self.connect()
+                backoff = 0.5
+                await self._session_loop()
+            except ConnectFailed as err:
+                state = Connection.MONITOR_BUSY if err.busy else Connection.DISCONNECTED
+                self._set_connection(state, err.reason)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # the console must outlive any one VM's trouble
+                self._set_connection(Connection.DISCONNECTED, _lost_reason(err, self._shutdown_seen))
+            await self._drop()
+            self._connected.clear()
+            if self._closing or not self.options.reconnect:
+                return
+            # Backoff between reconnects; close() interrupts it through _wake.
+            await _wait_event(self._wake, backoff)
+            self._wake.clear()
+            backoff = min(backoff * 2, self.options.backoff_max)
+
+    async def _session_loop(self) -> None:
+        client = self._client
+        assert client is not None
+        events = asyncio.create_task(self._drain_events(client))
+        gone = asyncio.create_task(self._wait_disconnect(client))
+        polls = asyncio.create_task(self._poll_loop() if self.options.autopoll else asyncio.Event().wait())
+        try:
+            done, _ = await asyncio.wait({events, gone, polls}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # re-raise what ended the session
+            # The connection dropped: qemu.qmp re-raises from disconnect() what broke it.
+            await client.disconnect()
+            raise ConnectionResetError("QEMU closed the connection")
+        finally:
+            for task in (events, gone, polls):
+                task.cancel()
+            await asyncio.gather(events, gone, polls, return_exceptions=True)
+
+    async def _wait_disconnect(self, client: QMPClient) -> None:
+        while client.runstate == Runstate.RUNNING:
+            await client.runstate_changed()
+
+    async def _poll_loop(self) -> None:
+        while not self._closing:
+            opts = self.options
+            interval = opts.active_interval if self.vm.in_flight else opts.poll_interval
+            await _wait_event(self._wake, interval)
+            self._wake.clear()
+            await self._poll_once()
+
+    async def _poll_once(self) -> MigrationSample:
+        """One query-migrate; never a second while the first is unanswered."""
+        client = self._client
+        if client is None:
+            raise NotConnected(f"{self.vm.name}: not connected")
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.create_task(client.execute("query-migrate"))
+        task = self._inflight
+        done, _ = await asyncio.wait({task}, timeout=self.options.request_timeout)
+        if not done:
+            self._set_connection(
+                Connection.UNRESPONSIVE,
+                f"no answer to query-migrate for {self.options.request_timeout:g}s; still waiting",
+            )
+            await asyncio.shield(task)  # keep the one request; queue nothing behind it
+        self._inflight = None
+        try:
+            reply = task.result()
+        except ExecuteError as err:
+            raise QMPRefused("query-migrate", err.error_class, str(err)) from None
+        sample = parse_query_migrate(reply, time.time())
+        await self._add_block_job_progress(sample)
+        was_in_flight = self.vm.in_flight
+        previous_status = self.vm.migration_status
+        self.vm.tracker.add(sample)
+        self.vm.problems = sample.problems
+        if self.vm.connection != Connection.CONNECTED:
+            self._set_connection(Connection.CONNECTED, None)
+        if sample.status != previous_status or was_in_flight != sample.in_flight:
+            await self._on_status_change()
+        self._notify(VMUpdated(self.key, "sample"))
+        return sample
+
+    async def _add_block_job_progress(self, sample: MigrationSample) -> None:
+        """While a drive-mirror copies the disk (the modern path), show it as the `disk` section."""
+        if not self._block_jobs or sample.has("disk") or self.dialect is None:
+            return
+        jobs = await self._query("query-block-jobs")
+        mirrors = [j for j in jobs or [] if isinstance(j, dict) and j.get("type") == "mirror"]
+        if not mirrors:
+            self._block_jobs = False
+            return
+        total = sum(int(j.get("len") or 0) for j in mirrors)
+        done = sum(int(j.get("offset") or 0) for j in mirrors)
+        info = dict(sample.info)
+        info["disk"] = {"total": total, "transferred": done, "remaining": max(0, total - done)}
+        object.__setattr__(sample, "info", info)
+
+    async def _on_status_change(self) -> None:
+        status = await self._query("query-status")
+        if isinstance(status, dict) and isinstance(status.get("status"), str):
+            self.vm.run_state = status["status"]
+        await self.refresh_parameters()
+
+    async def _drain_events(self, client: QMPClient) -> None:
+        # qemu.qmp's default listener keeps every event until read: reading it here bounds it.
+        async for event in client.events:
+            name = str(event.get("event", "?"))
+            data = event.get("data") if isinstance(event.get("data"), dict) else {}
+            stamp = event.get("timestamp")
+            when = time.time()
+            if isinstance(stamp, dict) and isinstance(stamp.get("seconds"), int):
+                when = stamp["seconds"] + stamp.get("microseconds", 0) / 1e6
+            if name == "MIGRATION_PASS" and isinstance(data.get("pass"), int):
+                self.vm.tracker.history.mark_pass(PassMark(when, data["pass"]))
+            elif name == "SHUTDOWN":
+                self._shutdown_seen = True
+            elif name == "STOP":
+                self.vm.run_state = "paused"
+            elif name == "RESUME":
+                self.vm.run_state = "running"
+            elif name in ("BLOCK_JOB_READY", "JOB_STATUS_CHANGE"):
+                self._block_jobs = True
+            self._log("event", name, _brief(data), when)
+            self._notify(VMEvent(self.key, name, dict(data), when))
+            if name in _POLL_AFTER:
+                self.poll_now()
+
+    # ---- commands --------------------------------------------------------
+
+    async def _query(self, command: str, args: dict[str, Any] | None = None) -> Any:
+        """A read-only command, bounded by the request timeout."""
+        client = self._client
+        if client is None:
+            raise NotConnected(f"{self.vm.name}: not connected")
+        try:
+            return await asyncio.wait_for(client.execute(command, args), self.options.request_timeout)
+        except asyncio.TimeoutError:
+            raise ConnectionResetError(f"no answer to {command} for {self.options.request_timeout:g}s") from None
+        except ExecuteError as err:
+            raise QMPRefused(command, err.error_class, str(err)) from None
+
+    async def execute(self, command: str, args: dict[str, Any] | None = None, *, audit: bool = True) -> Any:
+        """Send a state-changing command and report it. Raises QMPRefused with QEMU's sentence."""
+        client = self._client
+        if client is None or client.runstate != Runstate.RUNNING:
+            raise NotConnected(f"{self.vm.name} is not connected: {self.vm.reason or 'connecting'}")
+        if self.dialect is not None and not self.dialect.has(command):
+            # Never send a VM a command it does not have.
+            raise QMPRefused(command, "CommandNotFound", f"QEMU {self.dialect.version_text} has no {command} command")
+        args = dict(args or {})
+        try:
+            result = await asyncio.wait_for(client.execute(command, args or None), max(30.0, self.options.request_timeout))
+        except ExecuteError as err:
+            refused = QMPRefused(command, err.error_class, str(err))
+            if audit:
+                self._log("error", command, refused.desc)
+                self._notify(ActionResult(self.key, command, args, False, refused.desc, time.time()))
+            raise refused from None
+        except asyncio.TimeoutError:
+            raise QMPRefused(command, "Timeout", "no answer within 30s") from None
+        if audit:
+            self._log("action", command, _brief(args) or "ok")
+            self._notify(ActionResult(self.key, command, args, True, result, time.time()))
+        return result
+
+    async def query(self, command: str, args: dict[str, Any] | None = None) -> Any:
+        return await self._query(command, args)
+
+    async def sample(self) -> MigrationSample:
+        """A fresh sample now (used before acting on a migration's state)."""
+        return await self._poll_once()
+
+    # ---- helpers ---------------------------------------------------------
+
+    async def _drop(self) -> None:
+        client, self._client = self._client, None
+        if self._inflight is not None:
+            self._inflight.cancel()
+            self._inflight = None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.disconnect(), 2)
+
+    def _set_connection(self, state: Connection, reason: str | None) -> None:
+        vm = self.vm
+        if vm.connection == state and vm.reason == reason:
+            return
+        vm.connection = state
+        vm.reason = reason
+        if reason and state != Connection.CONNECTING:
+            self._log("error", str(state), reason)
+        self._notify(VMUpdated(self.key, "connection"))
+
+    def _log(self, kind: str, name: str, detail: str, when: float | None = None) -> None:
+        self.vm.log.append(EventRecord(when or time.time(), kind, name, detail))
+
+    def _notify(self, message: BackendMessage) -> None:
+        try:
+            self.listener(message)
+        except Exception:  # a listener's bug must not take the session down
+            logging.getLogger(__name__).exception("listener failed")
+
+
+async def _wait_event(event: asyncio.Event, timeout: float) -> None:
+    """Wait until `event` is set or `timeout` passes.
+
+    Not asyncio.wait_for: on Python 3.11 it drops a cancellation that arrives
+    as the event fires, and the session could then never be closed.
+    """
+    if event.is_set():
+        return
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=timeout)
+    finally:
+        waiter.cancel()
+
+
+def _brief(data: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in data.items())[:200]
+
+
+def _oserror_text(err: BaseException | None) -> str:
+    if isinstance(err, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return str(err) or type(err).__name__
+
+
+def _describe_connect_error(err: ConnectError) -> str:
+    inner = err.exc
+    if isinstance(inner, EOFError):
+        return "QEMU closed the connection before greeting"
+    name = type(inner).__name__
+    if name in ("GreetingError", "NegotiationError"):
+        return f"not a QMP monitor: {err.error_message.lower()} ({inner})"
+    if isinstance(inner, OSError) and inner.errno == errno.ECONNRESET:
+        return "QEMU reset the connection during the handshake"
+    return f"{err.error_message}: {inner}"
+
+
+def _lost_reason(err: BaseException, shutdown_seen: bool) -> str:
+    if shutdown_seen:
+        return "QEMU shut down"
+    if isinstance(err, (EOFError, ConnectionResetError, BrokenPipeError)):
+        text = str(err)
+        return text if text and ("closed" in text or "no answer" in text) else "QEMU closed the connection"
+    if isinstance(err, QMPRefused):
+        return str(err)
+    name = type(err).__name__
+    if name in ("ProtocolError", "ServerParseError", "DeserializationError", "UnexpectedTypeError"):
+        return f"QMP protocol error: {err}"[:200]
+    return f"connection lost: {name}: {err}"[:200]

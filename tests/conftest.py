@@ -1,0 +1,31 @@
+"""Shared fixtures. Real-QEMU fixtures live in lab_fixtures.py and skip with a reason without QEMU."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import pytest_asyncio
+
+from lab_fixtures import lab_pair, lab_pair_disk, pid_alive, qemu_required, wait_until  # noqa: F401
+from migtui.model.endpoint import parse_endpoint
+from migtui.qmp.messages import BackendMessage
+from migtui.qmp.session import SessionOptions, VMSession
+
+
+@pytest_asyncio.fixture
+async def open_session() -> AsyncIterator[Callable[..., VMSession]]:
+    """open_session(endpoint, **SessionOptions) -> a started session, closed after the test."""
+    sessions: list[VMSession] = []
+
+    def make(endpoint: str, messages: list[BackendMessage] | None = None, **options) -> VMSession:
+        listener = messages.append if messages is not None else None
+        session = VMSession(parse_endpoint(endpoint), listener, SessionOptions(**options))
+        session.start()
+        sessions.append(session)
+        return session
+
+    yield make
+    for session in sessions:
+        with contextlib.suppress(Exception):
+            await session.close()

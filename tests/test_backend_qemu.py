@@ -1,0 +1,209 @@
+"""The backend against real QEMU (Debian's 7.2 here), on lab VMs under TCG.
+
+The lab guest dirties ~100 MB/s, so QEMU's defaults (128 MiB/s, 300 ms) never
+converge on it, while a high bandwidth and a downtime limit of seconds do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+from qemu.qmp import QMPClient
+
+from lab_fixtures import qemu_required, wait_until
+from migtui.model.vm import Connection
+from migtui.qmp.controls import (
+    MigrationOptions,
+    cancel_migration,
+    set_capabilities,
+    set_parameters,
+    start_migration,
+    start_postcopy,
+)
+from migtui.qmp.errors import QMPRefused, Refused
+from migtui.qmp.messages import ActionResult, VMEvent
+
+pytestmark = [qemu_required, pytest.mark.qemu]
+
+CONVERGING = MigrationOptions(bandwidth=4 * 2**30, downtime_ms=20_000)
+NOT_CONVERGING = MigrationOptions(bandwidth=32 * 2**20, downtime_ms=1)
+
+
+async def connected_pair(open_session, source, destination, **options):
+    src_messages: list = []
+    src = open_session(source.endpoint, src_messages, **options)
+    dst = open_session(destination.endpoint, **options)
+    assert await src.wait_connected(10), src.vm.reason
+    assert await dst.wait_connected(10), dst.vm.reason
+    await wait_until(lambda: src.vm.capabilities.get("events") and dst.vm.capabilities.get("events"))
+    return src, dst, src_messages
+
+
+async def test_connect_learns_who_is_there(lab_pair, open_session):
+    source, destination, _ = lab_pair
+    src, dst, _ = await connected_pair(open_session, source, destination)
+    assert src.vm.connection == Connection.CONNECTED
+    assert src.vm.qemu_version.startswith("7.")
+    assert src.vm.dialect == "modern" and src.dialect.modern
+    assert not src.dialect.has("migrate_set_speed")  # removed in 6.0: never sent
+    assert src.vm.name == source.name  # from query-name (-name)
+    assert src.vm.run_state == "running"
+    assert dst.vm.run_state == "inmigrate"
+    assert src.vm.parameters["max-bandwidth"] == 128 * 2**20
+    assert src.vm.parameters["downtime-limit"] == 300
+    assert src.dialect.has_block_migration  # 7.2 still has blk
+    assert "postcopy-ram" in src.vm.capabilities
+    assert src.vm.migration_status == "none"
+
+
+async def test_converging_migration_completes_and_destination_runs(lab_pair, open_session):
+    source, destination, _ = lab_pair
+    src, dst, messages = await connected_pair(open_session, source, destination)
+    plan = await start_migration(src, CONVERGING, destination=dst)
+    assert plan.uri.startswith("unix:")
+    await wait_until(lambda: src.vm.migration_status == "completed", timeout=60)
+    await wait_until(lambda: dst.vm.run_state == "running", timeout=10)
+    assert src.vm.run_state == "postmigrate"
+    sample = src.vm.sample
+    assert sample.get(None, "downtime") is not None
+    assert src.vm.derived.progress == 1.0
+    events = [m.data.get("status") for m in messages if isinstance(m, VMEvent) and m.event == "MIGRATION"]
+    assert events[-1] == "completed" and "active" in events
+    sent = [m.command for m in messages if isinstance(m, ActionResult)]
+    assert sent == ["migrate-set-parameters", "migrate"]
+    # Reading the default event listener keeps it from growing.
+    assert src._client is not None and src._client.events.empty()
+
+
+async def test_non_converging_passes_climb_and_cancel_leaves_source_running(lab_pair, open_session):
+    source, destination, _ = lab_pair
+    src, dst, _ = await connected_pair(open_session, source, destination, active_interval=0.2)
+    await start_migration(src, NOT_CONVERGING, destination=dst)
+    await wait_until(lambda: (src.vm.derived.passes or 0) >= 4, timeout=60)
+    assert src.vm.migration_status == "active"
+    assert src.vm.derived.dirty_bytes_per_s > 0
+    assert src.vm.derived.throughput_bps > 0
+    assert len(src.vm.tracker.history.passes) >= 3
+    # A second migrate is refused before anything is sent.
+    with pytest.raises(Refused, match="already migrating"):
+        await start_migration(src, CONVERGING, uri="exec:cat > /dev/null")
+    # Capabilities cannot change mid-migration: said before sending.
+    with pytest.raises(Refused, match="while a migration runs"):
+        await set_capabilities(src, {"xbzrle": True})
+    await cancel_migration(src)
+    await wait_until(lambda: src.vm.migration_status == "cancelled", timeout=20)
+    await wait_until(lambda: src.vm.run_state == "running", timeout=10)
+
+
+async def test_bandwidth_change_during_migration_reaches_qemu(lab_pair, open_session):
+    source, destination, _ = lab_pair
+    src, dst, _ = await connected_pair(open_session, source, destination)
+    await start_migration(src, NOT_CONVERGING, destination=dst)
+    await wait_until(lambda: src.vm.migration_status == "active", timeout=20)
+    await set_parameters(src, {"max-bandwidth": 64 * 2**20, "downtime-limit": 2})
+    reply = await src.query("query-migrate-parameters")
+    assert reply["max-bandwidth"] == 64 * 2**20 and reply["downtime-limit"] == 2
+    assert src.vm.parameters["max-bandwidth"] == 64 * 2**20
+    await cancel_migration(src)
+    await wait_until(lambda: src.vm.migration_status == "cancelled", timeout=20)
+
+
+async def test_xbzrle_stats_appear(lab_pair, open_session):
+    source, destination, _ = lab_pair
+    src, dst, _ = await connected_pair(open_session, source, destination, active_interval=0.2)
+    options = MigrationOptions(bandwidth=64 * 2**20, downtime_ms=1, xbzrle=True, xbzrle_cache=32 * 2**20)
+    await start_migration(src, options, destination=dst)
+    assert src.vm.capabilities["xbzrle"] is True
+    assert src.vm.parameters["xbzrle-cache-size"] == 32 * 2**20
+    await wait_until(lambda: (src.vm.sample.get("xbzrle-cache", "cache-miss") or 0) > 0, timeout=60)
+    sample = src.vm.sample
+    assert sample.get("xbzrle-cache", "cache-size") == 32 * 2**20
+    assert 0 <= sample.get("xbzrle-cache", "cache-miss-rate") <= 1
+    assert any(p.xbzrle_cache_miss_rate is not None for p in src.vm.tracker.history)
+    await cancel_migration(src)
+    await wait_until(lambda: src.vm.migration_status == "cancelled", timeout=20)
+
+
+async def test_block_migration_shows_disk_progress(lab_pair_disk, open_session):
+    source, destination, _ = lab_pair_disk
+    src, dst, _ = await connected_pair(open_session, source, destination, active_interval=0.1)
+    options = MigrationOptions(bandwidth=16 * 2**20, downtime_ms=20_000, block=True)
+    await start_migration(src, options, destination=dst)
+    await wait_until(lambda: src.vm.sample.has("disk"), timeout=30)
+    disk_total = src.vm.sample.get("disk", "total")
+    assert disk_total and disk_total >= 64 * 2**20
+    await set_parameters(src, {"max-bandwidth": 4 * 2**30})
+    await wait_until(lambda: src.vm.migration_status == "completed", timeout=90)
+    assert any(p.disk_transferred for p in src.vm.tracker.history)
+    await wait_until(lambda: dst.vm.run_state == "running", timeout=10)
+
+
+async def test_postcopy_switch_completes(lab_pair, open_session):
+    source, destination, _ = lab_pair
+    src, dst, _ = await connected_pair(open_session, source, destination)
+    await start_migration(src, MigrationOptions(bandwidth=32 * 2**20, downtime_ms=1, postcopy=True), destination=dst)
+    assert dst.vm.capabilities.get("postcopy-ram") is True  # on at both ends
+    await wait_until(lambda: src.vm.migration_status == "active", timeout=20)
+    await set_parameters(src, {"max-bandwidth": 4 * 2**30})
+    await start_postcopy(src)
+    await wait_until(lambda: src.vm.migration_status == "completed", timeout=60)
+    await wait_until(lambda: dst.vm.run_state == "running", timeout=10)
+
+
+async def test_refusals_carry_qemus_sentence(lab_pair, open_session):
+    source, destination, _ = lab_pair
+    src, _, messages = await connected_pair(open_session, source, destination)
+    with pytest.raises(QMPRefused) as err:
+        await src.execute("migrate-set-parameters", {"xbzrle-cache-size": 1000})
+    assert "xbzrle_cache_size" in err.value.desc or "cache" in err.value.desc
+    assert any(isinstance(m, ActionResult) and not m.ok for m in messages)
+    with pytest.raises(Refused, match="postcopy-ram"):
+        await start_postcopy(src)
+
+
+async def test_second_client_is_reported_as_monitor_busy(lab_pair, open_session):
+    source, _, _ = lab_pair
+    holder = QMPClient("holder")
+    await holder.connect(str(source.qmp_path))
+    try:
+        session = open_session(source.endpoint, greeting_timeout=1.0)
+        await wait_until(lambda: session.vm.connection == Connection.MONITOR_BUSY, timeout=10)
+        assert session.vm.reason.startswith("monitor busy: another client holds it")
+    finally:
+        await holder.disconnect()
+    # Once the holder leaves, the session gets in by itself.
+    await wait_until(lambda: session.vm.connection == Connection.CONNECTED, timeout=15)
+
+
+async def test_stalled_qemu_is_unresponsive_then_recovers(lab_pair, open_session):
+    source, _, _ = lab_pair
+    session = open_session(source.endpoint, request_timeout=0.5, poll_interval=0.1)
+    assert await session.wait_connected(10)
+    os.kill(source.pid, signal.SIGSTOP)
+    try:
+        await wait_until(lambda: session.vm.connection == Connection.UNRESPONSIVE, timeout=10)
+        assert "no answer to query-migrate" in session.vm.reason
+        inflight = session._inflight
+        await asyncio.sleep(0.3)  # let several poll intervals pass: still the same single request
+        assert session._inflight is inflight
+    finally:
+        os.kill(source.pid, signal.SIGCONT)
+    await wait_until(lambda: session.vm.connection == Connection.CONNECTED, timeout=10)
+
+
+async def test_killed_qemu_keeps_last_sample_and_reason(lab_pair, open_session):
+    source, destination, lab = lab_pair
+    src, dst, _ = await connected_pair(open_session, source, destination, backoff_max=0.5)
+    await start_migration(src, NOT_CONVERGING, destination=dst)
+    await wait_until(lambda: (src.vm.derived.passes or 0) >= 2, timeout=60)
+    history_len = len(src.vm.tracker.history)
+    await source.kill()
+    await wait_until(lambda: src.vm.connection == Connection.DISCONNECTED, timeout=10)
+    assert src.vm.reason
+    assert src.vm.migration_status == "active"  # as QEMU last saw it, never invented
+    assert len(src.vm.tracker.history) >= history_len
+    # The destination exits when its source dies ("load of migration failed").
+    await wait_until(lambda: dst.vm.connection == Connection.DISCONNECTED, timeout=20)

@@ -1,0 +1,78 @@
+"""How each control is spelled per QEMU era, without a socket."""
+
+import pytest
+
+from migtui.qmp.dialect import Dialect, Unsupported, migrate_args_from_schema, parse_version
+
+LEGACY_14 = Dialect(
+    (1, 4, 0),
+    frozenset({"migrate", "migrate_cancel", "query-migrate", "migrate_set_speed", "migrate_set_downtime",
+               "migrate-set-cache-size", "query-migrate-cache-size", "migrate-set-capabilities",
+               "query-migrate-capabilities"}),
+    None,
+    frozenset({"xbzrle"}),
+)
+MODERN_72 = Dialect(
+    (7, 2, 0),
+    frozenset({"migrate", "migrate-set-parameters", "query-migrate-parameters", "migrate-set-capabilities",
+               "migrate-incoming", "migrate-start-postcopy"}),
+    frozenset({"uri", "blk", "inc", "detach", "resume"}),
+    frozenset({"xbzrle", "events", "postcopy-ram", "multifd"}),
+)
+
+
+def test_legacy_sends_seconds_and_bytes():
+    assert not LEGACY_14.modern and LEGACY_14.name == "legacy"
+    cmds = LEGACY_14.set_parameters({"max-bandwidth": 2**30, "downtime-limit": 500, "xbzrle-cache-size": 2**26})
+    assert cmds == [
+        ("migrate_set_speed", {"value": 2**30}),
+        ("migrate_set_downtime", {"value": 0.5}),  # seconds, not ms
+        ("migrate-set-cache-size", {"value": 2**26}),
+    ]
+
+
+def test_modern_sends_one_set_parameters():
+    assert MODERN_72.set_parameters({"max-bandwidth": 1, "downtime-limit": 500}) == [
+        ("migrate-set-parameters", {"max-bandwidth": 1, "downtime-limit": 500})
+    ]
+
+
+def test_between_24_and_211_the_cache_has_its_own_command():
+    d = Dialect((2, 8, 0), frozenset({"migrate-set-parameters", "migrate-set-cache-size"}))
+    assert d.set_parameters({"xbzrle-cache-size": 2**26, "downtime-limit": 9}) == [
+        ("migrate-set-cache-size", {"value": 2**26}),
+        ("migrate-set-parameters", {"downtime-limit": 9}),
+    ]
+
+
+def test_legacy_refuses_what_it_cannot_do_before_sending():
+    with pytest.raises(Unsupported, match="cpu-throttle-initial"):
+        LEGACY_14.set_parameters({"cpu-throttle-initial": 30})
+    with pytest.raises(Unsupported, match="no capability 'postcopy-ram'"):
+        LEGACY_14.set_capabilities({"postcopy-ram": True})
+    with pytest.raises(Unsupported, match="migrate-incoming"):
+        LEGACY_14.require("migrate-incoming", "receive")
+
+
+def test_capabilities_command():
+    assert MODERN_72.set_capabilities({"events": True}) == [
+        ("migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]})
+    ]
+
+
+def test_block_migration_follows_the_schema():
+    assert MODERN_72.has_block_migration
+    d91 = Dialect((9, 1, 0), frozenset(), frozenset({"uri", "channels", "detach", "resume"}))
+    assert not d91.has_block_migration
+    assert LEGACY_14.has_block_migration
+
+
+def test_schema_and_version_parsing():
+    schema = [
+        {"name": "migrate", "meta-type": "command", "arg-type": "1"},
+        {"name": "1", "meta-type": "object", "members": [{"name": "uri"}, {"name": "blk"}]},
+    ]
+    assert migrate_args_from_schema(schema) == {"uri", "blk"}
+    assert migrate_args_from_schema({"not": "a list"}) is None
+    assert parse_version({"qemu": {"major": 7, "minor": 2, "micro": 22}}) == (7, 2, 22)
+    assert parse_version("junk") == (0, 0, 0)

@@ -1,0 +1,312 @@
+"""Tests for migtui.lab: the dirtying guest, QEMU processes and the Lab."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+import lab_fixtures
+import pytest
+from lab_fixtures import pid_alive, qemu_required, wait_until
+from qemu.qmp import QMPClient
+
+import migtui.lab.lab as lab_module
+from migtui.lab import (
+    DIRTY_END,
+    DIRTY_START,
+    QEMU_MISSING_MESSAGE,
+    READY_MARKER,
+    Lab,
+    QemuError,
+    QemuMissing,
+    QemuVM,
+    build_dirty_guest,
+)
+from migtui.lab.guest import guest_image
+from migtui.lab.lab import parse_mem
+
+# Fixtures, by name (harmless if tests/conftest.py imports them as well).
+lab_pair = lab_fixtures.lab_pair
+lab_pair_disk = lab_fixtures.lab_pair_disk
+
+
+# -- the guest image (no QEMU needed) -----------------------------------------
+
+
+def test_guest_image_has_valid_multiboot_header(tmp_path: Path) -> None:
+    path = build_dirty_guest(tmp_path / "guest.bin")
+    image = path.read_bytes()
+    assert image == guest_image()
+
+    # The header must be 4-byte aligned within the first 8 KiB.
+    offset = next(
+        off
+        for off in range(0, min(len(image), 8192) - 12, 4)
+        if struct.unpack_from("<I", image, off)[0] == 0x1BADB002
+    )
+    magic, flags, checksum = struct.unpack_from("<3I", image, offset)
+    assert (magic + flags + checksum) % 2**32 == 0
+    assert flags & (1 << 16), "a.out kludge: the addresses come from the header"
+
+    header_addr, load_addr, load_end, bss_end, entry = struct.unpack_from(
+        "<5I", image, offset + 12
+    )
+    assert load_addr == 0x100000
+    assert header_addr - load_addr == offset
+    assert load_end == load_addr + len(image)
+    assert bss_end in (0, load_end)
+    assert load_addr + offset + 32 <= entry < load_end
+    assert READY_MARKER + b"\0" in image
+    # The image must sit below the range the guest dirties.
+    assert load_end < DIRTY_START < DIRTY_END <= 100 * 1024 * 1024
+
+
+def test_parse_mem_and_minimum() -> None:
+    assert parse_mem("128M") == 128 << 20
+    assert parse_mem("1G") == 1 << 30
+    assert parse_mem("256") == 256 << 20
+    with pytest.raises(ValueError):
+        parse_mem("lots")
+    with pytest.raises(ValueError, match="128M"):
+        Lab(mem="64M")
+
+
+async def test_missing_qemu_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lab_module, "find_qemu", lambda: None)
+    lab = Lab()
+    with pytest.raises(QemuMissing) as excinfo:
+        await lab.start()
+    assert str(excinfo.value) == QEMU_MISSING_MESSAGE
+    assert not lab.vms
+
+
+# -- QEMU processes ------------------------------------------------------------
+
+
+@pytest.mark.qemu
+@qemu_required
+async def test_lab_starts_and_stops_cleanly() -> None:
+    lab = Lab(pairs=1, accel="tcg")
+    await lab.start()
+    try:
+        runtime_dir = lab.runtime_dir
+        assert runtime_dir.name.startswith(f"migtui-lab-{os.getpid()}-")
+        assert runtime_dir.stat().st_mode & 0o777 == 0o700
+        assert [vm.name for vm in lab.sources] == ["src1"]
+        assert [vm.name for vm in lab.destinations] == ["dst1"]
+        for vm in lab.vms:
+            assert vm.qmp_path.is_socket()
+            assert vm.tools_qmp_path.is_socket()
+            assert vm.endpoint == f"{vm.name}=unix:{runtime_dir / (vm.name + '.qmp')}"
+            assert vm.running
+        assert READY_MARKER in lab.sources[0].serial_path.read_bytes()
+        # The destination waits for migrate-incoming and runs no guest code.
+        assert READY_MARKER not in lab.destinations[0].serial_path.read_bytes()
+        pids = [vm.pid for vm in lab.vms]
+    finally:
+        await lab.stop()
+    assert all(pid is not None and not pid_alive(pid) for pid in pids)
+    assert all(vm.returncode is not None for vm in lab.vms)
+    assert not runtime_dir.exists()
+
+
+@pytest.mark.qemu
+@qemu_required
+async def test_add_vm_joins_the_lab(lab_pair: tuple[QemuVM, QemuVM, Lab]) -> None:
+    _, _, lab = lab_pair
+    extra = await lab.add_vm("src9", incoming=False)
+    assert extra in lab.sources and extra.running
+    assert READY_MARKER in extra.serial_path.read_bytes()
+    with pytest.raises(ValueError):
+        await lab.add_vm("src9", incoming=True)
+
+
+@pytest.mark.qemu
+@qemu_required
+async def test_wait_ready_reports_early_exit(tmp_path: Path) -> None:
+    vm = QemuVM("bad", tmp_path, tmp_path / "no-such-kernel", accel="tcg")
+    await vm.start()
+    try:
+        with pytest.raises(QemuError, match="exited with status") as excinfo:
+            await vm.wait_ready(timeout=10)
+        assert "no-such-kernel" in str(excinfo.value)  # the log tail is included
+    finally:
+        await vm.kill()
+
+
+async def _qmp(path: Path) -> QMPClient:
+    client = QMPClient("test")
+    await client.connect(str(path))
+    return client
+
+
+@pytest.mark.qemu
+@qemu_required
+async def test_source_dirties_and_does_not_converge_at_defaults(
+    lab_pair: tuple[QemuVM, QemuVM, Lab],
+) -> None:
+    source, _, _ = lab_pair
+    qmp = await _qmp(source.qmp_path)
+    try:
+        await qmp.execute("migrate", {"uri": "exec:cat > /dev/null"})
+        info: dict[str, Any] = {}
+
+        async def poll() -> bool:
+            nonlocal info
+            info = await qmp.execute("query-migrate")  # type: ignore[assignment]
+            ram = info.get("ram", {})
+            return bool(
+                ram.get("dirty-pages-rate", 0) > 0
+                and ram.get("dirty-sync-count", 0) >= 4
+            )
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not await poll():
+            assert info["status"] in ("setup", "active"), info
+            assert loop.time() < deadline, f"no dirtying seen: {info}"
+            await asyncio.sleep(0.1)
+        assert info["status"] == "active"
+        await qmp.execute("migrate_cancel")
+    finally:
+        await qmp.disconnect()
+
+
+@pytest.mark.qemu
+@qemu_required
+async def test_pair_migrates_when_tuned(lab_pair: tuple[QemuVM, QemuVM, Lab]) -> None:
+    source, destination, lab = lab_pair
+    src, dst = await _qmp(source.qmp_path), await _qmp(destination.tools_qmp_path)
+    try:
+        uri = f"unix:{lab.runtime_dir / 'migration.sock'}"
+        await dst.execute("migrate-incoming", {"uri": uri})
+        await src.execute(
+            "migrate-set-parameters",
+            {"max-bandwidth": 2 << 30, "downtime-limit": 10_000},
+        )
+        await src.execute("migrate", {"uri": uri})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while True:
+            info = await src.execute("query-migrate")
+            if info["status"] == "completed":  # type: ignore[index]
+                break
+            assert info["status"] in ("setup", "active", "device"), info  # type: ignore[index]
+            assert loop.time() < deadline, info
+            await asyncio.sleep(0.05)
+        status = await dst.execute("query-status")
+        assert status["status"] == "running"  # type: ignore[index]
+    finally:
+        await src.disconnect()
+        await dst.disconnect()
+
+
+@pytest.mark.qemu
+@qemu_required
+async def test_disk_pair_has_qcow2_drives(
+    lab_pair_disk: tuple[QemuVM, QemuVM, Lab],
+) -> None:
+    for vm in lab_pair_disk[:2]:
+        assert vm.disk is not None and vm.disk.is_file()
+        qmp = await _qmp(vm.tools_qmp_path)
+        try:
+            blocks: list[dict[str, Any]] = await qmp.execute("query-block")  # type: ignore[assignment]
+        finally:
+            await qmp.disconnect()
+        (disk0,) = [b for b in blocks if b["device"] == "disk0"]
+        assert disk0["inserted"]["drv"] == "qcow2"
+        assert disk0["inserted"]["image"]["virtual-size"] == 64 << 20
+
+
+# -- clean-up when the owning process goes away ---------------------------------
+
+_START_LAB_SCRIPT = """
+import asyncio, json, sys
+from migtui.lab import Lab
+
+async def main():
+    lab = Lab(pairs=1, accel="tcg")
+    await lab.start()
+    print(json.dumps({"dir": str(lab.runtime_dir), "pids": [vm.pid for vm in lab.vms]}),
+          flush=True)
+    if sys.argv[1] == "hang":
+        await asyncio.Event().wait()
+    # "exit": return without stop(); the atexit fallback must clean up.
+
+asyncio.run(main())
+"""
+
+
+async def _spawn(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, *args, stdout=asyncio.subprocess.PIPE
+    )
+
+
+async def _read_line(proc: asyncio.subprocess.Process, timeout: float = 15) -> str:
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+    assert line, "child exited before printing"
+    return line.decode()
+
+
+@pytest.mark.qemu
+@qemu_required
+async def test_no_ui_lab_stops_cleanly_on_sigterm() -> None:
+    proc = await _spawn(
+        "-c",
+        "import asyncio, sys\n"
+        "from migtui.lab import run_lab_no_ui\n"
+        "sys.exit(asyncio.run(run_lab_no_ui(1, '128M', False, accel='tcg')))\n",
+    )
+    try:
+        header = await _read_line(proc)
+        runtime_dir = Path(re.search(r" in (\S+);", header).group(1))  # type: ignore[union-attr]
+        lines = [await _read_line(proc) for _ in range(2)]
+        assert lines[0].split()[:2] == ["src1", "source"]
+        assert lines[1].split()[:2] == ["dst1", "destination"]
+        assert f"dst1=unix:{runtime_dir}/dst1.qmp" in lines[1]
+        assert f"tools={runtime_dir}/dst1-tools.qmp" in lines[1]
+        pids = [int(re.search(r"pid=(\d+)", line).group(1)) for line in lines]  # type: ignore[union-attr]
+        assert all(pid_alive(pid) for pid in pids)
+
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+        await wait_until(lambda: not any(pid_alive(pid) for pid in pids))
+        assert not runtime_dir.exists()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.mark.qemu
+@qemu_required
+async def test_atexit_cleans_up_a_lab_never_stopped() -> None:
+    proc = await _spawn("-c", _START_LAB_SCRIPT, "exit")
+    info = json.loads(await _read_line(proc))
+    assert await asyncio.wait_for(proc.wait(), 10) == 0
+    await wait_until(lambda: not any(pid_alive(pid) for pid in info["pids"]))
+    assert not Path(info["dir"]).exists()
+
+
+@pytest.mark.qemu
+@qemu_required
+async def test_qemu_dies_with_a_killed_parent() -> None:
+    proc = await _spawn("-c", _START_LAB_SCRIPT, "hang")
+    info = json.loads(await _read_line(proc))
+    try:
+        proc.kill()  # SIGKILL: no atexit, only PR_SET_PDEATHSIG can help
+        await proc.wait()
+        await wait_until(lambda: not any(pid_alive(pid) for pid in info["pids"]))
+    finally:
+        # Nobody was left to remove the directory.
+        shutil.rmtree(info["dir"], ignore_errors=True)

@@ -1,0 +1,251 @@
+"""The migration model: parsing query-migrate, derived values and history, on QEMU's field names."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from migtui.model import MigrationTracker, parse_endpoint, parse_query_migrate
+from migtui.model.parameters import check_uri, check_xbzrle_cache_size, parse_parameter
+from migtui.model.units import InputError
+
+MiB = 2**20
+
+
+def active(t, transferred, remaining, total=512 * MiB, dirty_pages=0, passes=1, **extra):
+    ram = {
+        "transferred": transferred,
+        "remaining": remaining,
+        "total": total,
+        "dirty-pages-rate": dirty_pages,
+        "dirty-sync-count": passes,
+        "page-size": 4096,
+    }
+    return parse_query_migrate(
+        {"status": "active", "total-time": int(t * 1000), "expected-downtime": 300, "ram": ram, **extra}, 1000 + t
+    )
+
+
+# ---- endpoints ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, kind, name, where",
+    [
+        ("unix:/run/vm1.qmp", "unix", "vm1", "/run/vm1.qmp"),
+        ("/run/vm1.qmp", "unix", "vm1", "/run/vm1.qmp"),
+        ("web=/run/a.sock", "unix", "web", "/run/a.sock"),
+        ("tcp:127.0.0.1:4444", "tcp", "127.0.0.1:4444", ("127.0.0.1", 4444)),
+        ("db=tcp:host.example:4444", "tcp", "db", ("host.example", 4444)),
+        ("tcp:[::1]:4444", "tcp", "::1:4444", ("::1", 4444)),
+    ],
+)
+def test_endpoints(text, kind, name, where):
+    ep = parse_endpoint(text)
+    assert (ep.kind, ep.name, ep.address) == (kind, name, where)
+    assert ep.named == ("=" in text)
+
+
+@pytest.mark.parametrize("text", ["", "tcp:host", "tcp:host:99999", "ssh:host", "bad name=/x", "unix:"])
+def test_bad_endpoints(text):
+    with pytest.raises(InputError, match="endpoint|give"):
+        parse_endpoint(text)
+
+
+def test_loopback_is_local():
+    assert parse_endpoint("tcp:127.0.0.1:1").is_local
+    assert parse_endpoint("tcp:localhost:1").is_local
+    assert not parse_endpoint("tcp:10.0.0.1:1").is_local
+
+
+# ---- samples ------------------------------------------------------------
+
+
+def test_legacy_empty_reply_means_no_migration():
+    sample = parse_query_migrate({}, 1.0)
+    assert sample.status == "none" and not sample.in_flight and sample.problems == ()
+
+
+def test_sample_keeps_qemu_names_and_unknown_fields():
+    reply = {
+        "status": "active",
+        "ram": {"transferred": 10, "remaining": 5, "total": 15, "future-counter": 7},
+        "xbzrle-cache": {"cache-miss-rate": 0.68, "cache-size": 32 * MiB},
+        "some-new-thing": {"x": "y"},
+    }
+    sample = parse_query_migrate(reply, 1.0)
+    assert sample.get("ram", "future-counter") == 7
+    assert sample.get("xbzrle-cache", "cache-miss-rate") == 0.68
+    assert sample.info["some-new-thing"] == {"x": "y"}
+    assert sample.get("disk", "total") is None  # QEMU 9.1+ has no disk section
+    assert sample.problems == ()
+
+
+@pytest.mark.parametrize(
+    "reply, problem",
+    [
+        ({"status": "active", "ram": {"transferred": -1}}, "ram.transferred is negative"),
+        ({"status": "active", "ram": {"transferred": "10"}}, "ram.transferred is str"),
+        ({"status": "active", "ram": {"remaining": 2**70}}, "absurdly large"),
+        ({"status": "active", "total-time": True}, "total-time is bool"),
+        ({"status": "active", "ram": []}, "ram is list"),
+        ({"status": "warp-speed"}, "unknown status"),
+        ({"status": 7}, "status is int"),
+    ],
+)
+def test_broken_replies_are_flagged_not_raised(reply, problem):
+    sample = parse_query_migrate(reply, 1.0)
+    assert any(problem in p for p in sample.problems), sample.problems
+
+
+def test_non_object_reply():
+    sample = parse_query_migrate(["nope"], 1.0)
+    assert sample.status == "unknown" and "not an object" in sample.problems[0]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+replies = st.dictionaries(
+    st.sampled_from(["status", "ram", "disk", "xbzrle-cache", "total-time", "downtime", "expected-downtime", "x"]),
+    json_values,
+    max_size=6,
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(replies | json_values, min_size=1, max_size=6))
+def test_tracker_survives_any_replies(seq):
+    tracker = MigrationTracker(history_len=8)
+    for i, reply in enumerate(seq):
+        derived = tracker.add(parse_query_migrate(reply, float(i)))
+        if derived.progress is not None:
+            assert 0.0 <= derived.progress <= 1.0
+        assert len(tracker.history) <= 8
+
+
+# ---- derived values -----------------------------------------------------
+
+
+def test_throughput_from_transferred_deltas_on_qemus_clock():
+    tracker = MigrationTracker()
+    tracker.add(active(1.0, 100 * MiB, 412 * MiB))
+    d = tracker.add(active(2.0, 200 * MiB, 312 * MiB))
+    assert d.throughput_bps == pytest.approx(100 * MiB)
+    assert d.elapsed_s == 2.0
+    assert d.progress == pytest.approx(1 - 312 / 512)
+
+
+def test_first_sample_falls_back_to_mbps_in_megabits():
+    tracker = MigrationTracker()
+    sample = parse_query_migrate({"status": "active", "ram": {"transferred": 1, "remaining": 1, "total": 2, "mbps": 800.0}}, 1)
+    assert tracker.add(sample).throughput_bps == pytest.approx(100e6)
+
+
+def test_dirty_rate_is_pages_times_page_size_defaulting_to_4096():
+    tracker = MigrationTracker()
+    d = tracker.add(parse_query_migrate({"status": "active", "ram": {"dirty-pages-rate": 1000}}, 1))
+    assert d.dirty_bytes_per_s == 4096 * 1000
+    d = tracker.add(parse_query_migrate({"status": "active", "ram": {"dirty-pages-rate": 1000, "page-size": 65536}}, 2))
+    assert d.dirty_bytes_per_s == 65536 * 1000
+
+
+def test_progress_going_back_says_why():
+    tracker = MigrationTracker()
+    tracker.add(active(1.0, 400 * MiB, 112 * MiB))
+    d = tracker.add(active(2.0, 500 * MiB, 200 * MiB, dirty_pages=25000, passes=2))
+    assert d.progress < 1 - 112 / 512
+    assert d.progress_note and "remaining grew" in d.progress_note and "dirtied" in d.progress_note
+
+
+def test_eta_when_converging_and_none_when_dirtying_faster_than_sending():
+    tracker = MigrationTracker()
+    tracker.downtime_limit_ms = 300
+    tracker.add(active(1.0, 100 * MiB, 400 * MiB))
+    d = tracker.add(active(2.0, 200 * MiB, 300 * MiB, dirty_pages=(50 * MiB) // 4096, passes=2))
+    # 100 MiB/s out, 50 MiB/s dirtied: net 50 MiB/s to reach the 30 MiB switch-over point.
+    assert d.eta_s == pytest.approx((300 - 30) / 50 + 0.3, rel=0.01)
+    d = tracker.add(active(3.0, 300 * MiB, 300 * MiB, dirty_pages=(150 * MiB) // 4096, passes=3))
+    assert d.eta_s is None
+
+
+def test_new_migration_resets_rates_and_history_keeps_only_migrations():
+    tracker = MigrationTracker(history_len=100)
+    idle = parse_query_migrate({}, 0.5)
+    tracker.add(idle)
+    tracker.add(idle)
+    assert len(tracker.history) == 0  # an idle VM adds nothing
+    tracker.add(active(1.0, 100 * MiB, 400 * MiB))
+    tracker.add(parse_query_migrate({"status": "completed", "total-time": 5000, "downtime": 40,
+                                     "ram": {"transferred": 600 * MiB, "remaining": 0, "total": 512 * MiB}}, 1005))
+    tracker.add(parse_query_migrate({"status": "completed", "total-time": 5000, "ram": {"transferred": 600 * MiB}}, 1006))
+    assert [p.status for p in tracker.history] == ["active", "completed"]
+    assert tracker.derived.progress == 1.0
+    assert tracker.derived.throughput_bps == pytest.approx(600 * MiB / 5)  # the average, once finished
+    d = tracker.add(active(0.5, 10 * MiB, 500 * MiB))  # a new migration: counters restart
+    assert d.progress_note is None
+    assert d.throughput_bps is None or d.throughput_bps >= 0
+
+
+def test_history_is_bounded_and_passes_are_marked():
+    tracker = MigrationTracker(history_len=10)
+    for i in range(50):
+        tracker.add(active(i + 1.0, (i + 1) * MiB, 500 * MiB, passes=1 + i // 10))
+    assert len(tracker.history) == 10
+    assert [m.number for m in tracker.history.passes] == [1, 2, 3, 4, 5][-10:]
+
+
+def test_disk_counts_towards_progress():
+    tracker = MigrationTracker()
+    sample = parse_query_migrate(
+        {"status": "active", "ram": {"transferred": 0, "remaining": 100, "total": 100},
+         "disk": {"transferred": 50, "remaining": 50, "total": 100}}, 1)
+    d = tracker.add(sample)
+    assert d.progress == 0.25 and d.remaining_bytes == 150
+
+
+# ---- parameters and URIs --------------------------------------------------
+
+
+def test_friendly_parameter_names_map_to_qemus():
+    assert parse_parameter("bandwidth", "1G") == ("max-bandwidth", 2**30)
+    assert parse_parameter("downtime", "500ms") == ("downtime-limit", 500)
+    assert parse_parameter("downtime-limit", "500") == ("downtime-limit", 500)
+    assert parse_parameter("xbzrle-cache", "256M") == ("xbzrle-cache-size", 256 * MiB)
+    current = {"cpu-throttle-initial": 20, "block-incremental": False, "tls-creds": ""}
+    assert parse_parameter("cpu-throttle-initial", "40", current) == ("cpu-throttle-initial", 40)
+    assert parse_parameter("block-incremental", "on", current) == ("block-incremental", True)
+
+
+@pytest.mark.parametrize(
+    "name, value, fragment",
+    [
+        ("downtime", "300", "no unit"),
+        ("bandwidth", "-1", "negative"),
+        ("xbzrle-cache", "100M", "power of two"),
+        ("xbzrle-cache", "1K", "power of two"),
+        ("cpu-throttle-initial", "lots", "whole number"),
+        ("block-incremental", "maybe", "on or off"),
+        ("warp", "9", "unknown parameter"),
+    ],
+)
+def test_bad_parameters(name, value, fragment):
+    with pytest.raises(InputError, match=fragment):
+        parse_parameter(name, value, {"cpu-throttle-initial": 20, "block-incremental": False})
+
+
+def test_xbzrle_cache_rule():
+    assert check_xbzrle_cache_size(64 * MiB) == 64 * MiB
+
+
+@pytest.mark.parametrize("uri, scheme", [("tcp:10.0.0.2:4444", "tcp"), ("unix:/run/m.sock", "unix"),
+                                        ("exec:cat > /dev/null", "exec"), ("fd:mig", "fd")])
+def test_uris(uri, scheme):
+    assert check_uri(uri) == scheme
+
+
+@pytest.mark.parametrize("uri", ["", "10.0.0.2:4444", "tcp:", "tcp:host", "http://x", "unix:"])
+def test_bad_uris(uri):
+    with pytest.raises(InputError, match="give|expected"):
+        check_uri(uri)
