@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
 from typing import Any, NoReturn, Sequence
@@ -428,12 +429,39 @@ async def cmd_lab(args: argparse.Namespace) -> int:
     if find_qemu() is None:
         print(f"migtui: {QEMU_MISSING_MESSAGE}", file=sys.stderr)
         return 2
-    from migtui.lab.lab import run_lab
+    from migtui.lab.lab import run_lab_no_ui
 
-    return await run_lab(pairs=pairs, mem=f"{mem // 2**20}M", disk=args.disk, accel=args.accel, ui=not args.no_ui)
+    main = None if args.no_ui else _lab_console
+    return await run_lab_no_ui(pairs, f"{mem // 2**20}M", args.disk, accel=args.accel, main=main)
+
+
+async def _lab_console(lab) -> int:
+    """Until the console lands: follow the lab's VMs with status lines, once a second."""
+    from migtui.qmp.fleet import Fleet
+
+    fleet = Fleet(_endpoints([vm.endpoint for vm in lab.vms]))
+    fleet.start()
+    print(
+        f"migtui: following the lab; try: migtui migrate {lab.sources[0].endpoint} "
+        f"--to {lab.destinations[0].endpoint} --wait   (stop with Ctrl-C)",
+        flush=True,
+    )
+    try:
+        while True:
+            await asyncio.sleep(1)  # a refresh rate, not synchronisation
+            for session in fleet:
+                print(_state_line(session, session.vm.reason), flush=True)
+    finally:
+        await fleet.close()
 
 
 async def cmd_console(targets: Sequence[str]) -> int:
+    import os
+
+    for target in targets:
+        # A bare word is far more often a mistyped subcommand than a socket in this directory.
+        if not any(c in target for c in "/:=") and not os.path.exists(target):
+            raise UsageError(f"unknown command or socket {target!r}; commands: {', '.join(SUBCOMMANDS)}")
     _endpoints(targets)  # check them now: a bad target is a usage error either way
     print(
         "migtui: the console arrives with the next release; meanwhile use "
@@ -455,11 +483,22 @@ COMMANDS = {
 }
 
 
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """`--bandwidth -5M` -> `--bandwidth=-5M`, so the value is refused as negative, not as a missing one."""
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and re.match(r"^-\.?\d", token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from migtui.model.units import InputError
     from migtui.qmp.errors import BackendError
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     try:
         if argv and (argv[0] in SUBCOMMANDS or argv[0].startswith("-")):
             args = build_parser().parse_args(argv)

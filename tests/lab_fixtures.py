@@ -11,12 +11,17 @@ installed. The VMs run under TCG so dirty rates are predictable.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 import pytest_asyncio
 
 from migtui.lab import QEMU_MISSING_MESSAGE, Lab, QemuVM, find_qemu
+
+if find_qemu() is None and os.environ.get("MIGTUI_REQUIRE_QEMU"):
+    # CI sets this: there, a missing QEMU is a failure, never a silent skip.
+    raise RuntimeError(f"MIGTUI_REQUIRE_QEMU is set but {QEMU_MISSING_MESSAGE}")
 
 qemu_required = pytest.mark.skipif(find_qemu() is None, reason=QEMU_MISSING_MESSAGE)
 """Mark a test (or ``pytestmark``) that needs qemu-system-x86_64."""

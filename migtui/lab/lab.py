@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, TextIO
 
 from migtui.lab.guest import MIN_GUEST_MEM, build_dirty_guest
 from migtui.lab.qemu import (
@@ -228,11 +228,13 @@ async def run_lab_no_ui(
     *,
     accel: Literal["auto", "kvm", "tcg"] = "auto",
     out: TextIO | None = None,
+    main: Callable[[Lab], Awaitable[int]] | None = None,
 ) -> int:
     """Run a lab until SIGINT/SIGTERM/SIGHUP, printing one line per VM.
 
-    Returns 0 after a clean stop, 1 when the lab could not start (the reason
-    goes to stderr).
+    With `main` (the console), the lab runs until `main(lab)` returns, and
+    that is the exit status. Returns 0 after a clean stop, 1 when the lab
+    could not start (the reason goes to stderr).
     """
     out = out if out is not None else sys.stdout
     lab = Lab(pairs=pairs, mem=mem, disk=disk, accel=accel)  # may raise ValueError
@@ -276,8 +278,13 @@ async def run_lab_no_ui(
         # Say so when a VM goes away on its own (e.g. a destination after a
         # failed incoming migration): its log is still there to read.
         watchers = [asyncio.ensure_future(_report_exit(vm, out)) for vm in lab.vms]
-        await stop_wait
-        return 0
+        if main is None:
+            await stop_wait
+            return 0
+        running = asyncio.ensure_future(main(lab))
+        watchers.append(running)
+        await asyncio.wait([running, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+        return running.result() if running.done() else 0
     finally:
         start.cancel()
         stop_wait.cancel()

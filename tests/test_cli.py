@@ -1,0 +1,168 @@
+"""The command line: exact names, exit codes, one clear line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lab_fixtures import qemu_required, wait_until
+
+MIGTUI = [sys.executable, "-m", "migtui"]
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([*MIGTUI, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str) -> None:
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert fragment in lines[0], lines[0]
+
+
+def test_version():
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.startswith("migtui ")
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["migrate"], "required"),
+        (["migrate", "/tmp/x.qmp"], "--to"),
+        (["migrate", "/tmp/x.qmp", "--to", "a", "--uri", "tcp:a:1"], "not allowed with"),
+        (["migrate", "/tmp/x.qmp", "--uri", "10.0.0.1:4444"], "no supported scheme"),
+        (["migrate", "/tmp/x.qmp", "--uri", "tcp:h:1", "--bandwidth", "-5M"], "negative"),
+        (["migrate", "/tmp/x.qmp", "--uri", "tcp:h:1", "--bandwidth", "fast"], "not understood"),
+        (["migrate", "/tmp/x.qmp", "--uri", "tcp:h:1", "--downtime", "300"], "no unit"),
+        (["migrate", "/tmp/x.qmp", "--uri", "tcp:h:1", "--downtime", "1h"], "not understood"),
+        (["migrate", "/tmp/x.qmp", "--uri", "tcp:h:1", "--xbzrle-cache", "100M"], "power of two"),
+        (["migrate", "/tmp/x.qmp", "--uri", "tcp:h:1", "--multifd", "0"], "1 to 255"),
+        (["migrate", "/tmp/x.qmp", "--uri", "tcp:h:1", "--bandwidth", "99999999T"], "too large"),
+        (["set", "/tmp/x.qmp", "bandwidth"], "NAME=VALUE"),
+        (["caps", "/tmp/x.qmp", "xbzrle=maybe"], "on or off"),
+        (["watch", "--interval", "0", "/tmp/x.qmp"], "--interval"),
+        (["watch", "--count", "-1", "/tmp/x.qmp"], "--count"),
+        (["status", "ssh:host"], "not supported"),
+        (["status", "tcp:host"], "tcp:HOST:PORT"),
+        (["lab", "--pairs", "0"], "--pairs"),
+        (["lab", "--mem", "64M"], "at least 128M"),
+        (["frobnicate"], "unknown command or socket"),
+        (["status", "/nonexistent/vm.qmp"], "no such socket"),
+        (["cancel", "/nonexistent/vm.qmp"], "no such socket"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(args, fragment):
+    assert_one_line_error(run(*args), fragment)
+
+
+def test_not_a_socket_and_refused(tmp_path):
+    regular = tmp_path / "file.qmp"
+    regular.write_text("")
+    assert_one_line_error(run("status", str(regular)), "not a socket")
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "dead.qmp"))  # bound but never listening: nobody answers
+    try:
+        assert_one_line_error(run("status", str(tmp_path / "dead.qmp")), "nothing listens")
+    finally:
+        sock.close()
+
+
+@qemu_required
+async def test_status_watch_set_and_migrate_wait_on_real_qemu(lab_pair):
+    source, destination, _ = lab_pair
+
+    async def migtui(*args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *MIGTUI, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        return proc.returncode, out.decode(), err.decode()
+
+    rc, out, err = await migtui("status", "--json", source.endpoint, destination.endpoint)
+    assert rc == 0, err
+    objs = [json.loads(line) for line in out.splitlines()]
+    assert [o["name"] for o in objs] == ["src1", "dst1"]
+    assert objs[0]["run-state"] == "running" and objs[1]["run-state"] == "inmigrate"
+    assert objs[0]["qemu"].startswith("7.") and objs[0]["error"] is None
+    assert set(objs[0]["derived"]) >= {"progress", "throughput-bps", "dirty-bytes-per-s", "eta-s"}
+
+    rc, out, err = await migtui("set", source.endpoint, "bandwidth=2G", "downtime=20s")
+    assert rc == 0, err
+    assert "max-bandwidth=2147483648" in out and "downtime-limit=20000" in out
+
+    rc, out, err = await migtui("set", source.endpoint, "downtime=fast")
+    assert rc == 2 and "300ms" in err
+
+    rc, out, err = await migtui("migrate", source.endpoint, "--to", destination.endpoint, "--wait")
+    assert rc == 0, err
+    assert "completed" in out.splitlines()[-1]
+
+    rc, out, err = await migtui("watch", "--json", "--count", "2", "--interval", "0.1", destination.endpoint)
+    assert rc == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert len(lines) == 2 and all(o["run-state"] == "running" for o in lines)
+
+
+@qemu_required
+async def test_cancel_makes_wait_exit_1(lab_pair):
+    source, destination, _ = lab_pair
+    proc = await asyncio.create_subprocess_exec(
+        *MIGTUI, "migrate", source.endpoint, "--to", destination.endpoint, "--wait",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        # --wait holds the source's monitor, so cancel through the tools monitor.
+        from qemu.qmp import QMPClient
+
+        tools = QMPClient("test")
+        await tools.connect(str(source.tools_qmp_path))
+
+        async def status() -> str:
+            return (await tools.execute("query-migrate")).get("status", "none")
+
+        state = {"s": "none"}
+
+        async def refresh() -> bool:
+            state["s"] = await status()
+            return state["s"] == "active"
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await refresh():
+            assert asyncio.get_running_loop().time() < deadline, state
+            await asyncio.sleep(0.05)
+        await tools.execute("migrate_cancel")
+        await tools.disconnect()
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    assert "cancelled" in out.decode().splitlines()[-1]
+
+
+@qemu_required
+def test_lab_no_ui_starts_and_stops_cleanly(tmp_path):
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    proc = subprocess.Popen([*MIGTUI, "lab", "--no-ui", "--accel", "tcg"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        header = proc.stdout.readline()
+        assert "migtui lab: 2 VMs" in header, proc.stderr.read() if proc.poll() is not None else header
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert lines[0].startswith("src1") and lines[1].startswith("dst1")
+        assert len(list(tmp_path.iterdir())) == 1
+        proc.send_signal(2)  # Ctrl-C
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert list(tmp_path.iterdir()) == []
