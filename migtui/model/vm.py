@@ -48,6 +48,16 @@ class VMState:
     tracker: MigrationTracker = field(default_factory=MigrationTracker)
     log: deque[EventRecord] = field(default_factory=lambda: deque(maxlen=500))
     problems: tuple[str, ...] = ()  # what was wrong with the last reply
+    log_total: int = 0  # records ever appended, so a viewer can tell which are new
+
+    def log_append(self, record: EventRecord) -> None:
+        self.log.append(record)
+        self.log_total += 1
+
+    def log_since(self, seen: int) -> list[EventRecord]:
+        """Records appended after the first `seen` (at most what the log still holds)."""
+        new = min(self.log_total - seen, len(self.log))
+        return list(self.log)[-new:] if new > 0 else []
 
     @property
     def sample(self):  # -> MigrationSample | None
@@ -64,3 +74,23 @@ class VMState:
     @property
     def in_flight(self) -> bool:
         return self.tracker.last is not None and self.tracker.last.in_flight
+
+
+def status_category(vm: VMState) -> str:
+    """One word for colouring and counting: what an operator scans the fleet for."""
+    if vm.connection in (Connection.DISCONNECTED, Connection.MONITOR_BUSY):
+        return "disconnected"
+    if vm.connection == Connection.UNRESPONSIVE:
+        return "unresponsive"
+    if vm.connection == Connection.CONNECTING and vm.sample is None:
+        return "connecting"
+    status = vm.migration_status
+    if status in ("failed", "cancelled", "completed"):
+        return status
+    if status.startswith("postcopy"):
+        return "post-copy"
+    if vm.run_state == "inmigrate":
+        return "incoming" if vm.in_flight else "waiting"
+    if vm.in_flight:
+        return "migrating"
+    return "idle"

@@ -500,7 +500,7 @@ class VMSession:
         self._notify(VMUpdated(self.key, "connection"))
 
     def _log(self, kind: str, name: str, detail: str, when: float | None = None) -> None:
-        self.vm.log.append(EventRecord(when or time.time(), kind, name, detail))
+        self.vm.log_append(EventRecord(when or time.time(), kind, name, detail))
 
     def _notify(self, message: BackendMessage) -> None:
         try:

@@ -1,0 +1,178 @@
+"""The backend against the simulator: the seed's 1.4 dialect end to end, and faults real QEMU cannot give.
+
+Real QEMU 7.2 stays the reference (test_backend_qemu.py); the simulator covers
+the QEMU of the seed's era and misbehaviour on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import pytest
+import pytest_asyncio
+
+from lab_fixtures import wait_until
+from migtui.model.vm import Connection
+from migtui.qmp.controls import MigrationOptions, set_capabilities, set_parameters, start_migration
+from migtui.qmp.dialect import Unsupported
+from migtui.qmp.errors import QMPRefused
+from migtui.sim import SimFleet
+
+MiB = 2**20
+MIGTUI = [sys.executable, "-m", "migtui"]
+
+
+@pytest_asyncio.fixture
+async def sim(tmp_path):
+    fleet = SimFleet(tmp_path / "sim", speedup=20.0, seed=3)
+    yield fleet
+    await fleet.stop()
+
+
+def control_commands(vm) -> list[tuple[str, dict]]:
+    return [(n, a) for n, a in vm.received if not n.startswith("query-")]
+
+
+async def test_legacy_dialect_is_detected_and_spoken(sim, open_session):
+    old = await sim.add_vm("old", dialect="1.4", dirty_rate=5 * MiB, working_set=32 * MiB)
+    session = open_session(old.endpoint)
+    assert await session.wait_connected(5), session.vm.reason
+    assert session.vm.dialect == "legacy" and session.vm.qemu_version == "1.4.0"
+    assert set(session.vm.capabilities) == {"xbzrle"}
+    assert session.vm.parameters == {"xbzrle-cache-size": 64 * MiB}  # 1.4 cannot report speed or downtime
+    # The events capability does not exist in 1.4: nothing was sent to turn it on.
+    assert control_commands(old) == []
+    await set_parameters(session, {"max-bandwidth": 256 * MiB, "downtime-limit": 1500, "xbzrle-cache-size": 128 * MiB})
+    assert control_commands(old) == [
+        ("migrate_set_speed", {"value": 256 * MiB}),
+        ("migrate_set_downtime", {"value": 1.5}),  # seconds
+        ("migrate-set-cache-size", {"value": 128 * MiB}),
+    ]
+    # What 1.4 cannot report back, migtui remembers it set.
+    assert session.vm.parameters["max-bandwidth"] == 256 * MiB
+    assert session.vm.parameters["downtime-limit"] == 1500
+    with pytest.raises(Unsupported, match="cpu-throttle-initial"):
+        await set_parameters(session, {"cpu-throttle-initial": 30})
+    with pytest.raises(Unsupported, match="postcopy-ram"):
+        await start_migration(session, MigrationOptions(postcopy=True), uri="tcp:127.0.0.1:1")
+    assert len(control_commands(old)) == 3  # the refusals sent nothing
+
+
+async def test_legacy_migration_runs_to_completion_with_its_fields(sim, open_session):
+    src = await sim.add_vm("src", dialect="1.4", ram=256 * MiB, dirty_rate=2 * MiB, working_set=16 * MiB)
+    dst = await sim.add_vm("dst", dialect="1.4", ram=256 * MiB, incoming=True)
+    session = open_session(src.endpoint, active_interval=0.05)
+    dest = open_session(dst.endpoint)
+    assert await session.wait_connected(5) and await dest.wait_connected(5)
+    assert dest.vm.run_state == "inmigrate"
+    # 1.4 has no migrate-incoming: --to is refused with the way out, nothing sent.
+    with pytest.raises(Unsupported, match="migrate-incoming"):
+        await start_migration(session, MigrationOptions(), destination=dest)
+    await start_migration(session, MigrationOptions(bandwidth=32 * MiB, downtime_ms=500, xbzrle=True),
+                          uri=dst.incoming_uri)
+    await wait_until(lambda: session.vm.migration_status == "completed", timeout=20)
+    sample = session.vm.sample
+    assert sample.get(None, "downtime") is not None
+    assert sample.get("ram", "mbps") is None  # 1.4 had no mbps: throughput comes from deltas
+    assert any(p.throughput_bps for p in session.vm.tracker.history)
+    assert session.vm.derived.progress == 1.0
+    await wait_until(lambda: dest.vm.run_state == "running", timeout=5)
+
+
+async def test_cli_set_uses_seconds_on_legacy(sim):
+    old = await sim.add_vm("old", dialect="1.4")
+    proc = await asyncio.create_subprocess_exec(*MIGTUI, "set", old.endpoint, "downtime=250ms", "bandwidth=1G",
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err
+    assert ("migrate_set_downtime", {"value": 0.25}) in old.received
+    assert ("migrate_set_speed", {"value": 2**30}) in old.received
+    proc = await asyncio.create_subprocess_exec(*MIGTUI, "status", "--json", old.endpoint,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    obj = json.loads(out)
+    assert obj["qemu"] == "1.4.0" and obj["migration"] == {} and obj["error"] is None
+
+
+async def test_capabilities_refused_before_sending_during_migration(sim, open_session):
+    src = await sim.add_vm("src", dirty_rate=300 * MiB, working_set=256 * MiB, ram=1024 * MiB)
+    session = open_session(src.endpoint)
+    assert await session.wait_connected(5)
+    await start_migration(session, MigrationOptions(bandwidth=32 * MiB), uri="exec:cat > /dev/null")
+    await wait_until(lambda: session.vm.in_flight, timeout=5)
+    before = len(control_commands(src))
+    from migtui.qmp.errors import Refused
+
+    with pytest.raises(Refused, match="while a migration runs"):
+        await set_capabilities(session, {"xbzrle": True})
+    assert len(control_commands(src)) == before
+
+
+async def test_one_request_in_flight_while_qemu_stalls(sim, open_session):
+    vm = await sim.add_vm("slow")
+    session = open_session(vm.endpoint, poll_interval=0.05, active_interval=0.05, request_timeout=0.3)
+    assert await session.wait_connected(5)
+    vm.freeze()
+    frozen_at = len(vm.received)
+    await wait_until(lambda: session.vm.connection == Connection.UNRESPONSIVE, timeout=5)
+    assert "no answer to query-migrate" in session.vm.reason
+    session.poll_now()
+    session.poll_now()
+    await asyncio.sleep(0.5)  # ten poll intervals pass: none may add a request
+    # The simulator records a command when it reads it; while frozen nothing new is read,
+    # and migtui must not have queued more than the one it already sent.
+    assert session._inflight is not None and not session._inflight.done()
+    vm.thaw()
+    await wait_until(lambda: session.vm.connection == Connection.CONNECTED, timeout=5)
+    queued = [n for n, _ in vm.received[frozen_at:] if n == "query-migrate"]
+    assert len(queued) <= 2, queued  # the stalled one, then polling resumes one at a time
+
+
+async def test_dropped_connection_reconnects_with_history_kept(sim, open_session):
+    vm = await sim.add_vm("flaky", dirty_rate=300 * MiB, working_set=256 * MiB, ram=1024 * MiB)
+    session = open_session(vm.endpoint, active_interval=0.05, backoff_max=0.2)
+    assert await session.wait_connected(5)
+    await start_migration(session, MigrationOptions(bandwidth=32 * MiB), uri="exec:cat > /dev/null")
+    await wait_until(lambda: len(session.vm.tracker.history) >= 3, timeout=5)
+    kept = len(session.vm.tracker.history)
+    vm.drop_connection()
+    await wait_until(lambda: session.vm.connection == Connection.DISCONNECTED, timeout=5)
+    assert session.vm.reason and len(session.vm.tracker.history) >= kept
+    await wait_until(lambda: session.vm.connection == Connection.CONNECTED, timeout=5)
+    await wait_until(lambda: len(session.vm.tracker.history) > kept, timeout=5)
+
+
+@pytest.mark.parametrize("fault", ["garbage", "long_line"])
+async def test_broken_qmp_gives_an_error_state_not_a_crash(sim, open_session, fault):
+    vm = await sim.add_vm("bad")
+    session = open_session(vm.endpoint, backoff_max=0.2)
+    assert await session.wait_connected(5)
+    if fault == "garbage":
+        vm.send_garbage()
+    else:
+        vm.send_long_line()
+    await wait_until(lambda: session.vm.connection == Connection.DISCONNECTED, timeout=10)
+    assert session.vm.reason
+    await wait_until(lambda: session.vm.connection == Connection.CONNECTED, timeout=10)
+
+
+async def test_failed_migration_reports_qemus_error_desc(sim, open_session):
+    vm = await sim.add_vm("doomed", dirty_rate=300 * MiB, working_set=256 * MiB, ram=1024 * MiB)
+    session = open_session(vm.endpoint, active_interval=0.05)
+    assert await session.wait_connected(5)
+    await start_migration(session, MigrationOptions(bandwidth=32 * MiB), uri="exec:cat > /dev/null")
+    await wait_until(lambda: session.vm.in_flight, timeout=5)
+    vm.fail_migration("Unable to write to socket: Connection reset by peer")
+    await wait_until(lambda: session.vm.migration_status == "failed", timeout=5)
+    assert session.vm.sample.error_desc == "Unable to write to socket: Connection reset by peer"
+
+
+async def test_qemu_refusal_is_raised_with_its_sentence(sim, open_session):
+    vm = await sim.add_vm("vm")
+    session = open_session(vm.endpoint)
+    assert await session.wait_connected(5)
+    with pytest.raises(QMPRefused) as err:
+        await session.execute("migrate", {"uri": "bogus:x"})
+    assert err.value.desc and "bogus" not in str(err.value.command)
