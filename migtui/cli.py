@@ -13,6 +13,7 @@ import json
 import re
 import sys
 import time
+from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from migtui import __version__
@@ -96,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disk", action="store_true", help="give both sides qcow2 disks for block migration")
     p.add_argument("--no-ui", action="store_true", help="print the endpoints and wait for Ctrl-C")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto", help="default: kvm when usable")
+    p.add_argument("--sim", action="store_true", help="a simulated fleet instead (also when QEMU is missing)")
+    p.add_argument("--vms", default="12", metavar="N", help="with --sim: how many VMs (default 12)")
+    p.add_argument("--dialect", choices=("1.4", "7.2", "mixed"), default="mixed", help="with --sim (default mixed)")
+    p.add_argument("--speedup", default="1", metavar="K", help="with --sim: simulated time runs K times faster")
+    add_console_options(p)
     return parser
 
 
@@ -426,49 +432,116 @@ async def cmd_lab(args: argparse.Namespace) -> int:
     mem = parse_size(args.mem, "--mem")
     if mem < 128 * 2**20:
         raise UsageError("--mem: the lab guest dirties up to 100 MiB; give at least 128M")
-    if find_qemu() is None:
-        print(f"migtui: {QEMU_MISSING_MESSAGE}", file=sys.stderr)
-        return 2
+    if not args.sim and find_qemu() is None:
+        print(f"migtui: {QEMU_MISSING_MESSAGE}; starting the simulated lab instead", file=sys.stderr)
+        args.sim = True
+    if args.sim:
+        return await run_sim_lab(args)
     from migtui.lab.lab import run_lab_no_ui
 
-    main = None if args.no_ui else _lab_console
-    return await run_lab_no_ui(pairs, f"{mem // 2**20}M", args.disk, accel=args.accel, main=main)
+    async def console(lab) -> int:
+        return await run_console(_endpoints([vm.endpoint for vm in lab.vms]), args)
+
+    if not args.no_ui:
+        from migtui.config import load_config
+
+        load_config()  # a broken config is reported before any QEMU starts
+    main = None if args.no_ui else console
+    return await run_lab_no_ui(pairs, f"{mem // 2**20}M", args.disk, accel=args.accel, main=main,
+                               out=sys.stderr if main else None)
 
 
-async def _lab_console(lab) -> int:
-    """Until the console lands: follow the lab's VMs with status lines, once a second."""
+def build_console_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="migtui", description="Open the console on these VMs' QMP monitors.")
+    add_console_options(parser)
+    parser.add_argument("targets", nargs="*", metavar="TARGET", help="[NAME=]unix:PATH, PATH or tcp:HOST:PORT")
+    return parser
+
+
+def add_console_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--theme", metavar="NAME", help="migtui-dark (default), migtui-light, "
+                        "migtui-high-contrast or migtui-colorblind")
+    parser.add_argument("--read-only", action="store_true", help="watch only: every control is off")
+
+
+async def run_console(endpoints, args: argparse.Namespace) -> int:
+    """The Textual console on these endpoints, on this event loop."""
+    from migtui.config import load_config
     from migtui.qmp.fleet import Fleet
+    from migtui.ui.app import MigtuiApp
 
-    fleet = Fleet(_endpoints([vm.endpoint for vm in lab.vms]))
-    fleet.start()
-    print(
-        f"migtui: following the lab; try: migtui migrate {lab.sources[0].endpoint} "
-        f"--to {lab.destinations[0].endpoint} --wait   (stop with Ctrl-C)",
-        flush=True,
-    )
-    try:
-        while True:
-            await asyncio.sleep(1)  # a refresh rate, not synchronisation
-            for session in fleet:
-                print(_state_line(session, session.vm.reason), flush=True)
-    finally:
-        await fleet.close()
+    config = load_config()
+    app = MigtuiApp(Fleet(endpoints), config=config, theme=args.theme, read_only=args.read_only)
+    await app.run_async()
+    return app.return_code or 0
 
 
-async def cmd_console(targets: Sequence[str]) -> int:
+async def cmd_console(args: argparse.Namespace) -> int:
     import os
 
+    targets = args.targets
+    if not targets:
+        raise UsageError("give at least one TARGET ([NAME=]unix:PATH or tcp:HOST:PORT), or run: migtui lab")
     for target in targets:
         # A bare word is far more often a mistyped subcommand than a socket in this directory.
         if not any(c in target for c in "/:=") and not os.path.exists(target):
             raise UsageError(f"unknown command or socket {target!r}; commands: {', '.join(SUBCOMMANDS)}")
-    _endpoints(targets)  # check them now: a bad target is a usage error either way
-    print(
-        "migtui: the console arrives with the next release; meanwhile use "
-        "'migtui watch TARGET...' to follow migrations",
-        file=sys.stderr,
-    )
-    return 2
+    return await run_console(_endpoints(targets), args)
+
+
+async def run_sim_lab(args: argparse.Namespace) -> int:
+    """`migtui lab --sim`: a simulated fleet over real QMP sockets, some migrations already running."""
+    import os
+    import shutil
+    import signal
+    import tempfile
+
+    from migtui.model.units import parse_count
+    from migtui.sim import serve
+
+    n_vms = parse_count(args.vms, "--vms", 1, 5000)
+    try:
+        speedup = float(args.speedup)
+        if not 0.01 <= speedup <= 1000:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--speedup: {args.speedup!r} is not understood; give a factor from 0.01 to 1000") from None
+    if not args.no_ui:
+        from migtui.config import load_config
+
+        load_config()
+    parent = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    runtime = tempfile.mkdtemp(prefix="migtui-sim-", dir=parent if os.path.isdir(parent) else None)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    fleet = None
+    try:
+        fleet = await serve(n_vms, args.dialect, Path(runtime), speedup=speedup)
+        endpoints = [vm.endpoint for vm in fleet.vms.values()]
+        if args.no_ui:
+            print(f"migtui lab --sim: {n_vms} simulated VMs ({args.dialect}, x{speedup:g}) in {runtime}; "
+                  "stop with Ctrl-C", flush=True)
+            for endpoint in endpoints:
+                print(endpoint, flush=True)
+            await stop.wait()
+            return 0
+        console = asyncio.ensure_future(run_console(_endpoints(endpoints), args))
+        waiter = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([console, waiter], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if not console.done():
+            console.cancel()
+            return 0
+        return console.result()
+    finally:
+        if fleet is not None:
+            await fleet.stop()
+        shutil.rmtree(runtime, ignore_errors=True)
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 COMMANDS = {
@@ -500,12 +573,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     try:
-        if argv and (argv[0] in SUBCOMMANDS or argv[0].startswith("-")):
+        if argv and (argv[0] in SUBCOMMANDS or argv[0] in ("--version", "-h", "--help")):
             args = build_parser().parse_args(argv)
-            if args.command is None:
-                return asyncio.run(cmd_console([]))
             return asyncio.run(COMMANDS[args.command](args))
-        return asyncio.run(cmd_console(argv))
+        return asyncio.run(cmd_console(build_console_parser().parse_args(argv)))
     except (UsageError, InputError, BackendError) as err:
         print(f"migtui: {err}", file=sys.stderr)
         return 2

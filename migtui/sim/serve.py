@@ -31,23 +31,30 @@ async def serve(n_vms: int, dialect: str, runtime_dir: Path, speedup: float = 10
     _raise_fd_limit(4 * n_vms + 256)
     rng = random.Random(seed)
     fleet = SimFleet(Path(runtime_dir), speedup=speedup, seed=seed)
-    bandwidth = 32 * MiB if dialect == "1.4" else 128 * MiB
+    if dialect not in ("1.4", "7.2", "mixed"):
+        raise ValueError(f"dialect {dialect!r}: give 1.4, 7.2 or mixed")
     n_pairs = n_vms // 4 if n_vms >= 2 else 0
     names = [f"{ROLES[i % len(ROLES)]}{i // len(ROLES) + 1:02d}" for i in range(n_vms)]
     sources, dests = names[:n_pairs], names[n_vms - n_pairs:]
+    # "mixed": every third VM (and every third pair, both ends alike) speaks the seed's 1.4.
+    dialects = {name: ("1.4" if i % 3 == 2 else "7.2") if dialect == "mixed" else dialect
+                for i, name in enumerate(names)}
+    for k, (source_name, dest_name) in enumerate(zip(sources, dests)):
+        dialects[source_name] = dialects[dest_name] = ("1.4" if k % 3 == 2 else "7.2") if dialect == "mixed" else dialect
     for i, name in enumerate(names):
+        bandwidth = 32 * MiB if dialects[name] == "1.4" else 128 * MiB
         ram = rng.choice((1, 2, 4)) * 1024 * MiB
         working_set = rng.choice((64, 128, 256, 512)) * MiB
         if name in sources and sources.index(name) % 2 == 1:
             dirty = rng.uniform(1.5, 3.0) * bandwidth  # will not converge
         else:
             dirty = rng.uniform(0.05, 0.4) * bandwidth
-        await fleet.add_vm(name, dialect=dialect, ram=ram, working_set=working_set,
+        await fleet.add_vm(name, dialect=dialects[name], ram=ram, working_set=working_set,
                            dirty_rate=int(dirty) // PAGE * PAGE, incoming=name in dests,
                            zero_fraction=rng.uniform(0.2, 0.8))
     for source_name, dest_name in zip(sources, dests):
         source, dest = fleet[source_name], fleet[dest_name]
-        if dialect != "1.4":
+        if dialects[source_name] != "1.4":
             dest.execute("migrate-incoming",
                          {"uri": f"unix:{fleet.runtime_dir / dest_name}.migrate"}, record=False)
             source.set_capability("events")

@@ -1,0 +1,215 @@
+"""The console: a Textual app on the backend's asyncio loop.
+
+The backend calls `_on_backend` for every sample and event. That call only
+marks VMs dirty; one flush a few tens of milliseconds later tells the screen
+which VMs changed, so a fleet of hundreds costs one repaint, not hundreds.
+Actions run as workers: the UI never waits on QMP.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from migtui.config import Config
+from migtui.model.units import InputError
+from migtui.model.vm import EventRecord
+from migtui.qmp.errors import BackendError, QMPRefused
+from migtui.qmp.fleet import Fleet
+from migtui.qmp.messages import ActionResult, BackendMessage, VMEvent
+from migtui.qmp.session import VMSession
+from migtui.ui.messages import FleetChanged
+from migtui.ui.themes import DEFAULT_THEME, MigtuiTheme, load_themes
+
+__all__ = ["MigtuiApp", "CONTROL_ACTIONS"]
+
+# Actions that change a VM; --read-only makes all of them unreachable.
+CONTROL_ACTIONS = frozenset(
+    {"start_migration", "cancel_migration", "set_bandwidth", "set_downtime", "set_xbzrle_cache",
+     "capabilities", "postcopy"}
+)
+FLUSH_DELAY = 0.03  # coalescing window: well under the 100 ms an operator notices
+
+
+class MigtuiApp(App[int]):
+    CSS_PATH = "migtui.tcss"
+    TITLE = "migtui"
+    ENABLE_COMMAND_PALETTE = True
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="quit"),
+        Binding("question_mark", "help", "Help", id="help"),
+        Binding("s", "screenshot", "Screenshot", show=False, id="screenshot"),
+        Binding("t", "next_theme", "Theme", show=False, id="theme"),
+        Binding("r", "poll_now", "Poll", show=False, id="poll"),
+    ]
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        config: Config | None = None,
+        theme: str | None = None,
+        read_only: bool = False,
+        start_fleet: bool = True,
+        screenshot_dir: Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config or Config()
+        self.fleet = fleet
+        self.read_only = read_only or self.config.read_only
+        self.start_fleet = start_fleet
+        self.screenshot_dir = screenshot_dir or Path.cwd()
+        self.migtui_themes: dict[str, MigtuiTheme] = load_themes()
+        for entry in self.migtui_themes.values():
+            self.register_theme(entry.theme)
+        wanted = theme or self.config.theme or DEFAULT_THEME
+        if wanted not in self.migtui_themes and wanted not in self.available_themes:
+            names = ", ".join(self.migtui_themes) or "textual-dark"
+            raise InputError(f"--theme: unknown theme {wanted!r}; themes: {names}")
+        self.theme = wanted if wanted in self.available_themes else "textual-dark"
+        self._dirty: set[str] = set()
+        self._flush_scheduled = False
+        for session in fleet:
+            session.listener = self._on_backend
+        if self.config.keys:
+            self.set_keymap({f"migtui.{k}" if not k.startswith("migtui.") else k: v for k, v in self.config.keys.items()})
+
+    # ---- start and stop ----------------------------------------------------
+
+    def on_mount(self) -> None:
+        from migtui.ui.screens.fleet import FleetScreen
+
+        self.push_screen(FleetScreen())
+        if self.start_fleet:
+            self.fleet.start()
+        if self.read_only:
+            self.sub_title = "read-only"
+
+    async def on_unmount(self) -> None:
+        for session in self.fleet:
+            session.listener = _ignore  # no screen is left to tell
+        await self.fleet.close()
+
+    # ---- backend to screen -------------------------------------------------
+
+    def _on_backend(self, message: BackendMessage) -> None:
+        """Called by the backend on our loop; must stay cheap."""
+        self._dirty.add(message.vm)
+        if isinstance(message, ActionResult) and not message.ok:
+            self.notify(f"{message.vm}: QEMU refused {message.command}: {message.result}",
+                        severity="error", timeout=8)
+        if isinstance(message, VMEvent) and message.event in ("MIGRATION", "SHUTDOWN"):
+            self.flush()  # status changes go out at once: they are what operators wait for
+            return
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.set_timer(FLUSH_DELAY, self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._dirty:
+            return
+        changed, self._dirty = frozenset(self._dirty), set()
+        if self.screen_stack:  # empty while the app shuts down
+            self.screen.post_message(FleetChanged(changed))
+
+    # ---- what the operator acts on -----------------------------------------
+
+    def session(self, key: str | None) -> VMSession | None:
+        return None if key is None else self.fleet.get(key)
+
+    def log_for(self, key: str, kind: str, name: str, detail: str) -> None:
+        session = self.session(key)
+        if session is not None:
+            session.vm.log_append(EventRecord(time.time(), kind, name, detail))
+            self._dirty.add(key)
+            self.flush()
+
+    def run_control(self, key: str, what: str, work: Callable[[], Awaitable[Any]], done: str | None = None) -> None:
+        """Run a control in a worker; report QEMU's sentence or migtui's refusal."""
+
+        async def runner() -> None:
+            try:
+                await work()
+            except QMPRefused:
+                pass  # the session already logged QEMU's sentence and the backend message notified it
+            except (InputError, BackendError) as err:
+                self.notify(f"{key}: {err}", title=what, severity="error", timeout=10)
+                self.log_for(key, "error", what, str(err))
+            except (OSError, EOFError) as err:
+                self.notify(f"{key}: connection lost during {what}: {err}", severity="error", timeout=10)
+                self.log_for(key, "error", what, f"connection lost: {err}")
+            else:
+                if done:
+                    self.notify(done, title=key, timeout=4)
+
+        self.run_worker(runner(), group=f"action-{key}", exit_on_error=False)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.read_only and action in CONTROL_ACTIONS:
+            return False
+        return True
+
+    # ---- app-wide actions --------------------------------------------------
+
+    def action_help(self) -> None:
+        from migtui.ui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_next_theme(self) -> None:
+        names = list(self.migtui_themes) or ["textual-dark"]
+        index = names.index(self.theme) if self.theme in names else -1
+        self.theme = names[(index + 1) % len(names)]
+        self.notify(f"theme: {self.theme}", timeout=2)
+
+    def action_screenshot(self) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = self.save_screenshot(f"migtui-{stamp}.svg", str(self.screenshot_dir))
+        self.notify(f"saved {path}", title="screenshot", timeout=5)
+
+    def action_poll_now(self) -> None:
+        for session in self.fleet:
+            session.poll_now()
+
+    def plot_colors(self) -> dict[str, str]:
+        entry = self.migtui_themes.get(self.theme)
+        return dict(entry.plot) if entry else {}
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for binding, title, help_text in COMMANDS:
+            if self.read_only and binding in CONTROL_ACTIONS:
+                continue
+            target = screen if hasattr(screen, f"action_{binding}") else self
+            if hasattr(target, f"action_{binding}"):
+                yield SystemCommand(title, help_text, getattr(target, f"action_{binding}"))
+
+
+def _ignore(_: BackendMessage) -> None:
+    pass
+
+
+# Every action in the command palette, with the key that does the same.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("start_migration", "Start migration (m)", "Migrate the selected VM to a waiting VM or a URI"),
+    ("cancel_migration", "Cancel migration (c)", "Cancel the selected VM's migration, after confirmation"),
+    ("set_bandwidth", "Set bandwidth (b)", "Change max-bandwidth, also during a migration"),
+    ("set_downtime", "Set downtime limit (d)", "Change downtime-limit, also during a migration"),
+    ("set_xbzrle_cache", "Set XBZRLE cache size (x)", "Change xbzrle-cache-size"),
+    ("capabilities", "Capabilities (k)", "Turn migration capabilities on or off"),
+    ("postcopy", "Switch to post-copy (p)", "Switch the running migration to post-copy, after confirmation"),
+    ("open_dashboard", "Open dashboard (enter)", "Graphs, parameters and log of the selected VM"),
+    ("filter", "Filter VMs (/)", "Show only VMs whose name, endpoint or status match"),
+    ("poll_now", "Poll now (r)", "Ask every VM for a fresh sample"),
+    ("screenshot", "Save screenshot (s)", "Save an SVG of the screen in the current directory"),
+    ("next_theme", "Next theme (t)", "Cycle dark, light, high-contrast and colour-blind themes"),
+    ("help", "Help (?)", "Keys and what the columns mean"),
+]

@@ -1,0 +1,345 @@
+"""Dialogs: confirmations, one-value tuning, capabilities and the start of a migration.
+
+Validation is inline: every field is parsed as it is typed by the same
+functions the command line uses, and a dialog cannot be submitted while any
+field is wrong. A bad value never leaves the dialog.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static
+
+from migtui.model.parameters import check_uri, check_xbzrle_cache_size
+from migtui.model.units import InputError, parse_count, parse_rate, parse_size, parse_time_ms
+from migtui.qmp.controls import MigrationOptions
+from migtui.qmp.session import VMSession
+
+__all__ = [
+    "ConfirmDialog",
+    "TypedConfirmDialog",
+    "ValueDialog",
+    "CapabilitiesDialog",
+    "StartMigrationDialog",
+    "MigrationRequest",
+]
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """y confirms, n or Escape declines."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n", "answer(False)", "No"),
+        Binding("escape", "answer(False)", "Back"),
+    ]
+
+    def __init__(self, question: str, detail: str = "", danger: bool = False) -> None:
+        super().__init__(classes="dialog")
+        self.question = question
+        self.detail = detail
+        self.danger = danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box" + (" danger" if self.danger else "")):
+            yield Label(self.question, classes="dialog-title")
+            if self.detail:
+                yield Static(self.detail, classes="dialog-detail")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Yes (y)", id="yes", variant="error" if self.danger else "primary")
+                yield Button("No (n)", id="no")
+
+    def action_answer(self, value: bool) -> None:
+        self.dismiss(value)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class TypedConfirmDialog(ModalScreen[bool]):
+    """For what a slip of one key must not do: the operator types a word."""
+
+    BINDINGS = [Binding("escape", "cancel", "Back")]
+
+    def __init__(self, question: str, command: str, word: str = "run") -> None:
+        super().__init__(classes="dialog")
+        self.question = question
+        self.command = command
+        self.word = word
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box danger"):
+            yield Label(self.question, classes="dialog-title")
+            yield Static(self.command, classes="dialog-command", markup=False)
+            yield Label(f"Type {self.word} and press Enter to go ahead, Esc to go back.")
+            yield Input(id="typed", placeholder=self.word)
+            yield Label("", id="typed-error", classes="field-error")
+
+    def on_mount(self) -> None:
+        self.query_one("#typed", Input).focus()
+
+    @on(Input.Submitted, "#typed")
+    def _submitted(self, event: Input.Submitted) -> None:
+        if event.value.strip() == self.word:
+            self.dismiss(True)
+        else:
+            self.query_one("#typed-error", Label).update(f"type exactly {self.word!r}, or Esc to go back")
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+class ValueDialog(ModalScreen[Any]):
+    """One value, parsed as typed; Enter applies only a valid value."""
+
+    BINDINGS = [Binding("escape", "cancel", "Back")]
+
+    def __init__(self, title: str, label: str, current: str, placeholder: str, parse: Callable[[str], Any]) -> None:
+        super().__init__(classes="dialog")
+        self.title_text = title
+        self.label = label
+        self.current = current
+        self.placeholder = placeholder
+        self.parse = parse
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Label(f"{self.label}; now {self.current}")
+            yield Input(id="value", placeholder=self.placeholder)
+            yield Label("", id="value-error", classes="field-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Apply (Enter)", id="apply", variant="primary", disabled=True)
+                yield Button("Back (Esc)", id="back")
+
+    def on_mount(self) -> None:
+        self.query_one("#value", Input).focus()
+
+    def _check(self, text: str) -> tuple[Any, str | None]:
+        try:
+            return self.parse(text), None
+        except InputError as err:
+            return None, str(err)
+
+    @on(Input.Changed, "#value")
+    def _changed(self, event: Input.Changed) -> None:
+        _, error = self._check(event.value)
+        self.query_one("#value-error", Label).update(error or "" if event.value else "")
+        self.query_one("#apply", Button).disabled = error is not None
+
+    @on(Input.Submitted, "#value")
+    def _submitted(self, event: Input.Submitted) -> None:
+        self._apply()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "apply":
+            self._apply()
+        else:
+            self.dismiss(None)
+
+    def _apply(self) -> None:
+        value, error = self._check(self.query_one("#value", Input).value)
+        if error is not None:
+            self.query_one("#value-error", Label).update(error)
+            return
+        self.dismiss(value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class CapabilitiesDialog(ModalScreen[dict[str, bool]]):
+    """Every capability the VM's QEMU has; greyed out, with the reason, during a migration."""
+
+    BINDINGS = [Binding("escape", "cancel", "Back")]
+
+    def __init__(self, session: VMSession) -> None:
+        super().__init__(classes="dialog")
+        self.session = session
+        self.initial = dict(session.vm.capabilities)
+
+    def compose(self) -> ComposeResult:
+        vm = self.session.vm
+        locked = vm.in_flight
+        with Vertical(classes="dialog-box wide"):
+            yield Label(f"Capabilities of {vm.name}", classes="dialog-title")
+            if locked:
+                yield Label(
+                    f"Locked: a migration is running (status {vm.migration_status}); QEMU refuses capability "
+                    "changes until it ends.", classes="field-error", id="locked-reason")
+            with VerticalScroll(classes="caps"):
+                for name, state in sorted(self.initial.items()):
+                    yield Checkbox(name, state, id=f"cap-{name}", disabled=locked)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Apply", id="apply", variant="primary", disabled=locked)
+                yield Button("Back (Esc)", id="back")
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        if event.button.id != "apply":
+            self.dismiss({})
+            return
+        changes = {}
+        for name, state in self.initial.items():
+            box = self.query_one(f"#cap-{name}", Checkbox)
+            if box.value != state:
+                changes[name] = box.value
+        self.dismiss(changes)
+
+    def action_cancel(self) -> None:
+        self.dismiss({})
+
+
+@dataclass(frozen=True)
+class MigrationRequest:
+    options: MigrationOptions
+    destination: str | None  # a VM's key, or None with a URI
+    uri: str | None
+
+
+URI_CHOICE = "__uri__"
+
+
+class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
+    BINDINGS = [Binding("escape", "cancel", "Back")]
+
+    def __init__(self, source: VMSession, sessions: list[VMSession]) -> None:
+        super().__init__(classes="dialog")
+        self.source = source
+        # Destinations: VMs waiting for an incoming migration, the first one by default.
+        self.waiting = [s for s in sessions if s is not source and s.vm.run_state == "inmigrate"]
+
+    def compose(self) -> ComposeResult:
+        d = self.source.dialect
+        caps = self.source.vm.capabilities
+        params = self.source.vm.parameters
+        options = [(f"{s.vm.name}  ({s.endpoint})", s.key) for s in self.waiting]
+        options.append(("a URI…", URI_CHOICE))
+        default = self.waiting[0].key if self.waiting else URI_CHOICE
+        with Vertical(classes="dialog-box wide"):
+            yield Label(f"Migrate {self.source.vm.name}", classes="dialog-title")
+            with Grid(classes="form"):
+                yield Label("destination")
+                yield Select(options, value=default, allow_blank=False, id="destination")
+                yield Label("URI")
+                yield Input(placeholder="tcp:HOST:PORT, unix:PATH, exec:CMD or fd:NAME", id="uri",
+                            disabled=default != URI_CHOICE)
+                yield Label("bandwidth")
+                yield Input(placeholder=f"now {_rate(params.get('max-bandwidth'))}; e.g. 1G", id="bandwidth")
+                yield Label("downtime limit")
+                yield Input(placeholder=f"now {_ms(params.get('downtime-limit'))}; e.g. 300ms or 2s", id="downtime")
+                yield Label("XBZRLE")
+                yield Checkbox("compress re-sent pages", caps.get("xbzrle", False), id="xbzrle",
+                               disabled="xbzrle" not in caps)
+                yield Label("XBZRLE cache")
+                yield Input(placeholder="e.g. 256M (a power of two)", id="xbzrle-cache")
+                yield Label("auto-converge")
+                yield Checkbox("throttle the guest if it does not converge", caps.get("auto-converge", False),
+                               id="auto-converge", disabled="auto-converge" not in caps)
+                yield Label("post-copy")
+                yield Checkbox("allow a switch to post-copy (p)", caps.get("postcopy-ram", False), id="postcopy",
+                               disabled="postcopy-ram" not in caps)
+                yield Label("multifd")
+                yield Input(placeholder="channels, e.g. 4; empty = off", id="multifd",
+                            disabled="multifd" not in caps)
+                yield Label("block")
+                yield Checkbox("copy the disks too (blk)", False, id="block",
+                               disabled=d is None or not d.has_block_migration)
+            yield Label("", id="start-error", classes="field-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Start (Enter)", id="start", variant="primary")
+                yield Button("Back (Esc)", id="back")
+
+    def on_mount(self) -> None:
+        self.query_one("#start", Button).focus()
+        self._validate()
+
+    def _value(self, field: str) -> str:
+        return self.query_one(f"#{field}", Input).value.strip()
+
+    def _flag(self, field: str) -> bool:
+        return self.query_one(f"#{field}", Checkbox).value
+
+    def build(self) -> MigrationRequest:
+        """The request, or InputError naming the first bad field."""
+        destination = self.query_one("#destination", Select).value
+        uri = None
+        if destination == URI_CHOICE:
+            uri = self._value("uri")
+            check_uri(uri)
+            destination = None
+        cache = self._value("xbzrle-cache")
+        multifd = self._value("multifd")
+        options = MigrationOptions(
+            bandwidth=parse_rate(self._value("bandwidth"), "bandwidth") if self._value("bandwidth") else None,
+            downtime_ms=parse_time_ms(self._value("downtime"), "downtime") if self._value("downtime") else None,
+            xbzrle=self._flag("xbzrle"),
+            xbzrle_cache=check_xbzrle_cache_size(parse_size(cache, "XBZRLE cache"), "XBZRLE cache") if cache else None,
+            auto_converge=self._flag("auto-converge"),
+            postcopy=self._flag("postcopy"),
+            multifd=parse_count(multifd, "multifd", 1, 255) if multifd else None,
+            block=self._flag("block"),
+        )
+        return MigrationRequest(options, str(destination) if destination else None, uri)
+
+    def _validate(self) -> MigrationRequest | None:
+        error = self.query_one("#start-error", Label)
+        try:
+            request = self.build()
+        except InputError as err:
+            error.update(str(err))
+            self.query_one("#start", Button).disabled = True
+            return None
+        error.update("")
+        self.query_one("#start", Button).disabled = False
+        return request
+
+    @on(Select.Changed, "#destination")
+    def _destination_changed(self, event: Select.Changed) -> None:
+        self.query_one("#uri", Input).disabled = event.value != URI_CHOICE
+        self._validate()
+
+    @on(Input.Changed)
+    @on(Checkbox.Changed)
+    def _changed(self) -> None:
+        self._validate()
+
+    @on(Input.Submitted)
+    def _submitted(self) -> None:
+        self._start()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "start":
+            self._start()
+        else:
+            self.dismiss(None)
+
+    def _start(self) -> None:
+        request = self._validate()
+        if request is not None:
+            self.dismiss(request)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+def _rate(value: Any) -> str:
+    from migtui.model.units import format_rate
+
+    return format_rate(value) if isinstance(value, (int, float)) else "?"
+
+
+def _ms(value: Any) -> str:
+    from migtui.model.units import format_ms
+
+    return format_ms(value) if isinstance(value, (int, float)) else "?"

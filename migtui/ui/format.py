@@ -1,0 +1,125 @@
+"""Cells and lines shared by the fleet table and the dashboard."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from migtui.model.units import format_bytes, format_duration, format_ms, format_rate
+from migtui.model.vm import VMState, status_category
+
+# Theme variables per status category; the table and header colour by these.
+CATEGORY_STYLE = {
+    "migrating": "$accent",
+    "post-copy": "$warning",
+    "completed": "$success",
+    "failed": "$error",
+    "cancelled": "$warning",
+    "disconnected": "dim",
+    "unresponsive": "$error",
+    "connecting": "dim",
+    "waiting": "$secondary",
+    "incoming": "$secondary",
+    "idle": "",
+}
+
+
+def progress_bar(progress: float | None, width: int = 10) -> str:
+    """'█████▌    45%' — eighths give a smooth bar in a narrow cell."""
+    if progress is None:
+        return " " * (width + 5)
+    progress = min(1.0, max(0.0, progress))
+    eighths = int(progress * width * 8)
+    full, part = divmod(eighths, 8)
+    bar = "█" * full + ("" if part == 0 else " ▏▎▍▌▋▊▉"[part])
+    return f"{bar:<{width}} {progress * 100:3.0f}%"
+
+
+def eta_text(vm: VMState) -> str:
+    d = vm.derived
+    if not vm.in_flight:
+        return "-"
+    if d.eta_s is not None:
+        return format_duration(d.eta_s)
+    if d.throughput_bps and d.dirty_bytes_per_s is not None and d.dirty_bytes_per_s >= d.throughput_bps:
+        return "never"
+    return "…"
+
+
+def downtime_text(vm: VMState) -> str:
+    """Expected downtime against the limit, e.g. '812ms/300ms'."""
+    sample = vm.sample
+    limit = vm.parameters.get("downtime-limit")
+    if sample is None:
+        return "-"
+    if sample.status == "completed" and sample.get(None, "downtime") is not None:
+        return f"{format_ms(sample.get(None, 'downtime'))} actual"
+    expected = sample.get(None, "expected-downtime") if vm.in_flight else None
+    if expected is None and limit is None:
+        return "-"
+    return f"{format_ms(expected)}/{format_ms(limit)}"
+
+
+def status_text(vm: VMState) -> str:
+    category = status_category(vm)
+    if category in ("disconnected", "unresponsive"):
+        return str(vm.connection)
+    return vm.migration_status
+
+
+def note_text(vm: VMState) -> str:
+    """Why, in a few words: the reason a VM is out of reach, QEMU's error, a reply's problems."""
+    if vm.reason and status_category(vm) in ("disconnected", "unresponsive"):
+        return vm.reason
+    sample = vm.sample
+    if sample is not None and sample.error_desc:
+        return sample.error_desc
+    if vm.problems:
+        return "bad reply: " + "; ".join(vm.problems)
+    if vm.in_flight and vm.derived.progress_note:
+        return "progress went back: dirtied again"
+    return ""
+
+
+def fleet_cells(vm: VMState) -> tuple[str, ...]:
+    """The fleet table's row for one VM, as plain strings (styled by row)."""
+    d = vm.derived
+    live = vm.in_flight
+    return (
+        vm.name,
+        status_text(vm),
+        progress_bar(d.progress) if vm.sample and vm.sample.status != "none" else "",
+        format_rate(d.throughput_bps) if live else "-",
+        format_bytes(d.remaining_bytes) if live else "-",
+        format_rate(d.dirty_bytes_per_s) if live else "-",
+        downtime_text(vm),
+        eta_text(vm),
+        str(d.passes) if d.passes is not None and vm.sample and vm.sample.status != "none" else "-",
+        vm.run_state or "-",
+        vm.qemu_version or "-",
+        str(vm.endpoint),
+        note_text(vm),
+    )
+
+
+FLEET_COLUMNS = (
+    ("vm", "VM"),
+    ("status", "migration"),
+    ("progress", "progress"),
+    ("throughput", "throughput"),
+    ("remaining", "remaining"),
+    ("dirty", "dirty rate"),
+    ("downtime", "downtime exp/limit"),
+    ("eta", "ETA"),
+    ("passes", "pass"),
+    ("run-state", "run-state"),
+    ("qemu", "QEMU"),
+    ("endpoint", "endpoint"),
+    ("note", "note"),
+)
+
+
+def styled(text: str, category: str, theme_vars: dict[str, str]) -> Text:
+    style = CATEGORY_STYLE.get(category, "")
+    if style.startswith("$"):
+        style = theme_vars.get(style[1:], "")
+    return Text(text, style=style, no_wrap=True, overflow="ellipsis")

@@ -1,0 +1,215 @@
+"""The keys that act on a VM, shared by the fleet screen and the dashboard.
+
+Each action checks what it can before a dialog opens (connected? migrating?),
+asks for confirmation where a mistake costs a VM, and then runs in a worker.
+"""
+
+from __future__ import annotations
+
+from textual.binding import Binding
+
+from migtui.model.parameters import check_xbzrle_cache_size
+from migtui.model.units import format_bytes, format_ms, format_rate, parse_rate, parse_size, parse_time_ms
+from migtui.qmp import controls
+from migtui.qmp.session import VMSession
+
+
+class VMActions:
+    """Mixin for screens that have a current VM (`current_key()`)."""
+
+    ACTION_BINDINGS = [
+        Binding("m", "start_migration", "Migrate", id="migtui.migrate"),
+        Binding("c", "cancel_migration", "Cancel", id="migtui.cancel"),
+        Binding("b", "set_bandwidth", "Bandwidth", id="migtui.bandwidth"),
+        Binding("d", "set_downtime", "Downtime", id="migtui.downtime"),
+        Binding("x", "set_xbzrle_cache", "XBZRLE", id="migtui.xbzrle"),
+        Binding("k", "capabilities", "Caps", id="migtui.capabilities"),
+        Binding("p", "postcopy", "Post-copy", id="migtui.postcopy"),
+        Binding("r", "poll_now", "Poll", id="migtui.poll"),
+        Binding("s", "app.screenshot", "Shot", show=False, id="migtui.screenshot"),
+        Binding("t", "app.next_theme", "Theme", show=False, id="migtui.theme"),
+    ]
+
+    def current_key(self) -> str | None:
+        return self.selected_key()  # type: ignore[attr-defined]
+
+    def _session(self, what: str, need_connection: bool = True) -> VMSession | None:
+        app = self.app  # type: ignore[attr-defined]
+        if app.read_only:
+            app.notify("read-only: controls are off", severity="warning")
+            return None
+        session = app.session(self.current_key())
+        if session is None:
+            app.notify(f"{what}: no VM selected", severity="warning")
+            return None
+        if need_connection and not session.connected:
+            app.notify(f"{what}: {session.vm.name} is {session.vm.connection}: {session.vm.reason or 'connecting'}",
+                       severity="error")
+            return None
+        return session
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        from migtui.ui.app import CONTROL_ACTIONS
+
+        if action in CONTROL_ACTIONS and self.app.read_only:  # type: ignore[attr-defined]
+            return False  # hidden from the footer and unreachable by key
+        return True
+
+    # ---- start and stop ----------------------------------------------------
+
+    def action_start_migration(self) -> None:
+        from migtui.ui.dialogs import StartMigrationDialog, TypedConfirmDialog
+
+        session = self._session("migrate")
+        if session is None:
+            return
+        app = self.app  # type: ignore[attr-defined]
+        if session.vm.in_flight:
+            app.notify(f"{session.vm.name} is already migrating ({session.vm.migration_status}); cancel it first",
+                       severity="error")
+            return
+
+        def go(request) -> None:
+            if request is None:
+                return
+            destination = app.session(request.destination) if request.destination else None
+
+            async def work() -> None:
+                plan = await controls.start_migration(session, request.options, destination=destination, uri=request.uri)
+                app.log_for(session.key, "action", "migrate", f"to {plan.uri}")
+
+            app.run_control(session.key, "migrate", work, done=f"migration started to {request.destination or request.uri}")
+
+        def confirmed_exec(request):
+            def after(ok: bool | None) -> None:
+                go(request if ok else None)
+            return after
+
+        def chosen(request) -> None:
+            if request is not None and request.uri and request.uri.startswith("exec:"):
+                app.push_screen(
+                    TypedConfirmDialog(
+                        f"QEMU on {session.vm.name} will run this command as its migration stream:",
+                        request.uri[len("exec:"):],
+                        word="run",
+                    ),
+                    confirmed_exec(request),
+                )
+            else:
+                go(request)
+
+        app.push_screen(StartMigrationDialog(session, list(app.fleet)), chosen)
+
+    def action_cancel_migration(self) -> None:
+        from migtui.ui.dialogs import ConfirmDialog
+
+        session = self._session("cancel")
+        if session is None:
+            return
+        app = self.app  # type: ignore[attr-defined]
+        if not session.vm.in_flight:
+            app.notify(f"{session.vm.name} has no migration to cancel (status {session.vm.migration_status})",
+                       severity="warning")
+            return
+
+        def answer(ok: bool | None) -> None:
+            if ok:
+                app.run_control(session.key, "cancel", lambda: controls.cancel_migration(session), done="cancel sent")
+
+        app.push_screen(
+            ConfirmDialog(f"Cancel the migration of {session.vm.name}?",
+                          "The source keeps running; the destination is left waiting or exits."),
+            answer,
+        )
+
+    def action_postcopy(self) -> None:
+        from migtui.ui.dialogs import ConfirmDialog
+
+        session = self._session("post-copy")
+        if session is None:
+            return
+        app = self.app  # type: ignore[attr-defined]
+        if not session.vm.capabilities.get("postcopy-ram"):
+            app.notify("post-copy needs postcopy-ram on both sides before the migration starts "
+                       "(tick post-copy in the start dialog)", severity="error")
+            return
+        if session.vm.migration_status != "active":
+            app.notify(f"post-copy can only start during an active migration (status {session.vm.migration_status})",
+                       severity="error")
+            return
+
+        def answer(ok: bool | None) -> None:
+            if ok:
+                app.run_control(session.key, "post-copy", lambda: controls.start_postcopy(session), done="switched to post-copy")
+
+        app.push_screen(
+            ConfirmDialog(
+                f"Switch {session.vm.name} to post-copy now?",
+                "The guest runs on the destination from now on. If the migration fails during post-copy, "
+                "the VM is lost: neither side has all of its memory.",
+                danger=True,
+            ),
+            answer,
+        )
+
+    # ---- tuning --------------------------------------------------------------
+
+    def _tune(self, what: str, name: str, label: str, current: str, placeholder: str, parse) -> None:
+        from migtui.ui.dialogs import ValueDialog
+
+        session = self._session(what)
+        if session is None:
+            return
+        app = self.app  # type: ignore[attr-defined]
+
+        def answer(value) -> None:
+            if value is None:
+                return
+            app.run_control(session.key, what, lambda: controls.set_parameters(session, {name: value}),
+                           done=f"{name} set")
+
+        app.push_screen(ValueDialog(f"{what} for {session.vm.name}", label, current, placeholder, parse), answer)
+
+    def action_set_bandwidth(self) -> None:
+        session = self._session("bandwidth")
+        if session is None:
+            return
+        self._tune("bandwidth", "max-bandwidth", "max-bandwidth (bytes/s, binary: 1G = 1 GiB/s)",
+                   format_rate(session.vm.parameters.get("max-bandwidth")), "e.g. 1G or 500M/s",
+                   lambda text: parse_rate(text, "bandwidth"))
+
+    def action_set_downtime(self) -> None:
+        session = self._session("downtime")
+        if session is None:
+            return
+        self._tune("downtime", "downtime-limit", "downtime-limit (the longest pause the guest may see)",
+                   format_ms(session.vm.parameters.get("downtime-limit")), "e.g. 300ms or 2s",
+                   lambda text: parse_time_ms(text, "downtime"))
+
+    def action_set_xbzrle_cache(self) -> None:
+        session = self._session("XBZRLE cache")
+        if session is None:
+            return
+        self._tune("XBZRLE cache", "xbzrle-cache-size", "xbzrle-cache-size (a power of two, at least 4K)",
+                   format_bytes(session.vm.parameters.get("xbzrle-cache-size")), "e.g. 256M",
+                   lambda text: check_xbzrle_cache_size(parse_size(text, "xbzrle-cache"), "xbzrle-cache"))
+
+    def action_capabilities(self) -> None:
+        from migtui.ui.dialogs import CapabilitiesDialog
+
+        session = self._session("capabilities")
+        if session is None:
+            return
+        app = self.app  # type: ignore[attr-defined]
+
+        def answer(changes) -> None:
+            if changes:
+                app.run_control(session.key, "capabilities", lambda: controls.set_capabilities(session, changes),
+                               done="capabilities set")
+
+        app.push_screen(CapabilitiesDialog(session), answer)
+
+    def action_poll_now(self) -> None:
+        session = self.app.session(self.current_key())  # type: ignore[attr-defined]
+        if session is not None:
+            session.poll_now()

@@ -1,0 +1,163 @@
+"""One VM's migration: header figures, live graphs, parameters and the event log."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, RichLog, Static
+
+from migtui.model.units import format_bytes, format_duration, format_ms, format_rate
+from migtui.model.vm import VMState, status_category
+from migtui.ui.format import CATEGORY_STYLE, downtime_text, eta_text, progress_bar, status_text
+from migtui.ui.messages import FleetChanged
+from migtui.ui.screens.actions import VMActions
+from migtui.ui.widgets.graphs import DiskGraph, RamGraph, ThroughputGraph, XbzrleGraph
+
+NARROW = 110  # below this many columns the side panel folds into one line
+
+
+def header_lines(vm: VMState) -> tuple[str, str]:
+    """Status and figures, then the convergence sentence an operator reads first."""
+    sample = vm.sample
+    d = vm.derived
+    figures = [f"{vm.name}", status_text(vm)]
+    if sample is not None and sample.status != "none":
+        figures.append(f"elapsed {format_duration(d.elapsed_s)}")
+        setup = sample.get(None, "setup-time")
+        if setup is not None:
+            figures.append(f"setup {format_ms(setup)}")
+        total = sample.get(None, "total-time")
+        if sample.finished and total is not None:
+            figures.append(f"total {format_ms(total)}")
+        figures.append(f"downtime {downtime_text(vm)}")
+        if d.passes is not None:
+            figures.append(f"pass {d.passes}")
+    figures.append(f"{vm.run_state or '-'} · QEMU {vm.qemu_version or '?'} ({vm.dialect or '?'})")
+    second = ""
+    if vm.in_flight:
+        rate, dirty = d.throughput_bps, d.dirty_bytes_per_s
+        second = (f"{progress_bar(d.progress, 20)}  sending {format_rate(rate)}, dirtying {format_rate(dirty)}, "
+                  f"{format_bytes(d.remaining_bytes)} left, ETA {eta_text(vm)}")
+        if rate and dirty is not None and dirty >= rate:
+            second += " — dirtying faster than sending: will not converge at these settings"
+        if d.progress_note:
+            second += f" — progress went back: {d.progress_note.split(':', 1)[0]}"
+    elif sample is not None and sample.finished:
+        second = f"{progress_bar(d.progress, 20)}  {sample.status}"
+        if sample.error_desc:
+            second += f": {sample.error_desc}"
+    elif vm.reason:
+        second = f"{vm.connection}: {vm.reason}"
+    return " · ".join(figures), second
+
+
+def parameter_lines(vm: VMState) -> list[str]:
+    p = vm.parameters
+    caps = sorted(name for name, on_ in vm.capabilities.items() if on_)
+    lines = [
+        f"max-bandwidth     {format_rate(p.get('max-bandwidth'))}",
+        f"downtime-limit    {format_ms(p.get('downtime-limit'))}",
+        f"xbzrle-cache-size {format_bytes(p.get('xbzrle-cache-size'))}",
+    ]
+    if "multifd-channels" in p and vm.capabilities.get("multifd"):
+        lines.append(f"multifd-channels  {p['multifd-channels']}")
+    if "cpu-throttle-initial" in p and vm.capabilities.get("auto-converge"):
+        lines.append(f"cpu-throttle      {p.get('cpu-throttle-initial')}%+{p.get('cpu-throttle-increment')}%")
+    lines.append("capabilities on: " + (", ".join(caps) if caps else "none"))
+    return lines
+
+
+class DashboardScreen(VMActions, Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="migtui.back"),
+        *VMActions.ACTION_BINDINGS,
+    ]
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+        self._log_seen = 0
+
+    def current_key(self) -> str | None:
+        return self.key
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dash-top"):
+            yield Static(id="dash-header")
+            yield Static(id="dash-progress")
+        with Horizontal(id="dash-body"):
+            with Grid(id="graphs"):
+                yield ThroughputGraph(id="graph-throughput", classes="graph")
+                yield RamGraph(id="graph-ram", classes="graph")
+                yield DiskGraph(id="graph-disk", classes="graph")
+                yield XbzrleGraph(id="graph-xbzrle", classes="graph")
+            with Vertical(id="dash-side"):
+                yield Static(id="params", classes="panel")
+                yield RichLog(id="log", wrap=True, markup=False, max_lines=500, min_width=20, classes="panel")
+        yield Static(id="params-strip")
+        yield Footer()
+
+    @property
+    def session(self):
+        return self.app.session(self.key)
+
+    def on_mount(self) -> None:
+        self.query_one("#params", Static).border_title = "parameters"
+        self.query_one("#log", RichLog).border_title = "events"
+        self._apply_colors()
+        self.update_all()
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width < NARROW, "narrow")
+
+    def _apply_colors(self) -> None:
+        colors = self.app.plot_colors()
+        for graph in self.query(".graph"):
+            graph.set_colors(colors)
+
+    def on_screen_resume(self) -> None:
+        self._apply_colors()
+        self.update_all()
+
+    @on(FleetChanged)
+    def _fleet_changed(self, message: FleetChanged) -> None:
+        if self.key in message.keys:
+            self.update_all()
+
+    def update_all(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        vm = session.vm
+        first, second = header_lines(vm)
+        style = CATEGORY_STYLE.get(status_category(vm), "")
+        if style.startswith("$"):
+            style = self.app.theme_variables.get(style[1:], "")
+        self.query_one("#dash-header", Static).update(Text(first, style=f"bold {style}".strip()))
+        self.query_one("#dash-progress", Static).update(Text(second, style=style))
+        params = parameter_lines(vm)
+        self.query_one("#params", Static).update("\n".join(params))
+        self.query_one("#params-strip", Static).update(" · ".join(line.split(None, 1)[-1] if i < 3 else line
+                                                                  for i, line in enumerate(params)))
+        history = vm.tracker.history
+        points = list(history.points)
+        passes = list(history.passes)
+        bandwidth = vm.parameters.get("max-bandwidth")
+        for graph in self.query(".graph"):
+            graph.set_data(points, passes, bandwidth)
+        log = self.query_one("#log", RichLog)
+        for record in vm.log_since(self._log_seen):
+            log.write(_log_line(record))
+        self._log_seen = vm.log_total
+
+
+def _log_line(record) -> Text:
+    import time
+
+    stamp = time.strftime("%H:%M:%S", time.localtime(record.time))
+    style = {"error": "bold red", "action": "bold"}.get(record.kind, "")
+    return Text.assemble((stamp + " ", "dim"), (f"{record.name} ", style), record.detail)

@@ -1,0 +1,63 @@
+"""? : the keys, and what the numbers mean."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+HELP = """\
+# migtui keys
+
+| key | action |
+| --- | --- |
+| `m` | start a migration (to a VM waiting with `-incoming defer`, or a URI) |
+| `c` | cancel the migration (confirm with `y`) |
+| `b` | bandwidth: `max-bandwidth`, bytes/s (`1G` = 1 GiB/s) |
+| `d` | downtime limit: `downtime-limit`, e.g. `300ms`, `2s` |
+| `x` | XBZRLE cache size (a power of two) |
+| `k` | capabilities (locked while a migration runs) |
+| `p` | switch to post-copy (confirm; needs post-copy ticked at start) |
+| `enter` | dashboard of the selected VM |
+| `escape` | back |
+| `/` | filter the fleet; `o` cycles the sort column |
+| `r` | poll now |
+| `s` | save an SVG screenshot in the current directory |
+| `t` | next theme |
+| `?` | this help |
+| `q` | quit |
+| `ctrl+p` | every action by name |
+
+Keys can be remapped in `~/.config/migtui/config.toml`, under `[keys]`.
+
+# Reading a migration
+
+- **throughput** is measured by migtui from `transferred` between samples, in
+  bytes/s. QEMU's own `mbps` is megabits.
+- **dirty rate** is `dirty-pages-rate` x `page-size`: how fast the guest
+  re-dirties memory. When it is at or above throughput, the migration **will
+  not converge** at these settings: raise bandwidth (`b`), raise the downtime
+  limit (`d`), or switch to post-copy (`p`).
+- **downtime exp/limit**: QEMU's `expected-downtime` against the
+  `downtime-limit`. QEMU switches over once what is left fits in the limit.
+- **progress** can go back: the guest dirtied pages again. migtui says so.
+- **ETA** is `never` when dirtying outpaces sending, `…` before the first rates.
+- **pass** is `dirty-sync-count`, one per sweep over RAM.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [
+        Binding("escape", "dismiss", "Back"),
+        Binding("question_mark", "dismiss", "Back", show=False),
+        Binding("q", "dismiss", "Back", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help"):
+            yield Markdown(HELP)
+
+    def action_dismiss(self) -> None:
+        self.dismiss(None)

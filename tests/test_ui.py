@@ -1,0 +1,402 @@
+"""Pilot tests for the console: every key and dialog, bad input included.
+
+Controls run against the simulator over real QMP sockets, so each test can
+check exactly which commands reached the (simulated) QEMU, and that a bad
+value sent none. The real-QEMU end-to-end test is in test_ui_qemu.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select
+
+from lab_fixtures import wait_until
+from migtui.model.endpoint import parse_endpoint
+from migtui.qmp.fleet import Fleet
+from migtui.qmp.session import SessionOptions
+from migtui.sim import SimFleet
+from migtui.ui.app import MigtuiApp
+from migtui.ui.dialogs import CapabilitiesDialog, ConfirmDialog, StartMigrationDialog, TypedConfirmDialog, ValueDialog
+from migtui.ui.screens.dashboard import DashboardScreen
+from migtui.ui.screens.fleet import FleetScreen
+from migtui.ui.screens.help import HelpScreen
+from ui_data import static_fleet
+
+MiB = 2**20
+SIZE = (120, 36)
+CONTROL_COMMANDS = {"migrate", "migrate-incoming", "migrate_cancel", "migrate-set-parameters",
+                    "migrate-set-capabilities", "migrate-start-postcopy", "migrate_set_speed",
+                    "migrate_set_downtime", "migrate-set-cache-size"}
+
+
+def rows(app: MigtuiApp) -> list[str]:
+    table = app.screen.query_one("#fleet", DataTable)
+    return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+
+
+def header(app: MigtuiApp) -> str:
+    return str(app.screen.query_one("#fleet-header").render())
+
+
+# ---- fixed data: navigation, filter, sort, themes ----------------------------
+
+
+async def test_fleet_lists_every_vm_with_counts():
+    app = MigtuiApp(static_fleet(), start_fleet=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, FleetScreen)
+        assert rows(app) == ["src1", "dst1", "web-03", "db-01", "old-host"]
+        text = header(app)
+        assert "5 VMs" in text and "1 migrating" in text and "1 disconnected" in text and "1 completed" in text
+        table = app.screen.query_one("#fleet", DataTable)
+        # A disconnected VM stays, with its reason.
+        assert "QEMU closed the connection" in str(table.get_row("db-01")[-1])
+
+
+async def test_filter_with_slash_and_escape_clears():
+    app = MigtuiApp(static_fleet(), start_fleet=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("slash")
+        await pilot.press(*"web")
+        await pilot.pause()
+        assert rows(app) == ["web-03"]
+        assert "1 shown" in header(app)
+        await pilot.press("enter")  # keeps the filter, back to the table
+        assert rows(app) == ["web-03"]
+        await pilot.press("escape")
+        await pilot.pause()
+        assert len(rows(app)) == 5
+        await pilot.press("slash", *"disconn")
+        await pilot.pause()
+        assert rows(app) == ["db-01"]  # matches the status category too
+
+
+async def test_sort_cycles_columns():
+    app = MigtuiApp(static_fleet(), start_fleet=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("o")
+        assert rows(app) == sorted(rows(app))
+        assert "sorted by vm" in header(app)
+        await pilot.press("o", "o")  # vm -> status -> progress, biggest first
+        assert "sorted by progress" in header(app)
+        assert rows(app)[0] == "web-03"  # 100%
+        await pilot.press("o")
+        assert "sorted by throughput" in header(app) and rows(app)[0] == "src1"
+
+
+async def test_enter_opens_dashboard_and_escape_returns():
+    app = MigtuiApp(static_fleet(), start_fleet=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, DashboardScreen) and app.screen.key == "src1"
+        head = str(app.screen.query_one("#dash-header").render())
+        assert "src1" in head and "active" in head and "pass" in head
+        line = str(app.screen.query_one("#dash-progress").render())
+        assert "will not converge" in line
+        params = str(app.screen.query_one("#params").render())
+        assert "max-bandwidth" in params and "xbzrle" in params
+        log = app.screen.query_one("#log")
+        assert len(log.lines) >= 4
+        await pilot.press("escape")
+        assert isinstance(app.screen, FleetScreen)
+
+
+async def test_help_theme_screenshot_and_quit(tmp_path: Path):
+    app = MigtuiApp(static_fleet(), start_fleet=False, screenshot_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert isinstance(app.screen, FleetScreen)
+        first = app.theme
+        await pilot.press("t")
+        assert app.theme != first
+        seen = {app.theme}
+        for _ in range(3):
+            await pilot.press("t")
+            seen.add(app.theme)
+        assert {"migtui-dark", "migtui-light", "migtui-high-contrast", "migtui-colorblind"} <= seen | {first}
+        await pilot.press("s")
+        await wait_until(lambda: list(tmp_path.glob("migtui-*.svg")), timeout=5)
+        await pilot.press("q")
+    assert app.return_code in (0, None)
+
+
+async def test_tiny_terminal_does_not_crash():
+    app = MigtuiApp(static_fleet(), start_fleet=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("enter")
+        for size in [(80, 24), (20, 6), (1, 1), (200, 60)]:
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
+        assert isinstance(app.screen, DashboardScreen)
+
+
+async def test_read_only_makes_controls_unreachable():
+    app = MigtuiApp(static_fleet(), start_fleet=False, read_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        for key in "mcbdxkp":
+            await pilot.press(key)
+            await pilot.pause()
+            assert isinstance(app.screen, FleetScreen), key
+        usable = {k for k, b in app.screen.active_bindings.items() if b.enabled and b.binding.show}
+        assert not usable & set("mcbdxkp")
+        assert "/" in usable or "slash" in usable  # watching still works
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert not any(t.startswith(("Start migration", "Cancel", "Set ", "Capabilities", "Switch")) for t in titles)
+        assert "READ-ONLY" in header(app)
+
+
+async def test_command_palette_lists_every_action():
+    app = MigtuiApp(static_fleet(), start_fleet=False)
+    async with app.run_test(size=SIZE):
+        titles = " ".join(c.title for c in app.get_system_commands(app.screen))
+        for word in ["Start migration (m)", "Cancel migration (c)", "Set bandwidth (b)", "Set downtime limit (d)",
+                     "XBZRLE cache", "Capabilities (k)", "post-copy (p)", "Open dashboard", "Filter VMs",
+                     "Poll now", "Save screenshot", "Next theme", "Help"]:
+            assert word in titles, word
+
+
+def test_remapped_keys_from_config():
+    from migtui.config import Config
+
+    app = MigtuiApp(static_fleet(), start_fleet=False, config=Config(keys={"migrate": "M"}))
+    assert app._keymap.get("migtui.migrate") == "M"
+
+
+def test_unknown_theme_is_refused_in_one_line():
+    from migtui.model.units import InputError
+
+    with pytest.raises(InputError, match="unknown theme 'neon'; themes: migtui-"):
+        MigtuiApp(static_fleet(), start_fleet=False, theme="neon")
+
+
+# ---- controls against the simulator -------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def sim(tmp_path):
+    fleet = SimFleet(tmp_path / "sim", speedup=1.0, seed=7)
+    src = await fleet.add_vm("src", dirty_rate=200 * MiB, working_set=256 * MiB, ram=1024 * MiB)
+    dst = await fleet.add_vm("dst", incoming=True, ram=1024 * MiB)
+    old = await fleet.add_vm("old", dialect="1.4", ram=512 * MiB)
+    yield fleet, src, dst, old
+    await fleet.stop()
+
+
+def console(*sim_vms, **kwargs) -> MigtuiApp:
+    fleet = Fleet([parse_endpoint(vm.endpoint) for vm in sim_vms], options=SessionOptions(poll_interval=0.2))
+    return MigtuiApp(fleet, **kwargs)
+
+
+def sent(vm) -> list[str]:
+    """Commands that change the migration (the session's own `events` switch-on excluded)."""
+    return [name for name, args in vm.received if name in CONTROL_COMMANDS
+            and args != {"capabilities": [{"capability": "events", "state": True}]}]
+
+
+async def connected(app: MigtuiApp) -> None:
+    await wait_until(lambda: all(s.connected and s.vm.sample for s in app.fleet), timeout=10)
+
+
+async def type_into(pilot, selector: str, text: str) -> None:
+    """Focus a field and give it `text`, as typing would (Input.Changed fires)."""
+    box = pilot.app.screen.query_one(selector, Input)
+    box.focus()
+    box.value = text
+    await pilot.pause()
+
+
+async def test_bandwidth_dialog_refuses_bad_values_and_applies_good_ones(sim):
+    _, src, dst, _ = sim
+    app = console(src, dst)
+    async with app.run_test(size=SIZE) as pilot:
+        await connected(app)
+        before = len(src.received)
+        for bad, fragment in [("-5M", "negative"), ("fast", "not understood"), ("0", "would stop"),
+                              ("9999999T", "too large")]:
+            await pilot.press("b")
+            assert isinstance(app.screen, ValueDialog)
+            await type_into(pilot, "#value", bad)
+            assert fragment in str(app.screen.query_one("#value-error", Label).render())
+            assert app.screen.query_one("#apply", Button).disabled
+            await pilot.press("enter")
+            assert isinstance(app.screen, ValueDialog)  # not accepted
+            await pilot.press("escape")
+        assert sent(src) == [] and len([r for r in src.received[before:] if r[0] != "query-migrate"]) <= 4
+        await pilot.press("b")
+        await type_into(pilot, "#value", "64M")
+        await pilot.press("enter")
+        await wait_until(lambda: ("migrate-set-parameters", {"max-bandwidth": 64 * MiB}) in src.received)
+        await wait_until(lambda: app.fleet.get("src").vm.parameters.get("max-bandwidth") == 64 * MiB)
+
+
+async def test_downtime_and_xbzrle_dialogs(sim):
+    _, src, dst, _ = sim
+    app = console(src, dst)
+    async with app.run_test(size=SIZE) as pilot:
+        await connected(app)
+        await pilot.press("d")
+        await type_into(pilot, "#value", "300")
+        assert "no unit" in str(app.screen.query_one("#value-error", Label).render())
+        await type_into(pilot, "#value", "2s")
+        await pilot.press("enter")
+        await wait_until(lambda: ("migrate-set-parameters", {"downtime-limit": 2000}) in src.received)
+        await pilot.press("x")
+        await type_into(pilot, "#value", "100M")
+        assert "power of two" in str(app.screen.query_one("#value-error", Label).render())
+        await type_into(pilot, "#value", "128M")
+        await pilot.press("enter")
+        await wait_until(lambda: ("migrate-set-parameters", {"xbzrle-cache-size": 128 * MiB}) in src.received)
+
+
+async def test_legacy_vm_gets_legacy_commands_in_its_units(sim):
+    _, _, _, old = sim
+    app = console(old)
+    async with app.run_test(size=SIZE) as pilot:
+        await connected(app)
+        assert app.fleet.get("old").vm.dialect == "legacy"
+        await pilot.press("b")
+        await type_into(pilot, "#value", "64M")
+        await pilot.press("enter")
+        await pilot.press("d")
+        await type_into(pilot, "#value", "2s")
+        await pilot.press("enter")
+        await wait_until(lambda: ("migrate_set_downtime", {"value": 2.0}) in old.received)
+        assert ("migrate_set_speed", {"value": 64 * MiB}) in old.received
+        assert "migrate-set-parameters" not in [n for n, _ in old.received]
+
+
+async def test_m_then_enter_starts_a_migration_to_the_waiting_vm(sim):
+    _, src, dst, _ = sim
+    app = console(src, dst)
+    async with app.run_test(size=SIZE) as pilot:
+        await connected(app)
+        await pilot.press("m")
+        assert isinstance(app.screen, StartMigrationDialog)
+        assert app.screen.query_one("#destination", Select).value == "dst"  # the first waiting VM
+        await pilot.press("enter")
+        await wait_until(lambda: "migrate" in sent(src), timeout=10)
+        assert sent(dst) == ["migrate-incoming"]
+        await wait_until(lambda: app.fleet.get("src").vm.in_flight, timeout=10)
+        # Starting again while it runs is refused before anything is sent.
+        await pilot.press("m")
+        assert isinstance(app.screen, FleetScreen)
+        assert sent(src).count("migrate") == 1
+
+
+async def test_start_dialog_validates_inline_and_sends_nothing_bad(sim):
+    _, src, dst, _ = sim
+    app = console(src, dst)
+    async with app.run_test(size=SIZE) as pilot:
+        await connected(app)
+        await pilot.press("m")
+        dialog = app.screen
+        dialog.query_one("#destination", Select).value = "__uri__"
+        await pilot.pause()
+        cases = [("#uri", "10.0.0.1:4444", "no supported scheme"), ("#uri", "", "empty"),
+                 ("#uri", "tcp:host", "expected tcp:HOST:PORT")]
+        for field, value, fragment in cases:
+            await type_into(pilot, field, value)
+            assert fragment in str(dialog.query_one("#start-error", Label).render())
+            assert dialog.query_one("#start", Button).disabled
+        await type_into(pilot, "#uri", "tcp:127.0.0.1:4444")
+        for field, value, fragment in [("#bandwidth", "-1", "negative"), ("#downtime", "5", "no unit"),
+                                       ("#xbzrle-cache", "3M", "power of two"), ("#multifd", "0", "1 to 255"),
+                                       ("#multifd", "x", "whole number")]:
+            await type_into(pilot, field, value)
+            assert fragment in str(dialog.query_one("#start-error", Label).render()), field
+            await pilot.press("enter")
+            assert app.screen is dialog
+            await type_into(pilot, field, "")
+        await pilot.press("escape")
+        assert sent(src) == [] and sent(dst) == []
+
+
+async def test_exec_uri_needs_the_typed_word(sim):
+    _, src, dst, _ = sim
+    app = console(src, dst)
+    async with app.run_test(size=SIZE) as pilot:
+        await connected(app)
+        await pilot.press("m")
+        app.screen.query_one("#destination", Select).value = "__uri__"
+        await type_into(pilot, "#uri", "exec:cat > /dev/null")
+        await pilot.press("enter")
+        assert isinstance(app.screen, TypedConfirmDialog)
+        assert "cat > /dev/null" in str(app.screen.query_one(".dialog-command").render())
+        await type_into(pilot, "#typed", "yes")
+        await pilot.press("enter")
+        assert isinstance(app.screen, TypedConfirmDialog)  # only the word will do
+        await pilot.press("escape")
+        assert sent(src) == []
+        await pilot.press("m")
+        app.screen.query_one("#destination", Select).value = "__uri__"
+        await type_into(pilot, "#uri", "exec:cat > /dev/null")
+        await pilot.press("enter")
+        await type_into(pilot, "#typed", "run")
+        await pilot.press("enter")
+        await wait_until(lambda: ("migrate", {"uri": "exec:cat > /dev/null"}) in src.received)
+
+
+async def test_cancel_asks_first_and_capabilities_lock_during_migration(sim):
+    _, src, dst, _ = sim
+    app = console(src, dst)
+    async with app.run_test(size=SIZE) as pilot:
+        await connected(app)
+        await pilot.press("c")
+        assert isinstance(app.screen, FleetScreen)  # nothing to cancel yet
+        await pilot.press("m", "enter")
+        await wait_until(lambda: app.fleet.get("src").vm.in_flight, timeout=10)
+        await pilot.press("k")
+        assert isinstance(app.screen, CapabilitiesDialog)
+        assert all(box.disabled for box in app.screen.query(Checkbox))
+        assert "migration is running" in str(app.screen.query_one("#locked-reason").render())
+        await pilot.press("escape")
+        await pilot.press("p")
+        assert isinstance(app.screen, FleetScreen)  # post-copy was not enabled at start
+        assert "migrate-start-postcopy" not in sent(src)
+        await pilot.press("c")
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.press("n")
+        assert "migrate_cancel" not in sent(src)
+        await pilot.press("c", "y")
+        await wait_until(lambda: "migrate_cancel" in sent(src))
+        await wait_until(lambda: app.fleet.get("src").vm.migration_status == "cancelled", timeout=10)
+
+
+async def test_postcopy_confirmation_warns_that_the_vm_is_lost_on_failure(sim):
+    _, src, dst, _ = sim
+    app = console(src, dst)
+    async with app.run_test(size=SIZE) as pilot:
+        await connected(app)
+        await pilot.press("m")
+        app.screen.query_one("#postcopy", Checkbox).value = True
+        await pilot.pause()
+        await pilot.press("enter")
+        await wait_until(lambda: app.fleet.get("src").vm.migration_status == "active", timeout=10)
+        await pilot.press("p")
+        assert isinstance(app.screen, ConfirmDialog)
+        assert "lost" in str(app.screen.query_one(".dialog-detail").render())
+        await pilot.press("y")
+        await wait_until(lambda: "migrate-start-postcopy" in sent(src))
+
+
+async def test_qemu_refusal_shows_qemus_sentence_in_the_log(sim):
+    _, src, dst, _ = sim
+    app = console(src, dst)
+    async with app.run_test(size=SIZE) as pilot:
+        await connected(app)
+        session = app.fleet.get("src")
+        app.run_control("src", "migrate", lambda: session.execute("migrate", {"uri": "bogus:nowhere"}))
+        await wait_until(lambda: any(r.kind == "error" for r in session.vm.log), timeout=5)
+        record = [r for r in session.vm.log if r.kind == "error"][-1]
+        assert record.name == "migrate" and record.detail
+        await pilot.press("enter")
+        await pilot.pause()
+        lines = " ".join(str(line.text) for line in app.screen.query_one("#log").lines)
+        assert record.detail[:12] in lines
