@@ -114,7 +114,7 @@ class ValueDialog(ModalScreen[Any]):
         with Vertical(classes="dialog-box"):
             yield Label(self.title_text, classes="dialog-title")
             yield Label(f"{self.label}; now {self.current}")
-            yield Input(id="value", placeholder=self.placeholder)
+            yield Input(id="value", placeholder=self.placeholder, compact=True)
             yield Label("", id="value-error", classes="field-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Apply (Enter)", id="apply", variant="primary", disabled=True)
@@ -229,19 +229,19 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
             yield Label(f"Migrate {self.source.vm.name}", classes="dialog-title")
             with Grid(classes="form"):
                 yield Label("destination")
-                yield Select(options, value=default, allow_blank=False, id="destination")
+                yield Select(options, value=default, allow_blank=False, id="destination", compact=True)
                 yield Label("URI")
-                yield Input(placeholder="tcp:HOST:PORT, unix:PATH, exec:CMD or fd:NAME", id="uri",
+                yield Input(compact=True, placeholder="tcp:HOST:PORT, unix:PATH, exec:CMD or fd:NAME", id="uri",
                             disabled=default != URI_CHOICE)
                 yield Label("bandwidth")
-                yield Input(placeholder=f"now {_rate(params.get('max-bandwidth'))}; e.g. 1G", id="bandwidth")
+                yield Input(compact=True, placeholder=f"now {_rate(params.get('max-bandwidth'))}; e.g. 1G", id="bandwidth")
                 yield Label("downtime limit")
-                yield Input(placeholder=f"now {_ms(params.get('downtime-limit'))}; e.g. 300ms or 2s", id="downtime")
+                yield Input(compact=True, placeholder=f"now {_ms(params.get('downtime-limit'))}; e.g. 300ms or 2s", id="downtime")
                 yield Label("XBZRLE")
                 yield Checkbox("compress re-sent pages", caps.get("xbzrle", False), id="xbzrle",
                                disabled="xbzrle" not in caps)
                 yield Label("XBZRLE cache")
-                yield Input(placeholder="e.g. 256M (a power of two)", id="xbzrle-cache")
+                yield Input(compact=True, placeholder="e.g. 256M (a power of two)", id="xbzrle-cache")
                 yield Label("auto-converge")
                 yield Checkbox("throttle the guest if it does not converge", caps.get("auto-converge", False),
                                id="auto-converge", disabled="auto-converge" not in caps)
@@ -249,7 +249,7 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
                 yield Checkbox("allow a switch to post-copy (p)", caps.get("postcopy-ram", False), id="postcopy",
                                disabled="postcopy-ram" not in caps)
                 yield Label("multifd")
-                yield Input(placeholder="channels, e.g. 4; empty = off", id="multifd",
+                yield Input(compact=True, placeholder="channels, e.g. 4; empty = off", id="multifd",
                             disabled="multifd" not in caps)
                 yield Label("block")
                 yield Checkbox("copy the disks too (blk)", False, id="block",

@@ -147,6 +147,14 @@ class DashboardScreen(VMActions, Screen):
         points = list(history.points)
         passes = list(history.passes)
         bandwidth = vm.parameters.get("max-bandwidth")
+        # Disk and XBZRLE graphs take room only when there is something to draw.
+        disk = self.query_one("#graph-disk")
+        disk.display = any(p.disk_transferred is not None for p in points)
+        xbzrle = self.query_one("#graph-xbzrle")
+        xbzrle.display = bool(vm.capabilities.get("xbzrle")) or any(
+            p.xbzrle_cache_miss_rate is not None or p.xbzrle_pages is not None for p in points)
+        shown = 2 + disk.display + xbzrle.display
+        self.query_one("#graph-throughput").set_class(shown % 2 == 1, "wide")  # no empty cell
         for graph in self.query(".graph"):
             graph.set_data(points, passes, bandwidth)
         log = self.query_one("#log", RichLog)

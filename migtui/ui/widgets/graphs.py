@@ -37,7 +37,6 @@ from textual.color import Color as TextualColor
 from textual.color import ColorParseError
 from textual.strip import Strip
 from textual_plotext import PlotextPlot
-from textual_plotext.plot import Plot
 
 from migtui.model.history import HistoryPoint, PassMark
 from migtui.model.units import format_bytes, format_rate
@@ -196,12 +195,18 @@ def _time_label(seconds: float) -> str:
     return f"-{s}s"
 
 
-def _time_ticks(span: float, columns: int) -> tuple[list[float], list[str]]:
-    """now, -step, -2*step ...: relative time reads at a glance, epoch seconds do not."""
+def _time_axis(span: float, columns: int) -> tuple[float, list[float], list[str]]:
+    """Left limit and ticks now, -step, -2*step ...: relative time reads at a glance, epoch does not.
+
+    The left limit is rounded out to a fifth of a tick step, so the frame stays
+    the same (and is reused) for many samples instead of changing with each one.
+    """
     wanted = max(1, columns // 9)  # labels are up to 6 wide, plus breathing space
     step = next((s for s in _TIME_STEPS if span / s <= wanted), _TIME_STEPS[-1])
-    ticks = [-i * step for i in range(int(span // step) + 1)]
-    return ticks, [_time_label(-t) for t in ticks]
+    quantum = step / 5
+    left = max(quantum, math.ceil(span / quantum - 1e-9) * quantum)
+    ticks = [-i * step for i in range(int(left // step) + 1)]
+    return -left, ticks, [_time_label(-t) for t in ticks]
 
 
 def _compact(value: float) -> str:
@@ -229,6 +234,11 @@ def _plotext_color(value: Any, fallback: PlotColor) -> PlotColor:
         except ColorParseError:
             pass
     return fallback
+
+
+def _value_axis(peak: float, height: int, label: str) -> _Axis:
+    top, ticks, labels = _value_ticks(peak, max(2, min(6, (height - 6) // 3)))
+    return _Axis((0.0, top), tuple(ticks), tuple(labels), label)
 
 
 def _with_fallbacks(mapping: Mapping[str, Any]) -> dict[str, Any]:
@@ -262,8 +272,8 @@ def _hd_columns(xs: Sequence[float | None], xlim: tuple[float, float], width: in
     return [None if x is None else math.floor(round(0.5 + (bins - 1) * (x - xlo) / (xhi - xlo), 8)) for x in xs]
 
 
-# Bit of a sub-cell within its character, by (row parity, column parity): the upper row is odd.
-_HD_BIT = ((2, 1), (8, 4))
+# Bit of a sub-cell within its character, by (row parity << 1 | column parity): the upper row is odd.
+_HD_BIT = (2, 1, 8, 4)
 
 
 def _hd_cells(
@@ -288,18 +298,25 @@ def _hd_cells(
             joined = False
             continue
         py = math.floor(round(0.5 + (sub_h - 1) * (y - ylo) / (yhi - ylo), 8))
+        inside = 0 <= px < sub_w and 0 <= py < sub_h
         if joined:
             steps = max(abs(px - x0), abs(py - y0))
             if steps:
                 fx, fy = (px - x0) / steps, (py - y0) / steps
-                for i in range(1, steps + 1):
-                    qx, qy = int(x0 + i * fx), int(y0 + i * fy)
-                    if 0 <= qx < sub_w and 0 <= qy < sub_h:
+                if inside and 0 <= x0 < sub_w and 0 <= y0 < sub_h:
+                    for i in range(1, steps + 1):  # the hot loop: both ends inside, so every step is
+                        qx, qy = int(x0 + i * fx), int(y0 + i * fy)
                         key = (qy >> 1) * width + (qx >> 1)
-                        cells[key] = get(key, 0) | bits[qy & 1][qx & 1]
-        elif 0 <= px < sub_w and 0 <= py < sub_h:
+                        cells[key] = get(key, 0) | bits[(qy & 1) << 1 | (qx & 1)]
+                else:
+                    for i in range(1, steps + 1):
+                        qx, qy = int(x0 + i * fx), int(y0 + i * fy)
+                        if 0 <= qx < sub_w and 0 <= qy < sub_h:
+                            key = (qy >> 1) * width + (qx >> 1)
+                            cells[key] = get(key, 0) | bits[(qy & 1) << 1 | (qx & 1)]
+        elif inside:
             key = (py >> 1) * width + (px >> 1)
-            cells[key] = get(key, 0) | bits[py & 1][px & 1]
+            cells[key] = get(key, 0) | bits[(py & 1) << 1 | (px & 1)]
         x0, y0, joined = px, py, True
     return cells
 
@@ -312,17 +329,33 @@ class _Series:
     side: Side = "left"
 
 
+@dataclass(frozen=True)
+class _Axis:
+    """A value axis as plotext draws it."""
+
+    lim: tuple[float, float]
+    ticks: tuple[float, ...]
+    labels: tuple[str, ...]
+    label: str
+
+
 @dataclass
 class _Content:
-    """What a graph paints inside plotext's frame."""
+    """One build: the frame plotext draws, and what is painted inside it."""
 
-    xs: list[float | None] = field(default_factory=list)
+    title: str = ""
     xlim: tuple[float, float] = (-60.0, 0.0)
-    ylim: dict[str, tuple[float, float]] = field(default_factory=dict)
+    xticks: tuple[tuple[float, ...], tuple[str, ...]] = ((), ())
+    axes: dict[Side, _Axis] = field(default_factory=dict)
+    xs: list[float | None] = field(default_factory=list)
     series: list[_Series] = field(default_factory=list)
-    hlines: list[tuple[float, PlotColor]] = field(default_factory=list)
+    hlines: list[tuple[float, PlotColor]] = field(default_factory=list)  # on the left axis
     marks: list[tuple[float, str | None]] = field(default_factory=list)  # (x, label)
     mark_color: PlotColor = _NO
+
+    def frame_key(self) -> tuple[Any, ...]:
+        """Everything plotext's part depends on: equal keys give identical frames."""
+        return (self.title, self.xlim, self.xticks, tuple(sorted(self.axes.items())))
 
 
 def _fast_set_matrices(matrix: Any) -> None:
@@ -349,7 +382,7 @@ def _paint(matrix: Any, content: _Content, ticks_color: Any, ticks_style: Any) -
     xlo, xhi = content.xlim
 
     for y, color in content.hlines:
-        ylo, yhi = content.ylim["left"]
+        ylo, yhi = content.axes["left"].lim
         row = _to_cell(y, ylo, yhi, height)
         if 0 <= row < height:
             for c in range(c0, c0 + width):
@@ -366,7 +399,7 @@ def _paint(matrix: Any, content: _Content, ticks_color: Any, ticks_style: Any) -
     pxs = _hd_columns(content.xs, content.xlim, width)
     for series in content.series:
         color = series.color
-        for key, mask in _hd_cells(pxs, series.ys, content.ylim[series.side], width, height).items():
+        for key, mask in _hd_cells(pxs, series.ys, content.axes[series.side].lim, width, height).items():
             cy, cx = divmod(key, width)
             r, c = r0 + cy, c0 + cx
             marker[r][c], fg[r][c], style[r][c] = _HD_CHARS[mask], color, _NO
@@ -432,23 +465,34 @@ def _cell_style(fg: Any, st: Any, bg: Any) -> Style:
     return style
 
 
+_STYLES_BY_BG: dict[Any, dict[Any, Style]] = {}
+
+
 def _row_strip(marker: list[str], fg: list[Any], st: list[Any], bg: list[Any], width: int) -> Strip:
     line = "".join(marker)
-    if bg.count(bg[0]) == len(bg) and st.count(st[0]) == len(st) and st[0] == _NO:
+    if bg.count(bg[0]) == len(bg) and st.count(_NO) == len(st):
         # The usual row: one background, no styles. A space shows no foreground,
-        # so only ink changes split segments, and only ink is looked at one by one.
+        # so only changes of colour between inked cells split segments, and only
+        # inked cells are looked at one by one.
         b = bg[0]
+        styles = _STYLES_BY_BG.get(b)
+        if styles is None:
+            styles = _STYLES_BY_BG[b] = {}
         segments: list[Segment] = []
+        append = segments.append
         start, current = 0, None
         for match in _INK.finditer(line):
-            for i in range(*match.span()):
+            a, e = match.span()
+            for i in range(a, e):
                 colour = fg[i]
                 if colour != current:
                     if current is not None:
-                        segments.append(Segment(line[start:i], _cell_style(current, _NO, b)))
+                        style = styles.get(current) or styles.setdefault(current, _cell_style(current, _NO, b))
+                        append(Segment(line[start:i], style))
                         start = i
                     current = colour
-        segments.append(Segment(line[start:], _cell_style(current or _NO, _NO, b)))
+        current = _NO if current is None else current
+        append(Segment(line[start:], styles.get(current) or styles.setdefault(current, _cell_style(current, _NO, b))))
         return Strip(segments, width)
     segments = []
     start = 0
@@ -550,6 +594,8 @@ class MigrationGraph(PlotextPlot):
         self._data_version = 0
         self._theme_version = 0
         self._built_key: tuple[Any, ...] | None = None
+        self._frame_key: tuple[Any, ...] | None = None
+        self._frame_cells: tuple[list[list[Any]], list[list[Any]], list[list[Any]]] = ([], [], [])
         self._strips: list[Strip] = []
 
     # -- public API
@@ -650,30 +696,54 @@ class MigrationGraph(PlotextPlot):
         self.builds += 1
         if width <= 0 or height <= 0:
             return []
+        if width < 20 or height < 6:
+            content = _Content(title=self.TITLE)  # no room for axes
+        else:
+            content = self.draw_plot(width, height)
+        # The frame (axes, ticks, title) rarely changes from one sample to the
+        # next: plotext builds it only when it does, and the lines are painted
+        # on a fresh copy of it.
+        key = (width, height, plotext_theme, self._theme_version, content.frame_key())
+        if key != self._frame_key:
+            self._build_frame(content, width, height, plotext_theme)
+            self._frame_key = key
+        monitor = self.plt.monitor
+        matrix = monitor.matrix
+        marker, fullground, style = self._frame_cells
+        matrix.marker = [row[:] for row in marker]
+        matrix.fullground = [row[:] for row in fullground]
+        matrix.style = [row[:] for row in style]
+        if content.axes:
+            _paint(matrix, content, monitor.ticks_color, monitor.ticks_style)
+        return _matrix_strips(matrix, width)
+
+    def _build_frame(self, content: _Content, width: int, height: int, plotext_theme: str) -> None:
         plt = self.plt
         plt.clear_figure()  # otherwise plotext keeps limits and ticks from the last build
         # textual-plotext sets both: plotsize alone does not resize a reused figure (its issue #5).
         plt.plotsize(width, height)
         plt._set_size(width, height)
         plt.theme(plotext_theme)
-        monitor = plt.monitor
-        monitor.matrix.set_matrices = MethodType(_fast_set_matrices, monitor.matrix)
-        content: _Content | None = None
-        if width < 20 or height < 6:
-            plt.title(self.TITLE)  # no room for axes
-        else:
-            content = self.draw_plot(plt, width, height)
-            # An unreported series keeps plotext's axes: it draws them only for plotted data.
-            for side in content.ylim:
+        plt.monitor.matrix.set_matrices = MethodType(_fast_set_matrices, plt.monitor.matrix)
+        title = content.title
+        room = max(1, width - 8)  # plotext silently drops a title that does not fit
+        plt.title(title if len(title) <= room else title[: room - 1] + "…")
+        if content.axes:
+            plt.xlim(*content.xlim)
+            plt.xticks(list(content.xticks[0]), list(content.xticks[1]))
+            for side, axis in content.axes.items():
+                plt.ylim(*axis.lim, yside=side)
+                plt.yticks(list(axis.ticks), list(axis.labels), yside=side)
+                plt.ylabel(axis.label, yside=side)
+                # plotext draws axes only for plotted data: an unreported point is enough.
                 plt.plot([content.xlim[1]], [None], yside=side)
         plt._set_sizes()  # Figure.build() minus set_canvas(): we read the matrix, not ANSI
         plt._build_matrix()
-        if content is not None:
-            _paint(monitor.matrix, content, monitor.ticks_color, monitor.ticks_style)
-        return _matrix_strips(monitor.matrix, width)
+        matrix = plt.monitor.matrix
+        self._frame_cells = (matrix.marker, matrix.fullground, matrix.style)
 
-    def draw_plot(self, plt: Plot, width: int, height: int) -> _Content:
-        """Subclasses: set title and axes on plt, return the lines to paint."""
+    def draw_plot(self, width: int, height: int) -> _Content:
+        """Subclasses: the frame and the lines for the current data."""
         raise NotImplementedError
 
     def color(self, key: str) -> PlotColor:
@@ -682,32 +752,16 @@ class MigrationGraph(PlotextPlot):
     def window(self, width: int) -> _Window | None:
         return _Window(self._points, width) if self._points else None
 
-    @staticmethod
-    def _title(plt: Plot, text: str, width: int) -> None:
-        # plotext silently drops a title that does not fit: shorten it instead.
-        room = max(1, width - 8)
-        plt.title(text if len(text) <= room else text[: room - 1] + "…")
-
-    def _frame(
-        self, plt: Plot, window: _Window | None, width: int, height: int, peak: float, unit: str
-    ) -> _Content:
-        """Time axis and left value axis; returns content with their limits."""
+    def _frame(self, window: _Window | None, width: int, height: int, peak: float, unit: str) -> _Content:
+        """Time axis and left value axis for the window."""
         span = window.span if window is not None and window.span > 0 else 60.0
-        plt.xlim(-span, 0)
-        plt.xticks(*_time_ticks(span, width - 8))
-        content = _Content(xs=window.xs if window else [], xlim=(-span, 0.0))
-        content.ylim["left"] = self._value_axis(plt, peak, height, unit, "left")
+        left, ticks, labels = _time_axis(span, width - 8)
+        content = _Content(title=self.TITLE, xlim=(left, 0.0), xticks=(tuple(ticks), tuple(labels)))
+        content.xs = window.xs if window is not None else []
+        content.axes["left"] = _value_axis(peak, height, unit)
         if window is not None:
             self._pass_marks(content, window, width)
         return content
-
-    @staticmethod
-    def _value_axis(plt: Plot, peak: float, height: int, label: str, side: Side) -> tuple[float, float]:
-        top, ticks, labels = _value_ticks(peak, max(2, min(6, (height - 6) // 3)))
-        plt.ylim(0, top, yside=side)
-        plt.yticks(ticks, labels, yside=side)
-        plt.ylabel(label, yside=side)
-        return (0.0, top)
 
     def _pass_marks(self, content: _Content, window: _Window, width: int) -> None:
         """A vertical line where each MIGRATION_PASS began, numbered where there is room."""
@@ -730,10 +784,11 @@ class MigrationGraph(PlotextPlot):
             content.marks.append((mark.time - window.now, f"P{mark.number}"))
         content.mark_color = self.color("pass")
 
-    def _empty(self, plt: Plot, width: int, height: int, message: str) -> _Content:
+    def _empty(self, width: int, height: int, message: str) -> _Content:
         """Axes with nothing on them: the graph keeps its place and says why."""
-        self._title(plt, f"{self.TITLE} — {message}", width)
-        return self._frame(plt, self.window(width), width, height, 1.0, self.UNIT)
+        content = self._frame(self.window(width), width, height, 1.0, self.UNIT)
+        content.title = f"{self.TITLE} — {message}"
+        return content
 
 
 class ThroughputGraph(MigrationGraph):
@@ -742,10 +797,10 @@ class ThroughputGraph(MigrationGraph):
     TITLE = "throughput"
     UNIT = "MiB/s"
 
-    def draw_plot(self, plt: Plot, width: int, height: int) -> _Content:
+    def draw_plot(self, width: int, height: int) -> _Content:
         window = self.window(width)
         if window is None:
-            return self._empty(plt, width, height, "waiting for samples")
+            return self._empty(width, height, "waiting for samples")
         sent = window.rate("throughput_bps")
         dirty = window.rate("dirty_bytes_per_s")
         peak = _peak(sent, dirty)
@@ -754,7 +809,7 @@ class ThroughputGraph(MigrationGraph):
         draw_limit = limit is not None and (peak == 0 or limit <= 4 * peak)
         axis_peak = max(peak, limit if draw_limit and limit else 0.0)
         divisor, unit = (float(_MIB), "MiB/s") if axis_peak >= _MIB else (1024.0, "KiB/s")
-        content = self._frame(plt, window, width, height, axis_peak / divisor, unit)
+        content = self._frame(window, width, height, axis_peak / divisor, unit)
         if draw_limit and limit is not None:
             content.hlines.append((limit / divisor, self.color("bandwidth")))
         last_sent, last_dirty = _latest(sent), _latest(dirty)
@@ -767,7 +822,7 @@ class ThroughputGraph(MigrationGraph):
             title += f" · limit {format_rate(limit)}" + ("" if draw_limit else " (off scale)")
         if last_sent is not None and last_dirty is not None and last_dirty >= last_sent > 0:
             title += " · dirty ≥ sent: not converging"
-        self._title(plt, title, width)
+        content.title = title
         return content
 
 
@@ -778,25 +833,24 @@ class _TransferGraph(MigrationGraph):
     FIELDS: ClassVar[tuple[str, str]] = ("", "")
     MISSING: ClassVar[str] = "not reported"
 
-    def draw_plot(self, plt: Plot, width: int, height: int) -> _Content:
+    def draw_plot(self, width: int, height: int) -> _Content:
         window = self.window(width)
         if window is None:
-            return self._empty(plt, width, height, "waiting for samples")
+            return self._empty(width, height, "waiting for samples")
         done = window.level(self.FIELDS[0])
         left = window.level(self.FIELDS[1])
         last_done, last_left = _latest(done), _latest(left)
         if last_done is None and last_left is None:
-            return self._empty(plt, width, height, self.MISSING)
+            return self._empty(width, height, self.MISSING)
         peak = _peak(done, left)
         divisor, unit = _byte_unit(peak)
-        content = self._frame(plt, window, width, height, peak / divisor, unit)
+        content = self._frame(window, width, height, peak / divisor, unit)
         if last_done is not None:
             content.series.append(_Series(_scaled(done, divisor), self.color("transferred"),
                                           f"transferred {format_bytes(last_done)}"))
         if last_left is not None:
             content.series.append(_Series(_scaled(left, divisor), self.color("remaining"),
                                           f"remaining {format_bytes(last_left)}"))
-        self._title(plt, self.TITLE, width)
         return content
 
 
@@ -824,16 +878,16 @@ class XbzrleGraph(MigrationGraph):
         ("bytes", "xbzrle_bytes", "bytes"),
     )
 
-    def draw_plot(self, plt: Plot, width: int, height: int) -> _Content:
+    def draw_plot(self, width: int, height: int) -> _Content:
         window = self.window(width)
         if window is None:
-            return self._empty(plt, width, height, "waiting for samples")
+            return self._empty(width, height, "waiting for samples")
         miss = window.rate("xbzrle_cache_miss_rate")
         # QEMU reports these as running totals (encoding-rate is a ratio): newest per column.
         others = [(key, window.level(attr), kind) for key, attr, kind in self.OTHERS]
         if _latest(miss) is None and all(_latest(values) is None for _, values, _ in others):
-            return self._empty(plt, width, height, "XBZRLE off")
-        content = self._frame(plt, window, width, height, 100.0, self.UNIT)
+            return self._empty(width, height, "XBZRLE off")
+        content = self._frame(window, width, height, 100.0, self.UNIT)
         for key, values, kind in others:
             if _latest(values) is None:
                 continue
@@ -843,11 +897,10 @@ class XbzrleGraph(MigrationGraph):
             content.series.append(_Series(scaled, self.color(key), f"{key} (peak {shown})", "right"))
         if any(s.side == "right" for s in content.series):
             # Mixed units (counts, bytes, a ratio): each is scaled to its own peak in view.
-            content.ylim["right"] = self._value_axis(plt, 100.0, height, "% of peak", "right")
+            content.axes["right"] = _value_axis(100.0, height, "% of peak")
         last_miss = _latest(miss)
         if last_miss is not None:
             content.series.append(_Series(_scaled(miss, 0.01), self.color("miss"), f"miss {last_miss * 100:.1f}%"))
-        self._title(plt, self.TITLE, width)
         return content
 
 
@@ -906,14 +959,16 @@ def redraw_cost(width: int = 200, height: int = 60, points: int = 7200, runs: in
     downsampling, plotext's frame, painting and the conversion to Strips
     (not Textual's compositor). One hour at 2 samples/s is 7200 points.
     """
-    history, marks = synthetic_history(points)
+    runs = max(1, runs)
+    history, marks = synthetic_history(points + runs)
     graphs = [cls() for cls in GRAPH_CLASSES]
     theme = "textual-dark"  # a full-colour theme that textual-plotext registers on import
     timings: list[float] = []
-    for _ in range(max(1, runs)):
+    for run in range(runs):  # the window slides by one sample per run, as it does live
+        window = history[run : run + points]
         began = time.perf_counter()
         for graph in graphs:
-            graph.set_data(history, marks, 128 * _MIB)
+            graph.set_data(window, marks, 128 * _MIB)
             graph.build_strips(width, height, theme)
         timings.append((time.perf_counter() - began) * 1000)
     return statistics.median(timings)
