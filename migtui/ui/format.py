@@ -89,11 +89,11 @@ def fleet_cells(vm: VMState) -> tuple[str, ...]:
         status_text(vm),
         progress_bar(d.progress) if vm.sample and vm.sample.status != "none" else "",
         format_rate(d.throughput_bps) if live else "-",
-        format_bytes(d.remaining_bytes) if live else "-",
         format_rate(d.dirty_bytes_per_s) if live else "-",
-        downtime_text(vm),
+        format_bytes(d.remaining_bytes) if live else "-",
         eta_text(vm),
         str(d.passes) if d.passes is not None and vm.sample and vm.sample.status != "none" else "-",
+        downtime_text(vm),
         vm.run_state or "-",
         vm.qemu_version or "-",
         str(vm.endpoint),
@@ -101,20 +101,21 @@ def fleet_cells(vm: VMState) -> tuple[str, ...]:
     )
 
 
+# (key, label, width): fixed widths for figures, so a column never jumps as values change.
 FLEET_COLUMNS = (
-    ("vm", "VM"),
-    ("status", "migration"),
-    ("progress", "progress"),
-    ("throughput", "throughput"),
-    ("remaining", "remaining"),
-    ("dirty", "dirty rate"),
-    ("downtime", "downtime exp/limit"),
-    ("eta", "ETA"),
-    ("passes", "pass"),
-    ("run-state", "run-state"),
-    ("qemu", "QEMU"),
-    ("endpoint", "endpoint"),
-    ("note", "note"),
+    ("vm", "VM", None),
+    ("status", "migration", 12),
+    ("progress", "progress", 15),
+    ("throughput", "throughput", 11),
+    ("dirty", "dirty rate", 11),
+    ("remaining", "remaining", 10),
+    ("eta", "ETA", 6),
+    ("passes", "pass", 4),
+    ("downtime", "downtime exp/lim", 16),
+    ("run-state", "run-state", 11),
+    ("qemu", "QEMU", 8),
+    ("endpoint", "endpoint", None),
+    ("note", "note", None),
 )
 
 

@@ -57,8 +57,8 @@ class FleetScreen(VMActions, Screen):
 
     def on_mount(self) -> None:
         table = self.query_one("#fleet", DataTable)
-        for key, label in FLEET_COLUMNS:
-            table.add_column(label, key=key)
+        for key, label, width in FLEET_COLUMNS:
+            table.add_column(label, key=key, width=width)
         self.query_one("#filter", Input).display = False
         self.rebuild()
         table.focus()
@@ -98,7 +98,7 @@ class FleetScreen(VMActions, Screen):
     def refresh_rows(self, keys: frozenset[str] | None) -> None:
         """Touch only the cells that changed, of the VMs that changed."""
         table = self.query_one("#fleet", DataTable)
-        column_keys = [key for key, _ in FLEET_COLUMNS]
+        column_keys = [key for key, _, _ in FLEET_COLUMNS]
         for key in (keys if keys is not None else list(self._cells)):
             old = self._cells.get(key)
             session = self.app.fleet.get(key)

@@ -304,10 +304,21 @@ def _hd_cells(
             if steps:
                 fx, fy = (px - x0) / steps, (py - y0) / steps
                 if inside and 0 <= x0 < sub_w and 0 <= y0 < sub_h:
-                    for i in range(1, steps + 1):  # the hot loop: both ends inside, so every step is
-                        qx, qy = int(x0 + i * fx), int(y0 + i * fy)
-                        key = (qy >> 1) * width + (qx >> 1)
-                        cells[key] = get(key, 0) | bits[(qy & 1) << 1 | (qx & 1)]
+                    # The hot loop: both ends inside, so is every step. Along the
+                    # longer axis a step is exactly one sub-cell (fx or fy is +-1.0),
+                    # which spares an int() per step.
+                    if abs(py - y0) >= abs(px - x0):
+                        step = 1 if py > y0 else -1
+                        for i, qy in enumerate(range(y0 + step, py + step, step), 1):
+                            qx = int(x0 + i * fx)
+                            key = (qy >> 1) * width + (qx >> 1)
+                            cells[key] = get(key, 0) | bits[(qy & 1) << 1 | (qx & 1)]
+                    else:
+                        step = 1 if px > x0 else -1
+                        for i, qx in enumerate(range(x0 + step, px + step, step), 1):
+                            qy = int(y0 + i * fy)
+                            key = (qy >> 1) * width + (qx >> 1)
+                            cells[key] = get(key, 0) | bits[(qy & 1) << 1 | (qx & 1)]
                 else:
                     for i in range(1, steps + 1):
                         qx, qy = int(x0 + i * fx), int(y0 + i * fy)
@@ -487,12 +498,17 @@ def _row_strip(marker: list[str], fg: list[Any], st: list[Any], bg: list[Any], w
                 colour = fg[i]
                 if colour != current:
                     if current is not None:
-                        style = styles.get(current) or styles.setdefault(current, _cell_style(current, _NO, b))
+                        style = styles.get(current)
+                        if style is None:
+                            style = styles[current] = _cell_style(current, _NO, b)
                         append(Segment(line[start:i], style))
                         start = i
                     current = colour
         current = _NO if current is None else current
-        append(Segment(line[start:], styles.get(current) or styles.setdefault(current, _cell_style(current, _NO, b))))
+        style = styles.get(current)
+        if style is None:
+            style = styles[current] = _cell_style(current, _NO, b)
+        append(Segment(line[start:], style))
         return Strip(segments, width)
     segments = []
     start = 0
@@ -685,7 +701,7 @@ class MigrationGraph(PlotextPlot):
             return strips[y]
         return Strip.blank(self.size.width, self.visual_style.rich_style)
 
-    def render(self) -> _Strips:  # type: ignore[override]
+    def render(self) -> _Strips:
         # Textual paints us through render_line; this serves anything asking for a renderable.
         return _Strips(self._current_strips())
 
@@ -773,7 +789,8 @@ class MigrationGraph(PlotextPlot):
         # hide the data, so show every n-th pass (the labels say which).
         every = next((n for n in _PASS_STEPS if len(marks) / n <= columns / 6), _PASS_STEPS[-1])
         if every > 1:
-            marks = [m for m in marks if m.number % every == 0]
+            # By number, so the same passes stay marked as the window slides.
+            marks = [m for m in marks if m.number % every == 0] or marks[::every]
         per_column = window.span / columns
         last_col = -math.inf
         for mark in marks:
@@ -784,10 +801,10 @@ class MigrationGraph(PlotextPlot):
             content.marks.append((mark.time - window.now, f"P{mark.number}"))
         content.mark_color = self.color("pass")
 
-    def _empty(self, width: int, height: int, message: str) -> _Content:
+    def _empty(self, width: int, height: int, message: str, title: str | None = None) -> _Content:
         """Axes with nothing on them: the graph keeps its place and says why."""
         content = self._frame(self.window(width), width, height, 1.0, self.UNIT)
-        content.title = f"{self.TITLE} — {message}"
+        content.title = title or f"{self.TITLE} — {message}"
         return content
 
 
@@ -886,7 +903,7 @@ class XbzrleGraph(MigrationGraph):
         # QEMU reports these as running totals (encoding-rate is a ratio): newest per column.
         others = [(key, window.level(attr), kind) for key, attr, kind in self.OTHERS]
         if _latest(miss) is None and all(_latest(values) is None for _, values, _ in others):
-            return self._empty(width, height, "XBZRLE off")
+            return self._empty(width, height, "off", title="XBZRLE off")
         content = self._frame(window, width, height, 100.0, self.UNIT)
         for key, values, kind in others:
             if _latest(values) is None:
@@ -952,13 +969,23 @@ def synthetic_history(
     return history, marks
 
 
-def redraw_cost(width: int = 200, height: int = 60, points: int = 7200, runs: int = 9) -> float:
-    """Median ms to set_data and fully rebuild all four graphs, each width x height.
+def redraw_cost(
+    width: int = 200,
+    height: int = 60,
+    points: int = 7200,
+    runs: int = 9,
+    layout: Literal["each", "grid"] = "each",
+) -> float:
+    """Median ms to set_data and fully rebuild all four graphs after one new sample.
 
-    Counts what a sample costs when every graph is on screen: data copy,
-    downsampling, plotext's frame, painting and the conversion to Strips
-    (not Textual's compositor). One hour at 2 samples/s is 7200 points.
+    layout="each": every graph is width x height (the worst case);
+    layout="grid": the four share width x height in a 2x2 grid, as on the dashboard.
+    Counts data copy, downsampling, plotext's frame (rebuilt only when axes
+    change, as live), painting and conversion to Strips; not Textual's
+    compositor. One hour at 2 samples/s is 7200 points.
     """
+    if layout == "grid":
+        width, height = width // 2, height // 2
     runs = max(1, runs)
     history, marks = synthetic_history(points + runs)
     graphs = [cls() for cls in GRAPH_CLASSES]

@@ -1,0 +1,87 @@
+"""End to end: the real console against real QEMU lab VMs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable
+
+from lab_fixtures import pid_alive, qemu_required, wait_until
+from migtui.model.endpoint import parse_endpoint
+from migtui.qmp.fleet import Fleet
+from migtui.qmp.session import SessionOptions
+from migtui.ui.app import MigtuiApp
+from migtui.ui.dialogs import StartMigrationDialog
+
+pytestmark = [qemu_required, pytest.mark.qemu]
+
+
+def cell(app: MigtuiApp, row: str, column: str) -> str:
+    return str(app.screen.query_one("#fleet", DataTable).get_cell(row, column))
+
+
+async def test_press_m_confirm_and_see_completed(lab_pair):
+    source, destination, _ = lab_pair
+    fleet = Fleet([parse_endpoint(source.endpoint), parse_endpoint(destination.endpoint)],
+                  options=SessionOptions(active_interval=0.2))
+    app = MigtuiApp(fleet)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_until(lambda: all(s.connected and s.vm.sample for s in fleet), timeout=15)
+        await pilot.pause()
+        assert cell(app, "src1", "run-state") == "running"
+        assert cell(app, "dst1", "run-state") == "inmigrate"
+        await pilot.press("m")
+        assert isinstance(app.screen, StartMigrationDialog)
+        # The lab guest dirties ~100 MB/s: give it settings that converge.
+        app.screen.query_one("#bandwidth").value = "4G"
+        app.screen.query_one("#downtime").value = "20s"
+        await pilot.pause()
+        await pilot.press("enter")
+        await wait_until(lambda: "completed" in _status(app), timeout=60)
+        await wait_until(lambda: cell(app, "dst1", "run-state") == "running", timeout=15)
+        assert "100%" in cell(app, "src1", "progress")
+
+
+def _status(app: MigtuiApp) -> str:
+    try:
+        return cell(app, "src1", "status")
+    except Exception:
+        return ""
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
+def test_migtui_lab_in_a_terminal_then_q_leaves_nothing(tmp_path: Path):
+    """The README's main command, in a real terminal: shows both VMs, q quits, no QEMU left."""
+    session = f"migtui-test-{os.getpid()}"
+    env_prefix = f"XDG_RUNTIME_DIR={tmp_path} "
+    command = f"{env_prefix}{sys.executable} -m migtui lab --accel tcg; echo EXITED $? > {tmp_path}/rc"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", command], check=True)
+    try:
+        screen = ""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
+                                    text=True).stdout
+            if "src1" in screen and "dst1" in screen and "2 VMs" in screen:
+                break
+            time.sleep(0.1)  # polling the terminal, with a deadline
+        assert "src1" in screen and "dst1" in screen, screen
+        assert "2 VMs" in screen
+        pids = [int(p) for p in subprocess.run(["pgrep", "-f", f"qemu-system-x86_64.*{tmp_path}"],
+                                               capture_output=True, text=True).stdout.split()]
+        assert len(pids) == 2
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (tmp_path / "rc").exists():
+            time.sleep(0.1)
+        assert (tmp_path / "rc").read_text().strip() == "EXITED 0"
+        assert not any(pid_alive(pid) for pid in pids)
+        assert [p for p in tmp_path.iterdir() if p.name != "rc"] == []  # runtime directory removed
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
