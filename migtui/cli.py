@@ -578,7 +578,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(COMMANDS[args.command](args))
         return asyncio.run(cmd_console(build_console_parser().parse_args(argv)))
     except (UsageError, InputError, BackendError) as err:
-        print(f"migtui: {err}", file=sys.stderr)
+        from migtui.model.hints import hint_for
+        from migtui.qmp.errors import QMPRefused
+
+        hint = hint_for(err.desc) if isinstance(err, QMPRefused) else None
+        print(f"migtui: {err}" + (f" ({hint})" if hint else ""), file=sys.stderr)
         return 2
     except (OSError, EOFError) as err:
         print(f"migtui: connection lost: {err or type(err).__name__}", file=sys.stderr)

@@ -249,3 +249,11 @@ def test_uris(uri, scheme):
 def test_bad_uris(uri):
     with pytest.raises(InputError, match="give|expected"):
         check_uri(uri)
+
+
+def test_hints_for_common_refusals():
+    from migtui.model.hints import hint_for
+
+    assert "cancel" in hint_for("There's a migration process in progress")
+    assert "tcp:" in hint_for("Parameter 'uri' expects a valid migration protocol")
+    assert hint_for("something nobody has seen") is None

@@ -27,6 +27,7 @@ from qemu.qmp.protocol import Runstate
 
 from migtui.model.derived import MigrationTracker
 from migtui.model.endpoint import Endpoint
+from migtui.model.hints import hint_for
 from migtui.model.history import PassMark
 from migtui.model.sample import MigrationSample, parse_query_migrate
 from migtui.model.vm import Connection, EventRecord, VMState
@@ -461,7 +462,8 @@ class VMSession:
         except ExecuteError as err:
             refused = QMPRefused(command, err.error_class, str(err))
             if audit:
-                self._log("error", command, refused.desc)
+                hint = hint_for(refused.desc)
+                self._log("error", command, refused.desc + (f" → {hint}" if hint else ""))
                 self._notify(ActionResult(self.key, command, args, False, refused.desc, time.time()))
             raise refused from None
         except asyncio.TimeoutError:

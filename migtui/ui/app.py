@@ -18,6 +18,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from migtui.config import Config
+from migtui.model.hints import hint_for
 from migtui.model.units import InputError
 from migtui.model.vm import EventRecord
 from migtui.qmp.errors import BackendError, QMPRefused
@@ -102,8 +103,9 @@ class MigtuiApp(App[int]):
         """Called by the backend on our loop; must stay cheap."""
         self._dirty.add(message.vm)
         if isinstance(message, ActionResult) and not message.ok:
-            self.notify(f"{message.vm}: QEMU refused {message.command}: {message.result}",
-                        severity="error", timeout=8)
+            hint = hint_for(str(message.result))
+            self.notify(f"{message.vm}: QEMU refused {message.command}: {message.result}"
+                        + (f"\n→ {hint}" if hint else ""), severity="error", timeout=10)
         if isinstance(message, VMEvent) and message.event in ("MIGRATION", "SHUTDOWN"):
             self.flush()  # status changes go out at once: they are what operators wait for
             return
