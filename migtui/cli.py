@@ -439,16 +439,55 @@ async def cmd_lab(args: argparse.Namespace) -> int:
         return await run_sim_lab(args)
     from migtui.lab.lab import run_lab_no_ui
 
+    finished = []
+
     async def console(lab) -> int:
-        return await run_console(_endpoints([vm.endpoint for vm in lab.vms]), args)
+        _exit_on_hangup(lab.kill_now)
+        code = await run_console(_endpoints([vm.endpoint for vm in lab.vms]), args)
+        finished.append(code)
+        return code
 
     if not args.no_ui:
         from migtui.config import load_config
 
         load_config()  # a broken config is reported before any QEMU starts
     main = None if args.no_ui else console
-    return await run_lab_no_ui(pairs, f"{mem // 2**20}M", args.disk, accel=args.accel, main=main,
+    code = await run_lab_no_ui(pairs, f"{mem // 2**20}M", args.disk, accel=args.accel, main=main,
                                out=sys.stderr if main else None)
+    if main is not None and not finished:
+        _exit_now(code)
+    return code
+
+
+def _exit_on_hangup(cleanup) -> None:
+    """With the console up, SIGHUP and SIGTERM clean up at once, synchronously, and exit.
+
+    When the terminal goes away, Textual's writer can block the event loop for
+    good, so an asyncio signal handler might never run; a plain one does.
+    """
+    import os
+    import signal
+
+    def handler(signum: int, _frame: object) -> None:
+        try:
+            cleanup()
+        finally:
+            os._exit(128 + signum)
+
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+def _exit_now(code: int) -> None:
+    """A signal ended the lab, which is cleaned up; the console may hang writing to a gone terminal."""
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def build_console_parser() -> argparse.ArgumentParser:
@@ -528,20 +567,20 @@ async def run_sim_lab(args: argparse.Namespace) -> int:
                 print(endpoint, flush=True)
             await stop.wait()
             return 0
+        _exit_on_hangup(lambda: shutil.rmtree(runtime, ignore_errors=True))
         console = asyncio.ensure_future(run_console(_endpoints(endpoints), args))
         waiter = asyncio.ensure_future(stop.wait())
         await asyncio.wait([console, waiter], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
-        if not console.done():
-            console.cancel()
-            return 0
-        return console.result()
+        return console.result() if console.done() else 0
     finally:
         if fleet is not None:
             await fleet.stop()
         shutil.rmtree(runtime, ignore_errors=True)
         for sig in signals:
             loop.remove_signal_handler(sig)
+        if stop.is_set() and not args.no_ui:
+            _exit_now(0)
 
 
 COMMANDS = {

@@ -400,3 +400,25 @@ async def test_qemu_refusal_shows_qemus_sentence_in_the_log(sim):
         await pilot.pause()
         lines = " ".join(str(line.text) for line in app.screen.query_one("#log").lines)
         assert record.detail[:12] in lines
+
+
+async def test_a_bug_in_drawing_does_not_take_the_console_down(monkeypatch, tmp_path):
+    import migtui.ui.screens.fleet as fleet_screen
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    app = MigtuiApp(static_fleet(), start_fleet=False)
+    async with app.run_test(size=SIZE) as pilot:
+        def broken(vm):
+            raise ZeroDivisionError("a bug")
+
+        monkeypatch.setattr(fleet_screen, "fleet_cells", broken)
+        app._dirty.add("src1")
+        app.flush()
+        await pilot.pause()
+        assert app.is_running and isinstance(app.screen, FleetScreen)
+        log = (tmp_path / "migtui" / "errors.log").read_text()
+        assert "ZeroDivisionError: a bug" in log
+        monkeypatch.undo()
+        await pilot.press("slash", "w")  # and it still answers keys
+        await pilot.pause()
+        assert rows(app) == ["web-03"]

@@ -85,3 +85,29 @@ def test_migtui_lab_in_a_terminal_then_q_leaves_nothing(tmp_path: Path):
         assert [p for p in tmp_path.iterdir() if p.name != "rc"] == []  # runtime directory removed
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
+def test_closing_the_terminal_under_migtui_lab_leaves_nothing(tmp_path: Path):
+    """The terminal goes away (SIGHUP): every QEMU the lab started is gone and its directory removed."""
+    session = f"migtui-hup-{os.getpid()}"
+    command = f"XDG_RUNTIME_DIR={tmp_path} {sys.executable} -m migtui lab --accel tcg"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30", command], check=True)
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(pids) < 2:
+            pids = [int(p) for p in subprocess.run(["pgrep", "-f", f"qemu-system-x86_64.*{tmp_path}"],
+                                                   capture_output=True, text=True).stdout.split()]
+            time.sleep(0.1)  # polling for the lab to come up, with a deadline
+        assert len(pids) == 2
+        migtui_pids = [int(p) for p in subprocess.run(["pgrep", "-f", f"migtui lab --accel tcg"],
+                                                      capture_output=True, text=True).stdout.split()]
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (any(pid_alive(p) for p in pids + migtui_pids) or list(tmp_path.iterdir())):
+        time.sleep(0.1)
+    assert not any(pid_alive(p) for p in pids), "QEMU left behind"
+    assert not any(pid_alive(p) for p in migtui_pids), "migtui still running"
+    assert list(tmp_path.iterdir()) == []

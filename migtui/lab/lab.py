@@ -204,6 +204,10 @@ class Lab:
             shutil.rmtree(self._dir, ignore_errors=True)
         atexit.unregister(self._cleanup_sync)
 
+    def kill_now(self) -> None:
+        """Synchronous stop, for a signal handler: SIGKILL every QEMU and remove the directory."""
+        self._cleanup_sync()
+
     def _cleanup_sync(self) -> None:
         """atexit fallback when stop() never ran (crash, unawaited shutdown)."""
         for vm in self.vms:

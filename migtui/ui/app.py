@@ -25,6 +25,7 @@ from migtui.qmp.errors import BackendError, QMPRefused
 from migtui.qmp.fleet import Fleet
 from migtui.qmp.messages import ActionResult, BackendMessage, VMEvent
 from migtui.qmp.session import VMSession
+from migtui.ui.guard import keep_running
 from migtui.ui.messages import FleetChanged
 from migtui.ui.themes import DEFAULT_THEME, MigtuiTheme, load_themes
 
@@ -106,13 +107,16 @@ class MigtuiApp(App[int]):
             hint = hint_for(str(message.result))
             self.notify(f"{message.vm}: QEMU refused {message.command}: {message.result}"
                         + (f"\n→ {hint}" if hint else ""), severity="error", timeout=10)
-        if isinstance(message, VMEvent) and message.event in ("MIGRATION", "SHUTDOWN"):
+        big = len(self.fleet) > 50
+        if not big and isinstance(message, VMEvent) and message.event in ("MIGRATION", "SHUTDOWN"):
             self.flush()  # status changes go out at once: they are what operators wait for
             return
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.set_timer(FLUSH_DELAY, self.flush)
+            # A big fleet repaints at most four times a second: its samples arrive once a second anyway.
+            self.set_timer(0.25 if big else FLUSH_DELAY, self.flush)
 
+    @keep_running
     def flush(self) -> None:
         self._flush_scheduled = False
         if not self._dirty:

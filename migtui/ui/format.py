@@ -103,7 +103,7 @@ def fleet_cells(vm: VMState) -> tuple[str, ...]:
 
 # (key, label, width): fixed widths for figures, so a column never jumps as values change.
 FLEET_COLUMNS = (
-    ("vm", "VM", None),
+    ("vm", "VM", 14),
     ("status", "migration", 12),
     ("progress", "progress", 15),
     ("throughput", "throughput", 11),
@@ -114,8 +114,8 @@ FLEET_COLUMNS = (
     ("downtime", "downtime exp/lim", 16),
     ("run-state", "run-state", 11),
     ("qemu", "QEMU", 8),
-    ("endpoint", "endpoint", None),
-    ("note", "note", None),
+    ("endpoint", "endpoint", 36),
+    ("note", "note", 48),
 )
 
 

@@ -12,6 +12,7 @@ from textual.widgets import Footer, RichLog, Static
 
 from migtui.model.units import format_bytes, format_duration, format_ms, format_rate
 from migtui.model.vm import VMState, status_category
+from migtui.ui.guard import keep_running
 from migtui.ui.format import CATEGORY_STYLE, downtime_text, eta_text, progress_bar, status_text
 from migtui.ui.messages import FleetChanged
 from migtui.ui.screens.actions import VMActions
@@ -128,6 +129,7 @@ class DashboardScreen(VMActions, Screen):
         if self.key in message.keys:
             self.update_all()
 
+    @keep_running
     def update_all(self) -> None:
         session = self.session
         if session is None:

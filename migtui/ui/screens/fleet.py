@@ -11,6 +11,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from migtui.model.vm import status_category
+from migtui.ui.guard import keep_running
 from migtui.ui.format import FLEET_COLUMNS, fleet_cells, styled
 from migtui.ui.messages import FleetChanged
 from migtui.ui.screens.actions import VMActions
@@ -47,6 +48,8 @@ class FleetScreen(VMActions, Screen):
         self.sort_reverse = False
         self._cells: dict[str, tuple[str, ...]] = {}
         self._categories: dict[str, str] = {}
+        self._stale: set[str] = set()  # changed while scrolled out of view
+        self._row_index: dict[str, int] = {}  # row order as last built (DataTable indexes lazily)
 
     def compose(self) -> ComposeResult:
         yield Static(id="fleet-header")
@@ -62,6 +65,12 @@ class FleetScreen(VMActions, Screen):
         self.query_one("#filter", Input).display = False
         self.rebuild()
         table.focus()
+        self.watch(table, "scroll_y", self._scrolled, init=False)
+
+    @keep_running
+    def _scrolled(self, _old: float, _new: float) -> None:
+        if self._stale:
+            self.refresh_rows(frozenset(self._stale))
 
     def on_screen_resume(self) -> None:
         self.refresh_rows(None)
@@ -79,31 +88,44 @@ class FleetScreen(VMActions, Screen):
             sessions.sort(key=lambda s: _SORT_KEYS[self.sort_column](s.vm), reverse=self.sort_reverse)
         return sessions
 
+    @keep_running
     def rebuild(self) -> None:
         """Clear and refill: after a filter or sort change only."""
         table = self.query_one("#fleet", DataTable)
         selected = self.selected_key()
-        table.clear()
+        # Forget the old rows first: clear() scrolls to the top, which runs _scrolled.
         self._cells.clear()
-        for session in self.visible_sessions():
+        self._stale.clear()
+        self._row_index.clear()
+        table.clear()
+        for index, session in enumerate(self.visible_sessions()):
+            self._row_index[session.key] = index
             cells = fleet_cells(session.vm)
             category = status_category(session.vm)
             self._cells[session.key] = cells
             self._categories[session.key] = category
             table.add_row(*self._style(cells, category), key=session.key)
-        if selected is not None and selected in self._cells:
-            table.move_cursor(row=table.get_row_index(selected))
+        if selected is not None and selected in self._row_index:
+            table.move_cursor(row=self._row_index[selected])
         self.update_header()
 
+    @keep_running
     def refresh_rows(self, keys: frozenset[str] | None) -> None:
         """Touch only the cells that changed, of the VMs that changed."""
         table = self.query_one("#fleet", DataTable)
         column_keys = [key for key, _, _ in FLEET_COLUMNS]
+        # Rows out of view wait until they scroll in: a cell update re-renders the whole table.
+        top = int(table.scroll_y)
+        bottom = top + table.size.height
         for key in (keys if keys is not None else list(self._cells)):
             old = self._cells.get(key)
             session = self.app.fleet.get(key)
             if old is None or session is None:
                 continue
+            if table.size.height and not top - 2 <= self._row_index.get(key, 0) <= bottom + 2:
+                self._stale.add(key)
+                continue
+            self._stale.discard(key)
             cells = fleet_cells(session.vm)
             category = status_category(session.vm)
             if cells == old and category == self._categories.get(key):
@@ -121,6 +143,7 @@ class FleetScreen(VMActions, Screen):
         variables = self.app.theme_variables
         return [styled(c, category, variables) for c in cells]
 
+    @keep_running
     def update_header(self) -> None:
         counts = Counter(status_category(s.vm) for s in self.app.fleet)
         parts = [f"{len(self.app.fleet)} VMs"]
