@@ -114,12 +114,39 @@ def _endpoints(texts: Sequence[str]):
     return [parse_endpoint(t) for t in texts]
 
 
-async def _connect(text: str, **options: Any):
-    """A connected session for one target, or BackendError with the reason."""
-    from migtui.qmp.session import SessionOptions, VMSession
+def _options(args: argparse.Namespace, **extra: Any):
+    """Session options from the config file: TLS for TCP endpoints, the audit log."""
+    from migtui.config import Config
+    from migtui.qmp.session import SessionOptions
 
-    (endpoint,) = _endpoints([text])
-    session = VMSession(endpoint, options=SessionOptions(**options))
+    config = getattr(args, "config", None) or Config()
+    return SessionOptions(ssl=config.ssl_context(), audit=config.audit_log(), **extra)
+
+
+def _warn_remote(endpoints, args: argparse.Namespace) -> None:
+    for endpoint in endpoints:
+        if endpoint.kind == "tcp" and not endpoint.is_local:
+            tls = getattr(args, "config", None) is not None and args.config.tls_ca_file is not None
+            if not tls:
+                print(f"migtui: warning: {endpoint} is not loopback and QMP has no authentication: "
+                      "anyone who reaches it controls the VM (use [tls] in the config, or an SSH tunnel)",
+                      file=sys.stderr)
+
+
+def _refuse_if_read_only(args: argparse.Namespace, what: str) -> None:
+    config = getattr(args, "config", None)
+    if config is not None and config.controls_off:
+        where = f"read-only in {config.path}" if config.read_only else "MIGTUI_READ_ONLY is set"
+        raise UsageError(f"{what} refused: controls are off ({where})")
+
+
+async def _connect(text: str, args: argparse.Namespace):
+    """A connected session for one target, or BackendError with the reason."""
+    from migtui.qmp.session import VMSession
+
+    endpoints = _endpoints([text])
+    _warn_remote(endpoints, args)
+    session = VMSession(endpoints[0], options=_options(args))
     await session.connect()
     return session
 
@@ -191,7 +218,9 @@ async def cmd_status(args: argparse.Namespace) -> int:
     from migtui.qmp.session import VMSession
 
     endpoints = _endpoints(args.targets)
-    sessions = [VMSession(e) for e in endpoints]
+    _warn_remote(endpoints, args)
+    options = _options(args)
+    sessions = [VMSession(e, options=options) for e in endpoints]
 
     async def one(session: VMSession) -> str | None:
         try:
@@ -215,7 +244,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
 async def cmd_watch(args: argparse.Namespace) -> int:
     from migtui.model.units import InputError
     from migtui.qmp.errors import BackendError
-    from migtui.qmp.session import SessionOptions, VMSession
+    from migtui.qmp.session import VMSession
 
     try:
         interval = float(args.interval)
@@ -228,8 +257,10 @@ async def cmd_watch(args: argparse.Namespace) -> int:
         from migtui.model.units import parse_count
 
         count = parse_count(args.count, "--count", 1, 10**9)
-    options = SessionOptions(autopoll=False, active_interval=interval)
-    sessions = [VMSession(e, options=options) for e in _endpoints(args.targets)]
+    endpoints = _endpoints(args.targets)
+    _warn_remote(endpoints, args)
+    options = _options(args, autopoll=False, active_interval=interval)
+    sessions = [VMSession(e, options=options) for e in endpoints]
 
     async def sample(session: VMSession) -> str | None:
         try:
@@ -290,14 +321,15 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
     from migtui.model.parameters import check_uri
     from migtui.qmp.controls import start_migration
 
+    _refuse_if_read_only(args, "migrate")
     options = _migration_options(args)  # every value is checked before connecting
     if args.uri is not None:
         check_uri(args.uri)
-    source = await _connect(args.source)
+    source = await _connect(args.source, args)
     destination = None
     try:
         if args.to is not None:
-            destination = await _connect(args.to)
+            destination = await _connect(args.to, args)
         plan = await start_migration(source, options, destination=destination, uri=args.uri)
         print(f"migtui: {source.vm.name}: migrating to {plan.uri}", file=sys.stderr)
         if not args.wait:
@@ -356,7 +388,8 @@ async def _follow(source, destination) -> int:
 async def cmd_cancel(args: argparse.Namespace) -> int:
     from migtui.qmp.controls import cancel_migration
 
-    session = await _connect(args.source)
+    _refuse_if_read_only(args, "cancel")
+    session = await _connect(args.source, args)
     try:
         await cancel_migration(session)
         print(f"migtui: {session.vm.name}: cancel sent (status was {session.vm.migration_status})", file=sys.stderr)
@@ -379,8 +412,9 @@ async def cmd_set(args: argparse.Namespace) -> int:
     from migtui.model.parameters import parse_parameter
     from migtui.qmp.controls import set_parameters
 
+    _refuse_if_read_only(args, "set")
     pairs = _assignments(args.assignments)
-    session = await _connect(args.source)
+    session = await _connect(args.source, args)
     try:
         params = dict(parse_parameter(n, v, session.vm.parameters) for n, v in pairs)
         await set_parameters(session, params)
@@ -400,7 +434,9 @@ async def cmd_caps(args: argparse.Namespace) -> int:
         if lowered not in ("on", "off"):
             raise UsageError(f"{name}={value}: give on or off")
         caps[name] = lowered == "on"
-    session = await _connect(args.source)
+    if caps:
+        _refuse_if_read_only(args, "caps")
+    session = await _connect(args.source, args)
     try:
         if caps:
             await set_capabilities(session, caps)
@@ -414,7 +450,8 @@ async def cmd_caps(args: argparse.Namespace) -> int:
 async def cmd_postcopy(args: argparse.Namespace) -> int:
     from migtui.qmp.controls import start_postcopy
 
-    session = await _connect(args.source)
+    _refuse_if_read_only(args, "postcopy")
+    session = await _connect(args.source, args)
     try:
         await session.sample()
         await start_postcopy(session)
@@ -447,10 +484,6 @@ async def cmd_lab(args: argparse.Namespace) -> int:
         finished.append(code)
         return code
 
-    if not args.no_ui:
-        from migtui.config import load_config
-
-        load_config()  # a broken config is reported before any QEMU starts
     main = None if args.no_ui else console
     code = await run_lab_no_ui(pairs, f"{mem // 2**20}M", args.disk, accel=args.accel, main=main,
                                out=sys.stderr if main else None)
@@ -509,8 +542,10 @@ async def run_console(endpoints, args: argparse.Namespace) -> int:
     from migtui.qmp.fleet import Fleet
     from migtui.ui.app import MigtuiApp
 
-    config = load_config()
-    app = MigtuiApp(Fleet(endpoints), config=config, theme=args.theme, read_only=args.read_only)
+    config = getattr(args, "config", None) or load_config()
+    _warn_remote(endpoints, args)
+    app = MigtuiApp(Fleet(endpoints, options=_options(args)), config=config, theme=args.theme,
+                    read_only=args.read_only or config.controls_off)
     await app.run_async()
     return app.return_code or 0
 
@@ -545,10 +580,6 @@ async def run_sim_lab(args: argparse.Namespace) -> int:
             raise ValueError
     except ValueError:
         raise UsageError(f"--speedup: {args.speedup!r} is not understood; give a factor from 0.01 to 1000") from None
-    if not args.no_ui:
-        from migtui.config import load_config
-
-        load_config()
     parent = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     runtime = tempfile.mkdtemp(prefix="migtui-sim-", dir=parent if os.path.isdir(parent) else None)
     loop = asyncio.get_running_loop()
@@ -612,10 +643,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     try:
+        from migtui.config import load_config
+
         if argv and (argv[0] in SUBCOMMANDS or argv[0] in ("--version", "-h", "--help")):
             args = build_parser().parse_args(argv)
-            return asyncio.run(COMMANDS[args.command](args))
-        return asyncio.run(cmd_console(build_console_parser().parse_args(argv)))
+        else:
+            args = build_console_parser().parse_args(argv)
+            args.command = None
+        args.config = load_config()  # a broken or unsafe config is refused before anything runs
+        if args.command is None:
+            return asyncio.run(cmd_console(args))
+        return asyncio.run(COMMANDS[args.command](args))
     except (UsageError, InputError, BackendError) as err:
         from migtui.model.hints import hint_for
         from migtui.qmp.errors import QMPRefused

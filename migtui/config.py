@@ -2,8 +2,13 @@
 
     theme = "migtui-dark"
     read-only = false
-    [keys]            # remap any action: action = "key[,key]"
+    audit = true                  # audit-file = "~/audit.ndjson" to move it
+    [keys]                        # remap any action: action = "key[,key]"
     migrate = "M"
+    [tls]                         # QMP over TCP with TLS (QEMU's tls-creds-x509)
+    ca-file = "~/pki/ca-cert.pem"
+    cert-file = "~/pki/client-cert.pem"   # optional: a client certificate
+    key-file = "~/pki/client-key.pem"
 """
 
 from __future__ import annotations
@@ -29,6 +34,37 @@ class Config:
     read_only: bool = False
     keys: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
+    audit: bool = True
+    audit_file: Path | None = None
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    def ssl_context(self):  # -> ssl.SSLContext | None
+        """TLS for QMP over TCP, verified against the configured CA; None when not configured."""
+        if self.tls_ca_file is None:
+            return None
+        import ssl
+
+        try:
+            context = ssl.create_default_context(cafile=str(self.tls_ca_file))
+            if self.tls_cert_file is not None:
+                context.load_cert_chain(str(self.tls_cert_file), str(self.tls_key_file) if self.tls_key_file else None)
+        except (OSError, ssl.SSLError) as err:
+            raise ConfigError(f"{self.path}: [tls] files cannot be used: {err}") from None
+        return context
+
+    def audit_log(self):  # -> migtui.qmp.audit.AuditLog
+        from migtui.qmp.audit import AuditLog, default_audit_path
+
+        if not self.audit or os.environ.get("MIGTUI_AUDIT", "").lower() in ("0", "off", "no", "false"):
+            return AuditLog(None)
+        return AuditLog(self.audit_file or default_audit_path())
+
+    @property
+    def controls_off(self) -> bool:
+        """Read-only from the config file or the environment (MIGTUI_READ_ONLY=1)."""
+        return self.read_only or os.environ.get("MIGTUI_READ_ONLY", "").lower() in ("1", "on", "yes", "true")
 
 
 def config_path() -> Path:
@@ -60,4 +96,22 @@ def load_config(path: Path | None = None) -> Config:
     keys = data.get("keys", {})
     if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
         raise ConfigError(f"{path}: [keys] maps action names to key strings, e.g. migrate = \"M\"")
-    return Config(theme=theme, read_only=read_only, keys=dict(keys), path=path)
+    audit = data.get("audit", True)
+    if not isinstance(audit, bool):
+        raise ConfigError(f"{path}: audit must be true or false")
+    audit_file = data.get("audit-file")
+    if audit_file is not None and not isinstance(audit_file, str):
+        raise ConfigError(f"{path}: audit-file must be a path")
+    tls = data.get("tls", {})
+    if not isinstance(tls, dict) or not all(isinstance(v, str) for v in tls.values()):
+        raise ConfigError(f"{path}: [tls] takes ca-file, cert-file and key-file, each a path")
+    unknown = set(tls) - {"ca-file", "cert-file", "key-file"}
+    if unknown:
+        raise ConfigError(f"{path}: [tls] has unknown {', '.join(sorted(unknown))}; it takes ca-file, cert-file, key-file")
+
+    def as_path(value: str | None) -> Path | None:
+        return None if value is None else Path(os.path.expanduser(value))
+
+    return Config(theme=theme, read_only=read_only, keys=dict(keys), path=path, audit=audit,
+                  audit_file=as_path(audit_file), tls_ca_file=as_path(tls.get("ca-file")),
+                  tls_cert_file=as_path(tls.get("cert-file")), tls_key_file=as_path(tls.get("key-file")))

@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
+
+# Tests never read the developer's config nor write to their state directory (audit log, error log);
+# subprocesses inherit these.
+_STATE = tempfile.mkdtemp(prefix="migtui-test-state-")
+os.environ["XDG_STATE_HOME"] = _STATE
+os.environ["MIGTUI_CONFIG"] = os.path.join(_STATE, "no-config.toml")
+os.environ.pop("MIGTUI_READ_ONLY", None)
+os.environ.pop("MIGTUI_AUDIT", None)
 from collections.abc import AsyncIterator, Callable
 
 import pytest_asyncio

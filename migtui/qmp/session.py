@@ -31,6 +31,7 @@ from migtui.model.hints import hint_for
 from migtui.model.history import PassMark
 from migtui.model.sample import MigrationSample, parse_query_migrate
 from migtui.model.vm import Connection, EventRecord, VMState
+from migtui.qmp.audit import AuditLog, redact
 from migtui.qmp.dialect import Dialect, migrate_args_from_schema, parse_version
 from migtui.qmp.errors import ConnectFailed, NotConnected, QMPRefused
 from migtui.qmp.messages import ActionResult, BackendMessage, Listener, VMEvent, VMUpdated
@@ -60,6 +61,7 @@ class SessionOptions:
         backoff_max: float = 5.0,
         ssl: ssl_module.SSLContext | None = None,
         autopoll: bool = True,
+        audit: AuditLog | None = None,
     ) -> None:
         self.poll_interval = poll_interval
         self.active_interval = active_interval
@@ -72,6 +74,7 @@ class SessionOptions:
         self.ssl = ssl
         # False: the caller samples by itself (migtui watch), the session only listens.
         self.autopoll = autopoll
+        self.audit = audit or AuditLog(None)
 
 
 def _noop(_: BackendMessage) -> None:
@@ -172,7 +175,7 @@ class VMSession:
         sock = await self._open_socket(ep)
         client = _Client(self.vm.name)
         try:
-            if opts.ssl is not None:
+            if opts.ssl is not None and ep.kind == "tcp":
                 sock.close()
                 await asyncio.wait_for(client.connect(ep.address, ssl=opts.ssl), opts.greeting_timeout)
             else:
@@ -482,14 +485,18 @@ class VMSession:
         except ExecuteError as err:
             refused = QMPRefused(command, err.error_class, str(err))
             if audit:
+                self.options.audit.record(self.vm.name, str(self.endpoint), command, args, False, refused.desc)
                 hint = hint_for(refused.desc)
                 self._log("error", command, refused.desc + (f" → {hint}" if hint else ""))
                 self._notify(ActionResult(self.key, command, args, False, refused.desc, time.time()))
             raise refused from None
         except asyncio.TimeoutError:
+            if audit:
+                self.options.audit.record(self.vm.name, str(self.endpoint), command, args, False, "no answer within 30s")
             raise QMPRefused(command, "Timeout", "no answer within 30s") from None
         if audit:
-            self._log("action", command, _brief(args) or "ok")
+            self.options.audit.record(self.vm.name, str(self.endpoint), command, args, True, result)
+            self._log("action", command, _brief(redact(args)) or "ok")
             self._notify(ActionResult(self.key, command, args, True, result, time.time()))
         return result
 

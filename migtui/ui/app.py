@@ -76,6 +76,7 @@ class MigtuiApp(App[int]):
             raise InputError(f"--theme: unknown theme {wanted!r}; themes: {names}")
         self.theme = wanted if wanted in self.available_themes else "textual-dark"
         self._dirty: set[str] = set()
+        self.insecure: list[str] = []  # VMs reached over non-loopback TCP without TLS
         self._flush_scheduled = False
         for session in fleet:
             session.listener = self._on_backend
@@ -92,6 +93,15 @@ class MigtuiApp(App[int]):
             self.fleet.start()
         if self.read_only:
             self.sub_title = "read-only"
+        tls = self.config.tls_ca_file is not None
+        self.insecure = [] if tls else [s.key for s in self.fleet
+                                         if s.endpoint.kind == "tcp" and not s.endpoint.is_local]
+        for key in self.insecure:
+            self.log_for(key, "error", "security", "QMP over TCP to a non-loopback host has no authentication: "
+                         "anyone who reaches it controls the VM; use [tls] in the config or an SSH tunnel")
+        if self.insecure:
+            self.notify(f"{len(self.insecure)} VM(s) over non-loopback TCP without TLS: QMP has no authentication",
+                        severity="warning", timeout=15)
 
     async def on_unmount(self) -> None:
         for session in self.fleet:

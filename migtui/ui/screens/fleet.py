@@ -155,6 +155,8 @@ class FleetScreen(VMActions, Screen):
             parts.append(f"sorted by {self.sort_column}{' ↓' if self.sort_reverse else ' ↑'}")
         if self.app.read_only:
             parts.append("READ-ONLY")
+        if self.app.insecure:
+            parts.append(f"⚠ {len(self.app.insecure)} over remote TCP without TLS")
         self.query_one("#fleet-header", Static).update(" · ".join(parts))
 
     @on(FleetChanged)
