@@ -114,7 +114,7 @@ replies = st.dictionaries(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=1000)
 @given(st.lists(replies | json_values, min_size=1, max_size=6))
 def test_tracker_survives_any_replies(seq):
     tracker = MigrationTracker(history_len=8)

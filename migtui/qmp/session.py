@@ -326,12 +326,13 @@ class VMSession:
     # ---- the background loop ---------------------------------------------
 
     async def _run(self) -> None:
-        backoff = 0.5
+        first = min(0.5, self.options.backoff_max)
+        backoff = first
         while not self._closing:
             try:
                 if not self.connected:  # a caller may have connected already
                     await self.connect()
-                backoff = 0.5
+                backoff = first
                 await self._session_loop()
             except ConnectFailed as err:
                 state = Connection.MONITOR_BUSY if err.busy else Connection.DISCONNECTED
