@@ -626,6 +626,13 @@ COMMANDS = {
 }
 
 
+async def _quietly(work):
+    from migtui.qmp.session import quiet_loop_errors
+
+    quiet_loop_errors(asyncio.get_running_loop())  # no asyncio noise in front of an operator
+    return await work
+
+
 def _join_negative_values(argv: list[str]) -> list[str]:
     """`--bandwidth -5M` -> `--bandwidth=-5M`, so the value is refused as negative, not as a missing one."""
     out: list[str] = []
@@ -651,9 +658,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = build_console_parser().parse_args(argv)
             args.command = None
         args.config = load_config()  # a broken or unsafe config is refused before anything runs
-        if args.command is None:
-            return asyncio.run(cmd_console(args))
-        return asyncio.run(COMMANDS[args.command](args))
+        command = cmd_console if args.command is None else COMMANDS[args.command]
+        return asyncio.run(_quietly(command(args)))
     except (UsageError, InputError, BackendError) as err:
         from migtui.model.hints import hint_for
         from migtui.qmp.errors import QMPRefused

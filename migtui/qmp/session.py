@@ -36,7 +36,7 @@ from migtui.qmp.dialect import Dialect, migrate_args_from_schema, parse_version
 from migtui.qmp.errors import ConnectFailed, NotConnected, QMPRefused
 from migtui.qmp.messages import ActionResult, BackendMessage, Listener, VMEvent, VMUpdated
 
-__all__ = ["VMSession", "SessionOptions"]
+__all__ = ["VMSession", "SessionOptions", "quiet_loop_errors"]
 
 # qemu.qmp logs every protocol hiccup at ERROR; the console reports them itself.
 logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
@@ -81,6 +81,23 @@ def _noop(_: BackendMessage) -> None:
     pass
 
 
+def quiet_loop_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Leftovers of connections torn down on purpose (cancelled drains, resets) are not news."""
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if isinstance(error, (asyncio.CancelledError, ConnectionError, EOFError)):
+            return
+        logging.getLogger("migtui").debug("asyncio: %s", context.get("message"), exc_info=error)
+
+    loop.set_exception_handler(handler)
+
+
+def _nudge(writer: asyncio.StreamWriter) -> None:
+    if not writer.is_closing():
+        writer.write(b"\n")
+
+
 class _Client(QMPClient):
     """qemu.qmp's client, without its per-message debug formatting.
 
@@ -99,6 +116,18 @@ class _Client(QMPClient):
         if self.logger.isEnabledFor(logging.DEBUG):
             self.logger.debug("<-- %s", msg)
         return msg
+
+    tls = False
+
+    def _do_send(self, msg) -> None:  # type: ignore[no-untyped-def]
+        assert self._writer is not None
+        writer = self._writer
+        writer.write(bytes(msg) + b"\n")
+        if self.tls:
+            # QEMU 7.2's TLS chardev holds a lone TLS record until the next one
+            # arrives (seen here: the reply comes only after more bytes). A
+            # second record with a harmless newline makes it read the first.
+            asyncio.get_running_loop().call_later(0.005, _nudge, writer)
 
 
 class VMSession:
@@ -172,25 +201,31 @@ class VMSession:
     async def _open(self) -> QMPClient:
         ep = self.endpoint
         opts = self.options
-        sock = await self._open_socket(ep)
+        tls = opts.ssl is not None and ep.kind == "tcp"
+        # Without TLS, connect the socket first, so "nothing listens" and "no greeting" read differently.
+        # With TLS, one connection only: QEMU serves one client, and a probe would hold it.
+        sock = None if tls else await self._open_socket(ep)
         client = _Client(self.vm.name)
+        client.tls = tls
         try:
-            if opts.ssl is not None and ep.kind == "tcp":
-                sock.close()
+            if sock is None:
                 await asyncio.wait_for(client.connect(ep.address, ssl=opts.ssl), opts.greeting_timeout)
             else:
                 await asyncio.wait_for(client.connect(sock), opts.greeting_timeout)
         except asyncio.TimeoutError:
-            sock.close()
+            if sock is not None:
+                sock.close()
             raise ConnectFailed(
                 f"monitor busy: another client holds it (no QMP greeting within {opts.greeting_timeout:g}s)",
                 busy=True,
             ) from None
         except ConnectError as err:
-            sock.close()
+            if sock is not None:
+                sock.close()
             raise ConnectFailed(_describe_connect_error(err)) from None
         except (OSError, EOFError) as err:
-            sock.close()
+            if sock is not None:
+                sock.close()
             raise ConnectFailed(f"connection failed: {err}") from None
         return client
 
@@ -516,8 +551,9 @@ class VMSession:
             self._inflight.cancel()
             self._inflight = None
         if client is not None:
+            # QEMU's TLS chardev may never answer our close: do not wait long for it.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.disconnect(), 2)
+                await asyncio.wait_for(client.disconnect(), 0.3 if client.tls else 2)
 
     def _set_connection(self, state: Connection, reason: str | None) -> None:
         vm = self.vm
@@ -573,6 +609,12 @@ def _describe_connect_error(err: ConnectError) -> str:
     name = type(inner).__name__
     if name in ("GreetingError", "NegotiationError"):
         return f"not a QMP monitor: {err.error_message.lower()} ({inner})"
+    if isinstance(inner, ssl_module.SSLCertVerificationError):
+        return f"TLS: the monitor's certificate is not trusted: {inner.verify_message} (check [tls] ca-file)"
+    if isinstance(inner, ssl_module.SSLError):
+        return f"TLS handshake failed: {inner.reason or inner} (is this a TLS monitor?)"
+    if isinstance(inner, ConnectionRefusedError):
+        return "connection refused: nothing listens there"
     if isinstance(inner, OSError) and inner.errno == errno.ECONNRESET:
         return "QEMU reset the connection during the handshake"
     return f"{err.error_message}: {inner}"
