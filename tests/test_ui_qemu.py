@@ -33,9 +33,9 @@ async def test_press_m_confirm_and_see_completed(lab_pair):
     app = MigtuiApp(fleet)
     async with app.run_test(size=(120, 36)) as pilot:
         await wait_until(lambda: all(s.connected and s.vm.sample for s in fleet), timeout=15)
-        await pilot.pause()
-        assert cell(app, "src1", "run-state") == "running"
-        assert cell(app, "dst1", "run-state") == "inmigrate"
+        # The table shows them once the next coalesced update lands.
+        await wait_until(lambda: cell(app, "src1", "run-state") == "running", timeout=5)
+        await wait_until(lambda: cell(app, "dst1", "run-state") == "inmigrate", timeout=5)
         await pilot.press("m")
         assert isinstance(app.screen, StartMigrationDialog)
         # The lab guest dirties ~100 MB/s: give it settings that converge.
