@@ -166,3 +166,37 @@ def test_lab_no_ui_starts_and_stops_cleanly(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert list(tmp_path.iterdir()) == []
+
+
+def _start_and_interrupt(args: list[str], env: dict, expect: str) -> tuple[str, str, list]:
+    proc = subprocess.Popen([*MIGTUI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        header = proc.stdout.readline()
+        assert expect in header, header + (proc.stderr.read() if proc.poll() is not None else "")
+        endpoints = [proc.stdout.readline().strip() for _ in range(4)]
+        proc.send_signal(2)  # Ctrl-C
+        assert proc.wait(timeout=20) == 0
+        return header, proc.stderr.read(), endpoints
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_lab_sim_no_ui_starts_and_stops_cleanly(tmp_path):
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    header, _, endpoints = _start_and_interrupt(["lab", "--sim", "--no-ui", "--vms", "4", "--dialect", "1.4"], env,
+                                                "4 simulated VMs (1.4")
+    assert all("=unix:" in e for e in endpoints)
+    assert list(tmp_path.iterdir()) == []  # its runtime directory is gone
+
+
+def test_lab_without_qemu_says_so_and_starts_the_simulated_lab(tmp_path):
+    # A PATH with python but no qemu-system-x86_64.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "python3").symlink_to(sys.executable)
+    env = {**os.environ, "PATH": str(bindir), "XDG_RUNTIME_DIR": str(tmp_path)}
+    _, err, _ = _start_and_interrupt(["lab", "--no-ui", "--vms", "4"], env, "simulated VMs")
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "qemu-system-x86_64 not found" in lines[0] and "qemu-system-x86" in lines[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["bin"]
