@@ -242,16 +242,11 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
 
 async def cmd_watch(args: argparse.Namespace) -> int:
-    from migtui.model.units import InputError
+    from migtui.model.units import parse_number
     from migtui.qmp.errors import BackendError
     from migtui.qmp.session import VMSession
 
-    try:
-        interval = float(args.interval)
-        if not 0.05 <= interval <= 3600:
-            raise ValueError
-    except ValueError:
-        raise InputError(f"--interval: {args.interval!r} is not understood; give seconds from 0.05 to 3600") from None
+    interval = parse_number(args.interval, "--interval", 0.05, 3600, "seconds ")
     count = None
     if args.count is not None:
         from migtui.model.units import parse_count
@@ -570,16 +565,11 @@ async def run_sim_lab(args: argparse.Namespace) -> int:
     import signal
     import tempfile
 
-    from migtui.model.units import parse_count
+    from migtui.model.units import parse_count, parse_number
     from migtui.sim import serve
 
     n_vms = parse_count(args.vms, "--vms", 1, 5000)
-    try:
-        speedup = float(args.speedup)
-        if not 0.01 <= speedup <= 1000:
-            raise ValueError
-    except ValueError:
-        raise UsageError(f"--speedup: {args.speedup!r} is not understood; give a factor from 0.01 to 1000") from None
+    speedup = parse_number(args.speedup, "--speedup", 0.01, 1000, "a factor ")
     parent = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     runtime = tempfile.mkdtemp(prefix="migtui-sim-", dir=parent if os.path.isdir(parent) else None)
     loop = asyncio.get_running_loop()

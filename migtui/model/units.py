@@ -16,6 +16,7 @@ __all__ = [
     "parse_rate",
     "parse_time_ms",
     "parse_count",
+    "parse_number",
     "format_bytes",
     "format_rate",
     "format_duration",
@@ -103,6 +104,18 @@ def parse_count(text: object, what: str, low: int, high: int) -> int:
     value = int(stripped)
     if not low <= value <= high:
         raise InputError(f"{what}: {value} is out of range; give {low} to {high}")
+    return value
+
+
+def parse_number(text: object, what: str, low: float, high: float, unit: str = "") -> float:
+    """A plain decimal in [low, high], e.g. an interval in seconds or a speed-up factor."""
+    stripped = str(text).strip()
+    try:
+        value = float(stripped)
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:  # also refuses nan and inf
+        raise InputError(f"{what}: {stripped!r} is not understood; give {unit}from {low:g} to {high:g}")
     return value
 
 

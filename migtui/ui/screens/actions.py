@@ -154,7 +154,8 @@ class VMActions:
 
     # ---- tuning --------------------------------------------------------------
 
-    def _tune(self, what: str, name: str, label: str, current: str, placeholder: str, parse) -> None:
+    def _tune(self, what: str, name: str, label: str, placeholder: str, parse, show) -> None:
+        """One parameter, in a dialog that parses as typed; QEMU's name and units go out."""
         from migtui.ui.dialogs import ValueDialog
 
         session = self._session(what)
@@ -163,36 +164,25 @@ class VMActions:
         app = self.app  # type: ignore[attr-defined]
 
         def answer(value) -> None:
-            if value is None:
-                return
-            app.run_control(session.key, what, lambda: controls.set_parameters(session, {name: value}),
-                           done=f"{name} set")
+            if value is not None:
+                app.run_control(session.key, what, lambda: controls.set_parameters(session, {name: value}),
+                                done=f"{name} set")
 
+        current = show(session.vm.parameters.get(name))
         app.push_screen(ValueDialog(f"{what} for {session.vm.name}", label, current, placeholder, parse), answer)
 
     def action_set_bandwidth(self) -> None:
-        session = self._session("bandwidth")
-        if session is None:
-            return
         self._tune("bandwidth", "max-bandwidth", "max-bandwidth (bytes/s, binary: 1G = 1 GiB/s)",
-                   format_rate(session.vm.parameters.get("max-bandwidth")), "e.g. 1G or 500M/s",
-                   lambda text: parse_rate(text, "bandwidth"))
+                   "e.g. 1G or 500M/s", lambda text: parse_rate(text, "bandwidth"), format_rate)
 
     def action_set_downtime(self) -> None:
-        session = self._session("downtime")
-        if session is None:
-            return
         self._tune("downtime", "downtime-limit", "downtime-limit (the longest pause the guest may see)",
-                   format_ms(session.vm.parameters.get("downtime-limit")), "e.g. 300ms or 2s",
-                   lambda text: parse_time_ms(text, "downtime"))
+                   "e.g. 300ms or 2s", lambda text: parse_time_ms(text, "downtime"), format_ms)
 
     def action_set_xbzrle_cache(self) -> None:
-        session = self._session("XBZRLE cache")
-        if session is None:
-            return
         self._tune("XBZRLE cache", "xbzrle-cache-size", "xbzrle-cache-size (a power of two, at least 4K)",
-                   format_bytes(session.vm.parameters.get("xbzrle-cache-size")), "e.g. 256M",
-                   lambda text: check_xbzrle_cache_size(parse_size(text, "xbzrle-cache"), "xbzrle-cache"))
+                   "e.g. 256M", lambda text: check_xbzrle_cache_size(parse_size(text, "xbzrle-cache"), "xbzrle-cache"),
+                   format_bytes)
 
     def action_capabilities(self) -> None:
         from migtui.ui.dialogs import CapabilitiesDialog
