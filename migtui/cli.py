@@ -1,4 +1,4 @@
-"""The command line: `migtui status|watch|migrate|cancel|set|caps|postcopy|lab`.
+"""The command line: `migtui status|watch|migrate|cancel|set|caps|postcopy|lab|replay|export`.
 
 Scripts rely on these names and on the exit codes: 0 done, 1 a migration
 failed or was cancelled (`--wait`), 2 bad arguments or an unreachable target,
@@ -18,7 +18,7 @@ from typing import Any, NoReturn, Sequence
 
 from migtui import __version__
 
-SUBCOMMANDS = ("status", "watch", "migrate", "cancel", "set", "caps", "postcopy", "lab")
+SUBCOMMANDS = ("status", "watch", "migrate", "cancel", "set", "caps", "postcopy", "lab", "replay", "export")
 
 
 class UsageError(Exception):
@@ -102,6 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dialect", choices=("1.4", "7.2", "mixed"), default="mixed", help="with --sim (default mixed)")
     p.add_argument("--speedup", default="1", metavar="K", help="with --sim: simulated time runs K times faster")
     add_console_options(p)
+
+    p = sub.add_parser("replay", help="replay a recorded migration in the dashboard")
+    p.add_argument("file", nargs="?", metavar="FILE", help="a recording (without it: list the newest recordings)")
+    p.add_argument("--vm", metavar="NAME", help="which VM's migration, in a file that holds several (default: the last)")
+    p.add_argument("--speed", default="1", metavar="X", help="playback speed, 0.25 to 16 (default 1)")
+    p.add_argument("--paused", action="store_true", help="open paused at the start")
+    p.add_argument("--end", action="store_true", help="open paused at the end: the whole migration at once")
+    p.add_argument("--theme", metavar="NAME", help="as for the console")
+
+    p = sub.add_parser("export", help="a recorded migration as CSV (the time series) and/or SVG (the dashboard)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--vm", metavar="NAME", help="which VM's migration, in a file that holds several")
+    p.add_argument("--csv", metavar="OUT", help="write the time series here, one row per sample ('-': stdout)")
+    p.add_argument("--svg", metavar="OUT", help="write the dashboard at the end of the recording here")
     return parser
 
 
@@ -529,6 +543,9 @@ def add_console_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--theme", metavar="NAME", help="migtui-dark (default), migtui-light, "
                         "migtui-high-contrast or migtui-colorblind")
     parser.add_argument("--read-only", action="store_true", help="watch only: every control is off")
+    parser.add_argument("--record", metavar="FILE", help="record every migration into this one NDJSON file "
+                        "(default: one file per migration in $XDG_STATE_HOME/migtui/recordings)")
+    parser.add_argument("--no-record", action="store_true", help="record nothing")
 
 
 async def run_console(endpoints, args: argparse.Namespace) -> int:
@@ -537,10 +554,13 @@ async def run_console(endpoints, args: argparse.Namespace) -> int:
     from migtui.qmp.fleet import Fleet
     from migtui.ui.app import MigtuiApp
 
+    from migtui.record import Recorder
+
     config = getattr(args, "config", None) or load_config()
     _warn_remote(endpoints, args)
+    recorder = None if args.no_record else Recorder(file=Path(args.record) if args.record else None)
     app = MigtuiApp(Fleet(endpoints, options=_options(args)), config=config, theme=args.theme,
-                    read_only=args.read_only or config.controls_off)
+                    read_only=args.read_only or config.controls_off, recorder=recorder)
     await app.run_async()
     return app.return_code or 0
 
@@ -556,6 +576,30 @@ async def cmd_console(args: argparse.Namespace) -> int:
         if not any(c in target for c in "/:=") and not os.path.exists(target):
             raise UsageError(f"unknown command or socket {target!r}; commands: {', '.join(SUBCOMMANDS)}")
     return await run_console(_endpoints(targets), args)
+
+
+async def cmd_replay(args: argparse.Namespace) -> int:
+    if args.file is None:
+        from migtui.record import default_recordings_dir, list_recordings
+
+        listed = list_recordings()
+        if not listed:
+            raise UsageError(f"no recordings in {default_recordings_dir()}; give a FILE")
+        for path, line in listed:
+            print(f"{path}\n    {line}")
+        return 0
+    from migtui.ui.replay import run_replay
+
+    return await run_replay(args.file, vm=args.vm, speed=args.speed, paused=args.paused, at_end=args.end,
+                            theme=args.theme or args.config.theme)
+
+
+async def cmd_export(args: argparse.Namespace) -> int:
+    from migtui.record import run_export
+
+    for line in await run_export(args.file, vm=args.vm, csv_out=args.csv, svg_out=args.svg, theme=args.config.theme):
+        print(f"migtui: wrote {line}", file=sys.stderr)
+    return 0
 
 
 async def run_sim_lab(args: argparse.Namespace) -> int:
@@ -613,6 +657,8 @@ COMMANDS = {
     "caps": cmd_caps,
     "postcopy": cmd_postcopy,
     "lab": cmd_lab,
+    "replay": cmd_replay,
+    "export": cmd_export,
 }
 
 

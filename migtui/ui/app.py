@@ -25,6 +25,7 @@ from migtui.qmp.errors import BackendError, QMPRefused
 from migtui.qmp.fleet import Fleet
 from migtui.qmp.messages import ActionResult, BackendMessage, VMEvent
 from migtui.qmp.session import VMSession
+from migtui.record import Recorder
 from migtui.ui.guard import keep_running
 from migtui.ui.messages import FleetChanged
 from migtui.ui.themes import DEFAULT_THEME, MigtuiTheme, load_themes
@@ -60,9 +61,12 @@ class MigtuiApp(App[int]):
         read_only: bool = False,
         start_fleet: bool = True,
         screenshot_dir: Path | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         super().__init__()
         self.config = config or Config()
+        self.recorder = recorder  # every migration to NDJSON (migtui.record); None: not recorded
+        self._record_error: str | None = None
         self.fleet = fleet
         self.read_only = read_only or self.config.read_only
         self.start_fleet = start_fleet
@@ -107,12 +111,16 @@ class MigtuiApp(App[int]):
         for session in self.fleet:
             session.listener = _ignore  # no screen is left to tell
         await self.fleet.close()
+        if self.recorder is not None:
+            self.recorder.close()  # migrations still running end their recording with a summary
 
     # ---- backend to screen -------------------------------------------------
 
     def _on_backend(self, message: BackendMessage) -> None:
         """Called by the backend on our loop; must stay cheap."""
         self._dirty.add(message.vm)
+        if self.recorder is not None:
+            self._record(message)
         if isinstance(message, ActionResult) and not message.ok:
             hint = hint_for(str(message.result))
             self.notify(f"{message.vm}: QEMU refused {message.command}: {message.result}"
@@ -125,6 +133,20 @@ class MigtuiApp(App[int]):
             self._flush_scheduled = True
             # A big fleet repaints at most four times a second: its samples arrive once a second anyway.
             self.set_timer(0.25 if big else FLUSH_DELAY, self.flush)
+
+    def _record(self, message: BackendMessage) -> None:
+        """Write the message to the migration's recording; show the summary when a migration ends."""
+        session = self.fleet.get(message.vm)
+        finished = self.recorder.observe(session, message) if session is not None else None
+        if finished is not None:
+            self.log_for(finished.vm, "event", "summary", finished.text.split(": ", 1)[-1])
+            if len(self.fleet) <= 50:  # a big fleet's ends are in each VM's log, not a flood of toasts
+                where = f"\nrecorded in {finished.path}" if finished.path else ""
+                self.notify(finished.text + where, title="migration ended", timeout=15)
+        error = self.recorder.error
+        if error and error != self._record_error:
+            self._record_error = error
+            self.notify(error, title="recording", severity="warning", timeout=15)
 
     @keep_running
     def flush(self) -> None:

@@ -1,0 +1,41 @@
+"""Recording, replay and export of migrations: the post-mortem side of migtui.
+
+A `Recorder` listens to the backend and writes every migration it sees to an
+NDJSON file (a header, samples, events, actions, settings, a summary);
+`load_recording` reads one back for `migtui replay` and the exporters. Nothing
+here imports Textual: `export_svg` and the replay console load it when called.
+"""
+
+from __future__ import annotations
+
+from migtui.record.export import CSV_COLUMNS, export_csv, export_svg, run_export
+from migtui.record.recorder import (
+    FORMAT,
+    Finished,
+    Recorder,
+    SummaryBuilder,
+    default_recordings_dir,
+    summarize,
+    summary_text,
+)
+from migtui.record.replay import Cursor, Recording, RecordingError, list_recordings, load_recording, load_recordings
+
+__all__ = [
+    "CSV_COLUMNS",
+    "FORMAT",
+    "Cursor",
+    "Finished",
+    "Recorder",
+    "Recording",
+    "RecordingError",
+    "SummaryBuilder",
+    "default_recordings_dir",
+    "export_csv",
+    "export_svg",
+    "list_recordings",
+    "load_recording",
+    "load_recordings",
+    "run_export",
+    "summarize",
+    "summary_text",
+]

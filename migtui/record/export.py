@@ -1,0 +1,144 @@
+"""Exports of a recording: the time series as CSV, the dashboard as an SVG image.
+
+export_csv is pure (no Textual). export_svg draws the replay dashboard at the
+end of the recording headless and saves Textual's screenshot of it; Textual
+is imported only when it is called.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from migtui.model.derived import MigrationTracker
+from migtui.model.units import InputError
+from migtui.record.replay import Recording, load_recording
+
+__all__ = ["CSV_COLUMNS", "csv_rows", "export_csv", "export_svg", "run_export"]
+
+CSV_COLUMNS = (
+    "time", "elapsed-s", "status",
+    "ram-transferred", "ram-remaining", "ram-total",
+    "disk-transferred", "disk-remaining", "disk-total",
+    "throughput-bps", "dirty-bytes-per-s", "expected-downtime-ms", "passes", "progress",
+    "xbzrle-cache-size", "xbzrle-bytes", "xbzrle-pages", "xbzrle-cache-miss", "xbzrle-cache-miss-rate",
+    "xbzrle-encoding-rate", "xbzrle-overflow",
+)
+# column -> (query-migrate section, key)
+_COUNTERS = {
+    "ram-transferred": ("ram", "transferred"), "ram-remaining": ("ram", "remaining"), "ram-total": ("ram", "total"),
+    "disk-transferred": ("disk", "transferred"), "disk-remaining": ("disk", "remaining"),
+    "disk-total": ("disk", "total"), "expected-downtime-ms": (None, "expected-downtime"),
+    "xbzrle-cache-size": ("xbzrle-cache", "cache-size"), "xbzrle-bytes": ("xbzrle-cache", "bytes"),
+    "xbzrle-pages": ("xbzrle-cache", "pages"), "xbzrle-cache-miss": ("xbzrle-cache", "cache-miss"),
+    "xbzrle-cache-miss-rate": ("xbzrle-cache", "cache-miss-rate"),
+    "xbzrle-encoding-rate": ("xbzrle-cache", "encoding-rate"), "xbzrle-overflow": ("xbzrle-cache", "overflow"),
+}
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(round(t * 1000)) % 1000:03d}Z"
+
+
+def csv_rows(recording: Recording) -> list[dict[str, Any]]:
+    """One row per sample. Throughput and dirty rate are computed as the replay dashboard computes them."""
+    tracker = MigrationTracker(history_len=16)
+    limit = recording.header.get("parameters", {}) if isinstance(recording.header.get("parameters"), dict) else {}
+    tracker.downtime_limit_ms = limit.get("downtime-limit")
+    first = recording.samples[0].time if recording.samples else 0.0
+    rows = []
+    for sample in recording.samples:
+        d = tracker.add(sample)
+        row: dict[str, Any] = {
+            "time": _iso(sample.time),
+            "elapsed-s": round(sample.time - first, 3),
+            "status": sample.status,
+            "throughput-bps": None if d.throughput_bps is None else round(d.throughput_bps),
+            "dirty-bytes-per-s": None if d.dirty_bytes_per_s is None else round(d.dirty_bytes_per_s),
+            "passes": d.passes,
+            "progress": None if d.progress is None else round(d.progress, 4),
+        }
+        for column, (section, key) in _COUNTERS.items():
+            row[column] = sample.get(section, key)
+        rows.append(row)
+    return rows
+
+
+def export_csv(recording: Recording, out: Path | str | TextIO) -> int:
+    """Write the time series (a header row, then one row per sample); returns the number of rows."""
+    rows = csv_rows(recording)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(row.get(k)) for k in CSV_COLUMNS})
+    text = buffer.getvalue()
+    if isinstance(out, (str, Path)):
+        Path(out).write_text(text)
+    else:
+        out.write(text)
+    return len(rows)
+
+
+async def export_svg(
+    recording: Recording,
+    out: Path | str,
+    *,
+    size: tuple[int, int] = (160, 48),
+    theme: str | None = None,
+) -> Path:
+    """Draw the replay dashboard at the end of the recording (headless) and save it as SVG."""
+    from migtui.ui.replay import ReplayApp
+
+    app = ReplayApp(recording, paused=True, at_end=True, theme=theme, tick=None)
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        svg = app.export_screenshot(title=f"migtui · {recording.name} · {recording.status}")
+    path = Path(out)
+    path.write_text(svg)
+    return path
+
+
+async def run_export(
+    path: Path | str,
+    *,
+    vm: str | None = None,
+    csv_out: str | None = None,
+    svg_out: str | None = None,
+    theme: str | None = None,
+) -> list[str]:
+    """`migtui export FILE --csv OUT --svg OUT`: what was written, one line each ("-" is stdout for CSV).
+
+    Raises InputError (RecordingError) with one line for a bad file or missing outputs.
+    """
+    import sys
+
+    if not csv_out and not svg_out:
+        raise InputError("export: give --csv OUT and/or --svg OUT")
+    recording = load_recording(path, vm)
+    done = []
+    if csv_out:
+        try:
+            rows = export_csv(recording, sys.stdout if csv_out == "-" else Path(csv_out))
+        except OSError as err:
+            raise InputError(f"--csv {csv_out}: {err.strerror or err}") from None
+        if csv_out != "-":
+            done.append(f"{csv_out}: {rows} samples")
+    if svg_out:
+        try:
+            written = await export_svg(recording, svg_out, theme=theme)
+        except OSError as err:
+            raise InputError(f"--svg {svg_out}: {err.strerror or err}") from None
+        done.append(f"{written}: the dashboard at the end of the recording")
+    return done

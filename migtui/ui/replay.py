@@ -1,0 +1,271 @@
+"""`migtui replay FILE`: the dashboard of a recorded migration, with a playhead.
+
+The post-mortem view. The dashboard is the live one (DashboardScreen), drawn
+from a VMState that a Cursor fills with the recorded samples, events and
+settings up to the playhead; the VM sits in a Fleet whose one session is never
+started, so nothing ever talks to QEMU and every control is off.
+
+Keys: space pause/resume, left/right seek 10 s, [ and ] speed down/up
+(0.25x..16x), home/end; the line at the top says where the playhead is.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import RichLog, Static
+
+from migtui.model.units import InputError, parse_number
+from migtui.qmp.fleet import Fleet
+from migtui.record.recorder import summary_text
+from migtui.record.replay import Cursor, Recording, load_recording
+from migtui.ui.guard import keep_running
+from migtui.ui.screens.dashboard import DashboardScreen
+from migtui.ui.themes import DEFAULT_THEME, MigtuiTheme, load_themes
+
+__all__ = ["ReplayApp", "ReplayDashboard", "SPEEDS", "SEEK_SECONDS", "run_replay", "playhead_text"]
+
+SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+SEEK_SECONDS = 10.0
+TICK = 0.1  # seconds between playhead steps while playing
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    minutes, rest = divmod(seconds, 60)
+    if minutes >= 60:
+        hours, minutes = divmod(int(minutes), 60)
+        return f"{hours}:{minutes:02d}:{rest:04.1f}"
+    return f"{int(minutes):02d}:{rest:04.1f}"
+
+
+def _speed(speed: float) -> str:
+    return f"{speed:g}x"
+
+
+def playhead_text(app: ReplayApp) -> str:
+    cursor = app.cursor
+    rec = app.recording
+    state = "paused" if app.paused else "playing"
+    at_end = app.playhead >= cursor.end
+    if at_end:
+        state = "end"
+    line = (f"{'■' if app.paused or at_end else '▶'} REPLAY {rec.name} · "
+            f"{_clock(app.playhead - cursor.start)} / {_clock(cursor.end - cursor.start)} · "
+            f"{_speed(app.speed)} · {state} · sample {cursor.samples_shown}/{len(rec.samples)}")
+    if at_end:
+        line += f" · {summary_text(rec.final_summary())}"
+    return line
+
+
+class ReplayDashboard(DashboardScreen):
+    """The live dashboard plus a playhead line; controls are off, the replay keys are on."""
+
+    BINDINGS = [
+        Binding("space", "app.toggle_pause", "Play/Pause", priority=True),
+        Binding("left", "app.seek(-10)", "-10s", priority=True),
+        Binding("right", "app.seek(10)", "+10s", priority=True),
+        Binding("left_square_bracket", "app.slower", "Slower", priority=True),
+        Binding("right_square_bracket", "app.faster", "Faster", priority=True),
+        Binding("home", "app.to_start", "Start", priority=True),
+        Binding("end", "app.to_end", "End", priority=True),
+    ]
+    DEFAULT_CSS = """
+    #replay-status {
+        height: auto;
+        padding: 0 1;
+        background: $accent 40%;
+        color: $foreground;
+        text-style: bold;
+    }
+    """
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self._generation = 0
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="replay-status")
+        yield from super().compose()
+
+    def on_mount(self) -> None:
+        # The log must not take the seek keys for scrolling.
+        self.query_one("#log", RichLog).can_focus = False
+        self.update_status()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        from migtui.ui.app import CONTROL_ACTIONS
+
+        if action in CONTROL_ACTIONS or action == "poll_now":
+            return False  # a recording cannot be steered
+        return True
+
+    @keep_running
+    def show(self) -> None:
+        """Redraw from the cursor's VM; after a seek backwards the event log starts over."""
+        app = self.app
+        if app.cursor.generation != self._generation:
+            self._generation = app.cursor.generation
+            self.query_one("#log", RichLog).clear()
+            self._log_seen = 0
+        self.update_all()
+
+    @keep_running
+    def update_status(self) -> None:
+        self.query_one("#replay-status", Static).update(Text(playhead_text(self.app)))
+
+
+class ReplayApp(App[int]):
+    CSS_PATH = "migtui.tcss"
+    TITLE = "migtui replay"
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("s", "screenshot", "Screenshot", show=False),
+        Binding("t", "next_theme", "Theme", show=False),
+    ]
+
+    def __init__(
+        self,
+        recording: Recording,
+        *,
+        speed: float = 1.0,
+        paused: bool = False,
+        at_end: bool = False,
+        theme: str | None = None,
+        tick: float | None = TICK,
+        screenshot_dir: Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.recording = recording
+        self.cursor = Cursor(recording)
+        self.read_only = True
+        self.speed = min(SPEEDS, key=lambda s: abs(s - speed))
+        self.paused = paused or at_end
+        self.tick = tick  # None: the playhead moves only by keys (export, tests)
+        self.screenshot_dir = screenshot_dir or Path.cwd()
+        self.playhead = self.cursor.end if at_end else self.cursor.start
+        self._last_tick = time.monotonic()
+        # One never-started session holds the replayed VM, so the dashboard reads it like a live one.
+        self.fleet = Fleet([self.cursor.vm.endpoint])
+        self.key = next(iter(self.fleet.sessions))
+        self.fleet.sessions[self.key].vm = self.cursor.vm
+        self.migtui_themes: dict[str, MigtuiTheme] = load_themes()
+        for entry in self.migtui_themes.values():
+            self.register_theme(entry.theme)
+        wanted = theme or DEFAULT_THEME
+        if wanted not in self.migtui_themes and wanted not in self.available_themes:
+            names = ", ".join(self.migtui_themes) or "textual-dark"
+            raise InputError(f"--theme: unknown theme {wanted!r}; themes: {names}")
+        self.theme = wanted if wanted in self.available_themes else "textual-dark"
+
+    # ---- what DashboardScreen asks of its app -------------------------------
+
+    def session(self, key: str | None):
+        return None if key is None else self.fleet.get(key)
+
+    def plot_colors(self) -> dict[str, str]:
+        entry = self.migtui_themes.get(self.theme)
+        return dict(entry.plot) if entry else {}
+
+    def log_for(self, key: str, kind: str, name: str, detail: str) -> None:
+        pass  # nothing happens to a recording
+
+    # ---- playing -------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.cursor.seek(self.playhead)
+        self.push_screen(ReplayDashboard(self.key))
+        if self.recording.warnings:
+            self.notify("; ".join(self.recording.warnings), title=str(self.recording.path), severity="warning",
+                        timeout=10)
+        if self.tick is not None:
+            self._last_tick = time.monotonic()
+            self.set_interval(self.tick, self._advance)
+
+    def _advance(self) -> None:
+        now = time.monotonic()
+        elapsed, self._last_tick = now - self._last_tick, now
+        if self.paused:
+            return
+        target = self.playhead + elapsed * self.speed
+        if target >= self.cursor.end:
+            target = self.cursor.end
+            self.paused = True  # stop at the end; space plays again from the start
+        self._move(target)
+
+    def _move(self, target: float) -> None:
+        self.playhead = min(max(target, self.cursor.start), self.cursor.end)
+        changed = self.cursor.seek(self.playhead)
+        screen = self.screen
+        if isinstance(screen, ReplayDashboard):
+            if changed:
+                screen.show()
+            screen.update_status()
+
+    def action_toggle_pause(self) -> None:
+        self._last_tick = time.monotonic()
+        if self.paused and self.playhead >= self.cursor.end:
+            self.paused = False
+            self._move(self.cursor.start)
+            return
+        self.paused = not self.paused
+        self._move(self.playhead)
+
+    def action_seek(self, seconds: float) -> None:
+        self._move(self.playhead + float(seconds))
+
+    def action_slower(self) -> None:
+        index = SPEEDS.index(self.speed)
+        self.speed = SPEEDS[max(0, index - 1)]
+        self._move(self.playhead)
+
+    def action_faster(self) -> None:
+        index = SPEEDS.index(self.speed)
+        self.speed = SPEEDS[min(len(SPEEDS) - 1, index + 1)]
+        self._move(self.playhead)
+
+    def action_to_start(self) -> None:
+        self._move(self.cursor.start)
+
+    def action_to_end(self) -> None:
+        self._move(self.cursor.end)
+
+    async def action_pop_screen(self) -> None:
+        if isinstance(self.screen, ReplayDashboard):
+            self.exit(0)  # escape on the dashboard leaves the replay
+        else:
+            await super().action_pop_screen()
+
+    def action_screenshot(self) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = self.save_screenshot(f"migtui-replay-{stamp}.svg", str(self.screenshot_dir))
+        self.notify(f"saved {path}", title="screenshot", timeout=5)
+
+    def action_next_theme(self) -> None:
+        names = list(self.migtui_themes) or ["textual-dark"]
+        index = names.index(self.theme) if self.theme in names else -1
+        self.theme = names[(index + 1) % len(names)]
+        screen = self.screen
+        if isinstance(screen, ReplayDashboard):
+            screen.on_screen_resume()  # graph colours follow the theme
+
+
+async def run_replay(
+    path: Path | str,
+    *,
+    vm: str | None = None,
+    speed: float | str = 1.0,
+    paused: bool = False,
+    at_end: bool = False,
+    theme: str | None = None,
+) -> int:
+    """`migtui replay FILE`: raises InputError/RecordingError (one line) for what cannot be replayed."""
+    factor = parse_number(speed, "--speed", SPEEDS[0], SPEEDS[-1], "a factor ")
+    recording = load_recording(path, vm)
+    app = ReplayApp(recording, speed=factor, paused=paused, at_end=at_end, theme=theme)
+    await app.run_async()
+    return app.return_code or 0
