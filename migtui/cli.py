@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--multifd", metavar="N", help="multifd with N channels (both sides)")
     p.add_argument("--block", action="store_true", help="block migration: copy the disks too (blk)")
     p.add_argument("--wait", action="store_true", help="follow it; exit 0 on completed, 1 on failed or cancelled")
+    p.add_argument("--check", action="store_true", help="pre-flight only: measure the guest's dirty rate and "
+                   "predict whether these settings converge (exit 0 yes, 1 no); nothing is migrated")
 
     p = sub.add_parser("cancel", help="cancel the migration of SOURCE")
     p.add_argument("source", metavar="SOURCE")
@@ -330,13 +332,16 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
     from migtui.model.parameters import check_uri
     from migtui.qmp.controls import start_migration
 
-    _refuse_if_read_only(args, "migrate")
+    if not args.check:
+        _refuse_if_read_only(args, "migrate")
     options = _migration_options(args)  # every value is checked before connecting
     if args.uri is not None:
         check_uri(args.uri)
     source = await _connect(args.source, args)
     destination = None
     try:
+        if args.check:
+            return await _preflight(source, options)
         if args.to is not None:
             destination = await _connect(args.to, args)
         plan = await start_migration(source, options, destination=destination, uri=args.uri)
@@ -348,6 +353,23 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
         await source.close()
         if destination is not None:
             await destination.close()
+
+
+async def _preflight(source, options) -> int:
+    """--check: measure, predict, migrate nothing."""
+    from migtui.model.preflight import predict
+    from migtui.qmp.controls import measure_dirty_rate
+
+    dirty = await measure_dirty_rate(source, seconds=1)
+    bandwidth = options.bandwidth or source.vm.parameters.get("max-bandwidth") or 32 * 2**20
+    downtime = options.downtime_ms or source.vm.parameters.get("downtime-limit") or 300
+    ram = 0.0
+    reply = await source.query("query-memory-size-summary") if source.dialect.has("query-memory-size-summary") else None
+    if isinstance(reply, dict) and isinstance(reply.get("base-memory"), int):
+        ram = float(reply["base-memory"])
+    prediction = predict(dirty, bandwidth, downtime, ram)
+    print(f"{source.vm.name}: {prediction.sentence}")
+    return 0 if prediction.converges else 1
 
 
 async def _follow(source, destination) -> int:

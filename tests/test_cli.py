@@ -200,3 +200,41 @@ def test_lab_without_qemu_says_so_and_starts_the_simulated_lab(tmp_path):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "qemu-system-x86_64 not found" in lines[0] and "qemu-system-x86" in lines[0]
     assert [p.name for p in tmp_path.iterdir()] == ["bin"]
+
+
+@qemu_required
+async def test_migrate_check_predicts_from_the_measured_dirty_rate(lab_pair):
+    source, destination, _ = lab_pair
+
+    async def check(*extra: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(*MIGTUI, "migrate", source.endpoint, "--to", destination.endpoint,
+                                                    "--check", *extra, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode, out.decode(), err.decode()
+
+    rc, out, err = await check()  # QEMU's defaults never converge on the lab guest
+    assert rc == 1 and "will not converge" in out, out + err
+    rc, out, err = await check("--bandwidth", "4G", "--downtime", "2s")
+    assert rc == 0 and "converges" in out, out + err
+    from qemu.qmp import QMPClient
+
+    tools = QMPClient("test")
+    await tools.connect(str(source.tools_qmp_path))
+    try:
+        await tools.execute("migrate", {"uri": "exec:cat > /dev/null"})
+        rc, out, err = await check()
+        assert rc == 2 and "competes with" in err and len(err.strip().splitlines()) == 1
+    finally:
+        await tools.execute("migrate_cancel")
+        await tools.disconnect()
+
+
+def test_preflight_model():
+    from migtui.model.preflight import predict
+
+    MiB = 2**20
+    assert not predict(100 * MiB, 128 * MiB, 300, 512 * MiB).converges
+    good = predict(10 * MiB, 128 * MiB, 300, 512 * MiB)
+    assert good.converges and 4 < good.eta_s < 6
+    assert "passes" in good.sentence

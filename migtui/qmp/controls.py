@@ -28,6 +28,7 @@ __all__ = [
     "start_postcopy",
     "continue_migration",
     "plan_migration",
+    "measure_dirty_rate",
 ]
 
 
@@ -234,3 +235,28 @@ async def continue_migration(session: VMSession, state: str = "pre-switchover") 
     _dialect(session).require("migrate-continue", "continue a paused migration")
     await session.execute("migrate-continue", {"state": state})
     session.poll_now()
+
+
+async def measure_dirty_rate(session: VMSession, seconds: int = 1) -> float:
+    """The guest's dirty rate in bytes/s, from calc-dirty-rate (QEMU 5.2+). Never during a migration."""
+    import asyncio
+
+    dialect = _dialect(session)
+    dialect.require("calc-dirty-rate", "measure the dirty rate (QEMU 5.2+ has calc-dirty-rate)")
+    await session.sample()
+    if session.vm.in_flight:
+        raise Refused("not measuring the dirty rate during a migration: calc-dirty-rate competes with it; "
+                      "the dashboard shows the migration's own dirty rate")
+    await session.execute("calc-dirty-rate", {"calc-time": seconds}, audit=False)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds + 10
+    while True:
+        reply = await session.query("query-dirty-rate")
+        if isinstance(reply, dict) and reply.get("status") == "measured":
+            rate = reply.get("dirty-rate")
+            if not isinstance(rate, (int, float)) or rate < 0:
+                raise Refused(f"QEMU measured no usable dirty rate: {reply!r:.120}")
+            return float(rate) * 2**20  # QEMU reports MiB/s
+        if loop.time() > deadline:
+            raise Refused(f"QEMU did not finish measuring the dirty rate within {seconds + 10}s")
+        await asyncio.sleep(0.1)  # QEMU measures for calc-time seconds; ask again shortly
