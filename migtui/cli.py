@@ -177,7 +177,7 @@ def _state_json(target: str, session, error: str | None = None) -> dict[str, Any
         "run-state": vm.run_state,
         "time": round(sample.time, 3) if sample else round(time.time(), 3),
         "migration": dict(sample.info) if sample else None,
-        "derived": vm.derived.to_json() if sample else None,
+        "derived": {**vm.derived.to_json(), **vm.assessment().to_json()} if sample else None,
         "error": error,
     }
 
@@ -206,18 +206,24 @@ def _state_line(session, error: str | None = None) -> str:
         if d.passes is not None:
             parts.append(f"pass {d.passes}")
         if sample.in_flight:
-            parts.append(f"eta {_eta_text(d)}")
+            parts.append(f"eta {_eta_text(vm)}")
+        assessment = vm.assessment()
+        parts.append(f"verdict {assessment.verdict}: {assessment.why}")
         if sample.error_desc:
             parts.append(f"error: {sample.error_desc}")
     return "  ".join(parts)
 
 
-def _eta_text(d) -> str:
+def _eta_text(vm) -> str:
     from migtui.model.units import format_duration
 
-    if d.eta_s is not None:
-        return format_duration(d.eta_s)
-    if d.throughput_bps and d.dirty_bytes_per_s is not None and d.dirty_bytes_per_s >= d.throughput_bps:
+    a = vm.assessment()
+    if a.eta_s is not None:
+        band = ""
+        if a.eta_low_s is not None and a.eta_high_s is not None:
+            band = f" ({format_duration(a.eta_low_s)}-{format_duration(a.eta_high_s)})"
+        return format_duration(a.eta_s) + band
+    if a.verdict in ("not-converging", "stalled"):
         return "never at these settings"
     return "-"
 
@@ -385,7 +391,7 @@ async def _follow(source, destination) -> int:
             width = 30
             filled = int((d.progress or 0) * width)
             bar = "#" * filled + "." * (width - filled)
-            eta = _eta_text(d)
+            eta = _eta_text(source.vm)
             line = (
                 f"\r[{bar}] {(d.progress or 0) * 100:5.1f}% {sample.status:<16} "
                 f"{format_rate(d.throughput_bps):>12}  left {format_bytes(d.remaining_bytes):>10}  "

@@ -97,7 +97,7 @@ async def test_enter_opens_dashboard_and_escape_returns():
         head = str(app.screen.query_one("#dash-header").render())
         assert "src1" in head and "active" in head and "pass" in head
         line = str(app.screen.query_one("#dash-progress").render())
-        assert "will not converge" in line
+        assert "NOT-CONVERGING" in line and "dirtying 94.9 MiB/s against 30.0 MiB/s" in line
         params = str(app.screen.query_one("#params").render())
         assert "max-bandwidth" in params and "xbzrle" in params
         log = app.screen.query_one("#log")
@@ -422,3 +422,38 @@ async def test_a_bug_in_drawing_does_not_take_the_console_down(monkeypatch, tmp_
         await pilot.press("slash", "w")  # and it still answers keys
         await pilot.pause()
         assert rows(app) == ["web-03"]
+
+
+async def test_advice_is_applied_with_a_after_showing_the_exact_command(tmp_path):
+    fleet = SimFleet(tmp_path / "fast", speedup=20.0, seed=7)  # passes come quickly
+    src = await fleet.add_vm("src", dirty_rate=200 * MiB, working_set=256 * MiB, ram=1024 * MiB)
+    dst = await fleet.add_vm("dst", incoming=True, ram=1024 * MiB)
+    try:
+        await _apply_advice(src, dst)
+    finally:
+        await fleet.stop()
+
+
+async def _apply_advice(src, dst):
+    app = console(src, dst)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await connected(app)
+        await pilot.press("m")
+        app.screen.query_one("#bandwidth").value = "32M"
+        await pilot.pause()
+        await pilot.press("enter")  # 200 MiB/s dirtied against 32 MiB/s: will not converge
+        await wait_until(lambda: app.fleet.get("src").vm.in_flight, timeout=10)
+        await pilot.press("enter")
+        assert isinstance(app.screen, DashboardScreen)
+        await wait_until(lambda: app.screen.query_one("#advice").option_count > 0, timeout=20)
+        advice = app.screen._advice
+        index = next(i for i, a in enumerate(advice) if a.command is not None)
+        app.screen.query_one("#advice").highlighted = index
+        chosen = advice[index]
+        await pilot.press("a")
+        assert isinstance(app.screen, ConfirmDialog)
+        detail = str(app.screen.query_one(".dialog-detail").render())
+        assert chosen.command[0] in detail
+        await pilot.press("y")
+        await wait_until(lambda: (chosen.command[0], chosen.command[1]) in src.received
+                         or (chosen.command[0], chosen.command[1] or {}) in src.received, timeout=10)

@@ -55,6 +55,9 @@ class MigrationTracker:
         # The settings that decide the switch-over; the backend keeps them current.
         self.max_bandwidth: float | None = None  # bytes/s
         self.downtime_limit_ms: float | None = None
+        # Wall time at which QEMU's total-time was 0 for this migration: history runs on QEMU's
+        # clock (free of polling jitter, and right for a simulator running faster than real time).
+        self._anchor: float | None = None
 
     def _same_migration(self, prev: MigrationSample | None, cur: MigrationSample) -> bool:
         if prev is None or prev.status in ("none", "unknown"):
@@ -69,6 +72,10 @@ class MigrationTracker:
 
     def add(self, sample: MigrationSample) -> Derived:
         prev = self.last if self._same_migration(self.last, sample) else None
+        total_time_now = sample.get(None, "total-time")
+        if prev is None or self._anchor is None:
+            self._anchor = None if total_time_now is None else sample.time - total_time_now / 1000
+        when = sample.time if self._anchor is None or total_time_now is None else self._anchor + total_time_now / 1000
         ram_t, ram_r = sample.get("ram", "transferred"), sample.get("ram", "remaining")
         disk_t, disk_r = sample.get("disk", "transferred"), sample.get("disk", "remaining")
         transferred = _sum(ram_t, disk_t)
@@ -99,7 +106,7 @@ class MigrationTracker:
         passes_raw = sample.get("ram", "dirty-sync-count")
         passes = int(passes_raw) if passes_raw is not None else None
         if passes is not None and sample.in_flight:
-            self.history.mark_pass(PassMark(sample.time, passes))
+            self.history.mark_pass(PassMark(when, passes))
 
         eta = self._eta(sample, remaining, throughput, dirty)
         self.derived = Derived(
@@ -116,7 +123,7 @@ class MigrationTracker:
         if sample.in_flight or (sample.finished and (self.last is None or self.last.status != sample.status)):
             self.history.append(
                 HistoryPoint(
-                    time=sample.time,
+                    time=when,
                     status=sample.status,
                     transferred=transferred,
                     remaining=remaining,

@@ -49,6 +49,21 @@ class VMState:
     log: deque[EventRecord] = field(default_factory=lambda: deque(maxlen=500))
     problems: tuple[str, ...] = ()  # what was wrong with the last reply
     log_total: int = 0  # records ever appended, so a viewer can tell which are new
+    _assessed: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
+
+    def assessment(self):  # -> migtui.model.guidance.Assessment
+        """The verdict on the latest migration, computed once per new sample."""
+        from migtui.model.guidance import assess
+
+        last = self.tracker.last
+        if self._assessed is None or self._assessed[0] is not last:
+            self._assessed = (last, assess(self.tracker))
+        return self._assessed[1]
+
+    def advice(self):  # -> list[migtui.model.guidance.Advice]
+        from migtui.model.guidance import advise
+
+        return advise(self.tracker, self.parameters, self.capabilities, modern=self.dialect != "legacy")
 
     def log_append(self, record: EventRecord) -> None:
         self.log.append(record)

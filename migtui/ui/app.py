@@ -35,7 +35,7 @@ __all__ = ["MigtuiApp", "CONTROL_ACTIONS"]
 # Actions that change a VM; --read-only makes all of them unreachable.
 CONTROL_ACTIONS = frozenset(
     {"start_migration", "cancel_migration", "set_bandwidth", "set_downtime", "set_xbzrle_cache",
-     "capabilities", "postcopy"}
+     "capabilities", "postcopy", "apply_advice"}
 )
 FLUSH_DELAY = 0.03  # coalescing window: well under the 100 ms an operator notices
 
@@ -244,6 +244,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("set_xbzrle_cache", "Set XBZRLE cache size (x)", "Change xbzrle-cache-size"),
     ("capabilities", "Capabilities (k)", "Turn migration capabilities on or off"),
     ("postcopy", "Switch to post-copy (p)", "Switch the running migration to post-copy, after confirmation"),
+    ("apply_advice", "Apply advice (a)", "Apply the selected advice on the dashboard, after showing its QMP command"),
     ("open_dashboard", "Open dashboard (enter)", "Graphs, parameters and log of the selected VM"),
     ("filter", "Filter VMs (/)", "Show only VMs whose name, endpoint or status match"),
     ("poll_now", "Poll now (r)", "Ask every VM for a fresh sample"),

@@ -35,12 +35,12 @@ def progress_bar(progress: float | None, width: int = 10) -> str:
 
 
 def eta_text(vm: VMState) -> str:
-    d = vm.derived
     if not vm.in_flight:
         return "-"
-    if d.eta_s is not None:
-        return format_duration(d.eta_s)
-    if d.throughput_bps and d.dirty_bytes_per_s is not None and d.dirty_bytes_per_s >= d.throughput_bps:
+    a = vm.assessment()
+    if a.eta_s is not None:
+        return format_duration(a.eta_s)
+    if a.verdict in ("not-converging", "stalled"):
         return "never"
     return "…"
 
@@ -87,6 +87,7 @@ def fleet_cells(vm: VMState) -> tuple[str, ...]:
     return (
         vm.name,
         status_text(vm),
+        vm.assessment().verdict if vm.sample is not None and status_category(vm) not in ("disconnected",) else "-",
         progress_bar(d.progress) if vm.sample and vm.sample.status != "none" else "",
         format_rate(d.throughput_bps) if live else "-",
         format_rate(d.dirty_bytes_per_s) if live else "-",
@@ -105,6 +106,7 @@ def fleet_cells(vm: VMState) -> tuple[str, ...]:
 FLEET_COLUMNS = (
     ("vm", "VM", 14),
     ("status", "migration", 12),
+    ("verdict", "verdict", 14),
     ("progress", "progress", 15),
     ("throughput", "throughput", 11),
     ("dirty", "dirty rate", 11),

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, RichLog, Static
+from textual.widgets import Footer, OptionList, RichLog, Static
+from textual.widgets.option_list import Option
 
 from migtui.model.units import format_bytes, format_duration, format_ms, format_rate
 from migtui.model.vm import VMState, status_category
@@ -40,13 +43,15 @@ def header_lines(vm: VMState) -> tuple[str, str]:
     figures.append(f"{vm.run_state or '-'} · QEMU {vm.qemu_version or '?'} ({vm.dialect or '?'})")
     second = ""
     if vm.in_flight:
-        rate, dirty = d.throughput_bps, d.dirty_bytes_per_s
-        second = (f"{progress_bar(d.progress, 20)}  sending {format_rate(rate)}, dirtying {format_rate(dirty)}, "
-                  f"{format_bytes(d.remaining_bytes)} left, ETA {eta_text(vm)}")
-        if rate and dirty is not None and dirty >= rate:
-            second += " — dirtying faster than sending: will not converge at these settings"
+        a = vm.assessment()
+        eta = eta_text(vm)
+        if a.eta_low_s is not None and a.eta_high_s is not None and a.eta_s is not None:
+            eta += f" ({format_duration(a.eta_low_s)}–{format_duration(a.eta_high_s)})"
+        second = f"{progress_bar(d.progress, 20)}  {a.verdict.upper()}: {a.why} · ETA {eta}"
+        if a.implied_downtime_ms is not None:
+            second += f" · implied downtime {format_ms(a.implied_downtime_ms)}"
         if d.progress_note:
-            second += f" — progress went back: {d.progress_note.split(':', 1)[0]}"
+            second += f" · progress went back: {d.progress_note.split(':', 1)[0]}"
     elif sample is not None and sample.finished:
         second = f"{progress_bar(d.progress, 20)}  {sample.status}"
         if sample.error_desc:
@@ -75,6 +80,7 @@ def parameter_lines(vm: VMState) -> list[str]:
 class DashboardScreen(VMActions, Screen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="migtui.back"),
+        Binding("a", "apply_advice", "Advice", id="migtui.advice"),
         *VMActions.ACTION_BINDINGS,
     ]
 
@@ -98,6 +104,7 @@ class DashboardScreen(VMActions, Screen):
                 yield XbzrleGraph(id="graph-xbzrle", classes="graph")
             with Vertical(id="dash-side"):
                 yield Static(id="params", classes="panel")
+                yield OptionList(id="advice", classes="panel")
                 yield RichLog(id="log", wrap=True, markup=False, max_lines=500, min_width=20, classes="panel")
         yield Static(id="params-strip")
         yield Footer()
@@ -109,6 +116,7 @@ class DashboardScreen(VMActions, Screen):
     def on_mount(self) -> None:
         self.query_one("#params", Static).border_title = "parameters"
         self.query_one("#log", RichLog).border_title = "events"
+        self.query_one("#advice", OptionList).border_title = "advice (a applies)"
         self._apply_colors()
         self.update_all()
 
@@ -123,6 +131,51 @@ class DashboardScreen(VMActions, Screen):
     def on_screen_resume(self) -> None:
         self._apply_colors()
         self.update_all()
+
+    def _show_advice(self, vm: VMState) -> None:
+        """Concrete actions from the live figures; rebuilt only when they change."""
+        advice = vm.advice() if vm.in_flight else []
+        box = self.query_one("#advice", OptionList)
+        box.display = bool(advice)
+        prompts = [_advice_prompt(a) for a in advice]
+        if prompts == getattr(self, "_advice_prompts", None):
+            return
+        self._advice_prompts = prompts
+        self._advice = advice
+        highlighted = box.highlighted
+        box.clear_options()
+        box.add_options([Option(p) for p in prompts])
+        if prompts:
+            box.highlighted = min(highlighted or 0, len(prompts) - 1)
+
+    def action_apply_advice(self) -> None:
+        from migtui.ui.dialogs import ConfirmDialog
+
+        session = self._session("advice")
+        if session is None:
+            return
+        advice = getattr(self, "_advice", [])
+        if not advice:
+            self.app.notify("no advice: the migration is doing fine, or there is none running", severity="warning")
+            return
+        box = self.query_one("#advice", OptionList)
+        chosen = advice[box.highlighted or 0] if box.display else advice[0]
+        if chosen.command is None:
+            self.app.notify(f"{chosen.text}: this needs a new migration (capabilities are fixed while one runs)",
+                            severity="warning", timeout=8)
+            return
+        command, args = chosen.command
+        shown = json.dumps({"execute": command, "arguments": args}) if args else json.dumps({"execute": command})
+
+        def answer(ok: bool | None) -> None:
+            if ok:
+                self.app.run_control(session.key, chosen.kind, lambda: session.execute(command, args or None),
+                                     done=chosen.text)
+                self.app.call_later(session.refresh_parameters)
+
+        self.app.push_screen(ConfirmDialog(f"{chosen.text} on {session.vm.name}?",
+                                           f"migtui will send exactly:\n{shown}",
+                                           danger=chosen.kind == "postcopy"), answer)
 
     @on(FleetChanged)
     def _fleet_changed(self, message: FleetChanged) -> None:
@@ -159,10 +212,16 @@ class DashboardScreen(VMActions, Screen):
         self.query_one("#graph-throughput").set_class(shown % 2 == 1, "wide")  # no empty cell
         for graph in self.query(".graph"):
             graph.set_data(points, passes, bandwidth)
+        self._show_advice(vm)
         log = self.query_one("#log", RichLog)
         for record in vm.log_since(self._log_seen):
             log.write(_log_line(record))
         self._log_seen = vm.log_total
+
+
+def _advice_prompt(advice) -> str:
+    how = "next migration" if advice.needs_restart else "now"
+    return f"{advice.text} ({how})"
 
 
 def _log_line(record) -> Text:

@@ -25,7 +25,8 @@ _SORT_KEYS = {
     "throughput": lambda vm: (vm.derived.throughput_bps or 0) if vm.in_flight else -1,
     "remaining": lambda vm: (vm.derived.remaining_bytes or 0) if vm.in_flight else -1,
     "dirty": lambda vm: (vm.derived.dirty_bytes_per_s or 0) if vm.in_flight else -1,
-    "eta": lambda vm: vm.derived.eta_s if vm.derived.eta_s is not None else float("inf"),
+    "verdict": lambda vm: vm.assessment().verdict if vm.sample is not None else "",
+    "eta": lambda vm: (vm.assessment().eta_s if vm.in_flight else None) or float("inf"),
     "passes": lambda vm: vm.derived.passes or 0,
 }
 _CATEGORY_ORDER = ("migrating", "post-copy", "incoming", "unresponsive", "failed", "disconnected", "cancelled",
@@ -201,7 +202,7 @@ class FleetScreen(VMActions, Screen):
         index = -1 if self.sort_column is None else order.index(self.sort_column)
         self.sort_column = order[(index + 1) % len(order)]
         # Names read A-Z; for rates, sizes and progress the biggest is what an operator looks for.
-        self.sort_reverse = self.sort_column not in ("vm", "status", "eta")
+        self.sort_reverse = self.sort_column not in ("vm", "status", "verdict", "eta")
         self.reorder()
 
     @keep_running

@@ -20,6 +20,7 @@ HELP = """\
 | `x` | XBZRLE cache size (a power of two) |
 | `k` | capabilities (locked while a migration runs) |
 | `p` | switch to post-copy (confirm; needs post-copy ticked at start) |
+| `a` | on the dashboard: apply the selected advice (confirm; shows the exact QMP command) |
 | `enter` | dashboard of the selected VM |
 | `escape` | back |
 | `/` | filter the fleet; `o` cycles the sort column |
@@ -45,6 +46,11 @@ Keys can be remapped in `~/.config/migtui/config.toml`, under `[keys]`.
 - **progress** can go back: the guest dirtied pages again. migtui says so.
 - **ETA** is `never` when dirtying outpaces sending, `…` before the first rates.
 - **pass** is `dirty-sync-count`, one per sweep over RAM.
+- **verdict** is migtui's: `converging`, `not-converging` (remaining stopped
+  shrinking across passes), `stalled` (nothing sent for a while),
+  `switching-over`, `post-copy`, ... with one sentence of why, an ETA band, and
+  the **implied downtime** (remaining / throughput: the limit that would let
+  the switch-over happen now).
 """
 
 
