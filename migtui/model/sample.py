@@ -54,6 +54,11 @@ _SECTION_NUMBERS = frozenset(
 _ABSURD = 2**64
 
 
+def _is_mapping(value: object) -> bool:
+    # QMP replies are plain dicts: answer them without typing.Mapping's slow isinstance check.
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def _bad_number(value: object) -> str | None:
     """Why a counter cannot be trusted, or None if it can."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -79,13 +84,13 @@ class MigrationSample:
     def get(self, section: str | None, key: str) -> float | None:
         """A counter by QEMU's names, e.g. get('ram', 'dirty-pages-rate'); None when absent."""
         where = self.info if section is None else self.info.get(section)
-        if not isinstance(where, Mapping):
+        if not _is_mapping(where):
             return None
         value = where.get(key)
         return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     def has(self, section: str) -> bool:
-        return isinstance(self.info.get(section), Mapping)
+        return _is_mapping(self.info.get(section))
 
     @property
     def in_flight(self) -> bool:
@@ -103,7 +108,7 @@ class MigrationSample:
 
 def parse_query_migrate(reply: object, time: float) -> MigrationSample:
     """Check a `query-migrate` return value. Never raises."""
-    if not isinstance(reply, Mapping):
+    if not _is_mapping(reply):
         return MigrationSample(time, "unknown", {}, (f"query-migrate returned {type(reply).__name__}, not an object",))
     problems: list[str] = []
     info: dict[str, Any] = dict(reply)
@@ -121,7 +126,7 @@ def parse_query_migrate(reply: object, time: float) -> MigrationSample:
         if name not in info:
             continue
         section = info[name]
-        if not isinstance(section, Mapping):
+        if not _is_mapping(section):
             problems.append(f"{name} is {type(section).__name__}, not an object")
             del info[name]
             continue

@@ -151,6 +151,7 @@ class VMSession:
         self._inflight: asyncio.Task[Any] | None = None
         self._block_jobs = False  # a drive-mirror runs: read disk progress from query-block-jobs
         self._shutdown_seen = False
+        self._zero_retries = 0  # re-polls of a completed reply that still shows zero times
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -445,6 +446,12 @@ class VMSession:
             self._set_connection(Connection.CONNECTED, None)
         if sample.status != previous_status or was_in_flight != sample.in_flight:
             await self._on_status_change()
+        if sample.status == "completed" and sample.get(None, "total-time") == 0 and self._zero_retries < 5:
+            # QEMU 7.2 can answer the first query after completion with zero times: ask again shortly.
+            self._zero_retries += 1
+            asyncio.get_running_loop().call_later(0.05, self.poll_now)
+        elif sample.status != "completed":
+            self._zero_retries = 0
         self._notify(VMUpdated(self.key, "sample"))
         return sample
 

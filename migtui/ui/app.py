@@ -131,8 +131,10 @@ class MigtuiApp(App[int]):
             return
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            # A big fleet repaints at most four times a second: its samples arrive once a second anyway.
-            self.set_timer(0.25 if big else FLUSH_DELAY, self.flush)
+            # A big fleet repaints less often: its samples arrive once a second anyway, and each
+            # repaint re-renders every visible cell of the table.
+            delay = FLUSH_DELAY if not big else 0.25 if len(self.fleet) <= 200 else 1.0
+            self.set_timer(delay, self.flush)
 
     def _record(self, message: BackendMessage) -> None:
         """Write the message to the migration's recording; show the summary when a migration ends."""
