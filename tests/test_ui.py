@@ -457,3 +457,22 @@ async def _apply_advice(src, dst):
         await pilot.press("y")
         await wait_until(lambda: (chosen.command[0], chosen.command[1]) in src.received
                          or (chosen.command[0], chosen.command[1] or {}) in src.received, timeout=10)
+
+
+async def test_start_dialog_preflight_predicts_and_migrates_nothing(sim):
+    _, src, dst, _ = sim  # src dirties 200 MiB/s
+    app = console(src, dst)
+    async with app.run_test(size=SIZE) as pilot:
+        await connected(app)
+        await pilot.press("m")
+        await type_into(pilot, "#bandwidth", "64M")
+        app.screen.query_one("#check", Button).press()
+        await wait_until(lambda: "✗" in str(app.screen.query_one("#preflight", Label).render()), timeout=15)
+        assert "will not converge" in str(app.screen.query_one("#preflight", Label).render())
+        assert "calc-dirty-rate" in [n for n, _ in src.received]
+        assert "migrate" not in sent(src)
+        await type_into(pilot, "#bandwidth", "4G")
+        await type_into(pilot, "#downtime", "2s")
+        app.screen.query_one("#check", Button).press()
+        await wait_until(lambda: "✓" in str(app.screen.query_one("#preflight", Label).render()), timeout=15)
+        assert "migrate" not in sent(src)

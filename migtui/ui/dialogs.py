@@ -255,8 +255,11 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
                 yield Checkbox("copy the disks too (blk)", False, id="block",
                                disabled=d is None or not d.has_block_migration)
             yield Label("", id="start-error", classes="field-error")
+            yield Label("", id="preflight")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Start (Enter)", id="start", variant="primary")
+                yield Button("Check", id="check", tooltip="pre-flight: measure the dirty rate, predict convergence",
+                             disabled=d is None or not d.has("calc-dirty-rate"))
                 yield Button("Back (Esc)", id="back")
 
     def on_mount(self) -> None:
@@ -321,8 +324,40 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
     def _pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "start":
             self._start()
+        elif event.button.id == "check":
+            self._check()
         else:
             self.dismiss(None)
+
+    def _check(self) -> None:
+        """Pre-flight: measure the guest's dirty rate (calc-dirty-rate, 1 s) and predict; migrates nothing."""
+        request = self._validate()
+        if request is None:
+            return
+        label = self.query_one("#preflight", Label)
+        label.update("measuring the guest's dirty rate for 1s…")
+        source = self.source
+
+        async def work() -> None:
+            from migtui.model.preflight import predict
+            from migtui.qmp.controls import measure_dirty_rate
+            from migtui.qmp.errors import BackendError
+
+            try:
+                dirty = await measure_dirty_rate(source, seconds=1)
+                ram = 0.0
+                if source.dialect is not None and source.dialect.has("query-memory-size-summary"):
+                    reply = await source.query("query-memory-size-summary")
+                    if isinstance(reply, dict) and isinstance(reply.get("base-memory"), int):
+                        ram = float(reply["base-memory"])
+                params = source.vm.parameters
+                prediction = predict(dirty, request.options.bandwidth or params.get("max-bandwidth") or 32 * 2**20,
+                                     request.options.downtime_ms or params.get("downtime-limit") or 300, ram)
+                label.update(("✓ " if prediction.converges else "✗ ") + prediction.sentence)
+            except (InputError, BackendError, OSError) as err:
+                label.update(f"pre-flight failed: {err}")
+
+        self.run_worker(work(), exclusive=True, group="preflight", exit_on_error=False)
 
     def _start(self) -> None:
         request = self._validate()
