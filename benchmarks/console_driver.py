@@ -1,14 +1,17 @@
 """The console, headless, on a simulated fleet in another process: figure 2's measured process.
 
-    python benchmarks/console_driver.py --endpoints FILE --out FILE [--history 7200] [--window 20] [--rounds 3]
+    python benchmarks/console_driver.py --vms N --endpoints FILE --out FILE [--history 7200] [--window 20] [--rounds 3]
 
-0. With --backend-window S, first runs the same sessions with no console for S
-   seconds (then closes them): the backend's own share of the CPU.
-1. Builds the Fleet from the endpoints (default SessionOptions: idle VMs polled at
-   1 Hz, VMs with a migration in flight at 2 Hz).
-2. With --history H, feeds every VM's MigrationTracker H synthetic in-flight
-   `query-migrate` samples through parse_query_migrate (H=7200: one hour at 2/s),
-   to stand in for an hour of history; the app has not started yet.
+1. With --history H, builds N MigrationTrackers and feeds each H synthetic
+   in-flight `query-migrate` samples through parse_query_migrate (H=7200: one
+   hour at 2/s), to stand in for an hour of history; prints PREFILLED. This
+   happens before the simulator starts (the caller waits for PREFILLED), so the
+   simulated fleet is equally old when measured, whatever H.
+2. Waits for the endpoints file, builds the Fleet (default SessionOptions: idle
+   VMs polled at 1 Hz, VMs with a migration in flight at 2 Hz) and gives each
+   session one prefilled tracker. With --backend-window S, first runs the same
+   sessions with no console for S seconds (then closes them): the backend's
+   own share of the CPU.
 3. Runs MigtuiApp.run_test(size=(160, 45)) on the fleet screen; every frame is also
    encoded to terminal bytes (screen_probe.FrameProbe), as a real terminal run does.
 4. Waits until every session is connected, settles, prints WINDOW-START, measures
@@ -86,16 +89,31 @@ class GcClock:
                             "longest_ms": rnd(self.longest[g] * 1000, 1)} for g in range(3)}
 
 
-def prefill(fleet: Any, samples: int) -> float:
+def prefill(n_vms: int, samples: int) -> tuple[list[Any], float]:
+    """n_vms MigrationTrackers, each fed `samples` synthetic samples; and the CPU seconds it took."""
+    from migtui.model.derived import MigrationTracker
     from migtui.model.sample import parse_query_migrate
+    from migtui.qmp.session import SessionOptions
 
+    history_len = SessionOptions().history_len  # what every session's tracker gets
     began = time.process_time()
     start = time.time() - samples * 0.5
-    for k, session in enumerate(fleet):
-        tracker = session.vm.tracker
+    trackers = []
+    for k in range(n_vms):
+        tracker = MigrationTracker(history_len)
         for i in range(samples):
             tracker.add(parse_query_migrate(synthetic_reply(i, k), start + i * 0.5))
-    return time.process_time() - began
+        trackers.append(tracker)
+    return trackers, time.process_time() - began
+
+
+def _wait_for_file(path: Path, timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no endpoints in {path} after {timeout:g} s")
+        time.sleep(0.1)
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 async def _wait_connected(fleet: Any, timeout: float) -> int:
@@ -145,18 +163,26 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     from migtui.ui.app import MigtuiApp
 
     result: dict[str, Any] = {}
-    endpoints = [line.strip() for line in Path(args.endpoints).read_text().splitlines() if line.strip()]
+    gc.collect()
+    result["rss_mb_start"] = proc_rss_mb()
+    trackers: list[Any] = []
+    if args.history:
+        # Before the simulator exists, so the fleet is the same age when measured, whatever the history.
+        _log(f"prefilling {args.vms} trackers x {args.history} samples")
+        trackers, cpu = prefill(args.vms, args.history)
+        result["prefill_cpu_s"] = rnd(cpu, 1)
+        gc.collect()
+        result["rss_mb_after_prefill"] = proc_rss_mb()
+        result["history_points"] = sum(len(t.history) for t in trackers)
+    print("PREFILLED", flush=True)
+    endpoints = _wait_for_file(Path(args.endpoints), args.connect_timeout + 300)
     if args.backend_window:
         result["backend_only"] = await backend_only(endpoints, args)
     fleet = Fleet(parse_endpoint(e) for e in endpoints)
+    for session, tracker in zip(fleet, trackers):
+        session.vm.tracker = tracker
     gc.collect()
     result["rss_mb_fleet_built"] = proc_rss_mb()
-    if args.history:
-        _log(f"prefilling {len(fleet)} VMs x {args.history} samples")
-        result["prefill_cpu_s"] = rnd(prefill(fleet, args.history), 1)
-        gc.collect()
-        result["rss_mb_after_prefill"] = proc_rss_mb()
-        result["history_points"] = sum(len(s.vm.tracker.history) for s in fleet)
 
     app = MigtuiApp(fleet)
     samples = [0]
@@ -264,7 +290,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--endpoints", required=True)
+    parser.add_argument("--endpoints", required=True, help="waited for: written once the simulator runs")
+    parser.add_argument("--vms", type=int, required=True, help="how many trackers to prefill")
     parser.add_argument("--out", required=True)
     parser.add_argument("--history", type=int, default=0)
     parser.add_argument("--window", type=float, default=20.0)

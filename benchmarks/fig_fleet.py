@@ -56,68 +56,81 @@ def one_size(n_vms: int, quick: bool, tmp: Path, profile: Path | None, history: 
     tag = f"{n_vms}-h{history}"
     log = tmp / f"driver-{tag}.log"
     out = tmp / f"driver-{tag}.json"
-    with SimProcess(n_vms, 10, env, tmp / f"sim-{n_vms}.log") as sim:
-        began = time.monotonic()
-        endpoints = sim.start(timeout=120 + n_vms * 0.1)
-        sim_start_s = time.monotonic() - began
-        ep_file = tmp / f"endpoints-{n_vms}.txt"
-        ep_file.write_text("\n".join(endpoints) + "\n")
-        argv = [PYTHON, str(DRIVER), "--endpoints", str(ep_file), "--out", str(out), "--history", str(history),
-                "--window", str(window), "--rounds", str(rounds), "--backend-window", str(window / 2)]
-        with open(log, "w") as err:
-            driver = spawn(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
-        spy = None
-        sim_window: dict[str, Any] = {}
-        try:
-            deadline = time.monotonic() + timeout
-            while (line := _readline(driver, deadline)) and line.strip() != "WINDOW-START":
+    ep_file = tmp / f"endpoints-{tag}.txt"
+    argv = [PYTHON, str(DRIVER), "--vms", str(n_vms), "--endpoints", str(ep_file), "--out", str(out),
+            "--history", str(history), "--window", str(window), "--rounds", str(rounds),
+            "--backend-window", str(window / 2)]
+    with open(log, "w") as err:
+        driver = spawn(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    deadline = time.monotonic() + timeout
+    try:
+        with SimProcess(n_vms, 10, env, tmp / f"sim-{tag}.log") as sim:
+            # The simulator starts once the driver has built its history, so every run measures an
+            # equally old simulated fleet (its migrations run at 10x: their state depends on its age).
+            while (line := _readline(driver, deadline)) and line.strip() != "PREFILLED":
                 pass
             if not line:
-                raise RuntimeError(f"console driver: no measuring window; log: {log.read_text()[-1500:]}")
-            sim_cpu0, wall0 = proc_cpu(sim.pid), time.monotonic()
-            if profile is not None:
-                profile.mkdir(parents=True, exist_ok=True)
-                spy = spawn([str(VENV_BIN / "py-spy"), "record", "-p", str(driver.pid), "-d", str(int(window)),
-                             "-r", "50", "-f", "raw", "--nonblocking", "-o",
-                             str(profile / f"fleet-{tag}.folded")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            line = _readline(driver, deadline)
-            sim_cpu1, wall1 = proc_cpu(sim.pid), time.monotonic()
-            sim_window = {"cpu_share": rnd((sim_cpu1 - sim_cpu0) / (wall1 - wall0), 4) if sim_cpu0 is not None
-                          and sim_cpu1 is not None else None, "rss_mb": proc_rss_mb(sim.pid)}
-            while (line := _readline(driver, deadline)) and line.strip() != "KEYS-START":
-                pass
-            if profile is not None and line:
-                if spy is not None:
-                    spy.wait(30)
-                    stop(spy)
-                # Until KEYS-END: py-spy writes its profile when interrupted.
-                spy = spawn([str(VENV_BIN / "py-spy"), "record", "-p", str(driver.pid), "-r", "50", "-f", "raw",
-                             "--nonblocking", "-o", str(profile / f"fleet-{tag}-keys.folded")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            while (line := _readline(driver, deadline)) and line.strip() != "KEYS-END":
-                pass
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)
-            driver.wait(max(1.0, deadline - time.monotonic()))
-        finally:
-            if spy is not None:
-                try:
-                    spy.wait(30)
-                except subprocess.TimeoutExpired:
+                stop(driver)
+                raise RuntimeError(f"console driver: no PREFILLED; log: {log.read_text()[-1500:]}")
+            began = time.monotonic()
+            endpoints = sim.start(timeout=120 + n_vms * 0.1)
+            sim_start_s = time.monotonic() - began
+            partial = ep_file.with_suffix(".partial")
+            partial.write_text("\n".join(endpoints) + "\n")
+            partial.rename(ep_file)
+            spy = None
+            sim_window: dict[str, Any] = {}
+            try:
+                while (line := _readline(driver, deadline)) and line.strip() != "WINDOW-START":
                     pass
-                stop(spy)
-            stop(driver)
-        if not out.exists():
-            raise RuntimeError(f"console driver wrote no result; log: {log.read_text()[-1500:]}")
-        result = json.loads(out.read_text())
-    gen2 = ((result.get("gc_window") or {}).get("gen2") or {}).get("total_ms") or 0.0
-    if result.get("cpu_s") is not None and result.get("window_s"):
-        # A full collection walks every history point: how much of the share was that.
-        result["cpu_share_without_gen2_gc"] = rnd((result["cpu_s"] - gen2 / 1000) / result["window_s"], 4)
-    backend = result.get("backend_only") or {}
-    if backend.get("samples_per_s"):
-        backend["cpu_us_per_sample"] = rnd(backend["cpu_share"] / backend["samples_per_s"] * 1e6, 1)
+                if not line:
+                    raise RuntimeError(f"console driver: no measuring window; log: {log.read_text()[-1500:]}")
+                sim_cpu0, wall0 = proc_cpu(sim.pid), time.monotonic()
+                if profile is not None:
+                    profile.mkdir(parents=True, exist_ok=True)
+                    spy = spawn([str(VENV_BIN / "py-spy"), "record", "-p", str(driver.pid), "-d", str(int(window)),
+                                 "-r", "50", "-f", "raw", "--nonblocking", "-o",
+                                 str(profile / f"fleet-{tag}.folded")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                line = _readline(driver, deadline)
+                sim_cpu1, wall1 = proc_cpu(sim.pid), time.monotonic()
+                sim_window = {"cpu_share": rnd((sim_cpu1 - sim_cpu0) / (wall1 - wall0), 4) if sim_cpu0 is not None
+                              and sim_cpu1 is not None else None, "rss_mb": proc_rss_mb(sim.pid)}
+                while (line := _readline(driver, deadline)) and line.strip() != "KEYS-START":
+                    pass
+                if profile is not None and line:
+                    if spy is not None:
+                        spy.wait(30)
+                        stop(spy)
+                    # Until KEYS-END: py-spy writes its profile when interrupted.
+                    spy = spawn([str(VENV_BIN / "py-spy"), "record", "-p", str(driver.pid), "-r", "50", "-f", "raw",
+                                 "--nonblocking", "-o", str(profile / f"fleet-{tag}-keys.folded")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                while (line := _readline(driver, deadline)) and line.strip() != "KEYS-END":
+                    pass
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                driver.wait(max(1.0, deadline - time.monotonic()))
+            finally:
+                if spy is not None:
+                    try:
+                        spy.wait(30)
+                    except subprocess.TimeoutExpired:
+                        pass
+                    stop(spy)
+                stop(driver)
+            if not out.exists():
+                raise RuntimeError(f"console driver wrote no result; log: {log.read_text()[-1500:]}")
+            result = json.loads(out.read_text())
+        gen2 = ((result.get("gc_window") or {}).get("gen2") or {}).get("total_ms") or 0.0
+        if result.get("cpu_s") is not None and result.get("window_s"):
+            # A full collection walks every history point: how much of the share was that.
+            result["cpu_share_without_gen2_gc"] = rnd((result["cpu_s"] - gen2 / 1000) / result["window_s"], 4)
+        backend = result.get("backend_only") or {}
+        if backend.get("samples_per_s"):
+            backend["cpu_us_per_sample"] = rnd(backend["cpu_share"] / backend["samples_per_s"] * 1e6, 1)
+    finally:
+        stop(driver)  # also when the simulator failed to start
     result["sim"] = sim_window
     result["sim_start_s"] = rnd(sim_start_s, 1)
     result["history_samples_per_vm"] = history

@@ -45,8 +45,15 @@ class _Tmux:
         return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=check,
                               timeout=30).stdout
 
+    def start_server(self) -> None:
+        """A keeper session holds our private server up between runs (it would exit when empty)."""
+        self("new-session", "-d", "-s", "keeper", "-x", "80", "-y", "24", "--", "cat")
+
     def kill_server(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=30)
+        # tmux leaves the socket file of a killed server behind: remove ours.
+        base = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}"
+        (base / self.socket).unlink(missing_ok=True)
 
 
 def _first_frame(tmux: _Tmux, session: str, endpoints: list[str], env: dict[str, str],
@@ -56,7 +63,15 @@ def _first_frame(tmux: _Tmux, session: str, endpoints: list[str], env: dict[str,
     command = ["env", f"MIGTUI_CONFIG={env['MIGTUI_CONFIG']}", f"TERM={env.get('TERM', 'xterm-256color')}",
                *argv, *endpoints]
     began = time.perf_counter()
-    tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "45", "--", *command)
+    for attempt in range(3):
+        try:
+            tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "45", "--", *command)
+            break
+        except subprocess.CalledProcessError:
+            if attempt == 2:
+                raise
+            time.sleep(0.2)
+            began = time.perf_counter()
     rows_at = connected_at = None
     try:
         while time.perf_counter() - began < timeout:
@@ -86,6 +101,7 @@ def run(quick: bool, tmp: Path) -> dict[str, Any]:
     with SimProcess(10, 10, env, tmp / "sim10.log") as sim:
         endpoints = sim.start()
         try:
+            tmux.start_server()
             _first_frame(tmux, "warmup", endpoints, env)  # starts the tmux server, warms the page cache
             for i in range(n_frames):
                 r, c = _first_frame(tmux, f"run{i}", endpoints, env)
