@@ -14,9 +14,14 @@ parse_query_migrate (one hour at 2 samples/s; --quick feeds 720, six minutes,
 to stay within its time budget). That is the worst case of every VM having
 migrated for the whole hour.
 
+The simulator starts only once the driver has built that history (it waits
+for PREFILLED), so the simulated fleet is equally old when measured in every
+run: its migrations run at 10x, and what the table shows depends on their age.
+
 With --profile DIR, py-spy records the console during the CPU window and
-during the key presses (fleet-N.folded, fleet-N-keys.folded in DIR; this
-perturbs the CPU figure a little). Summarise with profile_summary.py.
+during the key presses (fleet-N-hH.folded, fleet-N-hH-keys.folded in DIR, H
+the history samples per VM; this perturbs the CPU figure a little).
+Summarise with profile_summary.py.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import MIGTUI, PYTHON, SimProcess, bench_env, goal, median, rnd, summary
+from common import MIGTUI, PYTHON, SimProcess, bench_env, goal, median, summary
 
 
 def _version_runs(n: int, env: dict[str, str]) -> list[float]:
