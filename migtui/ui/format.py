@@ -121,8 +121,11 @@ FLEET_COLUMNS = (
 )
 
 
-def styled(text: str, category: str, theme_vars: dict[str, str]) -> Text:
+def category_style(category: str, theme_vars: dict[str, str]) -> str:
+    """The Rich style of a status category, with theme variables ($accent...) resolved."""
     style = CATEGORY_STYLE.get(category, "")
-    if style.startswith("$"):
-        style = theme_vars.get(style[1:], "")
-    return Text(text, style=style, no_wrap=True, overflow="ellipsis")
+    return theme_vars.get(style[1:], "") if style.startswith("$") else style
+
+
+def styled(text: str, category: str, theme_vars: dict[str, str]) -> Text:
+    return Text(text, style=category_style(category, theme_vars), no_wrap=True, overflow="ellipsis")

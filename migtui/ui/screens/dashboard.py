@@ -16,7 +16,7 @@ from textual.widgets.option_list import Option
 from migtui.model.units import format_bytes, format_duration, format_ms, format_rate
 from migtui.model.vm import VMState, status_category
 from migtui.ui.guard import keep_running
-from migtui.ui.format import CATEGORY_STYLE, downtime_text, eta_text, progress_bar, status_text
+from migtui.ui.format import category_style, downtime_text, eta_text, progress_bar, status_text
 from migtui.ui.messages import FleetChanged
 from migtui.ui.screens.actions import VMActions
 from migtui.ui.widgets.graphs import DiskGraph, RamGraph, ThroughputGraph, XbzrleGraph
@@ -189,9 +189,7 @@ class DashboardScreen(VMActions, Screen):
             return
         vm = session.vm
         first, second = header_lines(vm)
-        style = CATEGORY_STYLE.get(status_category(vm), "")
-        if style.startswith("$"):
-            style = self.app.theme_variables.get(style[1:], "")
+        style = category_style(status_category(vm), self.app.theme_variables)
         self.query_one("#dash-header", Static).update(Text(first, style=f"bold {style}".strip()))
         self.query_one("#dash-progress", Static).update(Text(second, style=style))
         params = parameter_lines(vm)
