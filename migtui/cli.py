@@ -363,17 +363,9 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
 
 async def _preflight(source, options) -> int:
     """--check: measure, predict, migrate nothing."""
-    from migtui.model.preflight import predict
-    from migtui.qmp.controls import measure_dirty_rate
+    from migtui.qmp.controls import preflight
 
-    dirty = await measure_dirty_rate(source, seconds=1)
-    bandwidth = options.bandwidth or source.vm.parameters.get("max-bandwidth") or 32 * 2**20
-    downtime = options.downtime_ms or source.vm.parameters.get("downtime-limit") or 300
-    ram = 0.0
-    reply = await source.query("query-memory-size-summary") if source.dialect.has("query-memory-size-summary") else None
-    if isinstance(reply, dict) and isinstance(reply.get("base-memory"), int):
-        ram = float(reply["base-memory"])
-    prediction = predict(dirty, bandwidth, downtime, ram)
+    prediction = await preflight(source, options)
     print(f"{source.vm.name}: {prediction.sentence}")
     return 0 if prediction.converges else 1
 

@@ -29,6 +29,7 @@ __all__ = [
     "continue_migration",
     "plan_migration",
     "measure_dirty_rate",
+    "preflight",
 ]
 
 
@@ -260,3 +261,19 @@ async def measure_dirty_rate(session: VMSession, seconds: int = 1) -> float:
         if loop.time() > deadline:
             raise Refused(f"QEMU did not finish measuring the dirty rate within {seconds + 10}s")
         await asyncio.sleep(0.1)  # QEMU measures for calc-time seconds; ask again shortly
+
+
+async def preflight(session: VMSession, options: MigrationOptions):  # -> migtui.model.preflight.Prediction
+    """Measure the guest's dirty rate and predict whether these options converge. Migrates nothing."""
+    from migtui.model.preflight import predict
+
+    dirty = await measure_dirty_rate(session, seconds=1)
+    ram = 0.0
+    if session.dialect is not None and session.dialect.has("query-memory-size-summary"):
+        reply = await session.query("query-memory-size-summary")
+        if isinstance(reply, dict) and isinstance(reply.get("base-memory"), int):
+            ram = float(reply["base-memory"])
+    params = session.vm.parameters
+    bandwidth = options.bandwidth or params.get("max-bandwidth") or 32 * 2**20
+    downtime = options.downtime_ms or params.get("downtime-limit") or 300
+    return predict(dirty, bandwidth, downtime, ram)

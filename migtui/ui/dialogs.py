@@ -339,20 +339,11 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
         source = self.source
 
         async def work() -> None:
-            from migtui.model.preflight import predict
-            from migtui.qmp.controls import measure_dirty_rate
+            from migtui.qmp.controls import preflight
             from migtui.qmp.errors import BackendError
 
             try:
-                dirty = await measure_dirty_rate(source, seconds=1)
-                ram = 0.0
-                if source.dialect is not None and source.dialect.has("query-memory-size-summary"):
-                    reply = await source.query("query-memory-size-summary")
-                    if isinstance(reply, dict) and isinstance(reply.get("base-memory"), int):
-                        ram = float(reply["base-memory"])
-                params = source.vm.parameters
-                prediction = predict(dirty, request.options.bandwidth or params.get("max-bandwidth") or 32 * 2**20,
-                                     request.options.downtime_ms or params.get("downtime-limit") or 300, ram)
+                prediction = await preflight(source, request.options)
                 label.update(("✓ " if prediction.converges else "✗ ") + prediction.sentence)
             except (InputError, BackendError, OSError) as err:
                 label.update(f"pre-flight failed: {err}")
