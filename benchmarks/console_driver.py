@@ -155,12 +155,13 @@ async def backend_only(endpoints: list[str], args: argparse.Namespace) -> dict[s
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    from textual.widgets import DataTable, Input
+    from textual.widgets import Input
 
     from migtui.model.endpoint import parse_endpoint
     from migtui.qmp.fleet import Fleet
     from migtui.qmp.messages import VMUpdated
     from migtui.ui.app import MigtuiApp
+    from migtui.ui.widgets.fleet_table import FleetTable
 
     result: dict[str, Any] = {}
     gc.collect()
@@ -231,7 +232,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
         # ---- key latencies ----
         screen = app.screen
-        table = screen.query_one("#fleet", DataTable)
+        table = screen.query_one("#fleet", FleetTable)
         box = screen.query_one("#filter", Input)
         lat: dict[str, list[tuple[float | None, float]]] = {}
         presses: list[list[Any]] = []

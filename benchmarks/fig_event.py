@@ -70,13 +70,12 @@ def _latencies(events: list[tuple[str, dict, float]], frames: list[tuple[float, 
 
 async def run(quick: bool, tmp: Path) -> dict[str, Any]:
     from qemu.qmp import QMPClient
-    from textual.widgets import DataTable
-
     from migtui.lab import Lab
     from migtui.model.endpoint import parse_endpoint
     from migtui.qmp.fleet import Fleet
     from migtui.qmp.messages import VMEvent
     from migtui.ui.app import MigtuiApp
+    from migtui.ui.widgets.fleet_table import FleetTable
 
     n_migrations = 2 if quick else 10
     events: list[tuple[str, dict, float]] = []
@@ -100,13 +99,13 @@ async def run(quick: bool, tmp: Path) -> dict[str, Any]:
         def on_frame(_: float) -> None:
             screen = app.screen
             if cache.get("screen") is not screen:
-                cache["screen"], cache["table"] = screen, screen.query_one("#fleet", DataTable)
+                cache["screen"], cache["table"] = screen, screen.query_one("#fleet", FleetTable)
             table = cache["table"]
-            try:
-                status = table.get_cell("src1", "status").plain
-                passes = table.get_cell("src1", "passes").plain
-            except Exception:  # noqa: BLE001 - rows not there yet
+            # What the frame shows: the row as the table last drew it (None: not drawn yet).
+            drawn = table.drawn_cells("src1")
+            if drawn is None:
                 return
+            status, passes = drawn[1], drawn[8]
             if not frames or frames[-1][1:] != (status, passes):
                 frames.append((time.time(), status, passes))
 

@@ -196,6 +196,45 @@ def test_history_is_bounded_and_passes_are_marked():
     assert [m.number for m in tracker.history.passes] == [1, 2, 3, 4, 5][-10:]
 
 
+def test_an_hour_of_history_keeps_fixed_memory_the_whole_migration_and_the_newest_exactly():
+    from migtui.model.history import ARCHIVE_POINTS, FULL_RESOLUTION
+
+    tracker = MigrationTracker(history_len=7200)
+    samples = 7200  # an hour at 0.5 s
+    for i in range(samples):
+        tracker.add(active(0.5 * (i + 1), (i + 1) * MiB, 8 * 1024 * MiB, passes=1 + i // 600))
+    history = tracker.history
+    points = list(history.points)
+    assert len(points) == len(history) <= FULL_RESOLUTION + ARCHIVE_POINTS
+    assert history.stride > 1  # the archive thinned itself
+    assert points[0].time == pytest.approx(1000.5) and points[0].seq == 0  # the start is still in view
+    times = [p.time for p in points]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    # The newest points are every sample, exact.
+    assert [p.seq for p in points[-FULL_RESOLUTION:]] == list(range(samples - FULL_RESOLUTION, samples))
+    assert points[-1].transferred == samples * MiB and points[-1].passes == 1 + (samples - 1) // 600
+    # Older points are evenly spaced: every stride-th sample.
+    older = [p.seq for p in points[:-FULL_RESOLUTION]]
+    assert older and all(s % history.stride == 0 for s in older)
+    assert {b - a for a, b in zip(older, older[1:])} == {history.stride}
+    # Reads are fresh objects; a reader resuming by seq finds where it stopped.
+    assert history.last() == points[-1] and history.last() is not points[-1]
+
+
+def test_history_point_none_and_status_survive_storage():
+    from migtui.model.history import History, HistoryPoint
+
+    history = History(1000)
+    point = HistoryPoint(time=1.5, status="postcopy-active", transferred=None, remaining=0.0, ram_transferred=2**53,
+                         ram_remaining=None, disk_transferred=None, disk_remaining=None, throughput_bps=1e9,
+                         dirty_bytes_per_s=None, expected_downtime_ms=None, passes=7, xbzrle_cache_miss_rate=0.25,
+                         xbzrle_overflow=None, xbzrle_encoding_rate=None, xbzrle_pages=None, xbzrle_bytes=None)
+    history.append(point)
+    (back,) = history.points
+    assert back == HistoryPoint(**{**{f: getattr(point, f) for f in point.__slots__}, "seq": 0})
+    assert isinstance(back.passes, int)
+
+
 def test_disk_counts_towards_progress():
     tracker = MigrationTracker()
     sample = parse_query_migrate(

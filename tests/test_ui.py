@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select
+from textual.widgets import Button, Checkbox, Input, Label, Select
 
 from lab_fixtures import wait_until
 from migtui.model.endpoint import parse_endpoint
@@ -22,8 +22,9 @@ from migtui.ui.app import MigtuiApp
 from migtui.ui.dialogs import CapabilitiesDialog, ConfirmDialog, StartMigrationDialog, TypedConfirmDialog, ValueDialog
 from migtui.ui.screens.dashboard import DashboardScreen
 from migtui.ui.screens.fleet import FleetScreen
+from migtui.ui.widgets.fleet_table import FleetTable
 from migtui.ui.screens.help import HelpScreen
-from ui_data import static_fleet
+from ui_data import big_fleet, static_fleet
 
 MiB = 2**20
 SIZE = (120, 36)
@@ -33,8 +34,8 @@ CONTROL_COMMANDS = {"migrate", "migrate-incoming", "migrate_cancel", "migrate-se
 
 
 def rows(app: MigtuiApp) -> list[str]:
-    table = app.screen.query_one("#fleet", DataTable)
-    return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+    table = app.screen.query_one("#fleet", FleetTable)
+    return [table.get_row(key)[0] for key in table.row_keys]
 
 
 def header(app: MigtuiApp) -> str:
@@ -52,9 +53,58 @@ async def test_fleet_lists_every_vm_with_counts():
         assert rows(app) == ["src1", "dst1", "web-03", "db-01", "old-host"]
         text = header(app)
         assert "5 VMs" in text and "1 migrating" in text and "1 disconnected" in text and "1 completed" in text
-        table = app.screen.query_one("#fleet", DataTable)
+        table = app.screen.query_one("#fleet", FleetTable)
         # A disconnected VM stays, with its reason.
         assert "QEMU closed the connection" in str(table.get_row("db-01")[-1])
+
+
+async def test_a_thousand_vms_draw_only_the_rows_on_screen_through_sort_filter_and_scroll():
+    app = MigtuiApp(big_fleet(1000), start_fleet=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        table = app.screen.query_one("#fleet", FleetTable)
+        on_screen = table.visible_rows()[1] - table.visible_rows()[0]
+        drawn = on_screen + 1  # Textual also asks for the line under the horizontal scrollbar
+        assert table.row_count == 1000 and 0 < on_screen < 40
+        assert table.renders <= drawn
+        before = table.renders
+        await pilot.press("o", "o", "o")  # sort by progress, biggest first
+        await pilot.pause()
+        assert app.screen.sort_column == "progress"
+        progress = [app.fleet.get(k).vm.derived.progress or -1 for k in table.row_keys]
+        assert progress == sorted(progress, reverse=True) and progress[0] > 0
+        assert table.cursor_key == "vm0000"  # the cursor stays on its VM
+        top = table.row_keys[table.visible_rows()[0]]
+        assert table.drawn_cells(top)[0] == top  # the rows now on screen are drawn
+        assert table.renders - before <= 3 * drawn  # three sorts, each a screenful, not a thousand rows
+        before = table.renders
+        await pilot.press("pagedown", "pagedown")
+        await pilot.pause()
+        assert table.cursor_row == table.row_index("vm0000") + 2 * on_screen
+        assert table.renders - before <= 2 * drawn
+        await pilot.press("slash", "9", "9")
+        await pilot.pause()
+        assert table.row_count == sum(1 for s in app.fleet if "99" in s.vm.name or "99" in str(s.vm.endpoint))
+        assert all("99" in key for key in table.row_keys)
+        await pilot.press("escape", "escape")
+        await pilot.pause()
+        assert table.row_count == 1000
+
+
+async def test_clicking_a_heading_sorts_by_it_and_again_reverses():
+    app = MigtuiApp(static_fleet(), start_fleet=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.click("#fleet", offset=(2, 0))  # the "VM" heading
+        await pilot.pause()
+        assert app.screen.sort_column == "vm" and not app.screen.sort_reverse
+        assert rows(app) == sorted(rows(app))
+        await pilot.click("#fleet", offset=(2, 0))
+        await pilot.pause()
+        assert app.screen.sort_reverse and rows(app) == sorted(rows(app), reverse=True)
+        await pilot.click("#fleet", offset=(2, 2))  # the second row opens its dashboard
+        await pilot.pause()
+        assert isinstance(app.screen, DashboardScreen)
 
 
 async def test_filter_with_slash_and_escape_clears():

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable
 
 from lab_fixtures import pid_alive, qemu_required, wait_until
 from migtui.model.endpoint import parse_endpoint
@@ -18,12 +17,13 @@ from migtui.qmp.fleet import Fleet
 from migtui.qmp.session import SessionOptions
 from migtui.ui.app import MigtuiApp
 from migtui.ui.dialogs import StartMigrationDialog
+from migtui.ui.widgets.fleet_table import FleetTable
 
 pytestmark = [qemu_required, pytest.mark.qemu]
 
 
 def cell(app: MigtuiApp, row: str, column: str) -> str:
-    return str(app.screen.query_one("#fleet", DataTable).get_cell(row, column))
+    return app.screen.query_one("#fleet", FleetTable).get_cell(row, column)
 
 
 async def test_press_m_confirm_and_see_completed(lab_pair):

@@ -96,3 +96,20 @@ def static_fleet() -> Fleet:
     _identify(legacy, "old-host", version="1.4.0", dialect=legacy_dialect)
     legacy.vm.tracker.add(parse_query_migrate({}, T0))
     return fleet
+
+
+def big_fleet(n: int = 1000) -> Fleet:
+    """n identified VMs, a quarter of them migrating at different rates: for scale tests."""
+    fleet = Fleet(parse_endpoint(f"vm{i:04d}=unix:/run/qemu/vm{i:04d}.qmp") for i in range(n))
+    for i, session in enumerate(fleet):
+        _identify(session, f"vm{i:04d}")
+        if i % 4 == 0:
+            total, done = 1024 * MiB, (i * 7919 % 1000) * MiB
+            for k, t in enumerate((1.0, 2.0)):
+                session.vm.tracker.add(parse_query_migrate(
+                    {"status": "active", "total-time": int(t * 1000),
+                     "ram": {"transferred": done * (k + 1) // 2, "remaining": total - done * (k + 1) // 2,
+                             "total": total, "dirty-sync-count": 1, "page-size": 4096}}, T0 + t))
+        else:
+            session.vm.tracker.add(parse_query_migrate({}, T0))
+    return fleet

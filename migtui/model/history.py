@@ -1,12 +1,32 @@
-"""Bounded per-VM history: what the graphs draw. Fixed length, so memory stays flat."""
+"""Bounded per-VM history: what the graphs draw and the guidance reads.
+
+Memory is fixed per VM whatever the migration's length. The newest points are kept at
+full resolution (the pass in progress, the graph's right edge); older ones go to an
+archive that halves its resolution each time it fills, so a whole migration, however
+long, stays in view at a coarser step. A graph is at most a few hundred columns wide,
+so an hour at 0.5 s (7200 samples) never needed more than that.
+
+Points are stored packed, one `bytes` per point (struct of float64, NaN for None):
+~180 B instead of ~480 B for a dataclass and its float objects, and nothing for the
+garbage collector to walk (a fleet of 1000 VMs with an hour each made full collections
+take seconds). HistoryPoint objects are made on demand when read.
+"""
 
 from __future__ import annotations
 
+import struct
+from bisect import bisect_left
 from collections import deque
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, fields
+from operator import attrgetter
+from typing import Iterator, Sequence
 
-__all__ = ["HistoryPoint", "History", "PassMark"]
+__all__ = ["HistoryPoint", "History", "PassMark", "FULL_RESOLUTION", "ARCHIVE_POINTS"]
+
+# The newest points kept at full resolution: two minutes at the in-flight poll rate.
+FULL_RESOLUTION = 240
+# The thinned archive of everything older: an hour of samples fits at a 10-20 s step.
+ARCHIVE_POINTS = 360
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +50,9 @@ class HistoryPoint:
     xbzrle_encoding_rate: float | None
     xbzrle_pages: float | None
     xbzrle_bytes: float | None
+    # Position in its History (-1: not from one). Points are made afresh on each read, so
+    # readers that resume where they stopped compare seq, not identity.
+    seq: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,17 +63,131 @@ class PassMark:
     number: int
 
 
+_NUMBERS = tuple(f.name for f in fields(HistoryPoint) if f.name not in ("status", "seq"))
+_PASSES = _NUMBERS.index("passes")
+# seq, status code, then every number (NaN = None).
+_PACKED = struct.Struct(f"<qB{len(_NUMBERS)}d")
+_NAN = float("nan")
+
+# QEMU's statuses, coded in one byte; a status QEMU adds later gets the next code.
+_STATUS_CODES: dict[str, int] = {}
+_STATUSES: list[str] = []
+
+
+def _status_code(status: str) -> int:
+    code = _STATUS_CODES.get(status)
+    if code is None:
+        if len(_STATUSES) >= 255:
+            return _status_code("unknown")
+        code = _STATUS_CODES[status] = len(_STATUSES)
+        _STATUSES.append(status)
+    return code
+
+
+_numbers_of = attrgetter(*_NUMBERS)
+
+
+def _pack(seq: int, point: HistoryPoint) -> bytes:
+    return _PACKED.pack(seq, _status_code(point.status), *[_NAN if v is None else v for v in _numbers_of(point)])
+
+
+def _unpack(packed: bytes) -> HistoryPoint:
+    seq, code, *numbers = _PACKED.unpack(packed)
+    values = [None if v != v else v for v in numbers]  # NaN is the only value unequal to itself
+    passes = values[_PASSES]
+    if passes is not None:
+        values[_PASSES] = int(passes)
+    return HistoryPoint(values[0], _STATUSES[code], *values[1:], seq=seq)
+
+
+class _Points(Sequence[HistoryPoint]):
+    """A read-only view, oldest first; points are unpacked only as they are read."""
+
+    __slots__ = ("_packed",)
+
+    def __init__(self, packed: list[bytes]) -> None:
+        self._packed = packed
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [_unpack(p) for p in self._packed[index]]
+        return _unpack(self._packed[index])
+
+    def __iter__(self) -> Iterator[HistoryPoint]:
+        return map(_unpack, self._packed)
+
+    def __reversed__(self) -> Iterator[HistoryPoint]:
+        return map(_unpack, reversed(self._packed))
+
+
 class History:
+    """Fixed-size history of one VM: `maxlen` bounds it, and memory stays flat past it.
+
+    With maxlen up to FULL_RESOLUTION it is a plain ring (the oldest drop out). Above it,
+    the newest FULL_RESOLUTION points are exact and an archive of at most ARCHIVE_POINTS
+    keeps every `stride`-th older point, doubling the stride (and dropping every other
+    archived point) whenever it fills.
+    """
+
     def __init__(self, maxlen: int) -> None:
-        self.points: deque[HistoryPoint] = deque(maxlen=maxlen)
-        self.passes: deque[PassMark] = deque(maxlen=maxlen)
+        self._maxlen = max(1, int(maxlen))
+        self._recent: deque[bytes] = deque(maxlen=min(self._maxlen, FULL_RESOLUTION))
+        self._archive_cap = min(max(0, self._maxlen - FULL_RESOLUTION), ARCHIVE_POINTS)
+        self._archive: list[bytes] = []
+        self._archive_seqs: list[int] = []
+        self._stride = 1
+        self._seq = 0  # points ever appended; never reset, so a seq is never reused
+        self.passes: deque[PassMark] = deque(maxlen=self._maxlen)
 
     @property
     def maxlen(self) -> int:
-        return self.points.maxlen or 0
+        return self._maxlen
+
+    @property
+    def stride(self) -> int:
+        """Samples per archived point (1 until the archive first fills)."""
+        return self._stride
+
+    @property
+    def appended(self) -> int:
+        """How many points were ever appended (the next point's seq)."""
+        return self._seq
 
     def append(self, point: HistoryPoint) -> None:
-        self.points.append(point)
+        seq = self._seq
+        self._seq += 1
+        packed = _pack(seq, point)
+        self._recent.append(packed)
+        if self._archive_cap and seq % self._stride == 0:
+            self._archive.append(packed)
+            self._archive_seqs.append(seq)
+            if len(self._archive) >= self._archive_cap:
+                self._thin()
+
+    def _thin(self) -> None:
+        self._stride *= 2
+        keep = [i for i, s in enumerate(self._archive_seqs) if s % self._stride == 0]
+        self._archive = [self._archive[i] for i in keep]
+        self._archive_seqs = [self._archive_seqs[i] for i in keep]
+
+    def _packed(self) -> list[bytes]:
+        if not self._archive or not self._recent:
+            return list(self._recent)
+        # Archived points older than the exact ones, then the exact ones.
+        first_recent = self._seq - len(self._recent)
+        older = bisect_left(self._archive_seqs, first_recent)
+        return self._archive[:older] + list(self._recent)
+
+    @property
+    def points(self) -> _Points:
+        """Every point held, oldest first (a snapshot: later appends do not show in it)."""
+        return _Points(self._packed())
+
+    def last(self) -> HistoryPoint | None:
+        return _unpack(self._recent[-1]) if self._recent else None
 
     def mark_pass(self, mark: PassMark) -> None:
         if self.passes and self.passes[-1].number == mark.number:
@@ -58,11 +195,16 @@ class History:
         self.passes.append(mark)
 
     def __len__(self) -> int:
-        return len(self.points)
+        if not self._archive or not self._recent:
+            return len(self._recent)
+        return bisect_left(self._archive_seqs, self._seq - len(self._recent)) + len(self._recent)
 
     def __iter__(self) -> Iterator[HistoryPoint]:
         return iter(self.points)
 
     def clear(self) -> None:
-        self.points.clear()
+        self._recent.clear()
+        self._archive.clear()
+        self._archive_seqs.clear()
+        self._stride = 1
         self.passes.clear()

@@ -8,6 +8,7 @@ Actions run as workers: the UI never waits on QMP.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -38,6 +39,8 @@ CONTROL_ACTIONS = frozenset(
      "capabilities", "postcopy", "apply_advice"}
 )
 FLUSH_DELAY = 0.03  # coalescing window: well under the 100 ms an operator notices
+FREEZE_AFTER = 10.0  # s after start: the fleet has connected
+REFREEZE_EVERY = 600.0  # s
 
 
 class MigtuiApp(App[int]):
@@ -106,6 +109,17 @@ class MigtuiApp(App[int]):
         if self.insecure:
             self.notify(f"{len(self.insecure)} VM(s) over non-loopback TCP without TLS: QMP has no authentication",
                         severity="warning", timeout=15)
+        # Once the fleet has connected, and every few minutes after, what is alive moves out of
+        # the collector's sight: a full collection otherwise walks every session, client and
+        # widget, and at 1000 VMs that froze the screen for 0.4-0.7 s every few seconds.
+        self.set_timer(FREEZE_AFTER, self.freeze_heap)
+        self.set_interval(REFREEZE_EVERY, self.freeze_heap)
+
+    def freeze_heap(self) -> None:
+        # Unfreeze first so that cycles that died since the last freeze are collected, not kept.
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
 
     async def on_unmount(self) -> None:
         for session in self.fleet:
