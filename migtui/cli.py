@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--multifd", metavar="N", help="multifd with N channels (both sides)")
     p.add_argument("--block", action="store_true", help="block migration: copy the disks too (blk)")
     p.add_argument("--wait", action="store_true", help="follow it; exit 0 on completed, 1 on failed or cancelled")
+    add_record_options(p, "with --wait: record the migration into this NDJSON file (default: a new file in "
+                       "$XDG_STATE_HOME/migtui/recordings)")
     p.add_argument("--check", action="store_true", help="pre-flight only: measure the guest's dirty rate and "
                    "predict whether these settings converge (exit 0 yes, 1 no); nothing is migrated")
 
@@ -156,13 +158,13 @@ def _refuse_if_read_only(args: argparse.Namespace, what: str) -> None:
         raise UsageError(f"{what} refused: controls are off ({where})")
 
 
-async def _connect(text: str, args: argparse.Namespace):
+async def _connect(text: str, args: argparse.Namespace, **options: Any):
     """A connected session for one target, or BackendError with the reason."""
     from migtui.qmp.session import VMSession
 
     endpoints = _endpoints([text])
     _warn_remote(endpoints, args)
-    session = VMSession(endpoints[0], options=_options(args))
+    session = VMSession(endpoints[0], options=_options(args, **options))
     await session.connect()
     return session
 
@@ -340,22 +342,36 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
 
     if not args.check:
         _refuse_if_read_only(args, "migrate")
+    if args.record and (args.check or not args.wait):
+        raise UsageError("--record FILE records what --wait follows: add --wait (and no --check)")
     options = _migration_options(args)  # every value is checked before connecting
     if args.uri is not None:
         check_uri(args.uri)
-    source = await _connect(args.source, args)
+    following = args.wait and not args.check
+    # --wait samples by itself; when it records, the session only listens (for the events).
+    source = await _connect(args.source, args, autopoll=False, reconnect=False) if following \
+        else await _connect(args.source, args)
     destination = None
+    recorder = None
     try:
         if args.check:
             return await _preflight(source, options)
         if args.to is not None:
             destination = await _connect(args.to, args)
+        if following:
+            recorder = make_recorder(args)
+            if recorder is not None:
+                # Before the migrate command: it and QEMU's setup event belong to the recording.
+                source.listener = lambda message: recorder.observe(source, message)
+                source.start()
         plan = await start_migration(source, options, destination=destination, uri=args.uri)
         print(f"migtui: {source.vm.name}: migrating to {plan.uri}", file=sys.stderr)
         if not args.wait:
             return 0
-        return await _follow(source, destination)
+        return await _follow(source, recorder)
     finally:
+        if recorder is not None:
+            recorder.close()  # interrupted: the recording still ends with a summary
         await source.close()
         if destination is not None:
             await destination.close()
@@ -370,14 +386,22 @@ async def _preflight(source, options) -> int:
     return 0 if prediction.converges else 1
 
 
-async def _follow(source, destination) -> int:
-    """--wait: a progress bar on a terminal, plain lines otherwise."""
-    from migtui.model.units import format_bytes, format_duration, format_rate
+async def _follow(source, recorder=None) -> int:
+    """--wait: a progress bar on a terminal, plain lines otherwise; the summary at the end.
+
+    With a recorder (listening to the session), the summary shown is the one recorded, and
+    where the recording went is one line on stderr.
+    """
+    from migtui.model.units import format_bytes, format_rate
+    from migtui.record import SummaryBuilder, summary_text, zero_times
 
     tty = sys.stdout.isatty()
     last_line = ""
+    summary = SummaryBuilder()
+    zero_replies = 0
     while True:
         sample = await source.sample()
+        summary.add(sample)
         d = source.vm.derived
         if tty:
             width = 30
@@ -397,20 +421,26 @@ async def _follow(source, destination) -> int:
                 print(line, flush=True)
             last_line = line
         if sample.finished:
+            if zero_times(sample) and zero_replies < 5:
+                zero_replies += 1  # QEMU 7.2's first reply after completion has zero times: ask again
+                await asyncio.sleep(0.05)
+                continue
             break
         await asyncio.sleep(0.5)  # pacing between samples, not synchronisation
     if tty:
         sys.stdout.write("\n")
-    downtime = sample.get(None, "downtime")
-    total = sample.get(None, "total-time")
-    summary = f"{source.vm.name}: {sample.status}"
-    if total is not None:
-        summary += f" in {format_duration(total / 1000)}"
-    if downtime is not None:
-        summary += f", downtime {downtime:.0f}ms"
-    if sample.error_desc:
-        summary += f": {sample.error_desc}"
-    print(summary, flush=True)
+    result = summary.result()
+    where = None
+    if recorder is not None:
+        recorded = [f for f in recorder.finished if f.vm == source.key]
+        if recorded:
+            result = recorded[-1].summary
+            where = f"recorded in {recorded[-1].path}" if recorded[-1].path else f"not recorded: {recorder.error}"
+        else:
+            where = f"not recorded: {recorder.error or 'migtui saw no sample of this migration'}"
+    print(f"{source.vm.name}: {summary_text(result)}", flush=True)
+    if where is not None:
+        print(f"migtui: {source.vm.name}: {where}", file=sys.stderr, flush=True)
     return 0 if sample.status == "completed" else 1
 
 
@@ -563,9 +593,33 @@ def add_console_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--theme", metavar="NAME", help="migtui-dark (default), migtui-light, "
                         "migtui-high-contrast or migtui-colorblind")
     parser.add_argument("--read-only", action="store_true", help="watch only: every control is off")
-    parser.add_argument("--record", metavar="FILE", help="record every migration into this one NDJSON file "
-                        "(default: one file per migration in $XDG_STATE_HOME/migtui/recordings)")
-    parser.add_argument("--no-record", action="store_true", help="record nothing")
+    add_record_options(parser, "record every migration into this one NDJSON file "
+                       "(default: one file per migration in $XDG_STATE_HOME/migtui/recordings)")
+
+
+def add_record_options(parser: argparse.ArgumentParser, help_record: str) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--record", metavar="FILE", help=help_record)
+    group.add_argument("--no-record", action="store_true", help="record nothing (as record = false in the config)")
+
+
+def make_recorder(args: argparse.Namespace, **kwargs: Any):
+    """The Recorder the options and the config ask for, or None: --no-record or `record = false`.
+
+    --record FILE records into that file even when the config says `record = false`; the
+    recordings directory is pruned as the config says (record-keep-days, record-max-mb).
+    """
+    from migtui.config import Config
+    from migtui.record import Recorder
+
+    config = getattr(args, "config", None) or Config()
+    if getattr(args, "no_record", False):
+        return None
+    if getattr(args, "record", None):
+        return Recorder(file=Path(args.record), **kwargs)
+    if not config.record:
+        return None
+    return Recorder(retention=config.retention(), **kwargs)
 
 
 async def run_console(endpoints, args: argparse.Namespace) -> int:
@@ -574,11 +628,9 @@ async def run_console(endpoints, args: argparse.Namespace) -> int:
     from migtui.qmp.fleet import Fleet
     from migtui.ui.app import MigtuiApp
 
-    from migtui.record import Recorder
-
     config = getattr(args, "config", None) or load_config()
     _warn_remote(endpoints, args)
-    recorder = None if args.no_record else Recorder(file=Path(args.record) if args.record else None)
+    recorder = make_recorder(args)
     app = MigtuiApp(Fleet(endpoints, options=_options(args)), config=config, theme=args.theme,
                     read_only=args.read_only or config.controls_off, recorder=recorder)
     await app.run_async()

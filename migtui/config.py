@@ -3,6 +3,9 @@
     theme = "migtui-dark"
     read-only = false
     audit = true                  # audit-file = "~/audit.ndjson" to move it
+    record = true                 # false: as --no-record, nothing is recorded
+    record-keep-days = 30         # recordings older than this are removed (0: no age limit)
+    record-max-mb = 500           # ... and the oldest beyond this total (0: no size limit)
     [keys]                        # remap any action: action = "key[,key]"
     migrate = "M"
     [tls]                         # QMP over TCP with TLS (QEMU's tls-creds-x509)
@@ -39,6 +42,16 @@ class Config:
     tls_ca_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    record: bool = True
+    record_keep_days: int = 30
+    record_max_mb: int = 500
+
+    def retention(self):  # -> migtui.record.Retention
+        """How long and how much of the recordings directory to keep (0 in the file: no limit)."""
+        from migtui.record.retention import Retention
+
+        return Retention(keep_days=self.record_keep_days or None,
+                         max_bytes=self.record_max_mb * 2**20 if self.record_max_mb else None)
 
     def ssl_context(self):  # -> ssl.SSLContext | None
         """TLS for QMP over TCP, verified against the configured CA; None when not configured."""
@@ -102,6 +115,15 @@ def load_config(path: Path | None = None) -> Config:
     audit_file = data.get("audit-file")
     if audit_file is not None and not isinstance(audit_file, str):
         raise ConfigError(f"{path}: audit-file must be a path")
+    record = data.get("record", True)
+    if not isinstance(record, bool):
+        raise ConfigError(f"{path}: record must be true or false")
+    limits = {}
+    for key, most, what in (("record-keep-days", 36500, "days"), ("record-max-mb", 2**30, "MiB")):
+        value = data.get(key, Config.record_keep_days if key == "record-keep-days" else Config.record_max_mb)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+            raise ConfigError(f"{path}: {key} must be a whole number of {what} from 0 (no limit) to {most}")
+        limits[key] = value
     tls = data.get("tls", {})
     if not isinstance(tls, dict) or not all(isinstance(v, str) for v in tls.values()):
         raise ConfigError(f"{path}: [tls] takes ca-file, cert-file and key-file, each a path")
@@ -114,4 +136,6 @@ def load_config(path: Path | None = None) -> Config:
 
     return Config(theme=theme, read_only=read_only, keys=dict(keys), path=path, audit=audit,
                   audit_file=as_path(audit_file), tls_ca_file=as_path(tls.get("ca-file")),
-                  tls_cert_file=as_path(tls.get("cert-file")), tls_key_file=as_path(tls.get("key-file")))
+                  tls_cert_file=as_path(tls.get("cert-file")), tls_key_file=as_path(tls.get("key-file")),
+                  record=record, record_keep_days=limits["record-keep-days"],
+                  record_max_mb=limits["record-max-mb"])

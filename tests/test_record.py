@@ -8,6 +8,7 @@ import io
 import json
 import os
 import stat
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -493,3 +494,307 @@ def test_many_migrations_at_once_keep_few_files_open(tmp_path, monkeypatch):
     for done in recorder.finished:
         kinds = [line["type"] for line in read_lines(done.path)]
         assert kinds == ["header"] + ["sample"] * 6 + ["summary"]
+
+
+# ---- retention: old recordings are pruned when a recorder starts ----------------------------
+
+DAY = 86400.0
+NOW = T0 + 100 * DAY
+
+
+def put_recording(directory: Path, name: str, *, age_days: float, size: int = 4096, summary: bool = True,
+                  now: float = NOW) -> Path:
+    """A file as the recorder writes it (header first, summary last), `size` bytes, modified `age_days` ago."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    header = json.dumps({"type": "header", "format": "migtui-recording", "vm": name}, separators=(",", ":"))
+    last = json.dumps({"type": "summary" if summary else "sample", "vm": name}, separators=(",", ":"))
+    filler = max(0, size - len(header) - len(last) - 3)
+    path = directory / name
+    path.write_text(f"{header}\n{'x' * filler}\n{last}\n")
+    os.utime(path, (now - age_days * DAY, now - age_days * DAY))
+    return path
+
+
+def test_pruning_by_age_keeps_the_newest_and_never_touches_foreign_files(tmp_path):
+    from migtui.record import Retention, prune_recordings
+
+    recs = tmp_path / "recs"
+    old = [put_recording(recs, f"src{i}-20231101-12000{i}.ndjson", age_days=40 + i) for i in range(3)]
+    young = put_recording(recs, "src9-20240101-120000.ndjson", age_days=2)
+    # Not ours, whatever their age: another name, a look-alike name with other contents, a symlink
+    # named like a recording (pointing out of the directory), a directory named like one.
+    notes = recs / "notes.txt"
+    notes.write_text("keep me")
+    impostor = recs / "vm-20200101-000000.ndjson"
+    impostor.write_text('{"time": "2020-01-01T00:00:00Z", "command": "migrate"}\n')
+    outside = put_recording(tmp_path / "elsewhere", "out-20200101-000000.ndjson", age_days=90)
+    link = recs / "lnk-20200101-000000.ndjson"
+    link.symlink_to(outside)
+    subdir = recs / "dir-20200101-000000.ndjson"
+    subdir.mkdir()
+    for path in (notes, impostor):
+        os.utime(path, (NOW - 90 * DAY, NOW - 90 * DAY))
+    os.utime(link, (NOW - 90 * DAY, NOW - 90 * DAY), follow_symlinks=False)
+
+    pruned = prune_recordings(recs, Retention(keep_days=30, max_bytes=None), now=NOW)
+    assert sorted(pruned.removed) == sorted(old) and pruned.freed == 3 * 4096 and pruned.error is None
+    assert young.exists() and not any(p.exists() for p in old)
+    assert notes.read_text() == "keep me" and impostor.exists() and subdir.is_dir()
+    assert link.is_symlink() and outside.exists()
+
+    # Older than the limit but the newest: kept, so the last migration can always be replayed.
+    os.utime(young, (NOW - 60 * DAY, NOW - 60 * DAY))
+    again = prune_recordings(recs, Retention(keep_days=30, max_bytes=None), now=NOW)
+    assert again.removed == [] and young.exists() and again.kept == 1
+
+
+def test_pruning_by_size_drops_the_oldest_but_not_one_still_being_written(tmp_path):
+    from migtui.record import Retention, prune_recordings
+
+    recs = tmp_path / "recs"
+    hour = 3600 / DAY
+    files = [put_recording(recs, f"vm{i}-20240101-00000{i}.ndjson", age_days=i * hour, size=MiB) for i in range(8)]
+    # Older than all of them and beyond the size limit, but with no summary at its end and changed
+    # 20 hours ago: another migtui may still be writing it. It is never deleted (and it is counted).
+    writing = put_recording(recs, "live-20240101-000000.ndjson", age_days=20 * hour, size=MiB, summary=False)
+    pruned = prune_recordings(recs, Retention(keep_days=None, max_bytes=int(3.5 * MiB)), now=NOW)
+    # Newest first: vm0, vm1, vm2 fit in 3.5 MiB; vm3 and older go.
+    assert sorted(pruned.removed) == sorted(files[3:])
+    assert writing.exists() and all(f.exists() for f in files[:3])
+    assert pruned.kept == 4 and pruned.kept_bytes == 4 * MiB and pruned.freed == 5 * MiB
+
+    # An interrupted recording (no summary) left alone for over a day is pruned like any other.
+    os.utime(writing, (NOW - 2 * DAY, NOW - 2 * DAY))
+    pruned = prune_recordings(recs, Retention(keep_days=None, max_bytes=int(3.5 * MiB)), now=NOW)
+    assert pruned.removed == [writing] and all(f.exists() for f in files[:3])
+
+
+def test_a_recorder_prunes_its_directory_when_it_starts_and_a_record_file_is_never_pruned(tmp_path):
+    from migtui.record import Retention
+
+    recs = tmp_path / "recs"
+    old = put_recording(recs, "a-20230101-000000.ndjson", age_days=45, now=time.time())
+    new = put_recording(recs, "b-20240101-000000.ndjson", age_days=1, now=time.time())
+    recorder = Recorder(recs, retention=None)
+    assert recorder.pruned is None and old.exists()
+    Recorder(file=old)  # everything into one file: the directory's retention does not apply
+    assert old.exists()
+    recorder = Recorder(recs)  # the default: 30 days, 500 MiB
+    assert recorder.pruned.removed == [old] and new.exists()
+    # What it records next is in the directory, next to what was kept.
+    finished = feed_migration(recorder, seconds=2)
+    assert sorted(p.name for p in recs.iterdir()) == sorted([new.name, finished[0].path.name])
+
+
+def test_pruning_a_large_directory_lists_it_once(tmp_path, monkeypatch):
+    """Only files to delete are opened: a directory of recordings within the limits costs a listing."""
+    from migtui.record import Retention, prune_recordings
+    import migtui.record.retention as retention
+
+    recs = tmp_path / "recs"
+    for i in range(300):
+        put_recording(recs, f"vm{i}-20240101-000000.ndjson", age_days=i / 100, size=100)
+    opened: list[str] = []
+    real = retention._check
+    monkeypatch.setattr(retention, "_check", lambda fd, entry, now: opened.append(entry.name) or real(fd, entry, now))
+    pruned = prune_recordings(recs, Retention(), now=NOW)
+    assert pruned.removed == [] and pruned.kept == 300 and opened == []
+    pruned = prune_recordings(recs, Retention(keep_days=2, max_bytes=None), now=NOW)
+    assert len(pruned.removed) == len(opened) == 99 and pruned.kept == 201
+
+
+# ---- the config file's recording keys ----------------------------------------------------
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def test_config_record_keys_are_read_and_checked(tmp_path):
+    from migtui.config import Config, load_config
+    from migtui.record import Retention
+
+    config = load_config(write_config(tmp_path, "record = false\nrecord-keep-days = 7\nrecord-max-mb = 64\n"))
+    assert config.record is False and config.retention() == Retention(keep_days=7, max_bytes=64 * MiB)
+    assert load_config(write_config(tmp_path, "record-keep-days = 0\nrecord-max-mb = 0\n")).retention().unlimited
+    defaults = load_config(write_config(tmp_path, "theme = \"migtui-dark\"\n"))
+    assert defaults.record is True and defaults.retention() == Retention(keep_days=30, max_bytes=500 * MiB)
+    assert Config().retention() == defaults.retention()
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("record = \"no\"", "record must be true or false"),
+    ("record = 0", "record must be true or false"),
+    ("record-keep-days = -1", "record-keep-days must be a whole number of days from 0 (no limit) to 36500"),
+    ("record-keep-days = 1.5", "record-keep-days must be a whole number of days"),
+    ("record-keep-days = true", "record-keep-days must be a whole number of days"),
+    ("record-keep-days = 99999", "to 36500"),
+    ("record-max-mb = \"500M\"", "record-max-mb must be a whole number of MiB from 0 (no limit)"),
+])
+def test_bad_record_keys_are_refused_in_one_line(tmp_path, line, expected):
+    from migtui.config import ConfigError, load_config
+
+    path = write_config(tmp_path, line + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert expected in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_record_false_in_the_config_is_no_record(tmp_path):
+    from migtui.cli import build_console_parser, make_recorder
+    from migtui.config import load_config
+
+    off = load_config(write_config(tmp_path, "record = false\n"))
+    args = build_console_parser().parse_args(["a=unix:/run/a.qmp"])
+    args.config = off
+    assert make_recorder(args) is None
+    args = build_console_parser().parse_args(["--no-record", "a=unix:/run/a.qmp"])
+    args.config = load_config(write_config(tmp_path, "record = true\n"))
+    assert make_recorder(args) is None
+    # An explicit --record FILE still records, into that file.
+    args = build_console_parser().parse_args(["--record", str(tmp_path / "x.ndjson"), "a=unix:/run/a.qmp"])
+    args.config = off
+    recorder = make_recorder(args)
+    assert recorder is not None and recorder.file == tmp_path / "x.ndjson"
+    from migtui.cli import UsageError
+
+    with pytest.raises(UsageError, match="not allowed with"):
+        build_console_parser().parse_args(["--record", "x", "--no-record", "a=unix:/run/a.qmp"])
+
+
+# ---- the summary: QEMU's odd replies -------------------------------------------------------
+
+
+def feed(recorder: Recorder, session, replies: list[tuple[float, dict]]) -> None:
+    for t, reply in replies:
+        session.vm.tracker.add(parse_query_migrate(reply, t))
+        recorder.observe(session, VMUpdated(session.key, "sample"))
+
+
+def test_a_completed_reply_with_zero_times_waits_for_the_real_one(tmp_path):
+    recorder = Recorder(tmp_path / "recs", retention=None)
+    session = fake_session("z")
+    ram = {"transferred": 64 * MiB, "remaining": 0, "total": 64 * MiB, "dirty-sync-count": 2}
+    feed(recorder, session, [
+        (T0, {"status": "active", "total-time": 100, "setup-time": 3, "ram": dict(ram, remaining=MiB)}),
+        (T0 + 1, {"status": "completed", "total-time": 0, "setup-time": 0, "downtime": 0, "ram": ram}),
+    ])
+    assert not recorder.finished and recorder.recording == ["z"]  # not yet: the times are QEMU 7.2's zeros
+    feed(recorder, session, [(T0 + 1.05, {"status": "completed", "total-time": 1100, "setup-time": 3,
+                                          "downtime": 17, "ram": ram})])
+    done = recorder.finished[0]
+    assert (done.summary["total-time-ms"], done.summary["downtime-ms"], done.summary["setup-time-ms"]) == (1100, 17, 3)
+    assert done.summary["samples"] == 3 and "downtime 17ms" in done.text
+    # Had the zeros been the last word, the summary would not take them for figures.
+    cut = summarize(load_recording(done.path).samples[:2])
+    assert cut["total-time-ms"] == 1100 and cut["downtime-ms"] is None and cut["setup-time-ms"] == 3
+
+
+def test_qemu_14s_completed_reply_without_total_time_extends_the_last_one():
+    # The seed reports no total-time once completed: the summary adds the time since the last report.
+    samples = [parse_query_migrate(r, T0 + i) for i, r in enumerate([
+        {"status": "active", "total-time": 1000, "ram": {"transferred": 10 * MiB, "remaining": 5 * MiB, "total": 16 * MiB}},
+        {"status": "active", "total-time": 2000, "ram": {"transferred": 20 * MiB, "remaining": MiB, "total": 16 * MiB}},
+        {"status": "completed", "downtime": 25, "ram": {"transferred": 22 * MiB, "remaining": 0, "total": 16 * MiB}},
+    ])]
+    summary = summarize(samples)
+    assert summary["total-time-ms"] == 3000 and summary["downtime-ms"] == 25
+    assert summary["average-throughput-bps"] == round(22 * MiB / 3)
+
+
+def test_a_migration_over_before_its_first_sample_in_flight_is_recorded(tmp_path):
+    recorder = Recorder(tmp_path / "recs", retention=None)
+    session = fake_session("quick")
+    done = {"status": "completed", "total-time": 40, "downtime": 5, "ram": {"transferred": MiB, "remaining": 0,
+                                                                           "total": MiB}}
+    feed(recorder, session, [(T0, done)])  # completed long ago: nothing to record
+    assert not recorder.finished and not recorder.recording
+    recorder.observe(session, ActionResult("quick", "migrate", {"uri": "unix:/x"}, True, {}, T0 + 1))
+    feed(recorder, session, [(T0 + 1.5, dict(done, **{"total-time": 45}))])
+    assert len(recorder.finished) == 1 and recorder.finished[0].summary["total-time-ms"] == 45
+    kinds = [line["type"] for line in read_lines(recorder.finished[0].path)]
+    assert kinds == ["header", "action", "sample", "summary"]
+    feed(recorder, session, [(T0 + 2, dict(done, **{"total-time": 45}))])  # still completed: nothing new
+    assert len(recorder.finished) == 1
+
+
+# ---- `migtui migrate --wait` records what it follows ---------------------------------------
+
+
+async def run_migtui(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    import asyncio
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "migtui", *args, env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_migrate_wait_records_the_migration_it_follows(sim, tmp_path):
+    src = await sim.add_vm("src", ram=512 * MiB, dirty_rate=8 * MiB, working_set=16 * MiB)
+    dst = await sim.add_vm("dst", ram=512 * MiB, incoming=True)
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    rc, out, err = await run_migtui("migrate", src.endpoint, "--to", dst.endpoint, "--bandwidth", "64M",
+                                    "--wait", env=env)
+    assert rc == 0, err
+    recs = tmp_path / "state" / "migtui" / "recordings"
+    files = list(recs.iterdir())
+    assert len(files) == 1 and stat.S_IMODE(files[0].stat().st_mode) == 0o600
+    assert f"migtui: src: recorded in {files[0]}" in err.splitlines()
+    lines = read_lines(files[0])
+    assert lines[0]["type"] == "header" and lines[0]["vm"] == "src" and lines[0]["role"] == "outgoing"
+    assert lines[0]["parameters"]["max-bandwidth"] == 64 * MiB
+    samples = [line for line in lines if line["type"] == "sample"]
+    assert samples and samples[-1]["migration"]["status"] == "completed"
+    assert "migrate" in [line["command"] for line in lines if line["type"] == "action"]
+    assert any(line["type"] == "event" and line["event"] == "MIGRATION" for line in lines)
+    summary = lines[-1]
+    assert summary["type"] == "summary" and summary["status"] == "completed" and summary["ended-by"] == "status"
+    last = samples[-1]["migration"]
+    assert summary["total-time-ms"] == last["total-time"] and summary["downtime-ms"] == last["downtime"]
+    assert summary["bytes-sent"] == last["ram"]["transferred"] and summary["passes"] >= 1
+    for key in ("setup-time-ms", "average-throughput-bps", "peak-throughput-bps", "peak-dirty-bytes-per-s"):
+        assert summary[key] is not None, key
+    # What it prints is what it recorded.
+    recording = load_recording(files[0])
+    assert out.splitlines()[-1] == f"src: {summary_text(recording.summary)}"
+    assert recording.warnings == []
+
+
+async def test_migrate_wait_records_nothing_when_told_not_to(sim, tmp_path):
+    config = write_config(tmp_path, "record = false\n")
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    recs = tmp_path / "state" / "migtui" / "recordings"
+    for i, (extra, extra_env) in enumerate([(["--no-record"], {}), ([], {"MIGTUI_CONFIG": str(config)})]):
+        src = await sim.add_vm(f"src{i}", ram=128 * MiB)
+        rc, out, err = await run_migtui("migrate", src.endpoint, "--uri", "exec:cat > /dev/null", "--wait",
+                                        *extra, env={**env, **extra_env})
+        assert rc == 0, err
+        assert out.splitlines()[-1].startswith(f"src{i}: completed in ")
+        assert "recorded" not in err and not recs.exists()
+    rc, out, err = await run_migtui("migrate", "unix:/nowhere.qmp", "--uri", "tcp:h:1", "--record", "x.ndjson",
+                                    env=env)
+    assert rc == 2 and err.strip() == ("migtui: --record FILE records what --wait follows: add --wait "
+                                       "(and no --check)")
+
+
+def test_the_peak_throughput_is_never_below_the_average():
+    # A short migration seen twice (as QEMU 7.2 gave it): in flight with 8 MiB already sent, then
+    # cancelled with no figures. No sample interval measured the transfer, yet some stretch of the
+    # migration ran at its average at least.
+    samples = [
+        parse_query_migrate({"status": "active", "total-time": 14, "setup-time": 6,
+                             "ram": {"transferred": 8 * MiB, "remaining": 100 * MiB, "total": 128 * MiB}}, T0),
+        parse_query_migrate({"status": "cancelled"}, T0 + 0.486),
+    ]
+    summary = summarize(samples)
+    assert summary["total-time-ms"] == 500 and summary["average-throughput-bps"] == 16 * MiB
+    assert summary["peak-throughput-bps"] == 16 * MiB

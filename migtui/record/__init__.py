@@ -1,7 +1,8 @@
 """Recording, replay and export of migrations: the post-mortem side of migtui.
 
 A `Recorder` listens to the backend and writes every migration it sees to an
-NDJSON file (a header, samples, events, actions, settings, a summary);
+NDJSON file (a header, samples, events, actions, settings, a summary) and
+prunes old recordings when it starts (`Retention`, `prune_recordings`);
 `load_recording` reads one back for `migtui replay` and the exporters. Nothing
 here imports Textual: `export_svg` and the replay console load it when called.
 """
@@ -17,7 +18,9 @@ from migtui.record.recorder import (
     default_recordings_dir,
     summarize,
     summary_text,
+    zero_times,
 )
+from migtui.record.retention import Pruned, Retention, prune_recordings
 from migtui.record.replay import Cursor, Recording, RecordingError, list_recordings, load_recording, load_recordings
 
 __all__ = [
@@ -25,9 +28,11 @@ __all__ = [
     "FORMAT",
     "Cursor",
     "Finished",
+    "Pruned",
     "Recorder",
     "Recording",
     "RecordingError",
+    "Retention",
     "SummaryBuilder",
     "default_recordings_dir",
     "export_csv",
@@ -35,7 +40,9 @@ __all__ = [
     "list_recordings",
     "load_recording",
     "load_recordings",
+    "prune_recordings",
     "run_export",
     "summarize",
     "summary_text",
+    "zero_times",
 ]

@@ -13,7 +13,9 @@ and action of every VM and writes, per migration,
     {"type": "summary", "vm", "time", "ended-by", "status", "error-desc", "total-time-ms", ...}
 
 A migration starts when a VM's status goes into an in-flight state (setup,
-active, ...; or when migtui first sees it in flight) and ends at completed,
+active, ...; or when migtui first sees it in flight; or, for one over before
+migtui sampled it in flight, at a finished status right after a `migrate` or
+QEMU's setup event) and ends at completed,
 failed or cancelled, when the VM disconnects, when a new migration replaces it,
 or when the recorder closes. Events and actions that came just before the
 first in-flight sample (the `migrate` command, MIGRATION setup) are kept and
@@ -45,6 +47,7 @@ from migtui.model.units import format_bytes, format_ms, format_rate
 from migtui.model.vm import Connection, VMState
 from migtui.qmp.audit import redact
 from migtui.qmp.messages import ActionResult, BackendMessage, Listener, VMEvent, VMUpdated
+from migtui.record.retention import Pruned, Retention, prune_recordings
 
 __all__ = [
     "FORMAT",
@@ -55,12 +58,14 @@ __all__ = [
     "default_recordings_dir",
     "summarize",
     "summary_text",
+    "zero_times",
 ]
 
 FORMAT = "migtui-recording"
 VERSION = 1
 PENDING_MAX = 32  # events/actions kept per idle VM, waiting for a migration to start
 PENDING_SECONDS = 30.0  # ... and for at most this long before its first in-flight sample
+ZERO_TIME_REPLIES = 5  # completed-with-zero-times replies to wait through (as the session re-asks)
 MAX_OPEN_FILES = 64  # descriptors kept open across writes; a fleet of migrations reopens the rest
 
 _log = logging.getLogger(__name__)
@@ -102,6 +107,8 @@ class SummaryBuilder:
         self.peak_throughput: float | None = None
         self.peak_dirty: float | None = None
         self.error_desc: str | None = None
+        self.downtime_ms: float | None = None
+        self._total_at: float | None = None  # when QEMU last reported total-time
 
     def add(self, sample: MigrationSample) -> None:
         derived = self._tracker.add(sample)
@@ -114,12 +121,17 @@ class SummaryBuilder:
             self.bytes_sent = sent
         if derived.passes is not None:
             self.passes = derived.passes
+        glitch = zero_times(sample)  # QEMU 7.2's first reply after completion: every time is 0
         setup = sample.get(None, "setup-time")
-        if setup is not None:
+        if setup is not None and not glitch:
             self.setup_ms = setup
         total = sample.get(None, "total-time")
-        if total is not None:
+        if total is not None and not glitch:
             self.total_ms = total
+            self._total_at = sample.time
+        downtime = sample.get(None, "downtime")
+        if downtime is not None and not glitch:
+            self.downtime_ms = downtime
         self.peak_throughput = _max(self.peak_throughput, derived.throughput_bps)
         self.peak_dirty = _max(self.peak_dirty, derived.dirty_bytes_per_s)
         if sample.error_desc:
@@ -129,9 +141,17 @@ class SummaryBuilder:
         first, last = self.first, self.last
         wall = (last.time - first.time) if first is not None and last is not None else None
         total_ms = self.total_ms if self.total_ms is not None else (None if wall is None else wall * 1000)
+        if self.total_ms is not None and last is not None and self._total_at is not None and last.time > self._total_at:
+            # The last replies had no total-time (QEMU 1.4 once it completed or failed): add the time since.
+            total_ms = round(self.total_ms + (last.time - self._total_at) * 1000)
         average = None
         if self.bytes_sent is not None and total_ms:
             average = self.bytes_sent / (total_ms / 1000)
+        peak = self.peak_throughput
+        if average is not None and (peak is None or average > peak):
+            # Some stretch of the migration ran at least at its average; samples too few or too
+            # far apart (a short migration: setup, then completed) would show a lower peak.
+            peak = average
         return {
             "status": last.status if last is not None else None,
             "error-desc": self.error_desc,
@@ -141,13 +161,18 @@ class SummaryBuilder:
             "total-time-ms": total_ms,  # QEMU's total-time; the span of the samples when it has none
             "wall-time-s": None if wall is None else round(wall, 3),
             "setup-time-ms": self.setup_ms,
-            "downtime-ms": last.get(None, "downtime") if last is not None else None,
+            "downtime-ms": self.downtime_ms,
             "bytes-sent": self.bytes_sent,  # ram + disk transferred
             "passes": self.passes,
             "average-throughput-bps": None if average is None else round(average),
-            "peak-throughput-bps": None if self.peak_throughput is None else round(self.peak_throughput),
+            "peak-throughput-bps": None if peak is None else round(peak),
             "peak-dirty-bytes-per-s": None if self.peak_dirty is None else round(self.peak_dirty),
         }
+
+
+def zero_times(sample: MigrationSample) -> bool:
+    """QEMU 7.2 can answer the first query after completion with every time zero; the next reply is right."""
+    return sample.status == "completed" and sample.get(None, "total-time") == 0
 
 
 def summarize(samples: Iterable[MigrationSample]) -> dict[str, Any]:
@@ -220,6 +245,7 @@ class _Track:
     parameters: dict[str, Any] = field(default_factory=dict)
     capabilities: dict[str, bool] = field(default_factory=dict)
     run_state: str | None = None
+    zero_replies: int = 0  # completed replies with zero times (QEMU 7.2) seen so far
 
 
 def _dumps(obj: dict[str, Any]) -> bytes:
@@ -254,6 +280,8 @@ class Recorder:
     lookup: key -> session (e.g. Fleet.get), so `listener` can be given to sessions directly;
       without it call `observe(session, message)`.
     on_finish: called with each Finished recording (also kept in `finished`).
+    retention: old recordings in `directory` are pruned when the recorder starts (default: 30 days,
+      500 MiB; None: never); what was removed is in `pruned`. A --record FILE is never pruned.
     """
 
     def __init__(
@@ -264,6 +292,7 @@ class Recorder:
         lookup: Callable[[str], _Session | None] | None = None,
         on_finish: Callable[[Finished], None] | None = None,
         clock: Callable[[], float] = time.time,
+        retention: Retention | None = Retention(),
     ) -> None:
         if directory is not None and file is not None:
             raise ValueError("give a directory or a file, not both")
@@ -281,6 +310,11 @@ class Recorder:
         self._shared_fd: int | None = None
         self._fds: OrderedDict[Path, int] = OrderedDict()  # least recently written first
         self._closed = False
+        self.pruned: Pruned | None = None
+        if self.directory is not None and retention is not None:
+            self.pruned = prune_recordings(self.directory, retention)
+            if self.pruned.error:
+                _log.warning("recordings: %s", self.pruned.error)
 
     # ---- the listener side -------------------------------------------------
 
@@ -390,15 +424,32 @@ class Recorder:
             finished = self._finish(session, reason)
             track = None
         if track is None:
-            if not sample.in_flight:
+            if not sample.in_flight and not (sample.finished and self._just_started(key, sample.time)):
                 if sample.finished or sample.status == "none":
                     self._pending.pop(key, None)  # what came before this idle state belongs to no migration
                 return finished
             track = self._start(session, sample)
         self._write_sample(session, track, sample)
         if sample.finished:
+            if zero_times(sample) and track.zero_replies < ZERO_TIME_REPLIES:
+                track.zero_replies += 1  # the session asks again at once: the summary waits for real times
+                return finished
             return self._finish(session, "status")
         return finished
+
+    def _just_started(self, key: str, now: float) -> bool:
+        """A migration began (migtui's `migrate`, or QEMU's setup event) since the last one ended:
+        a finished first sample is that migration, over before migtui sampled it in flight."""
+        after = max(self._ended_at.get(key, float("-inf")), now - PENDING_SECONDS)
+        for when, line in self._pending.get(key, ()):
+            if when <= after:
+                continue
+            if line["type"] == "action" and line.get("command") == "migrate" and line.get("ok"):
+                return True
+            if line["type"] == "event" and line.get("event") == "MIGRATION" \
+                    and isinstance(line.get("data"), dict) and line["data"].get("status") == "setup":
+                return True
+        return False
 
     def _start(self, session: _Session, sample: MigrationSample) -> _Track:
         vm = session.vm
