@@ -494,6 +494,18 @@ def _row_strip(marker: list[str], fg: list[Any], st: list[Any], bg: list[Any], w
         start, current = 0, None
         for match in _INK.finditer(line):
             a, e = match.span()
+            run = fg[a:e]
+            if run.count(run[0]) == e - a:  # one colour over the whole run (the usual case): one look
+                colour = run[0]
+                if colour != current:
+                    if current is not None:
+                        style = styles.get(current)
+                        if style is None:
+                            style = styles[current] = _cell_style(current, _NO, b)
+                        append(Segment(line[start:a], style))
+                        start = a
+                    current = colour
+                continue
             for i in range(a, e):
                 colour = fg[i]
                 if colour != current:
@@ -975,25 +987,38 @@ def redraw_cost(
     points: int = 7200,
     runs: int = 9,
     layout: Literal["each", "grid"] = "each",
+    source: Literal["history", "all"] = "history",
 ) -> float:
     """Median ms to set_data and fully rebuild all four graphs after one new sample.
 
     layout="each": every graph is width x height (the worst case);
     layout="grid": the four share width x height in a 2x2 grid, as on the dashboard.
-    Counts data copy, downsampling, plotext's frame (rebuilt only when axes
-    change, as live), painting and conversion to Strips; not Textual's
+    source="history": `points` samples go through a live session's History (which thins
+    what is older than its newest points), and each run appends one sample and reads
+    the history back, as the dashboard does; "all": every point is drawn (a replay of a
+    long recording). Counts data copy, downsampling, plotext's frame (rebuilt only when
+    axes change, as live), painting and conversion to Strips; not Textual's
     compositor. One hour at 2 samples/s is 7200 points.
     """
+    from migtui.model.history import History
+
     if layout == "grid":
         width, height = width // 2, height // 2
     runs = max(1, runs)
-    history, marks = synthetic_history(points + runs)
+    samples, marks = synthetic_history(points + runs)
+    history = History(points)
+    for point in samples[:points]:
+        history.append(point)
     graphs = [cls() for cls in GRAPH_CLASSES]
     theme = "textual-dark"  # a full-colour theme that textual-plotext registers on import
     timings: list[float] = []
     for run in range(runs):  # the window slides by one sample per run, as it does live
-        window = history[run : run + points]
         began = time.perf_counter()
+        if source == "history":
+            history.append(samples[points + run])
+            window = list(history.points)
+        else:
+            window = samples[run : run + points]
         for graph in graphs:
             graph.set_data(window, marks, 128 * _MIB)
             graph.build_strips(width, height, theme)
