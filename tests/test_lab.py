@@ -31,7 +31,7 @@ from migtui.lab import (
     build_dirty_guest,
 )
 from migtui.lab.guest import guest_image
-from migtui.lab.lab import parse_mem
+from migtui.lab.lab import parse_mem, remove_stale_labs
 
 # Fixtures, by name (harmless if tests/conftest.py imports them as well).
 lab_pair = lab_fixtures.lab_pair
@@ -307,6 +307,15 @@ async def test_qemu_dies_with_a_killed_parent() -> None:
         proc.kill()  # SIGKILL: no atexit, only PR_SET_PDEATHSIG can help
         await proc.wait()
         await wait_until(lambda: not any(pid_alive(pid) for pid in info["pids"]))
+        # Nobody was left to remove the directory; the next lab in the same place does.
+        left = Path(info["dir"])
+        assert left.exists()
+        alive = left.parent / f"migtui-lab-{os.getpid()}-keep"  # a running migtui's lab stays
+        alive.mkdir()
+        try:
+            assert left in remove_stale_labs(left.parent)
+            assert not left.exists() and alive.exists()
+        finally:
+            alive.rmdir()
     finally:
-        # Nobody was left to remove the directory.
         shutil.rmtree(info["dir"], ignore_errors=True)

@@ -221,6 +221,20 @@ def test_an_hour_of_history_keeps_fixed_memory_the_whole_migration_and_the_newes
     assert history.last() == points[-1] and history.last() is not points[-1]
 
 
+def test_a_thousand_passes_keep_bounded_marks_over_the_whole_migration():
+    from migtui.model.history import PASS_MARKS, History, PassMark
+
+    history = History(7200)
+    for number in range(1, 1201):  # a pass every 3 s for an hour
+        history.mark_pass(PassMark(3.0 * number, number))
+        history.mark_pass(PassMark(3.0 * number + 0.1, number))  # the event and the counter: one mark
+    marks = history.passes
+    assert PASS_MARKS // 2 <= len(marks) <= PASS_MARKS
+    numbers = [m.number for m in marks]
+    assert numbers == sorted(set(numbers)) and numbers[-1] == 1200 and numbers[0] <= 8
+    assert all(m.time == 3.0 * m.number for m in marks)
+
+
 def test_history_point_none_and_status_survive_storage():
     from migtui.model.history import History, HistoryPoint
 

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -132,6 +133,7 @@ class Lab:
             self.accel = self._accel_request
 
         parent = self._parent_dir or _default_parent_dir()
+        remove_stale_labs(parent)
         # mkdtemp makes the directory 0700 atomically: sockets inside are
         # unreachable for other users from the first moment.
         self._dir = Path(
@@ -214,6 +216,34 @@ class Lab:
             vm.kill_nowait()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def remove_stale_labs(parent: Path) -> list[Path]:
+    """Remove lab directories left by a migtui that was killed (kill -9 runs no cleanup).
+
+    Only our own `migtui-lab-<pid>-*` directories whose process is gone; their QEMUs died
+    with it (PR_SET_PDEATHSIG). Returns what was removed.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        parts = entry.name.split("-")
+        if len(parts) < 4 or parts[:2] != ["migtui", "lab"] or not parts[2].isdigit():
+            continue
+        try:
+            info = entry.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue  # never follow a link, never touch another user's files
+            os.kill(int(parts[2]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+        except OSError:
+            continue  # alive under another user, or unreadable: leave it
+    return removed
 
 
 async def _report_exit(vm: QemuVM, out: TextIO) -> None:

@@ -15,18 +15,21 @@ take seconds). HistoryPoint objects are made on demand when read.
 from __future__ import annotations
 
 import struct
+from array import array
 from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Iterator, Sequence
 
-__all__ = ["HistoryPoint", "History", "PassMark", "FULL_RESOLUTION", "ARCHIVE_POINTS"]
+__all__ = ["HistoryPoint", "History", "PassMark", "FULL_RESOLUTION", "ARCHIVE_POINTS", "PASS_MARKS"]
 
 # The newest points kept at full resolution: two minutes at the in-flight poll rate.
 FULL_RESOLUTION = 240
 # The thinned archive of everything older: an hour of samples fits at a 10-20 s step.
 ARCHIVE_POINTS = 360
+# Pass marks kept: past this, every other one goes (a graph cannot show more lines than columns).
+PASS_MARKS = 360
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +143,10 @@ class History:
         self._archive_seqs: list[int] = []
         self._stride = 1
         self._seq = 0  # points ever appended; never reset, so a seq is never reused
-        self.passes: deque[PassMark] = deque(maxlen=self._maxlen)
+        # Pass marks as two arrays: a non-converging hour has over a thousand of them.
+        self._pass_times = array("d")
+        self._pass_numbers = array("q")
+        self._marks_cap = min(self._maxlen, PASS_MARKS)
 
     @property
     def maxlen(self) -> int:
@@ -189,10 +195,24 @@ class History:
     def last(self) -> HistoryPoint | None:
         return _unpack(self._recent[-1]) if self._recent else None
 
+    @property
+    def passes(self) -> list[PassMark]:
+        """The pass marks held, oldest first."""
+        return list(map(PassMark, self._pass_times, self._pass_numbers))
+
     def mark_pass(self, mark: PassMark) -> None:
-        if self.passes and self.passes[-1].number == mark.number:
+        numbers = self._pass_numbers
+        if numbers and numbers[-1] == mark.number:
             return  # the event and the counter report the same pass
-        self.passes.append(mark)
+        self._pass_times.append(mark.time)
+        numbers.append(mark.number)
+        if len(numbers) > self._marks_cap:
+            if self._archive_cap:  # a long history: keep marks over all of it, every other one
+                self._pass_times = self._pass_times[::-1][::2][::-1]
+                self._pass_numbers = numbers[::-1][::2][::-1]
+            else:  # a short ring: the oldest drop out, as its points do
+                del self._pass_times[0]
+                del numbers[0]
 
     def __len__(self) -> int:
         if not self._archive or not self._recent:
@@ -207,4 +227,5 @@ class History:
         self._archive.clear()
         self._archive_seqs.clear()
         self._stride = 1
-        self.passes.clear()
+        del self._pass_times[:]
+        del self._pass_numbers[:]

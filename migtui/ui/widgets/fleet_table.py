@@ -48,6 +48,8 @@ class FleetTable(ScrollView, can_focus=True):
         Binding("home", "first", "First", show=False),
         Binding("end", "last", "Last", show=False),
         Binding("enter", "select", "Open", show=False),
+        Binding("left", "scroll_left", "Left", show=False),
+        Binding("right", "scroll_right", "Right", show=False),
     ]
 
     COMPONENT_CLASSES = {"fleet-table--header", "fleet-table--cursor"}
