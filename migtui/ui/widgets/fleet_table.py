@@ -120,6 +120,7 @@ class FleetTable(ScrollView, can_focus=True):
         self._index: dict[str, int] = {}
         self._lines: dict[str, tuple[str, Style]] = {}  # key -> (rendered text, row style)
         self._styles: dict[str, Style] = {}
+        self._looks: tuple[Style, Style, Style] | None = None  # base, header, cursor: costly to resolve
         self.cursor_row = 0
         self.heading_marks: dict[str, str] = {}  # column key -> a mark after its label (sort arrow)
         self.renders = 0  # rows rendered from their cells (for tests and benchmarks)
@@ -201,6 +202,7 @@ class FleetTable(ScrollView, can_focus=True):
         super().notify_style_update()
         self._lines.clear()  # theme or focus changed the styles rows are drawn in
         self._styles.clear()
+        self._looks = None
 
     def _style(self, spec: str) -> Style:
         style = self._styles.get(spec)
@@ -230,12 +232,18 @@ class FleetTable(ScrollView, can_focus=True):
             self._lines[key] = line
         return line
 
+    def _resolved_looks(self) -> tuple[Style, Style, Style]:
+        if self._looks is None:
+            base = self.rich_style
+            self._looks = (base, base + self.get_component_rich_style("fleet-table--header"),
+                           self.get_component_rich_style("fleet-table--cursor"))
+        return self._looks
+
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         width = self.scrollable_content_region.width
-        base = self.rich_style
+        base, header, cursor = self._resolved_looks()
         if y == 0:
-            header = base + self.get_component_rich_style("fleet-table--header")
             text = self._text([label + self.heading_marks.get(key, "") for key, label, _ in self.columns])
             strip = Strip([Segment(text, header)], self._width)
         else:
@@ -245,7 +253,7 @@ class FleetTable(ScrollView, can_focus=True):
             text, style = self._row_line(self._keys[index])
             style = base + style
             if index == self.cursor_row:
-                style += self.get_component_rich_style("fleet-table--cursor")
+                style += cursor
             strip = Strip([Segment(text, style)], self._width)
         return strip.crop_extend(scroll_x, scroll_x + width, base)
 
