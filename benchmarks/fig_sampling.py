@@ -9,6 +9,8 @@ reply carries every field. Each client then takes the main monitor in turn
               then write/readline/json.loads): the floor
   qemu.qmp    a bare loop of QMPClient.execute('query-migrate'): the library floor
   qemu.qmp+   the same with migtui's _Client (qemu.qmp without its debug-format hooks)
+  direct      a bare loop of _Client.request('query-migrate'): migtui's sampling path
+              through its client (one write, one future; qemu.qmp's reader task), no model
   migtui      `await session.sample()` on a connected VMSession: round trip,
               parse, derived values, history
   socat       one process per query: socat piping qmp_capabilities + query-migrate
@@ -78,6 +80,17 @@ async def _qmp_lib_migtui_client(path: str, n: int) -> tuple[float, float, Any]:
     from migtui.qmp.session import _Client  # private: qemu.qmp minus its debug-format hooks
 
     return await _qmp_lib(path, n, _Client)
+
+
+async def _migtui_client_direct(path: str, n: int) -> tuple[float, float, Any]:
+    from migtui.qmp.session import _Client
+
+    client = _Client("bench")
+    await client.connect(path)
+    try:
+        return await _timed(lambda: client.request("query-migrate"), n)
+    finally:
+        await client.disconnect()
 
 
 async def _migtui(path: str, n: int) -> tuple[float, float, Any]:
@@ -159,6 +172,7 @@ async def run(quick: bool, tmp: Path) -> dict[str, Any]:
         "raw": _raw,
         "qemu.qmp": _qmp_lib,
         "qemu.qmp+migtui_client": _qmp_lib_migtui_client,
+        "migtui_client_direct": _migtui_client_direct,
         "migtui": _migtui,
     }
     paced_clients = ["raw", "qemu.qmp", "migtui"]
@@ -250,6 +264,8 @@ async def run(quick: bool, tmp: Path) -> dict[str, Any]:
         "ratios": {
             "migtui_over_qemu.qmp": rnd(m / us["qemu.qmp"], 3),
             "migtui_over_qemu.qmp+migtui_client": rnd(m / us["qemu.qmp+migtui_client"], 3),
+            "migtui_over_migtui_client_direct": rnd(m / us["migtui_client_direct"], 3),
+            "migtui_client_direct_over_raw": rnd(us["migtui_client_direct"] / us["raw"], 3),
             "migtui_over_raw": rnd(m / us["raw"], 3),
             "socat_over_migtui": rnd(us["socat"] / m, 1),
             "qmp_shell_over_migtui": rnd(us["qmp_shell"] / m, 1),

@@ -176,3 +176,155 @@ async def test_qemu_refusal_is_raised_with_its_sentence(sim, open_session):
     with pytest.raises(QMPRefused) as err:
         await session.execute("migrate", {"uri": "bogus:x"})
     assert err.value.desc and "bogus" not in str(err.value.command)
+
+
+def count_sends(session, command: str = "query-migrate") -> dict[str, int]:
+    """Count `command` requests the session's client sends, and the most ever unanswered at once."""
+    client = session._client
+    send = client.send
+    seen = {"sent": 0, "unanswered": 0, "most_unanswered": 0}
+
+    def settled(_future) -> None:
+        seen["unanswered"] -= 1
+
+    def counting(name, args=None):
+        future = send(name, args)
+        if name == command:
+            seen["sent"] += 1
+            seen["unanswered"] += 1
+            seen["most_unanswered"] = max(seen["most_unanswered"], seen["unanswered"])
+            future.add_done_callback(settled)
+        return future
+
+    client.send = counting
+    return seen
+
+
+async def test_slow_reply_marks_unresponsive_then_recovers(sim, open_session):
+    vm = await sim.add_vm("slow")
+    messages: list = []
+    session = open_session(vm.endpoint, messages, poll_interval=0.05, active_interval=0.05, request_timeout=0.2)
+    assert await session.wait_connected(5)
+    seen = count_sends(session)
+    vm.set_reply_delay(0.6)
+    await wait_until(lambda: session.vm.connection == Connection.UNRESPONSIVE, timeout=5)
+    assert "no answer to query-migrate for 0.2s" in session.vm.reason
+    vm.set_reply_delay(0.0)
+    # The late reply itself brings the VM back, with a fresh sample.
+    samples = sum(1 for m in messages if getattr(m, "what", None) == "sample")
+    await wait_until(lambda: session.vm.connection == Connection.CONNECTED, timeout=5)
+    assert session.vm.reason is None
+    await wait_until(lambda: sum(1 for m in messages if getattr(m, "what", None) == "sample") > samples, timeout=5)
+    assert seen["most_unanswered"] == 1
+
+
+async def test_stalled_vm_shares_one_request_and_closes_promptly(sim, open_session):
+    vm = await sim.add_vm("frozen")
+    session = open_session(vm.endpoint, poll_interval=0.05, active_interval=0.05, request_timeout=0.2)
+    assert await session.wait_connected(5)
+    seen = count_sends(session)
+    vm.freeze()
+    await wait_until(lambda: session.vm.connection == Connection.UNRESPONSIVE, timeout=5)
+    sent = seen["sent"]
+    stalled = session._inflight
+    # Callers that want a sample now wait for the same reply; one of them giving up abandons nothing.
+    callers = [asyncio.create_task(session.sample()) for _ in range(3)]
+    session.poll_now()
+    await asyncio.sleep(0)  # one loop turn: the callers start and find the request in flight
+    callers[0].cancel()
+    await asyncio.gather(callers[0], return_exceptions=True)
+    assert session._inflight is stalled and not stalled.done()
+    assert seen["sent"] == sent and seen["most_unanswered"] == 1
+    vm.thaw()
+    samples = await asyncio.wait_for(asyncio.gather(*callers[1:]), 5)
+    assert all(s.status == "none" for s in samples)
+    await wait_until(lambda: session.vm.connection == Connection.CONNECTED, timeout=5)
+    # Stalled again: close() must not hang on the unanswered request (cancellation reaches it).
+    vm.freeze()
+    await wait_until(lambda: session.vm.connection == Connection.UNRESPONSIVE, timeout=5)
+    await asyncio.wait_for(session.close(), 3)
+    assert session._task is None and session._inflight is None
+    assert seen["most_unanswered"] == 1
+
+
+
+async def test_cancelled_sender_leaves_its_request_to_the_next_waiter(sim, open_session):
+    vm = await sim.add_vm("frozen")
+    session = open_session(vm.endpoint, autopoll=False, request_timeout=0.2)
+    assert await session.wait_connected(5)
+    seen = count_sends(session)
+    frozen_at = len(vm.received)
+    vm.freeze()
+    first = asyncio.create_task(session.sample())
+    await asyncio.sleep(0)  # one loop turn: `first` sends the request
+    second = asyncio.create_task(session.sample())
+    await asyncio.sleep(0)  # one loop turn: `second` finds it in flight and waits for it
+    assert seen["sent"] == 1
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    assert first.cancelled()
+    await asyncio.sleep(0)  # one loop turn: `second` learns its sender gave up
+    # The request is still on the wire: `second` waits for its reply and sends nothing.
+    assert not second.done() and seen["sent"] == 1
+    assert session._inflight is not None and not session._inflight.done()
+    vm.thaw()
+    assert (await asyncio.wait_for(second, 5)).status == "none"
+    assert [n for n, _ in vm.received[frozen_at:]].count("query-migrate") == 1
+    await wait_until(lambda: session.vm.connection == Connection.CONNECTED, timeout=5)
+
+
+async def test_migration_pass_event_samples_at_once(sim, open_session):
+    vm = await sim.add_vm("passes", dirty_rate=300 * MiB, working_set=256 * MiB, ram=1024 * MiB)
+    messages: list = []
+    # No timed poll for a minute: only events can make the session sample.
+    session = open_session(vm.endpoint, messages, poll_interval=60, active_interval=60)
+    assert await session.wait_connected(5)
+    seen = count_sends(session)
+    await start_migration(session, MigrationOptions(bandwidth=32 * MiB), uri="exec:cat > /dev/null")
+
+    def last_pass() -> int:
+        events = [m.data["pass"] for m in messages if getattr(m, "event", None) == "MIGRATION_PASS"]
+        return events[-1] if events else 0
+
+    await wait_until(lambda: last_pass() >= 3, timeout=10)
+    # The pass column (dirty-sync-count of query-migrate) follows each event, not the next poll.
+    await wait_until(lambda: (session.vm.derived.passes or 0) >= last_pass(), timeout=2)
+    assert seen["most_unanswered"] == 1
+
+
+async def test_direct_request_path_raises_qemus_error(sim, open_session):
+    vm = await sim.add_vm("vm")
+    session = open_session(vm.endpoint)
+    assert await session.wait_connected(5)
+    client = session._client
+    assert (await client.request("query-status"))["status"] == "running"
+    from qemu.qmp import ExecuteError
+
+    with pytest.raises(ExecuteError) as err:
+        await client.request("no-such-command")
+    assert err.value.error_class == "CommandNotFound"
+    assert await client.request("query-name") is not None and client._replies == {}
+
+
+async def test_replies_are_routed_as_bytes_arrive_and_the_rest_left_in_order():
+    from migtui.qmp.session import _Client
+
+    loop = asyncio.get_running_loop()
+    client = _Client("unit")
+    reader = asyncio.StreamReader()
+    client._reader = reader
+    client._hook_reader()
+    first, second = loop.create_future(), loop.create_future()
+    client._replies.update({"mt1": first, "mt2": second})
+    # Whole lines: the reply resolves its future at once; the event stays for qemu.qmp's reader task.
+    reader.feed_data(b'{"event": "MIGRATION_PASS", "data": {"pass": 2}}\r\n{"return": {"status": "active"}, "id": "mt1"}\r\n')
+    assert first.result() == {"return": {"status": "active"}, "id": "mt1"}
+    assert b"MIGRATION_PASS" in await reader.readline()
+    # A reply split across reads is left whole, in order, to the reader task.
+    reader.feed_data(b'{"return": {}, "id"')
+    reader.feed_data(b': "mt2"}\r\n')
+    assert not second.done() and await reader.readline() == b'{"return": {}, "id": "mt2"}\r\n'
+    # Not ours (unknown id, garbage): untouched.
+    reader.feed_data(b'{"return": {}, "id": "other"}\r\nnot json\r\n')
+    assert await reader.readline() == b'{"return": {}, "id": "other"}\r\n'
+    assert await reader.readline() == b"not json\r\n"

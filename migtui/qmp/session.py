@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
 import os
 import socket
@@ -22,8 +23,11 @@ import stat
 import time
 from typing import Any
 
-from qemu.qmp import ConnectError, ExecuteError, QMPClient
+from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, QMPClient
+from qemu.qmp.message import Message
+from qemu.qmp.models import ErrorResponse
 from qemu.qmp.protocol import Runstate
+from qemu.qmp.qmp_client import BadReplyError
 
 from migtui.model.derived import MigrationTracker
 from migtui.model.endpoint import Endpoint
@@ -44,6 +48,9 @@ logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 WATCHED_EVENTS = frozenset({"MIGRATION", "MIGRATION_PASS", "STOP", "RESUME", "SHUTDOWN"})
 # Events after which the migration status or run-state may have changed.
 _POLL_AFTER = frozenset({"MIGRATION", "STOP", "RESUME", "SHUTDOWN", "BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED"})
+# A MIGRATION_PASS asks for a sample too (the pass count is in query-migrate), but at most one
+# such poll per this many seconds: a migration with a tiny dirty set can sync many times a second.
+_PASS_POLL_GAP = 0.1
 
 
 class SessionOptions:
@@ -98,14 +105,35 @@ def _nudge(writer: asyncio.StreamWriter) -> None:
         writer.write(b"\n")
 
 
+# The qemu.qmp internals _Client's direct request path overrides or calls (as in
+# qemu.qmp 0.0.6); should a release lack one, send() falls back to the stock execute().
+_DIRECT = all(hasattr(QMPClient, name) for name in ("_bh_recv_message", "_readline", "_bh_disconnect", "_on_message"))
+
+
 class _Client(QMPClient):
-    """qemu.qmp's client, without its per-message debug formatting.
+    """qemu.qmp's client, without its per-message debug formatting, plus a direct request path.
 
     The stock inbound/outbound hooks re-serialise every message to JSON for a
     debug log line even when debug logging is off: a fifth of a 1000-VM
     console's CPU. These hooks exist to be overridden; ours format only when
     someone is listening.
+
+    send() is the sampling path: the stock execute() builds and copies a
+    `Message`, hands it to a writer task through a queue, and routes the reply
+    back through a queue per request (several Task switches, a Queue and its
+    Event per call). send() writes the bytes itself and returns a future that
+    is resolved with the reply dict as soon as its line arrives (_hook_reader),
+    or else by the reader task. Connection, negotiation, events and every
+    other command stay on qemu.qmp's own path; a reply whose id send() did not
+    register goes there too.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._next_id = 0
+        self._heads: dict[str, bytes] = {}  # command -> b'{"execute": "CMD", "id": "'
+        self._hooked: object = None  # the StreamReader whose feed_data routes replies
 
     def _cb_outbound(self, msg):  # type: ignore[no-untyped-def]
         if self.logger.isEnabledFor(logging.DEBUG):
@@ -121,13 +149,172 @@ class _Client(QMPClient):
 
     def _do_send(self, msg) -> None:  # type: ignore[no-untyped-def]
         assert self._writer is not None
+        self._write(bytes(msg) + b"\n")
+
+    def _write(self, data: bytes) -> None:
         writer = self._writer
-        writer.write(bytes(msg) + b"\n")
+        assert writer is not None
+        writer.write(data)
         if self.tls:
             # QEMU 7.2's TLS chardev holds a lone TLS record until the next one
             # arrives (seen here: the reply comes only after more bytes). A
             # second record with a harmless newline makes it read the first.
             asyncio.get_running_loop().call_later(0.005, _nudge, writer)
+
+    # ---- the direct request path -----------------------------------------
+
+    def send(self, command: str, args: dict[str, Any] | None = None) -> asyncio.Future[dict[str, Any]]:
+        """Send `command` now; the future gets QEMU's whole reply (see result()).
+
+        Cancelling the future abandons the request (its late reply is dropped).
+        When the connection ends first, the future fails with ExecInterruptedError.
+        """
+        loop = asyncio.get_running_loop()
+        if not _DIRECT:
+            return loop.create_task(self._stock_reply(command, args))
+        if self.runstate != Runstate.RUNNING or self._writer is None:
+            # qemu.qmp's own error for this state (StateError); runstate RUNNING here also
+            # means _bh_disconnect has not run yet, so it will fail this future if it must.
+            return loop.create_task(self._stock_reply(command, args))
+        if self._hooked is not self._reader:
+            self._hook_reader()
+        self._next_id += 1
+        ident = f"mt{self._next_id}"
+        if args is None:
+            head = self._heads.get(command)
+            if head is None:
+                head = self._heads[command] = json.dumps({"execute": command})[:-1].encode() + b', "id": "'
+            data = head + ident.encode() + b'"}\n'
+        else:
+            data = json.dumps({"execute": command, "arguments": args, "id": ident}).encode() + b"\n"
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug("--> %s", data.decode(errors="replace").rstrip())
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._replies[ident] = future
+        try:
+            self._write(data)
+        except BaseException:
+            del self._replies[ident]
+            raise
+        return future
+
+    def rewait(self, future: asyncio.Future[dict[str, Any]]) -> asyncio.Future[dict[str, Any]] | None:
+        """A new future for the reply that `future` (from send(), now cancelled) was waiting for.
+
+        None when no reply will come to it any more (it came, or the connection ended).
+        """
+        for ident, registered in self._replies.items():
+            if registered is future:
+                replacement: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+                self._replies[ident] = replacement
+                return replacement
+        return None
+
+    async def _stock_reply(self, command: str, args: dict[str, Any] | None) -> dict[str, Any]:
+        try:
+            return {"return": await self.execute(command, args)}
+        except ExecuteError as err:
+            return dict(err.received)
+
+    async def request(self, command: str, args: dict[str, Any] | None = None) -> Any:
+        """execute() by the direct path: QEMU's return value; raises ExecuteError like execute()."""
+        return self.result(await self.send(command, args), command, args)
+
+    @staticmethod
+    def result(reply: dict[str, Any], command: str, args: dict[str, Any] | None = None) -> Any:
+        """The return value of a reply from send(); ExecuteError for QEMU's error, as execute() raises."""
+        if "return" in reply:
+            return reply["return"]
+        sent = Message({"execute": command, **({"arguments": args} if args is not None else {})})
+        received = Message(reply)
+        if "error" in reply:
+            try:
+                error = ErrorResponse(received)
+            except (KeyError, TypeError) as err:
+                raise BadReplyError("QMP error reply is malformed", received, sent) from err
+            raise ExecuteError(error, sent, received)
+        raise BadReplyError("QMP reply is missing a 'error' or 'return' member", received, sent)
+
+    def _hook_reader(self) -> None:
+        """Route replies to send() as bytes arrive, before they reach the reader task.
+
+        Whole lines that answer a send() resolve its future right in the
+        transport's data callback, as a plain asyncio client would be woken:
+        one event-loop turn per reply instead of three (the reader task's
+        wake-up, its readline, then the caller). Anything else, and any chunk
+        that is not whole lines on an empty buffer, goes to the StreamReader
+        untouched, for qemu.qmp's reader task (and _bh_recv_message below).
+        """
+        reader = self._reader
+        self._hooked = reader
+        if reader is None or not isinstance(getattr(reader, "_buffer", None), bytearray):
+            return  # not the StreamReader this was written for: the reader task routes everything
+        feed = reader.feed_data
+
+        def feed_data(data: bytes) -> None:
+            if self._replies and data.endswith(b"\n") and not reader._buffer:  # type: ignore[attr-defined]
+                data = self._route(data)
+                if not data:
+                    return
+            feed(data)
+
+        reader.feed_data = feed_data  # type: ignore[method-assign]
+
+    def _route(self, data: bytes) -> bytes:
+        """Resolve the send() futures answered in `data` (whole lines); return the other lines."""
+        lines = data.split(b"\n")
+        lines.pop()  # after the last newline: empty
+        kept: list[bytes] = []
+        replies = self._replies
+        debug = self.logger.isEnabledFor(logging.DEBUG)
+        for line in lines:
+            try:
+                obj = json.loads(line)
+            except (ValueError, RecursionError):
+                obj = None  # left to qemu.qmp's reader task, which reports it
+            if type(obj) is dict:
+                ident = obj.get("id")
+                future = replies.pop(ident, None) if type(ident) is str else None
+                if future is not None:
+                    if debug:
+                        self.logger.debug("<-- %s", obj)
+                    if not future.done():  # done: cancelled by its waiter; drop the reply
+                        future.set_result(obj)
+                    continue
+            kept.append(line)
+        if len(kept) == len(lines):
+            return data
+        return b"\n".join(kept) + b"\n" if kept else b""
+
+    async def _bh_recv_message(self) -> None:
+        # The reader task's loop body: the stock one is `_on_message(await _recv())`.
+        line = await self._readline()
+        replies = self._replies
+        if replies:
+            try:
+                obj = json.loads(line)
+            except (ValueError, RecursionError):
+                obj = None  # qemu.qmp's parser below raises its own error for it
+            if type(obj) is dict:
+                ident = obj.get("id")
+                future = replies.pop(ident, None) if type(ident) is str else None
+                if future is not None:
+                    if self.logger.isEnabledFor(logging.DEBUG):
+                        self.logger.debug("<-- %s", obj)
+                    if not future.done():  # done: cancelled by its waiter; drop the reply
+                        future.set_result(obj)
+                    return
+        msg = self._cb_inbound(Message(line, eager=True))
+        await self._on_message(msg)
+
+    async def _bh_disconnect(self) -> None:
+        try:
+            await super()._bh_disconnect()
+        finally:
+            replies, self._replies = self._replies, {}
+            for future in replies.values():
+                if not future.done():
+                    future.set_exception(ExecInterruptedError("Disconnected"))
 
 
 class VMSession:
@@ -143,12 +330,18 @@ class VMSession:
         self.key = endpoint.name  # stable, even when QEMU's -name replaces the shown name
         self.vm = VMState(endpoint=endpoint, name=endpoint.name, tracker=MigrationTracker(self.options.history_len))
         self.dialect: Dialect | None = None
-        self._client: QMPClient | None = None
-        self._wake = asyncio.Event()
+        self._client: _Client | None = None
+        self._wake = _Wake()
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._inflight: asyncio.Task[Any] | None = None
+        # The one query-migrate in flight: the reply future from _Client.send().
+        self._inflight: asyncio.Future[dict[str, Any]] | None = None
+        self._sent_at = 0.0  # loop time the in-flight query-migrate was sent
+        self._stall_timer: asyncio.TimerHandle | None = None  # the watchdog that marks a silent VM unresponsive
+        self._last_poll = float("-inf")  # loop time of the last query-migrate sent
+        self._pass_poll: asyncio.TimerHandle | None = None  # a MIGRATION_PASS poll held back by _PASS_POLL_GAP
+        self._sample_message = VMUpdated(self.key, "sample")
         self._block_jobs = False  # a drive-mirror runs: read disk progress from query-block-jobs
         self._shutdown_seen = False
         self._zero_retries = 0  # re-polls of a completed reply that still shows zero times
@@ -199,7 +392,7 @@ class VMSession:
             raise
         self._connected.set()
 
-    async def _open(self) -> QMPClient:
+    async def _open(self) -> _Client:
         ep = self.endpoint
         opts = self.options
         tls = opts.ssl is not None and ep.kind == "tcp"
@@ -381,8 +574,8 @@ class VMSession:
             self._connected.clear()
             if self._closing or not self.options.reconnect:
                 return
-            # Backoff between reconnects; close() interrupts it through _wake.
-            await _wait_event(self._wake, backoff)
+            # Backoff between reconnects; poll_now() cuts it short.
+            await self._wake.wait(backoff)
             self._wake.clear()
             backoff = min(backoff * 2, self.options.backoff_max)
 
@@ -409,51 +602,97 @@ class VMSession:
             await client.runstate_changed()
 
     async def _poll_loop(self) -> None:
+        wake = self._wake
         while not self._closing:
             opts = self.options
             interval = opts.active_interval if self.vm.in_flight else opts.poll_interval
-            await _wait_event(self._wake, interval)
-            self._wake.clear()
+            await wake.wait(interval)
+            wake.clear()
             await self._poll_once()
 
     async def _poll_once(self) -> MigrationSample:
-        """One query-migrate; never a second while the first is unanswered."""
-        client = self._client
-        if client is None:
-            raise NotConnected(f"{self.vm.name}: not connected")
-        if self._inflight is None or self._inflight.done():
-            self._inflight = asyncio.create_task(client.execute("query-migrate"))
-        task = self._inflight
-        done, _ = await asyncio.wait({task}, timeout=self.options.request_timeout)
-        if not done:
-            self._set_connection(
-                Connection.UNRESPONSIVE,
-                f"no answer to query-migrate for {self.options.request_timeout:g}s; still waiting",
-            )
-            await asyncio.shield(task)  # keep the one request; queue nothing behind it
-        self._inflight = None
+        """One query-migrate; never a second while the first is unanswered.
+
+        Whoever finds no request in flight (the poll loop, sample(), connect())
+        sends one; anyone else waits for that same reply. A silent QEMU is
+        marked unresponsive by the watchdog timer (_check_stall) while the
+        request stays in flight: nothing is queued behind it, and the reply,
+        when it comes, brings the VM back. No Task and no timed wait per sample.
+        """
+        while True:
+            client = self._client
+            if client is None:
+                raise NotConnected(f"{self.vm.name}: not connected")
+            pending = self._inflight
+            if pending is None or pending.done():
+                pending = self._inflight = client.send("query-migrate")
+                loop = asyncio.get_running_loop()
+                self._sent_at = self._last_poll = now = loop.time()
+                if self._stall_timer is None:
+                    self._stall_timer = loop.call_at(now + self.options.request_timeout, self._check_stall)
+                waiter: asyncio.Future[dict[str, Any]] = pending  # the sender awaits the reply itself
+            else:
+                # Another caller's request is unanswered: wait for its reply, send nothing.
+                # Shielded, so that cancelling this caller leaves the request to the others.
+                waiter = asyncio.shield(pending)
+            try:
+                reply = await waiter
+            except asyncio.CancelledError:
+                if pending.cancelled() and self._inflight is pending and self._client is client:
+                    # The sender was cancelled, and with it the future it awaited; the request is
+                    # still on the wire: its reply goes to a new future, for whoever waits next.
+                    self._inflight = client.rewait(pending)
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                continue  # not this caller: its sender was cancelled, or _drop() ended the request
+            if self._inflight is pending:
+                self._inflight = None
+            break
         try:
-            reply = task.result()
+            result = _Client.result(reply, "query-migrate")
         except ExecuteError as err:
             raise QMPRefused("query-migrate", err.error_class, str(err)) from None
-        sample = parse_query_migrate(reply, time.time())
-        await self._add_block_job_progress(sample)
-        was_in_flight = self.vm.in_flight
-        previous_status = self.vm.migration_status
-        self.vm.tracker.add(sample)
-        self.vm.problems = sample.problems
-        if self.vm.connection != Connection.CONNECTED:
+        sample = parse_query_migrate(result, time.time())
+        if self._block_jobs:
+            await self._add_block_job_progress(sample)
+        vm = self.vm
+        was_in_flight = vm.in_flight
+        previous_status = vm.migration_status
+        vm.tracker.add(sample)
+        vm.problems = sample.problems
+        if vm.connection != Connection.CONNECTED:
             self._set_connection(Connection.CONNECTED, None)
-        if sample.status != previous_status or was_in_flight != sample.in_flight:
+        status = sample.status
+        if status != previous_status or was_in_flight != sample.in_flight:
             await self._on_status_change()
-        if sample.status == "completed" and sample.get(None, "total-time") == 0 and self._zero_retries < 5:
-            # QEMU 7.2 can answer the first query after completion with zero times: ask again shortly.
-            self._zero_retries += 1
-            asyncio.get_running_loop().call_later(0.05, self.poll_now)
-        elif sample.status != "completed":
+        if status == "completed":
+            if sample.get(None, "total-time") == 0 and self._zero_retries < 5:
+                # QEMU 7.2 can answer the first query after completion with zero times: ask again shortly.
+                self._zero_retries += 1
+                asyncio.get_running_loop().call_later(0.05, self.poll_now)
+        else:
             self._zero_retries = 0
-        self._notify(VMUpdated(self.key, "sample"))
+        message = self._sample_message
+        if message.vm != self.key:  # the fleet renames a session's key after construction
+            message = self._sample_message = VMUpdated(self.key, "sample")
+        self._notify(message)
         return sample
+
+    def _check_stall(self) -> None:
+        """The watchdog: one timer per session, re-armed for the request in flight, not one per sample."""
+        self._stall_timer = None
+        pending = self._inflight
+        if pending is None or pending.done() or self._client is None:
+            return  # nothing waits; the next query-migrate arms the watchdog again
+        loop = asyncio.get_running_loop()
+        timeout = self.options.request_timeout
+        due = self._sent_at + timeout
+        if due - loop.time() > 0.001:
+            self._stall_timer = loop.call_at(due, self._check_stall)  # a later request: wait for its turn
+            return
+        # Keep the one request; queue nothing behind it. Its reply sets the VM connected again.
+        self._set_connection(Connection.UNRESPONSIVE, f"no answer to query-migrate for {timeout:g}s; still waiting")
 
     async def _add_block_job_progress(self, sample: MigrationSample) -> None:
         """While a drive-mirror copies the disk (the modern path), show it as the `disk` section."""
@@ -485,8 +724,10 @@ class VMSession:
             when = time.time()
             if isinstance(stamp, dict) and isinstance(stamp.get("seconds"), int):
                 when = stamp["seconds"] + stamp.get("microseconds", 0) / 1e6
-            if name == "MIGRATION_PASS" and isinstance(data.get("pass"), int):
-                self.vm.tracker.history.mark_pass(PassMark(when, data["pass"]))
+            if name == "MIGRATION_PASS":
+                if isinstance(data.get("pass"), int):
+                    self.vm.tracker.history.mark_pass(PassMark(when, data["pass"]))
+                self._poll_after_pass()
             elif name == "SHUTDOWN":
                 self._shutdown_seen = True
             elif name == "STOP":
@@ -499,6 +740,20 @@ class VMSession:
             self._notify(VMEvent(self.key, name, dict(data), when))
             if name in _POLL_AFTER:
                 self.poll_now()
+
+    def _poll_after_pass(self) -> None:
+        """A new pass: sample now (the pass count and rates are in query-migrate), at most every _PASS_POLL_GAP s."""
+        if self._pass_poll is not None:
+            return  # one is already due
+        wait = self._last_poll + _PASS_POLL_GAP - asyncio.get_running_loop().time()
+        if wait <= 0:
+            self.poll_now()
+        else:
+            self._pass_poll = asyncio.get_running_loop().call_later(wait, self._pass_poll_due)
+
+    def _pass_poll_due(self) -> None:
+        self._pass_poll = None
+        self.poll_now()
 
     # ---- commands --------------------------------------------------------
 
@@ -557,6 +812,10 @@ class VMSession:
         if self._inflight is not None:
             self._inflight.cancel()
             self._inflight = None
+        for timer in (self._stall_timer, self._pass_poll):
+            if timer is not None:
+                timer.cancel()
+        self._stall_timer = self._pass_poll = None
         if client is not None:
             # QEMU's TLS chardev may never answer our close: do not wait long for it.
             with contextlib.suppress(Exception):
@@ -582,19 +841,52 @@ class VMSession:
             logging.getLogger(__name__).exception("listener failed")
 
 
-async def _wait_event(event: asyncio.Event, timeout: float) -> None:
-    """Wait until `event` is set or `timeout` passes.
+class _Wake:
+    """poll_now()'s flag, and a wait for it with a timeout: one future and one timer per wait.
 
     Not asyncio.wait_for: on Python 3.11 it drops a cancellation that arrives
-    as the event fires, and the session could then never be closed.
+    as the event fires, and the session could then never be closed. Awaiting
+    a plain future takes a cancellation as it comes, and costs no Task (the
+    poll loop waits here once per poll interval, for every VM). One waiter at
+    a time: the poll loop, or _run() between reconnects.
     """
-    if event.is_set():
-        return
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait({waiter}, timeout=timeout)
-    finally:
-        waiter.cancel()
+
+    __slots__ = ("_flag", "_waiter")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._flag = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    async def wait(self, timeout: float) -> None:
+        """Return when set() is called, or after `timeout` seconds."""
+        if self._flag:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            if self._waiter is waiter:
+                self._waiter = None
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _brief(data: dict[str, Any]) -> str:
