@@ -19,7 +19,7 @@ from migtui.model import MigrationTracker, parse_query_migrate
 from migtui.model import guidance
 from migtui.model.guidance import ADVICE_KINDS, VERDICTS, Advice, Assessment, advise, assess
 from migtui.sim.dialects import query_migrate_14, query_migrate_72
-from migtui.sim.model import FINISHED, Guest, Knobs, Migration
+from migtui.sim.model import FINISHED, DirtyRateProbe, Guest, Knobs, Migration
 
 MiB = 2**20
 GiB = 2**30
@@ -457,15 +457,55 @@ class Outcome:
         return (eta - (self.finish - t)) / (self.finish - t)
 
 
-def run_scenario(sc: Scenario) -> Outcome:
+PRIORS = ("none", "pre-flight", "again")
+"""What the console knew before the migration: nothing; a pre-flight calc-dirty-rate (the
+simulator's answer, as the start dialog's Check gets it); or the same guest's previous
+migration, watched by the same tracker (the VM migrated before, e.g. there and back)."""
+
+
+def _migration(sc: Scenario, seed: int) -> tuple[Migration, Knobs]:
     guest = Guest(ram=sc.ram, dirty_rate=sc.dirty, working_set=sc.ws, zero_fraction=sc.zero, disk=sc.disk)
     knobs = Knobs(max_bandwidth=sc.bandwidth, downtime_limit=sc.downtime_ms / 1000, xbzrle=bool(sc.xbzrle_cache),
                   xbzrle_cache_size=sc.xbzrle_cache or 64 * MiB, auto_converge=sc.auto_converge,
                   zero_bandwidth_unlimited=not sc.legacy, seed_expected_downtime=sc.legacy)
-    m = Migration(guest, knobs, start=0.0, rng=random.Random(0), blk=bool(sc.disk))
-    query = query_migrate_14 if sc.legacy else query_migrate_72
+    return Migration(guest, knobs, start=0.0, rng=random.Random(seed), blk=bool(sc.disk)), knobs
+
+
+def _new_tracker(sc: Scenario) -> MigrationTracker:
     tracker = MigrationTracker()
     tracker.max_bandwidth, tracker.downtime_limit_ms = sc.bandwidth, sc.downtime_ms
+    # What the backend is asked to put on the tracker besides bandwidth and downtime limit.
+    tracker.capabilities = {"auto-converge": sc.auto_converge, "xbzrle": bool(sc.xbzrle_cache)}
+    tracker.parameters = {"max-bandwidth": sc.bandwidth, "downtime-limit": sc.downtime_ms}
+    return tracker
+
+
+def run_scenario(sc: Scenario, prior: str = "none") -> Outcome:
+    tracker = _new_tracker(sc)
+    offset = 0.0
+    if prior == "pre-flight":
+        probe = DirtyRateProbe(start=0.0, calc_time=1.0)
+        probe.status(1.0, Guest(ram=sc.ram, dirty_rate=sc.dirty, working_set=sc.ws))
+        tracker.dirty_rate_prior = probe.result_mb * MiB
+    elif prior == "again":
+        # The guest's previous migration, to completion or cancelled at the horizon.
+        m, knobs = _migration(sc, seed=1)
+        query = query_migrate_14 if sc.legacy else query_migrate_72
+        t = 0.0
+        while t < HORIZON and m.status not in FINISHED:
+            t += STEP
+            m.advance(t)
+            tracker.add(parse_query_migrate(query(m, t, xbzrle=knobs.xbzrle, cache_size=knobs.xbzrle_cache_size),
+                                            T0 + t))
+            assess(tracker)
+        if m.status not in FINISHED:
+            m.cancel(t)
+            tracker.add(parse_query_migrate(query(m, t, xbzrle=knobs.xbzrle, cache_size=knobs.xbzrle_cache_size),
+                                            T0 + t))
+            assess(tracker)
+        offset = t + 60.0
+    m, knobs = _migration(sc, seed=0)
+    query = query_migrate_14 if sc.legacy else query_migrate_72
     # (time, assessment, progress, pass, dirty-rate periods measured) per sample while it runs
     samples: list[tuple[float, Assessment, float | None, int | None, int]] = []
     t, n = 0.0, 0
@@ -473,7 +513,8 @@ def run_scenario(sc: Scenario) -> Outcome:
         n += 1
         t = n * STEP
         m.advance(t)
-        tracker.add(parse_query_migrate(query(m, t, xbzrle=knobs.xbzrle, cache_size=knobs.xbzrle_cache_size), T0 + t))
+        reply = query(m, t, xbzrle=knobs.xbzrle, cache_size=knobs.xbzrle_cache_size)
+        tracker.add(parse_query_migrate(reply, T0 + offset + t))
         a = assess(tracker)
         if m.status in FINISHED:
             break
@@ -499,13 +540,13 @@ def run_scenario(sc: Scenario) -> Outcome:
         known[0] if known else None, known[1].eta_s if known else None, n)
 
 
-_OUTCOMES: dict[str, Outcome] = {}
+_OUTCOMES: dict[tuple[str, str], Outcome] = {}
 
 
-def outcome(sc: Scenario) -> Outcome:
-    if sc.name not in _OUTCOMES:
-        _OUTCOMES[sc.name] = run_scenario(sc)
-    return _OUTCOMES[sc.name]
+def outcome(sc: Scenario, prior: str = "none") -> Outcome:
+    if (sc.name, prior) not in _OUTCOMES:
+        _OUTCOMES[sc.name, prior] = run_scenario(sc, prior)
+    return _OUTCOMES[sc.name, prior]
 
 
 def _fmt_s(x: float | None) -> str:
@@ -533,9 +574,10 @@ def _setup(sc: Scenario) -> str:
 def scenario_table() -> str:
     """The scenario results as a Markdown table (for the README)."""
     rows = [
-        "| scenario | setup | truth (finish) | verdict | not-converging from | ETA at 50% progress [band] "
-        "| real | error | ETA at 1st dirty rate: real, error | at 2nd: real, error |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| scenario | setup | truth (finish) | verdict | not-converging from | real at 50% progress "
+        "| ETA at 50%, nothing known [band], error | after a pre-flight [band], error "
+        "| on its next migration [band], error | ETA at 1st dirty rate: real, error | at 2nd: real, error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def at(o: Outcome, t: float | None, eta: float | None) -> str:
@@ -543,18 +585,21 @@ def scenario_table() -> str:
             return "-"
         return f"{_fmt_s(eta) if eta is not None else 'none'}: {_fmt_s(o.finish - t)}, {_fmt_err(o.error(t, eta))}"
 
+    def at50(o: Outcome) -> str:
+        if o.finish is None or o.t50 is None:
+            return "-"
+        high = _fmt_s(o.band50[1]) if o.band50[1] is not None else "?"
+        eta = _fmt_s(o.eta50) if o.eta50 is not None else "none"
+        return f"{eta} [{_fmt_s(o.band50[0])}–{high}], {_fmt_err(o.error(o.t50, o.eta50))}"
+
     for sc in SCENARIOS:
         o = outcome(sc)
         decided = "-" if o.decided_t is None else f"pass {o.decided_pass} ({o.decided_t:.1f}s)"
         truth = f"converges ({o.finish:.1f}s)" if o.finish is not None else "does not converge"
-        if o.finish is not None and o.t50 is not None:
-            high = _fmt_s(o.band50[1]) if o.band50[1] is not None else "?"
-            eta50 = f"{_fmt_s(o.eta50)} [{_fmt_s(o.band50[0])}–{high}]"
-            real50, err50 = _fmt_s(o.finish - o.t50), _fmt_err(o.error(o.t50, o.eta50))
-        else:
-            eta50 = real50 = err50 = "-"
+        real50 = _fmt_s(o.finish - o.t50) if o.finish is not None and o.t50 is not None else "-"
         rows.append(
-            f"| {sc.name} | {_setup(sc)} | {truth} | {o.verdict} | {decided} | {eta50} | {real50} | {err50} "
+            f"| {sc.name} | {_setup(sc)} | {truth} | {o.verdict} | {decided} | {real50} "
+            f"| {at50(o)} | {at50(outcome(sc, 'pre-flight'))} | {at50(outcome(sc, 'again'))} "
             f"| {at(o, o.t_first, o.eta_first)} | {at(o, o.t_known, o.eta_known)} |"
         )
     return "\n".join(rows)
@@ -582,6 +627,23 @@ def test_scenario_verdict_matches_the_simulator(sc):
 # The scenarios the simulator completes (see the table); the others have no ETA to check.
 CONVERGING_NAMES = {"quiet", "moderate", "busy", "near-bandwidth", "fast-link", "slow-link",
                     "xbzrle-big-cache", "seed-1.4-ok", "block+ram"}
+ETA50_NAMES = CONVERGING_NAMES | {"auto-converge"}  # completes, after a not-converging spell
+
+# The ETA at 50% progress is to be within 30% of the real finish. Where it is not, and why
+# (the README says the same); the test fails if one of these starts to hit, or another misses.
+MISSES_AT_50 = {
+    ("quiet", "none"): "nothing known of the dirty rate: the guess (a fifth of what is sent) is 25x this guest's",
+    ("busy", "none"): "nothing known: the guest dirties three quarters of what is sent, not a fifth",
+    ("near-bandwidth", "none"): "nothing known: the guest dirties 86% of what is sent, not a fifth",
+    ("block+ram", "none"): "nothing known of the RAM's zero pages before the disk is sent, nor of the dirty rate",
+    ("auto-converge", "none"): "nothing known: the guest dirties more than is sent until the throttle bites",
+    ("near-bandwidth", "pre-flight"): "one 1-second calc-dirty-rate cannot size the 1 GiB working set "
+                                      "(taken as 560 MiB, the log-middle of 110 MiB and 2.8 GiB of data)",
+    ("xbzrle-big-cache", "pre-flight"): "no ETA: pass 1 cannot know what XBZRLE will save, and 160 MiB/s of "
+                                        "dirtying against 128 MiB/s of bandwidth does not converge without it",
+    ("xbzrle-big-cache", "again"): "no ETA: as after a pre-flight (the last migration's XBZRLE savings are not "
+                                   "carried over)",
+}
 
 
 @pytest.mark.parametrize("sc", [sc for sc in SCENARIOS if sc.name in CONVERGING_NAMES], ids=lambda sc: sc.name)
@@ -590,11 +652,9 @@ def test_scenario_eta(sc):
     assert o.converges, o
     real50 = o.finish - o.t50
     # At 50% progress every scenario is still in pass 1, when QEMU reports no dirty rate:
-    # the ETA is a guess, but the band holds the real finish (block migration's disk
-    # phase aside: it cannot see the RAM's zero pages coming).
+    # with nothing else known the ETA is a guess, but the band holds the real finish.
     low, high = o.band50
-    if not sc.disk:
-        assert low <= real50 and (high is None or real50 <= high), o
+    assert low <= real50 and (high is None or real50 <= high), o
     # Once the dirty rate is measured: within 30% (or 1 s: the samples are 0.5 s apart).
     if o.t_known is None:
         return  # it finished within a second of measuring it
@@ -603,10 +663,83 @@ def test_scenario_eta(sc):
     assert abs(o.eta_known - real) <= max(0.3 * real, 1.0), o
 
 
+@pytest.mark.parametrize("prior", PRIORS)
+def test_eta_at_50_percent_within_30_percent(prior):
+    report = {}
+    for sc in SCENARIOS:
+        if sc.name not in ETA50_NAMES:
+            continue
+        o = outcome(sc, prior)
+        assert o.converges and o.t50 is not None, o
+        err = o.error(o.t50, o.eta50)
+        report[sc.name] = (err is not None and abs(err) <= 0.3, _fmt_err(err))
+    expected = {name: (name, prior) not in MISSES_AT_50 for name in report}
+    assert {name: hit for name, (hit, _) in report.items()} == expected, report
+
+
+def test_a_prior_narrows_the_band_at_50_percent():
+    for sc in SCENARIOS:
+        if sc.name not in ETA50_NAMES:
+            continue
+        none, again = outcome(sc), outcome(sc, "again")
+        if again.eta50 is None or (sc.name, "again") in MISSES_AT_50:
+            continue
+        real50 = again.finish - again.t50
+        low, high = again.band50
+        assert low <= real50 <= high, (sc.name, again)
+        assert high - low < none.band50[1] - none.band50[0], sc.name
+
+
 def test_print_scenario_table(capsys):
     table = scenario_table()
     print(table)
     assert table.count("\n") == len(SCENARIOS) + 1
+
+
+# -- what is known before pass 2 -------------------------------------------------------------
+
+
+def test_a_pre_flight_rate_replaces_the_guess_in_pass_1():
+    guessed = assess(tracker_for(CONVERGING, until=6.0))
+    tracker = MigrationTracker()
+    tracker.dirty_rate_prior = 30 * MiB  # what the backend puts there after a pre-flight
+    tracker.max_bandwidth, tracker.downtime_limit_ms = CONVERGING.tp, CONVERGING.limit_ms
+    for t, r in CONVERGING.replies(until=6.0):
+        tracker.add(parse_query_migrate(r, T0 + t))
+    a = assess(tracker)
+    assert a.verdict == "converging" and "pass 1" in a.why and "pre-flight" in a.why and "30.0 MiB/s" in a.why
+    one_line_with_numbers(a.why)
+    assert a.eta_low_s <= a.eta_s <= a.eta_high_s
+    assert a.eta_high_s - a.eta_low_s < guessed.eta_high_s - guessed.eta_low_s
+    # A guest that dirties faster than what is sent: no ETA yet, and the why says so.
+    tracker.dirty_rate_prior = 500 * MiB
+    tracker.add(parse_query_migrate(CONVERGING.replies(until=6.5)[-1][1], T0 + 6.5))
+    a = assess(tracker)
+    assert a.verdict == "converging" and a.eta_s is None and "would not get under" in a.why
+
+
+@pytest.mark.parametrize("prior", [None, "x", -5, float("nan"), float("inf"), 0, (1.0,), ((0, 5e6),),
+                                   [(1, 5e6), (4, 3e6)], [(1, "x"), None, (2, float("nan"))], {"a": 1}, 2**70])
+@pytest.mark.parametrize("caps", [None, {"auto-converge": True}, {"auto-converge": "yes"}, ["auto-converge"]])
+def test_odd_plumbing_on_the_tracker_is_survived(prior, caps):
+    tracker = MigrationTracker()
+    tracker.dirty_rate_prior, tracker.capabilities = prior, caps
+    tracker.parameters = {"cpu-throttle-initial": "x", "max-cpu-throttle": 1000, "throttle-trigger-threshold": 0}
+    tracker.max_bandwidth, tracker.downtime_limit_ms = CONVERGING.tp, CONVERGING.limit_ms
+    for t, r in CONVERGING.replies(until=25.0):
+        tracker.add(parse_query_migrate(r, T0 + t))
+        a = assess(tracker)
+        assert a.verdict in VERDICTS and len(a.why) <= 160
+        if a.eta_s is not None and a.eta_low_s is not None:
+            assert a.eta_low_s <= a.eta_s + 1e-9
+
+
+def test_the_next_migration_of_a_guest_starts_from_what_the_last_one_showed():
+    sc = next(sc for sc in SCENARIOS if sc.name == "busy")
+    o = outcome(sc, "again")
+    assert o.eta50 is not None and abs(o.error(o.t50, o.eta50)) <= 0.3
+    # Only what the tracker watched: a tracker that saw nothing has nothing to go on.
+    assert outcome(sc).band50 != o.band50
 
 
 # -- the memo does not change results --------------------------------------------------------

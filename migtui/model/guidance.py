@@ -2,7 +2,8 @@
 
 Pure: computed from a MigrationTracker's history, with no I/O. (A memo keyed weakly
 on the tracker keeps the per-pass work done for earlier calls, so a call costs only
-the samples added since; the results are those of a fresh computation.)
+the samples added since; the results are those of a fresh computation, except that what
+a tracker's previous migration showed is kept only if it was assessed while it ran.)
 
 The model is QEMU's pre-copy loop. Each pass sends the pages in the dirty bitmap while
 the guest dirties pages again. Between 100 ms send windows QEMU checks whether what
@@ -24,9 +25,16 @@ above it (not converging). When the threshold is more than a window's sending, a
 lasts at least one 100 ms window, so a guest that dirties more than the slack in 100 ms
 never converges, however small its working set.
 
-Pass 1 has no dirty rate (QEMU reports one from the second sync), so its ETA is a guess
-with a wide band; the first reading, over all of pass 1, cannot tell a working set from
-a steady rate, so until the second reading the ETA assumes a middling working set.
+Pass 1 has no dirty rate (QEMU reports one from the second sync). Its own rest is known
+from the pages sent so far (zero pages cost a few wire bytes; block migration sends the
+disk first); the passes after it need the guest's dirtying from elsewhere: a pre-flight
+calc-dirty-rate the backend puts on the tracker (``tracker.dirty_rate_prior``), or what
+this tracker saw of the guest's previous migration (its fitted dirtying, unthrottled, and
+the share of its RAM that was zero pages). With neither, the ETA guesses the guest dirties
+a fifth of what is sent, with a wide band. With auto-converge on (``tracker.capabilities``,
+or QEMU reporting a throttle) the passes ahead are run with QEMU's throttling rule. The
+first reading, over all of pass 1, cannot tell a working set from a steady rate, so until
+the second reading the ETA assumes a middling working set (or the previous migration's).
 """
 
 from __future__ import annotations
@@ -72,6 +80,17 @@ FIT_SPAN = 1.5  # two dirty-rate periods this different in length reveal a worki
 # pessimistic end.
 FIRST_PASS_RATIO = 0.2
 FIRST_PASS_RATIO_HIGH = 0.8
+# Before any RAM page is sent (block migration's disk phase) nothing says how much of it
+# is zero pages (nearly free to send): the point ETA takes the middle of "all" and "none".
+UNKNOWN_ZERO_SHARE = 0.5
+ZERO_PAGE_WIRE = PAGE_HEADER + 1  # a zero page goes out as its header and one byte
+# A pre-flight calc-dirty-rate samples pages and under-counts a guest that rewrites its
+# working set in tight loops (see preflight.SAMPLING_MARGIN): the band's pessimistic end.
+PRIOR_MARGIN = 1.5
+# Auto-converge's defaults (QEMU 7.2): cpu-throttle-initial/-increment, max-cpu-throttle, and
+# throttle-trigger-threshold (% of the bytes sent in a sync period that, dirtied twice, throttles).
+THROTTLE_DEFAULTS = {"cpu-throttle-initial": 20.0, "cpu-throttle-increment": 10.0, "max-cpu-throttle": 99.0,
+                     "throttle-trigger-threshold": 50.0}
 FIRST_PERIOD_SATURATION = 0.63  # 1 - 1/e: pass 1 lasted about one working-set time constant
 FIRST_PERIOD_SATURATION_HIGH = 0.9  # the band's pessimistic end
 BAND_MIN = 0.1  # the ETA band is at least +-10%: per-pass dirty rates jitter that much
@@ -258,6 +277,158 @@ def _fixed_point(model: _Dirtying, drain: float, threshold: float) -> float | No
     return e
 
 
+@dataclass(frozen=True)
+class _Throttle:
+    """Auto-converge, as QEMU 7.2 runs it: at a dirty-log sync a second or more after the
+    last such check, a period that dirtied more than `trigger` of the bytes it sent counts
+    as high; every second high period starts the throttle at `initial` % of vCPU time, or
+    raises it by `increment`, up to `maximum`. A throttled guest dirties that much less."""
+
+    pct: float = 0.0  # now
+    initial: float = 20.0
+    increment: float = 10.0
+    maximum: float = 99.0
+    trigger: float = 0.5
+
+    def step(self, pct: float) -> float:
+        return self.initial if pct <= 0 else min(self.maximum, pct + self.increment)
+
+
+@lru_cache(maxsize=4096)
+def _run_out_throttled(excess: float, drain: float, base: _Dirtying, threshold: float, th: _Throttle,
+                       period: tuple[float, float, float, int] = (0.0, 0.0, 0.0, 0)) -> tuple[float, int] | None:
+    """_run_out with auto-converge slowing the guest as the passes go: pass by pass, from
+    the unthrottled dirtying `base`. `period` is (seconds, bytes dirtied, bytes sent, high
+    periods) since QEMU's last check, e.g. pass 1 that has not been checked yet."""
+    if not (drain > 0 and math.isfinite(drain) and math.isfinite(excess) and math.isfinite(base.rate)):
+        return None
+    window = drain * WINDOW_S
+    slack = min(threshold, window)
+    windowed = threshold > window
+    pct = th.pct
+    per_t, per_dirty, per_sent, high = period
+    t, passes = 0.0, 0
+    for _ in range(MAX_RUN_PASSES):
+        if excess <= slack:
+            return t, passes
+        seconds = excess / drain
+        lasted = max(seconds, WINDOW_S) if windowed else seconds
+        nxt = base.scaled(1 - pct / 100).dirtied(lasted)
+        t += seconds
+        passes += 1
+        per_t, per_dirty, per_sent = per_t + lasted, per_dirty + nxt, per_sent + excess
+        before = pct
+        if per_t >= 1.0:
+            if per_dirty > th.trigger * per_sent:
+                high += 1
+                if high >= 2:
+                    high, pct = 0, th.step(pct)
+            per_t = per_dirty = per_sent = 0.0
+        if nxt <= slack:
+            return t, passes
+        if nxt >= excess * 0.999 and before >= th.maximum:
+            return None  # throttled all it can be, and still not shrinking
+        excess = nxt
+    return None
+
+
+def _throttle_for(tracker: MigrationTracker, last: MigrationSample) -> _Throttle | None:
+    """Auto-converge's state when it is on: from the capability and parameters the backend
+    put on the tracker (read defensively: older backends do not), or from QEMU reporting a
+    cpu-throttle-percentage (only once it throttles)."""
+    caps = getattr(tracker, "capabilities", None)
+    params = getattr(tracker, "parameters", None)
+    pct = last.get(None, "cpu-throttle-percentage")
+    on = isinstance(caps, Mapping) and caps.get("auto-converge") is True
+    if not on and pct is None:
+        return None
+    values = dict(THROTTLE_DEFAULTS)
+    if isinstance(params, Mapping):
+        for key in values:
+            v = _number(params.get(key))
+            if v is not None and 0 < v <= 100:
+                values[key] = v
+    return _Throttle(min(99.0, pct or 0.0), values["cpu-throttle-initial"], values["cpu-throttle-increment"],
+                     values["max-cpu-throttle"], values["throttle-trigger-threshold"] / 100)
+
+
+def _run(excess: float, drain: float, model: _Dirtying, threshold: float, th: _Throttle | None,
+         period: tuple[float, float, float, int] = (0.0, 0.0, 0.0, 0)) -> tuple[float, int] | None:
+    """The passes after this one: with auto-converge, from the unthrottled guest (`model` is
+    what the guest dirties at the current throttle)."""
+    if th is None:
+        return _run_out(excess, drain, model, threshold)
+    base = model.scaled(1 / max(0.01, 1 - th.pct / 100))
+    return _run_out_throttled(excess, drain, base, threshold, th, period)
+
+
+# -- what is known before QEMU reports a dirty rate ---------------------------------------------
+@dataclass(frozen=True)
+class _Prior:
+    """The guest's dirtying as known before this migration measured it."""
+
+    model: _Dirtying | None  # None: only the zero share is known
+    zero_share: float | None  # share of RAM that went out as zero pages last time
+    source: str  # for the why line: "the pre-flight's" or "the last migration's"
+    measured_ws: bool = False  # the model's working set was measured (two periods)
+    period: float = 1.0  # seconds the rate was measured over, when the working set was not
+
+
+# What each tracker's earlier migrations showed (the dirtying fitted once QEMU had measured
+# it twice, and pass 1's zero pages): the prior for its next migration.
+_LEARNED: weakref.WeakKeyDictionary[MigrationTracker, _Prior] = weakref.WeakKeyDictionary()
+
+
+def _plumbed_prior(tracker: MigrationTracker) -> _Dirtying | None:
+    """A dirty rate measured before this migration, put on the tracker by the backend as
+    `dirty_rate_prior`: bytes/s (calc-dirty-rate over about a second), or a sequence of
+    (calc-time seconds, bytes/s) pairs; measurements over periods of different lengths
+    reveal a working set, as QEMU's own periods do."""
+    raw = getattr(tracker, "dirty_rate_prior", None)
+    periods: list[Period] = []
+    if _number(raw) is not None:
+        periods.append((1.0, float(raw)))
+    elif isinstance(raw, (list, tuple)):
+        if len(raw) == 2 and all(_number(x) is not None for x in raw):
+            raw = [raw]
+        for item in raw:
+            if isinstance(item, (list, tuple)) and len(item) == 2:
+                secs, rate = _number(item[0]), _number(item[1])
+                if secs is not None and rate is not None and secs > 0 and math.isfinite(rate):
+                    periods.append((float(secs), float(rate)))
+    periods = [p for p in periods if p[1] >= 0 and math.isfinite(p[1])][-3:]
+    if not periods:
+        return None
+    if any(rate == 0 for _, rate in periods):
+        return _Dirtying(0.0, None)
+    if len(periods) == 1:
+        return _Dirtying(periods[0][1], None)
+    return _fit(tuple(periods), max(periods), min(periods))
+
+
+def _plumbed_period(tracker: MigrationTracker) -> float:
+    raw = getattr(tracker, "dirty_rate_prior", None)
+    if isinstance(raw, (list, tuple)) and raw:
+        item = raw[-1] if isinstance(raw[-1], (list, tuple)) else raw
+        secs = _number(item[0]) if len(item) == 2 else None
+        if secs is not None and secs > 0:
+            return float(secs)
+    return 1.0
+
+
+def _prior_for(tracker: MigrationTracker) -> _Prior | None:
+    learned = _LEARNED.get(tracker)
+    measured = _plumbed_prior(tracker)
+    if measured is None:
+        return learned
+    if measured.working_set is None and learned is not None and learned.model is not None \
+            and learned.measured_ws and learned.model.working_set is not None and measured.rate > 0:
+        # A fresh rate, and the working set the last migration showed.
+        measured = _Dirtying(measured.rate, learned.model.working_set)
+    return _Prior(measured, learned.zero_share if learned is not None else None, "the pre-flight's",
+                  measured.working_set is not None, _plumbed_period(tracker))
+
+
 # -- reading the history, pass by pass ----------------------------------------------------------
 @dataclass
 class _Pass:
@@ -441,6 +612,42 @@ class _Memo:
     tail: deque[HistoryPoint] = field(default_factory=lambda: deque(maxlen=TAIL))
     dirty: float | None = None  # QEMU's latest dirty rate (pass >= 2)
     drains: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))  # completed passes >= 2
+    zero_share: float | None = None  # share of the pages pass 1 sent that were zero pages
+    pass1_done: bool = False  # zero_share is over all of pass 1
+    throttle_pct: float = 0.0  # auto-converge's latest cpu-throttle-percentage
+    free: _Judge | None = None  # the judge at the latest sample before auto-converge throttled
+
+    def note(self, last: MigrationSample) -> None:
+        """What the latest reply (of this migration) says beyond the history points."""
+        dup, normal = last.get("ram", "duplicate"), last.get("ram", "normal")
+        total = last.get("ram", "total")
+        if dup is not None and normal is not None and dup + normal > 0:
+            if (self.cur_number >= 2 or last.status == "completed") and total:
+                if not self.pass1_done:
+                    # The first look after pass 1: it has sent every page, and its zero pages
+                    # are the RAM's (pass 1 often ends in a run of them). Only then: data the
+                    # guest writes later can be zero too (freed pages, a counter wrapping).
+                    self.pass1_done = True
+                    self.zero_share = min(1.0, dup * self.page / total)
+            elif last.status in _PRECOPY:
+                self.zero_share = dup / (dup + normal)  # so far
+        pct = last.get(None, "cpu-throttle-percentage")
+        if last.in_flight:
+            self.throttle_pct = min(99.0, pct or 0.0)
+
+    def lesson(self) -> _Prior | None:
+        """What this migration says about the guest's next one."""
+        judge, pct = self.judge, self.throttle_pct
+        if self.free is not None and self.free.model is not None:
+            judge, pct = self.free, 0.0  # periods at different throttles fit no one guest
+        model = judge.model
+        if model is not None:
+            model = model.scaled(1 / max(0.01, 1 - pct / 100))
+        if model is None and self.zero_share is None:
+            return None
+        # One period (pass 1 only) gives the rate but not the working set: the model still
+        # says what a pass 1 as long dirties, which is what the next migration needs most.
+        return _Prior(model, self.zero_share, "the last migration's", len(judge.recent) >= 2)
 
     def consume(self, p: HistoryPoint) -> None:
         self.tail.append(p)
@@ -482,7 +689,8 @@ def _new_points(tracker: MigrationTracker, memo: _Memo | None) -> tuple[list[His
     transferred: float | None = None
     passes: int | None = None
     for p in reversed(tracker.history.points):
-        if memo is not None and p is memo.last:
+        if memo is not None and (p is memo.last or (getattr(p, "seq", -1) >= 0
+                                                    and getattr(p, "seq", -1) == getattr(memo.last, "seq", -2))):
             out.reverse()
             return out, True
         if out:
@@ -516,6 +724,16 @@ def _memo_for(tracker: MigrationTracker) -> _Memo | None:
             if _starts_migration(memo.last if i == 0 else new[i - 1], p):
                 new, continues = new[i:], False
                 break
+    if memo is not None and not continues and new:
+        lesson = memo.lesson()  # a new migration: keep what the last one showed
+        if lesson is not None:
+            before = _LEARNED.get(tracker)
+            if lesson.model is None and before is not None and before.model is not None:
+                # A look that saw only the end (a reply that looks like a new migration,
+                # e.g. its disk figures dropped at completion) keeps the dirtying seen before.
+                lesson = replace(before, zero_share=lesson.zero_share if lesson.zero_share is not None
+                                 else before.zero_share)
+            _LEARNED[tracker] = lesson
     if memo is None or not continues:
         if not new:
             _MEMOS.pop(tracker, None)
@@ -529,6 +747,8 @@ def _memo_for(tracker: MigrationTracker) -> _Memo | None:
         _MEMOS[tracker] = memo
     for p in new:
         memo.consume(p)
+    if last is not None and (last.in_flight or last.finished):
+        memo.note(last)
     return memo
 
 
@@ -555,6 +775,11 @@ class _Analysis:
     dirty: float | None  # bytes/s: QEMU's latest dirty rate (pass >= 2)
     drain: float | None  # bytes/s of remaining per second in passes >= 2
     drains: list[float]
+    start: float | None = None  # when the migration began (QEMU's clock)
+    page: float = DEFAULT_PAGE_SIZE
+    zero_share: float | None = None  # of the pages pass 1 has sent so far
+    prior: _Prior | None = None
+    throttle: _Throttle | None = None  # auto-converge, when on
 
     @property
     def model(self) -> _Dirtying | None:
@@ -620,8 +845,12 @@ def _analyse(tracker: MigrationTracker) -> _Analysis | None:
             drains = (drains + (cur.drains or cur.wire))[-RECENT:]
     later = bool(passes) and passes[-1].number >= 2
     drain = median(drains) if drains else (throughput if later else None)
+    if not memo.throttle_pct:
+        memo.free = judge  # for the next migration's prior: the guest unthrottled
+    prior = _prior_for(tracker) if passes and passes[-1].number < 3 else None
     return _Analysis(last, points, passes, judge, throughput, throughputs, memo.limit_ms,
-                     points[-1].remaining if points else None, memo.dirty, drain, drains)
+                     points[-1].remaining if points else None, memo.dirty, drain, drains,
+                     memo.start, memo.page, memo.zero_share, prior, _throttle_for(tracker, last))
 
 
 # -- ETA ---------------------------------------------------------------------------------------
@@ -632,6 +861,113 @@ class _Eta:
     high: float | None = None
     first_pass: bool = False
     passes: int | None = None  # more passes expected after this one
+    basis: _Prior | None = None  # pass 1: the prior behind the later passes, if any
+
+
+def _first_pass_eta(a: _Analysis, cur: _Pass, drain: float, leftover: float) -> _Eta:
+    """Pass 1, before QEMU reports a dirty rate: the rest of this pass from what it has sent
+    (pages, zero pages nearly free; block migration's disk first), then the passes after it
+    from a prior when one is known (a pre-flight measurement, the guest's last migration),
+    else from a guess that the guest dirties a share of what is sent."""
+    tp = a.throughput or 0.0
+    thr = a.threshold or 0.0
+    last, page = a.points[-1], a.page
+    full = (page + PAGE_HEADER) / page  # wire bytes per byte of a page with data
+    zero_cost = ZERO_PAGE_WIRE / page
+    prior = a.prior
+    known_z = prior.zero_share if prior is not None else None
+    remaining = a.remaining or 0.0
+    disk = last.disk_remaining or 0.0
+    ram = last.ram_remaining if last.ram_remaining is not None else max(0.0, remaining - disk)
+    ram_total = a.last.get("ram", "total") or ram
+    normal = a.last.get("ram", "normal")
+    # The pass ends once what is left fits under the threshold (less a window's slack).
+    ending = max(0.0, ram - leftover) / ram if ram > 0 else 0.0
+
+    def ram_time(z: float) -> float:
+        return ram * ((1 - z) * full + z * zero_cost) / tp * ending
+
+    if disk > 0:
+        # Block migration sends the disk before any RAM: nothing says yet how much of the
+        # RAM is zero pages, unless the last migration did.
+        t_disk = disk / tp
+        z = known_z if known_z is not None else UNKNOWN_ZERO_SHARE
+        rest = t_disk + ram_time(z)
+        rest_low = t_disk + ram_time(known_z if known_z is not None else 1.0)
+        rest_high = t_disk + ram_time(known_z if known_z is not None else 0.0)
+    else:
+        # Pages per second so far, zero pages included: the rest has the same mix ...
+        rest = max(0.0, remaining - leftover) / (_ram_drain(cur) or drain)
+        if known_z is not None and normal is not None and ram_total:
+            # ... unless the last migration said how many pages hold data: those left go at
+            # the wire rate, the zero pages (often all together at the top) nearly free.
+            data_left = min(ram, max(0.0, (1 - known_z) * ram_total - normal * page))
+            rest = ((data_left * full + (ram - data_left) * zero_cost) / tp) * ending
+        rest_low = rest_high = rest
+    elapsed = max(0.0, last.time - min(cur.start_time, a.start if a.start is not None else cur.start_time))
+    # The later passes send only what the guest re-dirties: whole pages, at the wire rate.
+    later_drain = tp / full
+    z_now = known_z if known_z is not None else a.zero_share
+    bound = ram_total * (1 - z_now) if z_now is not None and z_now < 1 else ram_total
+    bound = max(bound, page)  # a guest cannot dirty more distinct pages than hold data
+
+    def bounded(model: _Dirtying) -> _Dirtying:
+        if model.working_set is None or model.working_set > bound:
+            return _Dirtying(model.rate, bound)
+        return model
+
+    def spans(model: _Dirtying, period: float) -> tuple[_Dirtying, _Dirtying, _Dirtying]:
+        """(point, optimistic, pessimistic) models for a rate measured over `period` with no
+        working set: that is at least what the period dirtied and at most the pages holding
+        data; with nothing else known, the middle of the two on a log scale."""
+        if model.working_set is not None or model.rate <= 0:
+            return model, model, model
+        small = min(bound, max(page, model.rate * period))
+        return (_Dirtying(model.rate, math.sqrt(small * bound)), _Dirtying(model.rate, small),
+                _Dirtying(model.rate, bound))
+
+    th = a.throttle
+
+    def later(model: _Dirtying, rest: float) -> float | None:
+        pass1 = elapsed + rest
+        model = bounded(model)
+        first = model.dirtied(pass1)
+        high = 0
+        if th is not None and pass1 >= 1.0 and first > th.trigger * pass1 * tp:
+            high = 1  # QEMU's check at the sync that ends pass 1
+        out = _run(first, later_drain, model, thr, th, (0.0, 0.0, 0.0, high))
+        return None if out is None else rest + out[0]
+
+    if prior is None or prior.model is None:
+        def guess(ratio: float, rest: float) -> float | None:
+            return later(_Dirtying(ratio * later_drain, None), rest)
+
+        return _Eta(guess(FIRST_PASS_RATIO, rest), rest_low, guess(FIRST_PASS_RATIO_HIGH, rest_high), True)
+    model, optimist, pessimist = spans(prior.model, prior.period)
+    eta = later(model, rest)
+    low = later(optimist.scaled(1 - BAND_MIN), rest_low)
+    margin = (1 + BAND_MIN) * (PRIOR_MARGIN if prior.source == "the pre-flight's" else 1.0)
+    high = later(pessimist.scaled(margin), rest_high)
+    if eta is not None:
+        low = min(low if low is not None else eta, eta * (1 - BAND_MIN))
+        high = None if high is None else max(high, eta * (1 + BAND_MIN))
+    else:
+        low = rest_low if low is None else low
+    return _Eta(eta, low, high, True, basis=prior)
+
+
+def _ram_drain(cur: _Pass) -> float | None:
+    """How fast `remaining` falls while RAM is sent: block migration's disk phase aside."""
+    drains = []
+    pts = cur.points
+    for a, b in zip(pts, pts[1:]):
+        dt = b.time - a.time
+        if dt <= 0 or a.remaining is None or b.remaining is None or b.remaining > a.remaining:
+            continue
+        if (a.disk_remaining or 0.0) > 0 or (b.disk_remaining or 0.0) > 0:
+            continue
+        drains.append((a.remaining - b.remaining) / dt)
+    return median(drains[-RECENT:]) if drains else None
 
 
 def _precopy_eta(a: _Analysis) -> _Eta:
@@ -647,26 +983,30 @@ def _precopy_eta(a: _Analysis) -> _Eta:
     rest = max(0.0, remaining - leftover) / rest_drain
     pass_time = max(0.0, a.points[-1].time - cur.start_time) + rest
     if a.model is None:
-        # Pass 1: QEMU has no dirty rate yet. Later passes send only what the guest
-        # re-dirties, at the wire rate (no zero pages): assume a share of it.
-        def guess(ratio: float) -> float | None:
-            out = _run_out(ratio * tp * pass_time, tp, _Dirtying(ratio * tp, None), thr)
-            return None if out is None else rest + out[0]
-
-        return _Eta(guess(FIRST_PASS_RATIO), rest, guess(FIRST_PASS_RATIO_HIGH), True)
+        return _first_pass_eta(a, cur, rest_drain, leftover)
     drain = cur.later_drain or a.drain or tp  # the latest: XBZRLE warms up, bandwidth changes
 
     def one(drain: float, model: _Dirtying) -> tuple[float, int] | None:
-        out = _run_out(model.dirtied(pass_time), drain, model, thr)
+        out = _run(model.dirtied(pass_time), drain, model, thr, a.throttle)
         return None if out is None else (rest + out[0], out[1])
 
-    mid = one(drain, a.model)
+    model = a.model
+    j = a.judge
+    single = len(j.recent) == 1 and j.longest == j.shortest
+    known = a.prior.model if a.prior is not None else None
+    if single and known is not None and a.prior.measured_ws and known.working_set and known.rate > 0:
+        # One period cannot tell a working set from a steady rate; the guest's last
+        # migration (or a pre-flight over two periods) could.
+        (t1, d1), = j.recent
+        w = known.working_set
+        if d1 * t1 < w * 0.999:
+            model = _Dirtying(-w * math.log1p(-d1 * t1 / w) / t1, w)
+    mid = one(drain, model)
     if mid is None:
         return _Eta(None)
     eta = mid[0]
-    low_model, high_model = a.model.scaled(1 - BAND_MIN), a.model.scaled(1 + BAND_MIN)
-    j = a.judge
-    if len(j.recent) == 1 and j.longest == j.shortest:
+    low_model, high_model = model.scaled(1 - BAND_MIN), model.scaled(1 + BAND_MIN)
+    if single and model is a.model:
         # From pass 1 alone: from no working set at all to one nearly all dirtied.
         (t1, d1), = j.recent
         low_model = _Dirtying(d1 * (1 - BAND_MIN), None)
@@ -790,9 +1130,15 @@ def assess(tracker: MigrationTracker) -> Assessment:
         return Assessment("converging", _one_line(why), eta, eta, None if eta is None else eta, implied)
     e = _precopy_eta(a)
     if e.first_pass:
-        allowance = _pct(FIRST_PASS_RATIO / (1 - FIRST_PASS_RATIO))
-        why = (f"pass 1: {format_bytes(remaining)} left at {format_rate(tp)}; no dirty rate from QEMU before "
-               f"pass 2, so the ETA guesses later passes add {allowance} of pass 1")
+        head = f"pass 1: {format_bytes(remaining)} left at {format_rate(tp)}; no dirty rate from QEMU before pass 2"
+        basis = e.basis
+        if basis is None or basis.model is None:
+            allowance = _pct(FIRST_PASS_RATIO / (1 - FIRST_PASS_RATIO))
+            why = f"{head}, so the ETA guesses later passes add {allowance} of pass 1"
+        elif e.eta is None:
+            why = f"{head}; at {basis.source} {format_rate(basis.model.rate)} of dirtying it would not get under"
+        else:
+            why = f"{head}; later passes from {basis.source} {format_rate(basis.model.rate)} of dirtying"
         return Assessment("converging", _one_line(why), e.eta, e.low, e.high, implied)
     rates = f"dirtying {format_rate(a.dirtying)} against {format_rate(a.drain)} sent"
     if e.eta is None:
