@@ -145,7 +145,7 @@ class History:
         self._seq = 0  # points ever appended; never reset, so a seq is never reused
         # Pass marks as two arrays: a non-converging hour has over a thousand of them.
         self._pass_times = array("d")
-        self._pass_numbers = array("q")
+        self._pass_numbers = array("d")  # floats: QEMU's counter is any JSON integer
         self._marks_cap = min(self._maxlen, PASS_MARKS)
 
     @property
@@ -198,7 +198,7 @@ class History:
     @property
     def passes(self) -> list[PassMark]:
         """The pass marks held, oldest first."""
-        return list(map(PassMark, self._pass_times, self._pass_numbers))
+        return [PassMark(t, int(n)) for t, n in zip(self._pass_times, self._pass_numbers)]
 
     def mark_pass(self, mark: PassMark) -> None:
         numbers = self._pass_numbers
