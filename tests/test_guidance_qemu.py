@@ -126,9 +126,9 @@ async def test_eta_at_50_percent_within_30_percent_of_the_real_finish(open_sessi
         earlier = src.vm.sample.get("ram", "duplicate")
         await src.execute("cont", audit=False)
         await src.execute("stop", audit=False)
-        # The plumbing the backend is asked to do: the pre-flight's measurement on the tracker.
+        # The pre-flight's measurement goes on the tracker for the next migration's pass 1.
         prior = await measure_dirty_rate(src, seconds=1)
-        src.vm.tracker.dirty_rate_prior = prior
+        assert src.vm.tracker.dirty_rate_prior == [(1.0, prior)]
         side = MigrationTracker()  # the same migration, seen with the pre-flight alone
         side.max_bandwidth, side.downtime_limit_ms, side.dirty_rate_prior = 16 * 2**20, 300, prior
         seen = await _migrate_recording_eta_at_50(src, dst2, options, side)

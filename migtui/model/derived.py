@@ -55,6 +55,12 @@ class MigrationTracker:
         # The settings that decide the switch-over; the backend keeps them current.
         self.max_bandwidth: float | None = None  # bytes/s
         self.downtime_limit_ms: float | None = None
+        # What guidance reads beyond the samples: the capabilities and parameters in force
+        # (auto-converge changes the passes ahead), and a dirty rate measured before the
+        # migration (calc-dirty-rate: [(calc-time s, bytes/s)]) for pass 1, which has none.
+        self.capabilities: dict[str, bool] = {}
+        self.parameters: dict[str, object] = {}
+        self.dirty_rate_prior: list[tuple[float, float]] | None = None
         # Wall time at which QEMU's total-time was 0 for this migration: history runs on QEMU's
         # clock (free of polling jitter, and right for a simulator running faster than real time).
         self._anchor: float | None = None

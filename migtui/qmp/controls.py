@@ -257,7 +257,10 @@ async def measure_dirty_rate(session: VMSession, seconds: int = 1) -> float:
             rate = reply.get("dirty-rate")
             if not isinstance(rate, (int, float)) or rate < 0:
                 raise Refused(f"QEMU measured no usable dirty rate: {reply!r:.120}")
-            return float(rate) * 2**20  # QEMU reports MiB/s
+            measured = float(rate) * 2**20  # QEMU reports MiB/s
+            # The next migration's ETA starts from it while pass 1 reports no dirty rate yet.
+            session.vm.tracker.dirty_rate_prior = [(float(seconds), measured)]
+            return measured
         if loop.time() > deadline:
             raise Refused(f"QEMU did not finish measuring the dirty rate within {seconds + 10}s")
         await asyncio.sleep(0.1)  # QEMU measures for calc-time seconds; ask again shortly
