@@ -60,6 +60,18 @@ async def test_legacy_dialect_is_detected_and_spoken(sim, open_session):
     assert len(control_commands(old)) == 3  # the refusals sent nothing
 
 
+async def test_guidance_sees_the_capabilities_and_parameters_in_force(sim, open_session):
+    vm = await sim.add_vm("modern", dirty_rate=5 * MiB, working_set=32 * MiB)
+    session = open_session(vm.endpoint)
+    assert await session.wait_connected(5), session.vm.reason
+    tracker = session.vm.tracker
+    assert tracker.capabilities.get("auto-converge") is False
+    await set_capabilities(session, {"auto-converge": True})
+    await set_parameters(session, {"max-bandwidth": 64 * MiB, "cpu-throttle-initial": 30})
+    assert tracker.capabilities.get("auto-converge") is True  # auto-converge changes the passes ahead
+    assert tracker.parameters.get("cpu-throttle-initial") == 30 and tracker.max_bandwidth == 64 * MiB
+
+
 async def test_legacy_migration_runs_to_completion_with_its_fields(sim, open_session):
     src = await sim.add_vm("src", dialect="1.4", ram=256 * MiB, dirty_rate=2 * MiB, working_set=16 * MiB)
     dst = await sim.add_vm("dst", dialect="1.4", ram=256 * MiB, incoming=True)

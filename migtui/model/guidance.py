@@ -94,6 +94,7 @@ THROTTLE_DEFAULTS = {"cpu-throttle-initial": 20.0, "cpu-throttle-increment": 10.
 FIRST_PERIOD_SATURATION = 0.63  # 1 - 1/e: pass 1 lasted about one working-set time constant
 FIRST_PERIOD_SATURATION_HIGH = 0.9  # the band's pessimistic end
 BAND_MIN = 0.1  # the ETA band is at least +-10%: per-pass dirty rates jitter that much
+KEEP_PASSES = 4  # completed passes a memo keeps (the analysis reads the last two)
 MAX_RUN_PASSES = 2000  # passes looked ahead before calling it not converging
 MARGIN = 1.25  # advice margin over the measured need
 MAX_POINTS = 3000  # history points read back on a first look at a migration
@@ -604,7 +605,9 @@ class _Memo:
     limit_ms: float
     prev: HistoryPoint | None = None  # the latest pre-copy sample consumed
     prev_number: int = 0  # its pass
-    done: list[_Pass] = field(default_factory=list)  # completed passes
+    # The latest completed passes (what is judged is in `judge`): a non-converging hour has
+    # a thousand passes, and they held every sample.
+    done: deque[_Pass] = field(default_factory=lambda: deque(maxlen=KEEP_PASSES))
     judge: _Judge = field(default_factory=_Judge)  # after them
     cur: list[HistoryPoint] = field(default_factory=list)  # samples of the pass in progress
     cur_number: int = 0

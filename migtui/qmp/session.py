@@ -497,7 +497,7 @@ class VMSession:
         if not self.endpoint.named and isinstance(name, dict) and isinstance(name.get("name"), str):
             vm.name = name["name"]  # QEMU's -name, unless the operator named the endpoint
         vm.run_state = status.get("status") if isinstance(status, dict) else None
-        vm.capabilities = caps
+        vm.capabilities = vm.tracker.capabilities = caps  # guidance reads auto-converge from them
         await self.refresh_parameters()
         self._shutdown_seen = False
         if "query-block-jobs" in names:
@@ -538,6 +538,7 @@ class VMSession:
                     params[key] = self.vm.parameters[key]
         self.vm.parameters = params
         tracker = self.vm.tracker
+        tracker.parameters = params
         tracker.max_bandwidth = params.get("max-bandwidth")
         tracker.downtime_limit_ms = params.get("downtime-limit")
         self._notify(VMUpdated(self.key, "settings"))
@@ -547,7 +548,7 @@ class VMSession:
             return
         reply = await self._query("query-migrate-capabilities")
         if isinstance(reply, list):
-            self.vm.capabilities = {
+            self.vm.capabilities = self.vm.tracker.capabilities = {
                 c["capability"]: bool(c.get("state")) for c in reply if isinstance(c, dict) and "capability" in c
             }
             self._notify(VMUpdated(self.key, "settings"))

@@ -24,7 +24,7 @@ from migtui.model.units import InputError
 from migtui.model.vm import EventRecord
 from migtui.qmp.errors import BackendError, QMPRefused
 from migtui.qmp.fleet import Fleet
-from migtui.qmp.messages import ActionResult, BackendMessage, VMEvent
+from migtui.qmp.messages import ActionResult, BackendMessage, VMEvent, VMUpdated
 from migtui.qmp.session import VMSession
 from migtui.record import Recorder
 from migtui.ui.guard import keep_running
@@ -133,6 +133,13 @@ class MigtuiApp(App[int]):
     def _on_backend(self, message: BackendMessage) -> None:
         """Called by the backend on our loop; must stay cheap."""
         self._dirty.add(message.vm)
+        if isinstance(message, VMUpdated) and message.what == "sample":
+            # Every migration is assessed as its samples arrive, on screen or not: each look
+            # then costs one sample's work, and a sort by verdict or ETA over a big fleet
+            # never has to read whole histories at once.
+            session = self.fleet.get(message.vm)
+            if session is not None and session.vm.in_flight:
+                session.vm.assessment()
         if self.recorder is not None:
             self._record(message)
         if isinstance(message, ActionResult) and not message.ok:
