@@ -310,3 +310,25 @@ def test_hints_for_common_refusals():
     assert "cancel" in hint_for("There's a migration process in progress")
     assert "tcp:" in hint_for("Parameter 'uri' expects a valid migration protocol")
     assert hint_for("something nobody has seen") is None
+
+
+def test_an_assessment_can_be_reused_for_a_few_seconds_of_the_same_migration(monkeypatch):
+    import migtui.model.guidance as guidance
+    from migtui.model.vm import VMState
+
+    calls = []
+    real = guidance.assess
+    monkeypatch.setattr(guidance, "assess", lambda tracker: calls.append(1) or real(tracker))
+    vm = VMState(endpoint=parse_endpoint("unix:/x.qmp"), name="x")
+    vm.tracker.add(active(1.0, 100 * MiB, 400 * MiB))
+    first = vm.assessment()
+    assert vm.assessment() is first and len(calls) == 1  # once per sample
+    vm.tracker.add(active(2.0, 200 * MiB, 300 * MiB))
+    assert vm.assessment(max_age=5.0) is first and len(calls) == 1  # a second old: good enough
+    assert vm.assessment() is not first and len(calls) == 2  # the latest, when asked for it
+    latest = vm.assessment()
+    vm.tracker.add(active(9.0, 900 * MiB, 10 * MiB))
+    assert vm.assessment(max_age=5.0) is not latest and len(calls) == 3  # too old
+    vm.tracker.add(parse_query_migrate({"status": "completed", "total-time": 9500, "downtime": 40,
+                                        "ram": {"transferred": 910 * MiB, "remaining": 0, "total": 512 * MiB}}, 1009.5))
+    assert vm.assessment(max_age=5.0).verdict == "completed"  # a new status is never stale

@@ -51,14 +51,24 @@ class VMState:
     log_total: int = 0  # records ever appended, so a viewer can tell which are new
     _assessed: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
 
-    def assessment(self):  # -> migtui.model.guidance.Assessment
-        """The verdict on the latest migration, computed once per new sample."""
+    def assessment(self, max_age: float = 0.0):  # -> migtui.model.guidance.Assessment
+        """The verdict on the latest migration, computed once per new sample.
+
+        max_age > 0 accepts one computed from an earlier sample of the same migration up to
+        that many seconds older (sample time): a big fleet's sort need not assess every VM.
+        """
         from migtui.model.guidance import assess
 
         last = self.tracker.last
-        if self._assessed is None or self._assessed[0] is not last:
-            self._assessed = (last, assess(self.tracker))
-        return self._assessed[1]
+        cached = self._assessed
+        if cached is not None and cached[0] is not last:
+            before = cached[0]
+            if not (max_age > 0 and last is not None and before is not None and before.status == last.status
+                    and 0 <= last.time - before.time <= max_age):
+                cached = None
+        if cached is None:
+            cached = self._assessed = (last, assess(self.tracker))
+        return cached[1]
 
     def advice(self):  # -> list[migtui.model.guidance.Advice]
         from migtui.model.guidance import advise

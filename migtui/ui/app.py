@@ -41,6 +41,7 @@ CONTROL_ACTIONS = frozenset(
 FLUSH_DELAY = 0.03  # coalescing window: well under the 100 ms an operator notices
 FREEZE_AFTER = 10.0  # s after start: the fleet has connected
 REFREEZE_EVERY = 600.0  # s
+EAGER_ASSESS_EVERY = 2.0  # s of samples
 
 
 class MigtuiApp(App[int]):
@@ -137,9 +138,11 @@ class MigtuiApp(App[int]):
             # Every migration is assessed as its samples arrive, on screen or not: each look
             # then costs one sample's work, and a sort by verdict or ETA over a big fleet
             # never has to read whole histories at once.
+            # A big fleet: each VM at most every EAGER_ASSESS_EVERY seconds (the rows on screen
+            # are assessed on every sample when drawn).
             session = self.fleet.get(message.vm)
             if session is not None and session.vm.in_flight:
-                session.vm.assessment()
+                session.vm.assessment(max_age=EAGER_ASSESS_EVERY if len(self.fleet) > 50 else 0.0)
         if self.recorder is not None:
             self._record(message)
         if isinstance(message, ActionResult) and not message.ok:

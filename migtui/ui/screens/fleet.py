@@ -17,6 +17,8 @@ from migtui.ui.messages import FleetChanged
 from migtui.ui.screens.actions import VMActions
 from migtui.ui.widgets.fleet_table import FleetTable
 
+SORT_MAX_AGE = 5.0  # s
+
 # Sort keys by column: numbers sort as numbers, absent values last.
 _SORT_KEYS = {
     "vm": lambda vm: vm.name,
@@ -26,8 +28,10 @@ _SORT_KEYS = {
     "throughput": lambda vm: (vm.derived.throughput_bps or 0) if vm.in_flight else -1,
     "remaining": lambda vm: (vm.derived.remaining_bytes or 0) if vm.in_flight else -1,
     "dirty": lambda vm: (vm.derived.dirty_bytes_per_s or 0) if vm.in_flight else -1,
-    "verdict": lambda vm: vm.assessment().verdict if vm.sample is not None else "",
-    "eta": lambda vm: (vm.assessment().eta_s if vm.in_flight else None) or float("inf"),
+    # A verdict up to a few seconds old orders the rows (the rows on screen show the latest):
+    # assessing a thousand VMs afresh would hold the key press.
+    "verdict": lambda vm: vm.assessment(max_age=SORT_MAX_AGE).verdict if vm.sample is not None else "",
+    "eta": lambda vm: (vm.assessment(max_age=SORT_MAX_AGE).eta_s if vm.in_flight else None) or float("inf"),
     "passes": lambda vm: vm.derived.passes or 0,
 }
 _CATEGORY_ORDER = ("migrating", "post-copy", "incoming", "unresponsive", "failed", "disconnected", "cancelled",
