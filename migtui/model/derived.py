@@ -7,7 +7,7 @@ computed here, from consecutive samples of one migration, with no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from migtui.model.history import History, HistoryPoint, PassMark
 from migtui.model.sample import DEFAULT_PAGE_SIZE, MigrationSample
@@ -40,9 +40,20 @@ class Derived:
         }
 
 
-def _sum(*values: float | None) -> float | None:
-    present = [v for v in values if v is not None]
-    return sum(present) if present else None
+def _sum(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else a + b
+
+
+def _numbers(sample: MigrationSample, section: str) -> Mapping[str, Any]:
+    """One section of the reply ({} if absent): read once per sample, not once per counter."""
+    where = sample.info.get(section)
+    return where if type(where) is dict or isinstance(where, Mapping) else {}
+
+
+def _num(where: Mapping[str, Any], key: str) -> float | None:
+    value = where.get(key)
+    kind = type(value)
+    return value if kind is int or kind is float else None
 
 
 class MigrationTracker:
@@ -82,12 +93,13 @@ class MigrationTracker:
         if prev is None or self._anchor is None:
             self._anchor = None if total_time_now is None else sample.time - total_time_now / 1000
         when = sample.time if self._anchor is None or total_time_now is None else self._anchor + total_time_now / 1000
-        ram_t, ram_r = sample.get("ram", "transferred"), sample.get("ram", "remaining")
-        disk_t, disk_r = sample.get("disk", "transferred"), sample.get("disk", "remaining")
+        ram, disk, xbzrle = _numbers(sample, "ram"), _numbers(sample, "disk"), _numbers(sample, "xbzrle-cache")
+        ram_t, ram_r = _num(ram, "transferred"), _num(ram, "remaining")
+        disk_t, disk_r = _num(disk, "transferred"), _num(disk, "remaining")
         transferred = _sum(ram_t, disk_t)
         remaining = _sum(ram_r, disk_r)
-        total = _sum(sample.get("ram", "total"), sample.get("disk", "total"))
-        total_time = sample.get(None, "total-time")
+        total = _sum(_num(ram, "total"), _num(disk, "total"))
+        total_time = total_time_now
 
         progress: float | None = None
         note: str | None = None
@@ -106,10 +118,10 @@ class MigrationTracker:
                 note = self.derived.progress_note  # still below the earlier high: keep saying why
 
         throughput = self._throughput(prev, sample, transferred, total_time)
-        page_size = sample.get("ram", "page-size") or DEFAULT_PAGE_SIZE
-        dirty_pages = sample.get("ram", "dirty-pages-rate")
+        page_size = _num(ram, "page-size") or DEFAULT_PAGE_SIZE
+        dirty_pages = _num(ram, "dirty-pages-rate")
         dirty = None if dirty_pages is None else dirty_pages * page_size
-        passes_raw = sample.get("ram", "dirty-sync-count")
+        passes_raw = _num(ram, "dirty-sync-count")
         passes = int(passes_raw) if passes_raw is not None else None
         if passes is not None and sample.in_flight:
             self.history.mark_pass(PassMark(when, passes))
@@ -141,11 +153,11 @@ class MigrationTracker:
                     dirty_bytes_per_s=dirty,
                     expected_downtime_ms=sample.get(None, "expected-downtime"),
                     passes=passes,
-                    xbzrle_cache_miss_rate=sample.get("xbzrle-cache", "cache-miss-rate"),
-                    xbzrle_overflow=sample.get("xbzrle-cache", "overflow"),
-                    xbzrle_encoding_rate=sample.get("xbzrle-cache", "encoding-rate"),
-                    xbzrle_pages=sample.get("xbzrle-cache", "pages"),
-                    xbzrle_bytes=sample.get("xbzrle-cache", "bytes"),
+                    xbzrle_cache_miss_rate=_num(xbzrle, "cache-miss-rate"),
+                    xbzrle_overflow=_num(xbzrle, "overflow"),
+                    xbzrle_encoding_rate=_num(xbzrle, "encoding-rate"),
+                    xbzrle_pages=_num(xbzrle, "pages"),
+                    xbzrle_bytes=_num(xbzrle, "bytes"),
                 )
             )
         self.last = sample

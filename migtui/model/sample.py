@@ -84,10 +84,13 @@ class MigrationSample:
     def get(self, section: str | None, key: str) -> float | None:
         """A counter by QEMU's names, e.g. get('ram', 'dirty-pages-rate'); None when absent."""
         where = self.info if section is None else self.info.get(section)
-        if not _is_mapping(where):
+        if type(where) is not dict and not _is_mapping(where):
             return None
         value = where.get(key)
-        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        kind = type(value)
+        if kind is int or kind is float:
+            return value
+        return value if isinstance(value, (int, float)) and kind is not bool else None
 
     def has(self, section: str) -> bool:
         return _is_mapping(self.info.get(section))
@@ -132,7 +135,10 @@ def parse_query_migrate(reply: object, time: float) -> MigrationSample:
             continue
         clean = dict(section)
         for key, value in section.items():
-            is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            kind = type(value)
+            if (kind is int or kind is float) and 0 <= value < _ABSURD:
+                continue  # the usual counter, checked in one step (NaN fails the comparison)
+            is_number = isinstance(value, (int, float)) and kind is not bool
             if (is_number or key in _SECTION_NUMBERS) and (why := _bad_number(value)):
                 problems.append(f"{name}.{key} {why}")
                 del clean[key]
