@@ -184,6 +184,16 @@ def test_stalled_needs_three_samples_and_five_seconds():
     assert feed(tracker, 10, reply("active", transferred=400 * MiB, **ram)).verdict == "converging"
 
 
+def test_a_stall_longer_than_the_samples_guidance_keeps_says_how_long():
+    tracker = MigrationTracker()
+    ram = dict(total=GiB, remaining=700 * MiB, **{"dirty-sync-count": 1})
+    feed(tracker, 0, reply("active", transferred=100 * MiB, **ram))
+    for i in range(1, 601):  # ten minutes at 1 s without a byte sent, each sample looked at
+        a = feed(tracker, i, reply("active", transferred=200 * MiB, **ram))
+    assert a.verdict == "stalled"
+    assert "nothing sent for 9m59s (599 samples)" in a.why, a.why
+
+
 def test_stalled_with_a_slow_poll_still_needs_three_samples():
     tracker = MigrationTracker()
     ram = dict(total=GiB, remaining=700 * MiB, **{"dirty-sync-count": 1})

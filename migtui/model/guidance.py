@@ -98,8 +98,8 @@ KEEP_PASSES = 4  # completed passes a memo keeps (the analysis reads the last tw
 MAX_RUN_PASSES = 2000  # passes looked ahead before calling it not converging
 MARGIN = 1.25  # advice margin over the measured need
 MAX_POINTS = 3000  # history points read back on a first look at a migration
-TAIL = 256  # recent samples kept for rates and stall detection
 RECENT = 8  # samples behind a "recent" rate
+TAIL = 4 * RECENT  # recent samples kept for rates (a stall is followed by the memo, however long)
 DEFAULT_DOWNTIME_MS = 300.0  # QEMU 2.4+ default
 LEGACY_DOWNTIME_MS = 30.0  # the seed's default (30 ms)
 DEFAULT_BANDWIDTH = 128 * 2**20  # QEMU 7.2 default max-bandwidth, bytes/s
@@ -619,6 +619,10 @@ class _Memo:
     pass1_done: bool = False  # zero_share is over all of pass 1
     throttle_pct: float = 0.0  # auto-converge's latest cpu-throttle-percentage
     free: _Judge | None = None  # the judge at the latest sample before auto-converge throttled
+    # The run of samples in which `transferred` has not grown: its level, first time, length.
+    flat_level: float | None = None
+    flat_since: float = 0.0
+    flat_count: int = 0
 
     def note(self, last: MigrationSample) -> None:
         """What the latest reply (of this migration) says beyond the history points."""
@@ -655,6 +659,13 @@ class _Memo:
     def consume(self, p: HistoryPoint) -> None:
         self.tail.append(p)
         self.last = p
+        sent = p.transferred
+        if p.status not in _SENDING or sent is None:
+            self.flat_level = None
+        elif self.flat_level is None or sent > self.flat_level or sent < self.flat_level:
+            self.flat_level, self.flat_since, self.flat_count = sent, p.time, 0  # it grew (or restarted)
+        else:
+            self.flat_count += 1
         if p.status not in _PRECOPY or p.remaining is None:
             self.prev = None
             return
@@ -783,6 +794,7 @@ class _Analysis:
     zero_share: float | None = None  # of the pages pass 1 has sent so far
     prior: _Prior | None = None
     throttle: _Throttle | None = None  # auto-converge, when on
+    flat: tuple[int, float] | None = None  # samples since `transferred` last grew, and since when
 
     @property
     def model(self) -> _Dirtying | None:
@@ -853,7 +865,8 @@ def _analyse(tracker: MigrationTracker) -> _Analysis | None:
     prior = _prior_for(tracker) if passes and passes[-1].number < 3 else None
     return _Analysis(last, points, passes, judge, throughput, throughputs, memo.limit_ms,
                      points[-1].remaining if points else None, memo.dirty, drain, drains,
-                     memo.start, memo.page, memo.zero_share, prior, _throttle_for(tracker, last))
+                     memo.start, memo.page, memo.zero_share, prior, _throttle_for(tracker, last),
+                     None if memo.flat_level is None else (memo.flat_count, memo.flat_since))
 
 
 # -- ETA ---------------------------------------------------------------------------------------
@@ -1034,16 +1047,10 @@ def _pct(x: float) -> str:
 def _stall(a: _Analysis) -> tuple[int, float] | None:
     """(samples, seconds) without `transferred` growing, when that is a stall."""
     pts = a.points
-    if not pts or pts[-1].status not in _SENDING or pts[-1].transferred is None:
+    if not pts or pts[-1].status not in _SENDING or pts[-1].transferred is None or a.flat is None:
         return None
-    last = pts[-1]
-    count, since = 0, last.time
-    for p in reversed(pts[:-1]):
-        if p.status not in _SENDING or p.transferred is None or p.transferred < last.transferred:
-            break  # it grew between p and the sample after it
-        count += 1
-        since = p.time
-    seconds = last.time - since
+    count, since = a.flat
+    seconds = pts[-1].time - since
     if count >= STALL_SAMPLES and seconds >= STALL_SECONDS:
         return count, seconds
     return None
