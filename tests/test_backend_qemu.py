@@ -207,3 +207,27 @@ async def test_killed_qemu_keeps_last_sample_and_reason(lab_pair, open_session):
     assert len(src.vm.tracker.history) >= history_len
     # The destination exits when its source dies ("load of migration failed").
     await wait_until(lambda: dst.vm.connection == Connection.DISCONNECTED, timeout=20)
+
+
+async def test_a_qemu_restarted_on_the_same_socket_is_reconnected(lab_pair, open_session):
+    from migtui.lab.qemu import QemuVM
+
+    source, destination, lab = lab_pair
+    src, dst, _ = await connected_pair(open_session, source, destination, backoff_max=0.5)
+    await start_migration(src, NOT_CONVERGING, destination=dst)
+    await wait_until(lambda: src.vm.in_flight, timeout=30)
+    first_pid = source.pid
+    await source.kill()
+    await wait_until(lambda: src.vm.connection == Connection.DISCONNECTED, timeout=10)
+    # The same VM started again by its operator: same monitor socket, a new QEMU behind it.
+    again = QemuVM(source.name, source.runtime_dir, source.kernel, mem=source.mem, accel=source.accel,
+                   qemu=source._qemu)
+    lab.vms.append(again)  # the lab reaps it
+    await again.start()
+    await again.wait_ready(30)
+    assert again.pid != first_pid
+    await wait_until(lambda: src.vm.connection == Connection.CONNECTED and src.vm.run_state == "running",
+                     timeout=15)
+    assert src.vm.migration_status == "none"  # the new QEMU's own answer: the old one was migrating
+    await src.sample()  # and it answers through the same session
+    assert src.vm.connection == Connection.CONNECTED
