@@ -123,6 +123,10 @@ async def test_filter_with_slash_and_escape_clears():
         await pilot.press("slash", *"disconn")
         await pilot.pause()
         assert rows(app) == ["db-01"]  # matches the status category too
+        await pilot.press("escape")
+        await pilot.press("slash", *"not-conv")
+        await pilot.pause()
+        assert rows(app) == ["src1"]  # and the verdict: what will not converge, at 3 a.m.
 
 
 async def test_sort_cycles_columns():

@@ -57,7 +57,7 @@ class FleetScreen(VMActions, Screen):
     def compose(self) -> ComposeResult:
         yield Static(id="fleet-header")
         yield FleetTable(FLEET_COLUMNS, self.row, on_error=self._row_error, id="fleet")
-        yield Input(placeholder="filter: name, endpoint or status (Enter keeps it, Esc clears)", id="filter")
+        yield Input(placeholder="filter: name, endpoint, status or verdict (Enter keeps it, Esc clears)", id="filter")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -90,6 +90,7 @@ class FleetScreen(VMActions, Screen):
             s for s in self.app.fleet
             if not needle or any(needle in part.lower() for part in (
                 s.vm.name, str(s.vm.endpoint), s.vm.migration_status, status_category(s.vm), s.vm.run_state or ""))
+            or (needle and s.vm.sample is not None and needle in _SORT_KEYS["verdict"](s.vm))
         ]
         if self.sort_column in _SORT_KEYS:
             sessions.sort(key=lambda s: _SORT_KEYS[self.sort_column](s.vm), reverse=self.sort_reverse)

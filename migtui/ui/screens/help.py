@@ -23,7 +23,7 @@ HELP = """\
 | `a` | on the dashboard: apply the selected advice (confirm; shows the exact QMP command) |
 | `enter` | dashboard of the selected VM |
 | `escape` | back |
-| `/` | filter the fleet; `o` cycles the sort column |
+| `/` | filter the fleet by name, endpoint, status or verdict; `o` cycles the sort column |
 | `r` | poll now |
 | `s` | save an SVG screenshot in the current directory |
 | `t` | next theme |
