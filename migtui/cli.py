@@ -178,7 +178,7 @@ def _state_json(target: str, session, error: str | None = None) -> dict[str, Any
         "qemu": vm.qemu_version,
         "run-state": vm.run_state,
         "time": round(sample.time, 3) if sample else round(time.time(), 3),
-        "migration": dict(sample.info) if sample else None,
+        "migration": sample.info if sample else None,  # serialised as it is, never changed
         "derived": {**vm.derived.to_json(), **vm.assessment().to_json()} if sample else None,
         "error": error,
     }
@@ -299,7 +299,10 @@ async def cmd_watch(args: argparse.Namespace) -> int:
     try:
         while count is None or rounds < count:
             started = time.monotonic()
-            errors = await asyncio.gather(*(sample(s) for s in sessions))
+            if len(sessions) == 1:
+                errors = [await sample(sessions[0])]  # no Task per sample when watching one VM
+            else:
+                errors = await asyncio.gather(*(sample(s) for s in sessions))
             for target, session, error in zip(args.targets, sessions, errors):
                 failed |= error is not None
                 if args.json:
