@@ -35,8 +35,8 @@ def progress_bar(progress: float | None, width: int = 10) -> str:
 
 
 def eta_text(vm: VMState) -> str:
-    if not vm.in_flight:
-        return "-"
+    if not vm.in_flight or status_category(vm) == "incoming":
+        return "-"  # a destination's finish is its source's ETA
     a = vm.assessment()
     if a.eta_s is not None:
         return format_duration(a.eta_s)
@@ -84,10 +84,17 @@ def fleet_cells(vm: VMState) -> tuple[str, ...]:
     """The fleet table's row for one VM, as plain strings (styled by row)."""
     d = vm.derived
     live = vm.in_flight
+    category = status_category(vm)
+    if vm.sample is None or category == "disconnected":
+        verdict = "-"
+    elif category == "incoming":
+        verdict = "receiving"  # the destination cannot judge convergence: its source's row does
+    else:
+        verdict = vm.assessment().verdict
     return (
         vm.name,
         status_text(vm),
-        vm.assessment().verdict if vm.sample is not None and status_category(vm) not in ("disconnected",) else "-",
+        verdict,
         progress_bar(d.progress) if vm.sample and vm.sample.status != "none" else "",
         format_rate(d.throughput_bps) if live else "-",
         format_rate(d.dirty_bytes_per_s) if live else "-",
