@@ -56,6 +56,9 @@ async def test_fleet_lists_every_vm_with_counts():
         table = app.screen.query_one("#fleet", FleetTable)
         # A disconnected VM stays, with its reason.
         assert "QEMU closed the connection" in str(table.get_row("db-01")[-1])
+        # The destination does not judge convergence (its source's row does).
+        assert table.get_row("dst1")[2] == "receiving" and table.get_row("dst1")[7] == "-"
+        assert table.get_row("src1")[2] == "not-converging"
 
 
 async def test_a_thousand_vms_draw_only_the_rows_on_screen_through_sort_filter_and_scroll():
