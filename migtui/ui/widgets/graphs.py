@@ -495,18 +495,8 @@ def _row_strip(marker: list[str], fg: list[Any], st: list[Any], bg: list[Any], w
         for match in _INK.finditer(line):
             a, e = match.span()
             run = fg[a:e]
-            if run.count(run[0]) == e - a:  # one colour over the whole run (the usual case): one look
-                colour = run[0]
-                if colour != current:
-                    if current is not None:
-                        style = styles.get(current)
-                        if style is None:
-                            style = styles[current] = _cell_style(current, _NO, b)
-                        append(Segment(line[start:a], style))
-                        start = a
-                    current = colour
-                continue
-            for i in range(a, e):
+            # One colour over the whole run (the usual case): its first cell says it all.
+            for i in (a,) if run.count(run[0]) == e - a else range(a, e):
                 colour = fg[i]
                 if colour != current:
                     if current is not None:
