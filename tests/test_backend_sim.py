@@ -340,3 +340,19 @@ async def test_replies_are_routed_as_bytes_arrive_and_the_rest_left_in_order():
     reader.feed_data(b'{"return": {}, "id": "other"}\r\nnot json\r\n')
     assert await reader.readline() == b'{"return": {}, "id": "other"}\r\n'
     assert await reader.readline() == b"not json\r\n"
+
+
+async def test_event_memory_stays_bounded_over_many_passes(sim, open_session):
+    from migtui.model.vm import LOG_RECORDS
+    from migtui.qmp.session import EVENT_HISTORY
+
+    vm = await sim.add_vm("busy", dirty_rate=400 * MiB, working_set=24 * MiB, ram=256 * MiB)
+    messages: list = []
+    session = open_session(vm.endpoint, messages)
+    assert await session.wait_connected(5)
+    await start_migration(session, MigrationOptions(bandwidth=128 * MiB, downtime_ms=1), uri="exec:cat > /dev/null")
+    passes = lambda: sum(1 for m in messages if getattr(m, "event", None) == "MIGRATION_PASS")  # noqa: E731
+    await wait_until(lambda: passes() > max(EVENT_HISTORY, LOG_RECORDS) + 10, timeout=30)
+    # Every event arrived, but neither qemu.qmp's own history nor the VM's log keeps them all.
+    assert len(session._client.events.history) <= EVENT_HISTORY
+    assert len(session.vm.log) <= LOG_RECORDS and session.vm.log_total > LOG_RECORDS

@@ -12,6 +12,7 @@ Built on qemu.qmp's QMPClient. The rules that keep an on-call console alive:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import json
@@ -51,6 +52,8 @@ _POLL_AFTER = frozenset({"MIGRATION", "STOP", "RESUME", "SHUTDOWN", "BLOCK_JOB_R
 # A MIGRATION_PASS asks for a sample too (the pass count is in query-migrate), but at most one
 # such poll per this many seconds: a migration with a tiny dirty set can sync many times a second.
 _PASS_POLL_GAP = 0.1
+# Events qemu.qmp's listener keeps in its own history (it keeps all of them otherwise).
+EVENT_HISTORY = 32
 
 
 class SessionOptions:
@@ -134,6 +137,10 @@ class _Client(QMPClient):
         self._next_id = 0
         self._heads: dict[str, bytes] = {}  # command -> b'{"execute": "CMD", "id": "'
         self._hooked: object = None  # the StreamReader whose feed_data routes replies
+        # qemu.qmp's default listener keeps a history of every event, forever: a migration
+        # that passes every second grew it by 3600 messages an hour. Keep the latest few.
+        if isinstance(getattr(self.events, "_history", None), list):
+            self.events._history = collections.deque(maxlen=EVENT_HISTORY)  # type: ignore[assignment]
 
     def _cb_outbound(self, msg):  # type: ignore[no-untyped-def]
         if self.logger.isEnabledFor(logging.DEBUG):
