@@ -10,6 +10,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
+from migtui.model.guidance import VERDICTS
 from migtui.model.vm import status_category
 from migtui.ui.format import FLEET_COLUMNS, category_style, fleet_cells
 from migtui.ui.guard import keep_running, report
@@ -86,11 +87,13 @@ class FleetScreen(VMActions, Screen):
 
     def visible_sessions(self):
         needle = self.filter_text.lower()
+        # Verdicts are looked up only when the text can be part of one (not for most names).
+        verdicts = needle and any(needle in v for v in (*VERDICTS, "receiving"))
         sessions = [
             s for s in self.app.fleet
             if not needle or any(needle in part.lower() for part in (
                 s.vm.name, str(s.vm.endpoint), s.vm.migration_status, status_category(s.vm), s.vm.run_state or ""))
-            or (needle and s.vm.sample is not None and needle in _SORT_KEYS["verdict"](s.vm))
+            or (verdicts and s.vm.sample is not None and needle in _SORT_KEYS["verdict"](s.vm))
         ]
         if self.sort_column in _SORT_KEYS:
             sessions.sort(key=lambda s: _SORT_KEYS[self.sort_column](s.vm), reverse=self.sort_reverse)
