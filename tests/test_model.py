@@ -331,4 +331,12 @@ def test_an_assessment_can_be_reused_for_a_few_seconds_of_the_same_migration(mon
     assert vm.assessment(max_age=5.0) is not latest and len(calls) == 3  # too old
     vm.tracker.add(parse_query_migrate({"status": "completed", "total-time": 9500, "downtime": 40,
                                         "ram": {"transferred": 910 * MiB, "remaining": 0, "total": 512 * MiB}}, 1009.5))
-    assert vm.assessment(max_age=5.0).verdict == "completed"  # a new status is never stale
+    done = vm.assessment(max_age=5.0)
+    assert done.verdict == "completed"  # a new status is never stale
+    calls.clear()
+    vm.tracker.add(parse_query_migrate({"status": "completed", "total-time": 9500, "downtime": 40,
+                                        "ram": {"transferred": 910 * MiB, "remaining": 0, "total": 512 * MiB}}, 1100.0))
+    assert vm.assessment() is done and not calls  # a finished migration QEMU repeats: nothing to redo
+    vm.tracker.add(parse_query_migrate({"status": "completed", "total-time": 700, "downtime": 9,
+                                        "ram": {"transferred": 90 * MiB, "remaining": 0, "total": 512 * MiB}}, 1101.0))
+    assert vm.assessment() is not done and calls  # another migration completed between two polls

@@ -68,8 +68,11 @@ class VMState:
         cached = self._assessed
         if cached is not None and cached[0] is not last:
             before = cached[0]
-            if not (max_age > 0 and last is not None and before is not None and before.status == last.status
-                    and 0 <= last.time - before.time <= max_age):
+            if last is None or before is None or before.status != last.status:
+                cached = None
+            elif not last.in_flight and before.info == last.info:
+                pass  # idle or finished, and QEMU repeats itself: nothing can have changed
+            elif not (max_age > 0 and 0 <= last.time - before.time <= max_age):
                 cached = None
         if cached is None:
             cached = self._assessed = (last, assess(self.tracker))
