@@ -7,10 +7,10 @@ computed here, from consecutive samples of one migration, with no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from migtui.model.history import History, HistoryPoint, PassMark
-from migtui.model.sample import DEFAULT_PAGE_SIZE, MigrationSample
+from migtui.model.sample import DEFAULT_PAGE_SIZE, MigrationSample, counter
 from migtui.model.units import format_bytes
 
 __all__ = ["Derived", "MigrationTracker"]
@@ -42,18 +42,6 @@ class Derived:
 
 def _sum(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else a + b
-
-
-def _numbers(sample: MigrationSample, section: str) -> Mapping[str, Any]:
-    """One section of the reply ({} if absent): read once per sample, not once per counter."""
-    where = sample.info.get(section)
-    return where if type(where) is dict or isinstance(where, Mapping) else {}
-
-
-def _num(where: Mapping[str, Any], key: str) -> float | None:
-    value = where.get(key)
-    kind = type(value)
-    return value if kind is int or kind is float else None
 
 
 class MigrationTracker:
@@ -89,17 +77,16 @@ class MigrationTracker:
 
     def add(self, sample: MigrationSample) -> Derived:
         prev = self.last if self._same_migration(self.last, sample) else None
-        total_time_now = sample.get(None, "total-time")
+        total_time = sample.get(None, "total-time")
         if prev is None or self._anchor is None:
-            self._anchor = None if total_time_now is None else sample.time - total_time_now / 1000
-        when = sample.time if self._anchor is None or total_time_now is None else self._anchor + total_time_now / 1000
-        ram, disk, xbzrle = _numbers(sample, "ram"), _numbers(sample, "disk"), _numbers(sample, "xbzrle-cache")
-        ram_t, ram_r = _num(ram, "transferred"), _num(ram, "remaining")
-        disk_t, disk_r = _num(disk, "transferred"), _num(disk, "remaining")
+            self._anchor = None if total_time is None else sample.time - total_time / 1000
+        when = sample.time if self._anchor is None or total_time is None else self._anchor + total_time / 1000
+        ram, disk, xbzrle = sample.section("ram"), sample.section("disk"), sample.section("xbzrle-cache")
+        ram_t, ram_r = counter(ram, "transferred"), counter(ram, "remaining")
+        disk_t, disk_r = counter(disk, "transferred"), counter(disk, "remaining")
         transferred = _sum(ram_t, disk_t)
         remaining = _sum(ram_r, disk_r)
-        total = _sum(_num(ram, "total"), _num(disk, "total"))
-        total_time = total_time_now
+        total = _sum(counter(ram, "total"), counter(disk, "total"))
 
         progress: float | None = None
         note: str | None = None
@@ -118,10 +105,10 @@ class MigrationTracker:
                 note = self.derived.progress_note  # still below the earlier high: keep saying why
 
         throughput = self._throughput(prev, sample, transferred, total_time)
-        page_size = _num(ram, "page-size") or DEFAULT_PAGE_SIZE
-        dirty_pages = _num(ram, "dirty-pages-rate")
+        page_size = counter(ram, "page-size") or DEFAULT_PAGE_SIZE
+        dirty_pages = counter(ram, "dirty-pages-rate")
         dirty = None if dirty_pages is None else dirty_pages * page_size
-        passes_raw = _num(ram, "dirty-sync-count")
+        passes_raw = counter(ram, "dirty-sync-count")
         passes = int(passes_raw) if passes_raw is not None else None
         if passes is not None and sample.in_flight:
             self.history.mark_pass(PassMark(when, passes))
@@ -153,11 +140,11 @@ class MigrationTracker:
                     dirty_bytes_per_s=dirty,
                     expected_downtime_ms=sample.get(None, "expected-downtime"),
                     passes=passes,
-                    xbzrle_cache_miss_rate=_num(xbzrle, "cache-miss-rate"),
-                    xbzrle_overflow=_num(xbzrle, "overflow"),
-                    xbzrle_encoding_rate=_num(xbzrle, "encoding-rate"),
-                    xbzrle_pages=_num(xbzrle, "pages"),
-                    xbzrle_bytes=_num(xbzrle, "bytes"),
+                    xbzrle_cache_miss_rate=counter(xbzrle, "cache-miss-rate"),
+                    xbzrle_overflow=counter(xbzrle, "overflow"),
+                    xbzrle_encoding_rate=counter(xbzrle, "encoding-rate"),
+                    xbzrle_pages=counter(xbzrle, "pages"),
+                    xbzrle_bytes=counter(xbzrle, "bytes"),
                 )
             )
         self.last = sample

@@ -335,10 +335,10 @@ def _run_out_throttled(excess: float, drain: float, base: _Dirtying, threshold: 
 
 def _throttle_for(tracker: MigrationTracker, last: MigrationSample) -> _Throttle | None:
     """Auto-converge's state when it is on: from the capability and parameters the backend
-    put on the tracker (read defensively: older backends do not), or from QEMU reporting a
-    cpu-throttle-percentage (only once it throttles)."""
-    caps = getattr(tracker, "capabilities", None)
-    params = getattr(tracker, "parameters", None)
+    puts on the tracker, or from QEMU reporting a cpu-throttle-percentage (only once it
+    throttles)."""
+    caps = tracker.capabilities
+    params = tracker.parameters
     pct = last.get(None, "cpu-throttle-percentage")
     on = isinstance(caps, Mapping) and caps.get("auto-converge") is True
     if not on and pct is None:
@@ -385,7 +385,7 @@ def _plumbed_prior(tracker: MigrationTracker) -> _Dirtying | None:
     `dirty_rate_prior`: bytes/s (calc-dirty-rate over about a second), or a sequence of
     (calc-time seconds, bytes/s) pairs; measurements over periods of different lengths
     reveal a working set, as QEMU's own periods do."""
-    raw = getattr(tracker, "dirty_rate_prior", None)
+    raw = tracker.dirty_rate_prior
     periods: list[Period] = []
     if _number(raw) is not None:
         periods.append((1.0, float(raw)))
@@ -408,7 +408,7 @@ def _plumbed_prior(tracker: MigrationTracker) -> _Dirtying | None:
 
 
 def _plumbed_period(tracker: MigrationTracker) -> float:
-    raw = getattr(tracker, "dirty_rate_prior", None)
+    raw = tracker.dirty_rate_prior
     if isinstance(raw, (list, tuple)) and raw:
         item = raw[-1] if isinstance(raw[-1], (list, tuple)) else raw
         secs = _number(item[0]) if len(item) == 2 else None
@@ -703,8 +703,7 @@ def _new_points(tracker: MigrationTracker, memo: _Memo | None) -> tuple[list[His
     transferred: float | None = None
     passes: int | None = None
     for p in reversed(tracker.history.points):
-        if memo is not None and (p is memo.last or (getattr(p, "seq", -1) >= 0
-                                                    and getattr(p, "seq", -1) == getattr(memo.last, "seq", -2))):
+        if memo is not None and (p is memo.last or (p.seq >= 0 and p.seq == memo.last.seq)):
             out.reverse()
             return out, True
         if out:

@@ -157,11 +157,6 @@ class History:
         """Samples per archived point (1 until the archive first fills)."""
         return self._stride
 
-    @property
-    def appended(self) -> int:
-        """How many points were ever appended (the next point's seq)."""
-        return self._seq
-
     def append(self, point: HistoryPoint) -> None:
         seq = self._seq
         self._seq += 1
@@ -179,13 +174,15 @@ class History:
         self._archive = [self._archive[i] for i in keep]
         self._archive_seqs = [self._archive_seqs[i] for i in keep]
 
+    def _older(self) -> int:
+        """How many archived points are older than the exact ones (the rest are among them)."""
+        if not self._recent:
+            return 0
+        return bisect_left(self._archive_seqs, self._seq - len(self._recent))
+
     def _packed(self) -> list[bytes]:
-        if not self._archive or not self._recent:
-            return list(self._recent)
         # Archived points older than the exact ones, then the exact ones.
-        first_recent = self._seq - len(self._recent)
-        older = bisect_left(self._archive_seqs, first_recent)
-        return self._archive[:older] + list(self._recent)
+        return self._archive[: self._older()] + list(self._recent)
 
     @property
     def points(self) -> _Points:
@@ -215,9 +212,7 @@ class History:
                 del numbers[0]
 
     def __len__(self) -> int:
-        if not self._archive or not self._recent:
-            return len(self._recent)
-        return bisect_left(self._archive_seqs, self._seq - len(self._recent)) + len(self._recent)
+        return self._older() + len(self._recent)
 
     def __iter__(self) -> Iterator[HistoryPoint]:
         return iter(self.points)

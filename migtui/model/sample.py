@@ -72,6 +72,18 @@ def _bad_number(value: object) -> str | None:
     return None
 
 
+_EMPTY: Mapping[str, Any] = {}
+
+
+def counter(where: Mapping[str, Any], key: str) -> float | None:
+    """A number from one section of a reply (see MigrationSample.section); None when absent."""
+    value = where.get(key)
+    kind = type(value)
+    if kind is int or kind is float:
+        return value
+    return value if isinstance(value, (int, float)) and kind is not bool else None
+
+
 @dataclass(frozen=True, slots=True)
 class MigrationSample:
     """What QEMU said about its migration at `time` (wall clock, seconds)."""
@@ -83,14 +95,14 @@ class MigrationSample:
 
     def get(self, section: str | None, key: str) -> float | None:
         """A counter by QEMU's names, e.g. get('ram', 'dirty-pages-rate'); None when absent."""
-        where = self.info if section is None else self.info.get(section)
-        if type(where) is not dict and not _is_mapping(where):
-            return None
-        value = where.get(key)
-        kind = type(value)
-        if kind is int or kind is float:
-            return value
-        return value if isinstance(value, (int, float)) and kind is not bool else None
+        return counter(self.section(section), key)
+
+    def section(self, name: str | None) -> Mapping[str, Any]:
+        """One section of the reply, e.g. 'ram' ({} when absent; None: the top level).
+
+        For reading several counters of one section with counter(): one lookup, not one each."""
+        where = self.info if name is None else self.info.get(name)
+        return where if type(where) is dict or _is_mapping(where) else _EMPTY
 
     def has(self, section: str) -> bool:
         return _is_mapping(self.info.get(section))
