@@ -147,11 +147,10 @@ class MigtuiApp(App[int]):
         """Called by the backend on our loop; must stay cheap."""
         self._dirty.add(message.vm)
         if isinstance(message, VMUpdated) and message.what == "sample":
-            # Every migration is assessed as its samples arrive, on screen or not: each look
-            # then costs one sample's work, and a sort by verdict or ETA over a big fleet
-            # never has to read whole histories at once.
-            # A big fleet: each VM at most every EAGER_ASSESS_EVERY seconds (the rows on screen
-            # are assessed on every sample when drawn).
+            # Every migration is assessed as its samples arrive, on screen or not (in a big
+            # fleet at most every EAGER_ASSESS_EVERY s; rows on screen on every sample when
+            # drawn): each look then costs a few samples' work, and a sort by verdict or ETA
+            # never reads whole histories at once.
             session = self.fleet.get(message.vm)
             if session is not None and session.vm.in_flight:
                 session.vm.assessment(max_age=EAGER_ASSESS_EVERY if len(self.fleet) > 50 else 0.0)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from rich.text import Text
-
 from migtui.model.units import format_bytes, format_duration, format_ms, format_rate
 from migtui.model.vm import VMState, status_category
 
@@ -132,7 +130,3 @@ def category_style(category: str, theme_vars: dict[str, str]) -> str:
     """The Rich style of a status category, with theme variables ($accent...) resolved."""
     style = CATEGORY_STYLE.get(category, "")
     return theme_vars.get(style[1:], "") if style.startswith("$") else style
-
-
-def styled(text: str, category: str, theme_vars: dict[str, str]) -> Text:
-    return Text(text, style=category_style(category, theme_vars), no_wrap=True, overflow="ellipsis")

@@ -108,8 +108,6 @@ class FleetScreen(VMActions, Screen):
         table.invalidate(None)  # sort and filter follow the latest figures: so do the rows
         self.update_header()
 
-    reorder = rebuild
-
     @keep_running
     def refresh_rows(self, keys: frozenset[str] | None) -> None:
         """These VMs changed: their rows are drawn again if on screen, else when they scroll in."""

@@ -119,7 +119,6 @@ class FleetTable(ScrollView, can_focus=True):
         self._keys: list[str] = []
         self._index: dict[str, int] = {}
         self._lines: dict[str, tuple[str, Style]] = {}  # key -> (rendered text, row style)
-        self._styles: dict[str, Style] = {}
         self._looks: tuple[Style, Style, Style] | None = None  # base, header, cursor: costly to resolve
         self.cursor_row = 0
         self.heading_marks: dict[str, str] = {}  # column key -> a mark after its label (sort arrow)
@@ -201,18 +200,14 @@ class FleetTable(ScrollView, can_focus=True):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._lines.clear()  # theme or focus changed the styles rows are drawn in
-        self._styles.clear()
         self._looks = None
 
-    def _style(self, spec: str) -> Style:
-        style = self._styles.get(spec)
-        if style is None:
-            try:
-                style = Style.parse(spec) if spec else Style()
-            except Exception:
-                style = Style()
-            self._styles[spec] = style
-        return style
+    @staticmethod
+    def _style(spec: str) -> Style:
+        try:
+            return Style.parse(spec) if spec else Style()  # Rich caches what it parsed
+        except Exception:
+            return Style()
 
     def _text(self, cells: Sequence[str]) -> str:
         pad = " " * PADDING
