@@ -65,13 +65,16 @@ async def _raw(path: str, n: int) -> tuple[float, float, Any]:
         await writer.wait_closed()
 
 
-async def _qmp_lib(path: str, n: int, client_cls: type | None = None) -> tuple[float, float, Any]:
+async def _qmp_lib(
+    path: str, n: int, client_cls: type | None = None, call: str = "execute"
+) -> tuple[float, float, Any]:
     from qemu.qmp import QMPClient
 
     client = (client_cls or QMPClient)("bench")
     await client.connect(path)
+    request = getattr(client, call)
     try:
-        return await _timed(lambda: client.execute("query-migrate"), n)
+        return await _timed(lambda: request("query-migrate"), n)
     finally:
         await client.disconnect()
 
@@ -85,12 +88,7 @@ async def _qmp_lib_migtui_client(path: str, n: int) -> tuple[float, float, Any]:
 async def _migtui_client_direct(path: str, n: int) -> tuple[float, float, Any]:
     from migtui.qmp.session import _Client
 
-    client = _Client("bench")
-    await client.connect(path)
-    try:
-        return await _timed(lambda: client.request("query-migrate"), n)
-    finally:
-        await client.disconnect()
+    return await _qmp_lib(path, n, _Client, "request")  # the session's request path, no model
 
 
 async def _migtui(path: str, n: int) -> tuple[float, float, Any]:
