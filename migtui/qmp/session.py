@@ -267,28 +267,31 @@ class _Client(QMPClient):
 
         reader.feed_data = feed_data  # type: ignore[method-assign]
 
+    def _answer(self, line: bytes) -> bool:
+        """If `line` is the reply to a send(), resolve its future and say so.
+
+        A line that is not JSON is left to qemu.qmp's reader, which reports it."""
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            return False
+        if type(obj) is not dict:
+            return False
+        ident = obj.get("id")
+        future = self._replies.pop(ident, None) if type(ident) is str else None
+        if future is None:
+            return False
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug("<-- %s", obj)
+        if not future.done():  # done: cancelled by its waiter; drop the reply
+            future.set_result(obj)
+        return True
+
     def _route(self, data: bytes) -> bytes:
         """Resolve the send() futures answered in `data` (whole lines); return the other lines."""
         lines = data.split(b"\n")
         lines.pop()  # after the last newline: empty
-        kept: list[bytes] = []
-        replies = self._replies
-        debug = self.logger.isEnabledFor(logging.DEBUG)
-        for line in lines:
-            try:
-                obj = json.loads(line)
-            except (ValueError, RecursionError):
-                obj = None  # left to qemu.qmp's reader task, which reports it
-            if type(obj) is dict:
-                ident = obj.get("id")
-                future = replies.pop(ident, None) if type(ident) is str else None
-                if future is not None:
-                    if debug:
-                        self.logger.debug("<-- %s", obj)
-                    if not future.done():  # done: cancelled by its waiter; drop the reply
-                        future.set_result(obj)
-                    continue
-            kept.append(line)
+        kept = [line for line in lines if not self._answer(line)]
         if len(kept) == len(lines):
             return data
         return b"\n".join(kept) + b"\n" if kept else b""
@@ -296,21 +299,8 @@ class _Client(QMPClient):
     async def _bh_recv_message(self) -> None:
         # The reader task's loop body: the stock one is `_on_message(await _recv())`.
         line = await self._readline()
-        replies = self._replies
-        if replies:
-            try:
-                obj = json.loads(line)
-            except (ValueError, RecursionError):
-                obj = None  # qemu.qmp's parser below raises its own error for it
-            if type(obj) is dict:
-                ident = obj.get("id")
-                future = replies.pop(ident, None) if type(ident) is str else None
-                if future is not None:
-                    if self.logger.isEnabledFor(logging.DEBUG):
-                        self.logger.debug("<-- %s", obj)
-                    if not future.done():  # done: cancelled by its waiter; drop the reply
-                        future.set_result(obj)
-                    return
+        if self._replies and self._answer(line):
+            return
         msg = self._cb_inbound(Message(line, eager=True))
         await self._on_message(msg)
 
