@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="one sample per target, then exit")
     p.add_argument("--json", action="store_true", help="one JSON object per target")
+    p.add_argument("--window", metavar="TIME",
+                   help="sample for this long (e.g. 5s) and judge the trend, not one reply")
     targets(p)
 
     p = sub.add_parser("watch", help="sample every interval")
@@ -237,10 +239,18 @@ def _print(obj: dict[str, Any]) -> None:
 # ---- subcommands -----------------------------------------------------------
 
 
+STATUS_WINDOW_STEP = 0.25  # seconds between samples of status --window (the console's in-flight rate is 0.5)
+
+
 async def cmd_status(args: argparse.Namespace) -> int:
     from migtui.qmp.errors import BackendError
     from migtui.qmp.session import VMSession
 
+    window_s = 0.0
+    if args.window is not None:
+        from migtui.model.units import parse_time_ms
+
+        window_s = parse_time_ms(args.window, "--window") / 1000
     endpoints = _endpoints(args.targets)
     _warn_remote(endpoints, args)
     options = _options(args)
@@ -249,8 +259,17 @@ async def cmd_status(args: argparse.Namespace) -> int:
     async def one(session: VMSession) -> str | None:
         try:
             await session.connect()
+            if window_s:
+                # Samples over the window, so the verdict judges passes, not one reply.
+                loop = asyncio.get_running_loop()
+                end = loop.time() + window_s
+                while loop.time() < end:
+                    await asyncio.sleep(min(STATUS_WINDOW_STEP, max(0.0, end - loop.time())))  # pacing
+                    await session.sample()
         except BackendError as err:
             return str(err)
+        except (OSError, EOFError) as err:
+            return f"connection lost: {err}"
         return None
 
     errors = await asyncio.gather(*(one(s) for s in sessions))

@@ -54,9 +54,12 @@ from migtui.model.units import DOWNTIME_MAX_MS, format_bytes, format_duration, f
 
 __all__ = ["VERDICTS", "ADVICE_KINDS", "Assessment", "Advice", "assess", "advise"]
 
+# `deciding`: in flight, and the evidence cannot yet say whether it converges (pass 1 with
+# nothing known of the guest, or the rates and the passes disagree). Never `converging` then.
+# `unreachable`: QEMU went away or stopped answering; the last verdict is history, not news.
 VERDICTS = (
-    "idle", "setup", "converging", "not-converging", "stalled", "switching-over",
-    "post-copy", "completed", "failed", "cancelled",
+    "idle", "setup", "deciding", "converging", "not-converging", "stalled", "switching-over",
+    "post-copy", "completed", "failed", "cancelled", "unreachable",
 )
 ADVICE_KINDS = ("downtime", "bandwidth", "postcopy", "xbzrle-cache", "auto-converge", "multifd")
 
@@ -75,6 +78,11 @@ FLAT_PASSES = 8  # ... or this many pass starts without a new low, while dirtyin
 FLAT_RATIO = 0.9  # ... at least this share of the drain
 FLAT_PASSES_SHORT, FLAT_RATIO_SHORT = 3, 0.97  # ... or fewer passes, dirtying all but as fast as it drains
 FIT_SPAN = 1.5  # two dirty-rate periods this different in length reveal a working set
+# One reply shows a migration is not converging, before two dirty-rate periods can be
+# fitted: from this dirty-sync-count, QEMU's expected-downtime this many times the limit
+# while the guest dirties at least what is sent (so the pass starts cannot shrink).
+EVIDENCE_PASS = 3
+EVIDENCE_DOWNTIME = 2.0
 # Pass 1 has no dirty rate yet (QEMU reports it from the second sync): assume the guest
 # dirties this share of the throughput for the point ETA, and RATIO_HIGH for the band's
 # pessimistic end.
@@ -118,6 +126,9 @@ class Assessment:
     eta_low_s: float | None
     eta_high_s: float | None  # None when the pessimistic rates would not converge
     implied_downtime_ms: float | None  # remaining / throughput: the limit that would switch over now
+    # The model's dirty rate over short periods, when it is not QEMU's dirty-pages-rate (which is
+    # over whole sync periods, and what `dirty-bytes-per-s` shows): one name, one figure.
+    fitted_dirty_bytes_per_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         def r(v: float | None, nd: int = 1) -> float | None:
@@ -130,6 +141,7 @@ class Assessment:
             "eta-low-s": r(self.eta_low_s),
             "eta-high-s": r(self.eta_high_s),
             "implied-downtime-ms": r(self.implied_downtime_ms, 0),
+            "fitted-dirty-bytes-per-s": r(self.fitted_dirty_bytes_per_s, 0),
         }
 
 
@@ -530,14 +542,31 @@ class _Judge:
         return _fit(self.recent, self.longest, self.shortest)
 
 
+def _one_reply_says_stuck(p: _Pass, limit_ms: float, tp: float | None) -> bool:
+    """What a single reply at a pass start shows: QEMU counting pass 3 or later, its own
+    expected-downtime far over the limit, and the guest dirtying at least what is sent.
+    Pass starts then cannot shrink (each pass re-sends what the one before it dirtied), so
+    it is not converging at these settings. XBZRLE (pages cheaper than the wire), and
+    throttling (auto-converge, the dirty limit) are ruled out by the caller or here."""
+    first = p.points[0]
+    d, expected = first.dirty_bytes_per_s, first.expected_downtime_ms
+    if first.passes is None or first.passes < EVIDENCE_PASS or not d or expected is None or not tp:
+        return False
+    if first.xbzrle_pages:
+        return False
+    return d >= tp and expected >= EVIDENCE_DOWNTIME * limit_ms
+
+
 def _judge_step(j: _Judge, p: _Pass, current: bool, limit_ms: float, start: float,
-                fallback_tp: float | None) -> _Judge:
+                fallback_tp: float | None, steady: bool = True) -> _Judge:
     """Judge one pass on what was known when it began.
 
     The dirtying model is run forward from the pass's excess over the threshold. Not
     converging is entered when that never fits even at a slightly lower dirty rate, and
     left when it fits even at a slightly higher one and either the pass start is clearly
-    below the two before or the guest dirties well under the drain.
+    below the two before or the guest dirties well under the drain. Before two dirty-rate
+    periods can be fitted, one reply's own figures may enter it (`steady`: nothing
+    throttles the guest); leaving still takes the model.
     """
     if p.number < 2 or p.start_remaining is None:
         return replace(j, drain_known=p.later_drain or j.drain_known)
@@ -563,6 +592,8 @@ def _judge_step(j: _Judge, p: _Pass, current: bool, limit_ms: float, start: floa
     j = replace(j, starts=(j.starts + (r0,))[-3:], best=best, flat=flat, drain_known=p.drain or before)
     model = j.model
     tp = p.throughput or fallback_tp
+    if not j.state and len(j.recent) < 2 and steady and _one_reply_says_stuck(p, limit_ms, tp):
+        return replace(j, state=True)
     if model is None or len(j.recent) < 2 or not tp or (current and len(p.points) < 2 and before is not None):
         # Not before two dirty-rate periods (one cannot tell a working set from a steady
         # rate); and the current pass once its own drain is measured (XBZRLE warming up,
@@ -623,6 +654,7 @@ class _Memo:
     flat_level: float | None = None
     flat_since: float = 0.0
     flat_count: int = 0
+    steady: bool = True  # nothing sends pages cheaper than the wire or slows the guest: one reply can judge
 
     def note(self, last: MigrationSample) -> None:
         """What the latest reply (of this migration) says beyond the history points."""
@@ -681,7 +713,8 @@ class _Memo:
         if self.cur and self.cur_number != number:
             prev = self.done[-1] if self.done else None
             done = _make_pass(self.cur_number, self.cur, self.cur_ahead, prev, self.limit_ms, self.page, None)
-            self.judge = _judge_step(self.judge, done, False, self.limit_ms, self.start, None)
+            self.judge = _judge_step(self.judge, done, False, self.limit_ms, self.start, None,
+                                     self.steady and not self.throttle_pct)
             self.done.append(done)
             if done.number >= 2:
                 self.drains.extend((done.drains or done.wire)[-RECENT:])
@@ -756,7 +789,12 @@ def _memo_for(tracker: MigrationTracker) -> _Memo | None:
         if last is not None and last.in_flight and total_ms is not None:
             start = min(start, last.time - total_ms / 1000)
         page = (last.get("ram", "page-size") if last is not None else None) or DEFAULT_PAGE_SIZE
-        memo = _Memo(last=new[0], start=start, page=page, limit_ms=limit_ms)
+        caps = tracker.capabilities if isinstance(tracker.capabilities, Mapping) else {}
+        # XBZRLE and compression send pages for less than the wire figure, so the dirty rate
+        # against the throughput says nothing alone; auto-converge and the dirty limit slow the guest.
+        steady = not any(caps.get(c) for c in ("auto-converge", "dirty-limit", "xbzrle", "compress")) and \
+            not (last is not None and last.get(None, "cpu-throttle-percentage"))
+        memo = _Memo(last=new[0], start=start, page=page, limit_ms=limit_ms, steady=steady)
         _MEMOS[tracker] = memo
     for p in new:
         memo.consume(p)
@@ -809,6 +847,19 @@ class _Analysis:
         return self.dirty
 
     @property
+    def fitted(self) -> float | None:
+        """`dirtying` when it is the model's figure rather than QEMU's."""
+        d = self.dirtying
+        return d if d is not None and d != self.dirty else None
+
+    def dirtying_text(self) -> str:
+        """The dirty rate for a why line, named for what it is."""
+        fitted = self.fitted
+        if fitted is not None and self.dirty:
+            return f"dirtying {format_rate(fitted)} in short periods (QEMU: {format_rate(self.dirty)})"
+        return f"dirtying {format_rate(self.dirtying)}"
+
+    @property
     def not_converging(self) -> bool:
         return self.judge.state
 
@@ -853,7 +904,8 @@ def _analyse(tracker: MigrationTracker) -> _Analysis | None:
     if memo.cur:
         prev = memo.done[-1] if memo.done else None
         cur = _make_pass(memo.cur_number, memo.cur, memo.cur_ahead, prev, memo.limit_ms, memo.page, throughput)
-        judge = _judge_step(judge, cur, True, memo.limit_ms, memo.start, throughput)
+        judge = _judge_step(judge, cur, True, memo.limit_ms, memo.start, throughput,
+                            memo.steady and not memo.throttle_pct)
         passes.append(cur)
         if cur.number >= 2:
             drains = (drains + (cur.drains or cur.wire))[-RECENT:]
@@ -1121,7 +1173,7 @@ def assess(tracker: MigrationTracker) -> Assessment:
     n = cur.number if cur else None
     thr = a.threshold
     if a.not_converging:
-        return Assessment("not-converging", _one_line(_why_not_converging(a)), None, None, None, implied)
+        return Assessment("not-converging", _one_line(_why_not_converging(a)), None, None, None, implied, a.fitted)
     if remaining is not None and thr is not None and remaining <= thr and cur is not None:
         # At the end of every pass remaining dips under the threshold; it switches over
         # only if what the guest dirtied since the pass began still fits after the sync.
@@ -1142,41 +1194,56 @@ def assess(tracker: MigrationTracker) -> Assessment:
         head = f"pass 1: {format_bytes(remaining)} left at {format_rate(tp)}; no dirty rate from QEMU before pass 2"
         basis = e.basis
         if basis is None or basis.model is None:
+            # Nothing is known of the guest: an ETA can be guessed, convergence cannot.
             allowance = _pct(FIRST_PASS_RATIO / (1 - FIRST_PASS_RATIO))
-            why = f"{head}, so the ETA guesses later passes add {allowance} of pass 1"
-        elif e.eta is None:
+            why = f"{head}; the ETA guesses later passes add {allowance} of pass 1"
+            return Assessment("deciding", _one_line(why), e.eta, e.low, e.high, implied)
+        if e.eta is None:
             why = f"{head}; at {basis.source} {format_rate(basis.model.rate)} of dirtying it would not get under"
-        else:
-            why = f"{head}; later passes from {basis.source} {format_rate(basis.model.rate)} of dirtying"
+            return Assessment("deciding", _one_line(why), None, e.low, None, implied)
+        why = f"{head}; later passes from {basis.source} {format_rate(basis.model.rate)} of dirtying"
         return Assessment("converging", _one_line(why), e.eta, e.low, e.high, implied)
-    rates = f"dirtying {format_rate(a.dirtying)} against {format_rate(a.drain)} sent"
+    rates = f"{a.dirtying_text()} against {format_rate(a.drain)} sent"
+    fitted = a.fitted
     if e.eta is None:
         # The rates say it cannot get under the threshold; the passes have not shown it yet.
-        why = (f"pass {n}: {rates}; {format_bytes(remaining)} left, needs {format_bytes(thr)} to switch "
-               f"over at {limit}; watching whether it shrinks")
-        return Assessment("converging", _one_line(why), None, None, None, implied)
+        load = _pass_load(a)
+        why = (f"pass {n}: {rates}; passes start with {format_bytes(load)}, over the {format_bytes(thr)} a "
+               f"{limit} switch-over allows; watching whether they shrink")
+        return Assessment("deciding", _one_line(why), None, None, None, implied, fitted)
     if e.passes:
         more = f"~{e.passes} more pass{'es' if e.passes > 1 else ''} to get under"
     else:
         more = "switch-over when this pass gets under"
     why = f"pass {n}: {rates}; {format_bytes(remaining)} left, {more} {format_bytes(thr)} ({limit} downtime limit)"
-    return Assessment("converging", _one_line(why), e.eta, e.low, e.high, implied)
+    return Assessment("converging", _one_line(why), e.eta, e.low, e.high, implied, fitted)
 
 
 def _why_not_converging(a: _Analysis) -> str:
-    thr, remaining = a.threshold, a.remaining
-    rate = f"dirtying {format_rate(a.dirtying)} against {format_rate(a.throughput)} of bandwidth"
+    thr = a.threshold
+    dirtying = a.dirtying_text()
+    rate = f"{dirtying} against {format_rate(a.throughput)} sent"
     if a.drain and a.throughput and a.drain > a.throughput * 1.2:
-        rate = f"dirtying {format_rate(a.dirtying)} against {format_rate(a.drain)} of pages sent"
+        rate = f"{dirtying} against {format_rate(a.drain)} of pages sent"
     flat, floor = a.judge.flat, a.floor
     if flat >= 2:
-        trend = f"remaining has not shrunk for {flat} passes"
+        trend = f"pass starts no smaller for {flat} passes"
     elif floor is not None:
-        trend = f"remaining levels off near {format_bytes(floor)}"
+        trend = f"pass starts level off near {format_bytes(floor)}"
     else:
-        trend = "remaining cannot get under the threshold"
-    need = f"{format_bytes(remaining)} left, under {format_bytes(thr)} needed at {format_ms(a.limit_ms)}"
-    return f"{rate}; {trend}: {need} (pass {a.pass_number})"
+        trend = "pass starts cannot shrink enough"
+    expected = a.last.get(None, "expected-downtime")
+    if len(a.judge.recent) < 2 and expected is not None:
+        # Decided on one reply's figures (see _one_reply_says_stuck): say which.
+        return (f"{rate}; QEMU expects {format_ms(expected)} of downtime against the {format_ms(a.limit_ms)} "
+                f"limit at pass {a.pass_number}: pass starts cannot shrink")
+    # What is compared: what each pass starts with against the switch-over threshold (what
+    # is left mid-pass dips under it at every pass end, and means nothing alone).
+    need = f"each holds {format_bytes(_pass_load(a))}, over the {format_bytes(thr)} a {format_ms(a.limit_ms)} " \
+           "switch-over allows"
+    text = f"{rate}; {trend}: {need}"
+    where = f" (pass {a.pass_number})"
+    return text + where if len(text + where) <= 160 else text  # the dashboard shows the pass anyway
 
 
 # -- advice ------------------------------------------------------------------------------------

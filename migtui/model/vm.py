@@ -10,7 +10,7 @@ from typing import Any
 from migtui.model.derived import MigrationTracker
 from migtui.model.endpoint import Endpoint
 
-__all__ = ["Connection", "EventRecord", "VMState"]
+__all__ = ["Connection", "EventRecord", "VMState", "unreachable"]
 
 
 class Connection(str, enum.Enum):
@@ -76,6 +76,9 @@ class VMState:
                 cached = None
         if cached is None:
             cached = self._assessed = (last, assess(self.tracker))
+        if last is not None and last.in_flight and self.connection in (Connection.DISCONNECTED,
+                                                                       Connection.UNRESPONSIVE):
+            return unreachable(cached[1], last.time, self.connection, self.reason)
         return cached[1]
 
     def advice(self):  # -> list[migtui.model.guidance.Advice]
@@ -107,6 +110,23 @@ class VMState:
     @property
     def in_flight(self) -> bool:
         return self.tracker.last is not None and self.tracker.last.in_flight
+
+
+def unreachable(last_verdict, seen: float, connection: Connection, reason: str | None):
+    """The verdict on a migration whose QEMU is gone or silent: the last one is history.
+
+    Says when the VM was last seen and what it said then; no ETA, since nothing is known
+    of what happened after."""
+    import time as _time
+
+    from migtui.model.guidance import Assessment
+
+    when = _time.strftime("%H:%M:%S", _time.localtime(seen))
+    why = f"{connection}: {reason or 'no reason given'}; last seen {when}, then {last_verdict.verdict}: {last_verdict.why}"
+    why = " ".join(why.split())
+    if len(why) > 160:
+        why = why[:159] + "…"
+    return Assessment("unreachable", why, None, None, None, None)
 
 
 def status_category(vm: VMState) -> str:

@@ -40,7 +40,7 @@ def eta_text(vm: VMState) -> str:
         return format_duration(a.eta_s)
     if a.verdict in ("not-converging", "stalled"):
         return "never"
-    return "…"
+    return "-" if a.verdict == "unreachable" else "…"
 
 
 def downtime_text(vm: VMState) -> str:
