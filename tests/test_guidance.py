@@ -17,7 +17,7 @@ import pytest
 
 from migtui.model import MigrationTracker, parse_query_migrate
 from migtui.model import guidance
-from migtui.model.guidance import ADVICE_KINDS, VERDICTS, Advice, Assessment, advise, assess
+from migtui.model.guidance import ADVICE_KINDS, VERDICTS, Advice, Assessment, advise, assess, follow_up, take_advice
 from migtui.sim.dialects import query_migrate_14, query_migrate_72
 from migtui.sim.model import FINISHED, DirtyRateProbe, Guest, Knobs, Migration
 
@@ -319,9 +319,10 @@ def test_advice_numbers_for_a_stuck_migration():
     advice = advise(tracker, PARAMS, caps)
     by_kind = {a.kind: a for a in advice}
     assert all(a.kind in ADVICE_KINDS for a in advice)
-    # Pass starts hold 600 MiB; at 128 MiB/s that is 4.69 s, with a 25% margin 5.86 s.
-    assert by_kind["downtime"].command == ("migrate-set-parameters", {"downtime-limit": 5900})
-    assert "5900ms" in by_kind["downtime"].text and "600 MiB" in by_kind["downtime"].text
+    # Pass starts hold 600 MiB; at 128 MiB/s that is 4.69 s. The model, at the pessimistic end
+    # of its band (pass starts and dirtying 10% higher), gets under from 5.16 s: 5.3 s on the ladder.
+    assert by_kind["downtime"].command == ("migrate-set-parameters", {"downtime-limit": 5300})
+    assert "5300ms" in by_kind["downtime"].text and "600 MiB" in by_kind["downtime"].text
     # The guest dirties 136 MiB/s: beat it by 25%, 170 MiB/s.
     assert by_kind["bandwidth"].command == ("migrate-set-parameters", {"max-bandwidth": 170 * MiB})
     assert "170 MiB/s" in by_kind["bandwidth"].text and "136 MiB/s" in by_kind["bandwidth"].text
@@ -345,7 +346,7 @@ def test_postcopy_only_when_enabled_before_the_start():
 def test_legacy_commands_take_seconds():
     tracker = tracker_for(STUCK, until=45.0)
     advice = {a.kind: a for a in advise(tracker, {"xbzrle-cache-size": 64 * MiB}, {"xbzrle": False}, modern=False)}
-    assert advice["downtime"].command == ("migrate_set_downtime", {"value": 5.9})
+    assert advice["downtime"].command == ("migrate_set_downtime", {"value": 5.3})
     assert advice["bandwidth"].command == ("migrate_set_speed", {"value": 170 * MiB})
 
 
@@ -369,8 +370,9 @@ def test_downtime_advice_is_capped_at_qemus_maximum():
     tracker = tracker_for(run, until=run.timeline()[4][0] + 100)
     down = [a for a in advise(tracker, {"downtime-limit": 300, "max-bandwidth": 16 * MiB}, {})
             if a.kind == "downtime"]
-    assert down and down[0].command == ("migrate-set-parameters", {"downtime-limit": 2_000_000})
-    assert "maximum" in down[0].text
+    # Even the maximum is not enough: said plainly, with nothing to send.
+    assert down and down[0].command is None and not down[0].needs_restart
+    assert "maximum" in down[0].text and "not enough" in down[0].text
 
 
 def test_stalled_legacy_zero_speed_advice():
@@ -1047,3 +1049,129 @@ def test_two_dirty_rates_are_never_shown_under_one_name():
             elif "dirtying" in a.why:
                 assert "in short periods" not in a.why
         assert named, "the scenario never showed the model's own figure"
+
+
+# -- advice, applied: does the first one work, and what follows (issue 11, item 6) -----------
+
+ADVICE_WITHIN = 60.0  # seconds after the first advice in which the migration is to complete
+STUCK_NAMES = [sc.name for sc in STUCK_SCENARIOS]
+
+
+@dataclass
+class AdviceOutcome:
+    scenario: Scenario
+    applied: list[tuple[float, Advice]]  # (time, advice) in the order applied
+    finish: float | None  # completion time (simulated s), None if it never completed
+    told: str | None  # the plain word when nothing could be tuned
+    follow_ups: list[str]
+
+    @property
+    def first_worked(self) -> bool:
+        return bool(self.applied) and self.finish is not None and len(self.applied) == 1 \
+            and self.finish - self.applied[0][0] <= ADVICE_WITHIN
+
+
+def run_with_advice(sc: Scenario, pieces: int = 3) -> AdviceOutcome:
+    """The operator's loop: when not-converging, apply the first advice that can be applied
+    now; when its follow-up says it did not work, apply the next one (up to `pieces`)."""
+    m, knobs, tracker = _sim(sc)
+    params = {"max-bandwidth": sc.bandwidth, "downtime-limit": sc.downtime_ms,
+              "xbzrle-cache-size": knobs.xbzrle_cache_size}
+    caps = {"xbzrle": bool(sc.xbzrle_cache), "auto-converge": sc.auto_converge, "postcopy-ram": False,
+            "multifd": False}
+    applied: list[tuple[float, Advice]] = []
+    follow_ups: list[str] = []
+    told = None
+    t, n = 0.0, 0
+    while t < HORIZON + pieces * ADVICE_WITHIN:
+        n += 1
+        t = n * STEP
+        verdict = _step(m, knobs, tracker, t, sc.legacy).verdict
+        if m.status in FINISHED:
+            break
+        fu = follow_up(tracker, params, caps, modern=not sc.legacy)
+        if fu is not None and (not follow_ups or follow_ups[-1] != fu.state):
+            follow_ups.append(fu.state)
+        due = (not applied and verdict == "not-converging") or (fu is not None and fu.state == "did-not-work")
+        if not due:
+            continue
+        if len(applied) >= pieces:
+            break
+        advice = advise(tracker, params, caps, modern=not sc.legacy)
+        now = [x for x in advice if x.command is not None]
+        if not now:
+            told = advice[0].text if advice and advice[0].kind == "nothing-to-tune" else None
+            break
+        _apply(now[0].command, m, knobs, tracker, t)
+        params.update({"max-bandwidth": knobs.max_bandwidth, "downtime-limit": knobs.downtime_limit * 1000,
+                       "xbzrle-cache-size": knobs.xbzrle_cache_size})
+        take_advice(tracker, now[0])
+        applied.append((t, now[0]))
+    finish = m.start + m.total_time_ms / 1000 if m.status == "completed" else None
+    return AdviceOutcome(sc, applied, finish, told, follow_ups)
+
+
+_ADVICE: dict[str, AdviceOutcome] = {}
+
+
+def advice_outcome(name: str) -> AdviceOutcome:
+    if name not in _ADVICE:
+        _ADVICE[name] = run_with_advice(next(sc for sc in SCENARIOS if sc.name == name))
+    return _ADVICE[name]
+
+
+@pytest.mark.parametrize("name", STUCK_NAMES)
+def test_stuck_scenarios_converge_within_three_pieces_of_advice_or_are_told_plainly(name):
+    o = advice_outcome(name)
+    assert o.applied or o.told, o
+    if o.finish is None:
+        assert o.told and "only" in o.told, o
+    else:
+        assert len(o.applied) <= 3, o
+        # A piece that did not work was said so before the next was applied.
+        assert o.follow_ups.count("did-not-work") == len(o.applied) - 1, o.follow_ups
+
+
+def test_the_first_advice_works_in_the_simulators_stuck_scenarios():
+    worked = [name for name in STUCK_NAMES if advice_outcome(name).first_worked]
+    assert set(STUCK_NAMES) - set(worked) == set(FIRST_ADVICE_MISSES), {
+        name: [a.text for _, a in advice_outcome(name).applied] for name in STUCK_NAMES}
+
+
+# Where the first advice did not finish the migration within 60 s, and why (the README says the same).
+FIRST_ADVICE_MISSES: dict[str, str] = {}
+
+
+def test_advice_that_did_not_work_is_followed_up_with_the_next_step():
+    # The lab guest's case: a working set swept whole in every pass, so shorter passes dirty
+    # faster. Advice taken from today's figures falls short; the follow-up says so and offers
+    # the next step from fresh figures.
+    tracker = tracker_for(STUCK, until=45.0)
+    params = dict(PARAMS)
+    [adv] = [a for a in advise(tracker, params, {}) if a.kind == "bandwidth"]
+    take_advice(tracker, adv)
+    assert follow_up(tracker, params, {}).state == "watching"
+    # The bandwidth went up, but the guest dirtied more: still 600 MiB at each pass start.
+    faster = Run(starts=[600 * MiB] * 12, rates=[200 * MiB] * 12, tp=170 * MiB)
+    for t, r in faster.replies(until=30.0):
+        r["ram"]["dirty-sync-count"] += 12
+        r["total-time"] += 45_000
+        r["ram"]["transferred"] += int(45 * 128 * MiB)
+        tracker.add(parse_query_migrate(r, T0 + 45 + t))
+    fu = follow_up(tracker, dict(params, **{"max-bandwidth": 170 * MiB}), {})
+    assert fu.state == "did-not-work", fu
+    assert "raise bandwidth to 170 MiB/s" in fu.text and "did not work" in fu.text and "next:" in fu.text, fu.text
+
+
+def test_print_advice_table(capsys):
+    rows = ["| scenario | first advice | completed within 60 s of it | advice applied | then |",
+            "|---|---|---|---|---|"]
+    for name in STUCK_NAMES:
+        o = advice_outcome(name)
+        first = o.applied[0][1].text.split(":", 1)[0] if o.applied else "-"
+        done = "yes" if o.first_worked else "no"
+        then = ("completed " + f"{max(0.0, o.finish - o.applied[0][0]):.0f}s after the first") if o.finish is not None \
+            else (o.told or "did not complete")
+        rows.append(f"| {name} | {first} | {done} | {len(o.applied)} | {then} |")
+    print("\n".join(rows))
+    assert len(rows) == len(STUCK_NAMES) + 2

@@ -514,6 +514,17 @@ async def _apply_advice(src, dst):
         await pilot.press("y")
         await wait_until(lambda: (chosen.command[0], chosen.command[1]) in src.received
                          or (chosen.command[0], chosen.command[1] or {}) in src.received, timeout=10)
+        if chosen.kind in ("bandwidth", "downtime"):
+            # Followed up: the event log says whether it worked, from the passes after it.
+            vm = app.fleet.get("src").vm
+            assert vm.tracker.advice_taken is not None or vm.migration_status == "completed"
+
+            def said() -> list[str]:
+                return [r.detail for r in vm.log if r.name == "advice"]
+
+            await wait_until(lambda: any("worked" in d or "working" in d or "did not work" in d for d in said()),
+                             timeout=30)
+            assert chosen.text.split(":", 1)[0] in said()[-1], said()
 
 
 async def test_start_dialog_preflight_predicts_and_migrates_nothing(sim):

@@ -60,6 +60,9 @@ class MigrationTracker:
         self.capabilities: dict[str, bool] = {}
         self.parameters: dict[str, object] = {}
         self.dirty_rate_prior: list[tuple[float, float]] | None = None
+        # The advice the operator applied to this migration (guidance.AdviceTaken), followed up
+        # by guidance.follow_up; a new migration forgets it.
+        self.advice_taken: object | None = None
         # Wall time at which QEMU's total-time was 0 for this migration: history runs on QEMU's
         # clock (free of polling jitter, and right for a simulator running faster than real time).
         self._anchor: float | None = None
@@ -77,6 +80,8 @@ class MigrationTracker:
 
     def add(self, sample: MigrationSample) -> Derived:
         prev = self.last if self._same_migration(self.last, sample) else None
+        if prev is None:
+            self.advice_taken = None
         total_time = sample.get(None, "total-time")
         if prev is None or self._anchor is None:
             self._anchor = None if total_time is None else sample.time - total_time / 1000

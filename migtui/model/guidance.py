@@ -52,7 +52,8 @@ from migtui.model.history import HistoryPoint
 from migtui.model.sample import DEFAULT_PAGE_SIZE, FINISHED_STATUSES, MigrationSample
 from migtui.model.units import DOWNTIME_MAX_MS, format_bytes, format_duration, format_ms, format_rate
 
-__all__ = ["VERDICTS", "ADVICE_KINDS", "Assessment", "Advice", "assess", "advise"]
+__all__ = ["VERDICTS", "ADVICE_KINDS", "Assessment", "Advice", "AdviceTaken", "FollowUp", "assess", "advise",
+           "take_advice", "follow_up"]
 
 # `deciding`: in flight, and the evidence cannot yet say whether it converges (pass 1 with
 # nothing known of the guest, or the rates and the passes disagree). Never `converging` then.
@@ -61,7 +62,8 @@ VERDICTS = (
     "idle", "setup", "deciding", "converging", "not-converging", "stalled", "switching-over",
     "post-copy", "completed", "failed", "cancelled", "unreachable",
 )
-ADVICE_KINDS = ("downtime", "bandwidth", "postcopy", "xbzrle-cache", "auto-converge", "multifd")
+# "nothing-to-tune": said plainly when no parameter the model trusts would finish it now.
+ADVICE_KINDS = ("downtime", "bandwidth", "postcopy", "xbzrle-cache", "auto-converge", "multifd", "nothing-to-tune")
 
 # -- tunables ----------------------------------------------------------------------------
 STALL_SAMPLES = 3  # samples without `transferred` growing ...
@@ -78,6 +80,8 @@ FLAT_PASSES = 8  # ... or this many pass starts without a new low, while dirtyin
 FLAT_RATIO = 0.9  # ... at least this share of the drain
 FLAT_PASSES_SHORT, FLAT_RATIO_SHORT = 3, 0.97  # ... or fewer passes, dirtying all but as fast as it drains
 FIT_SPAN = 1.5  # two dirty-rate periods this different in length reveal a working set
+SAME_BYTES = 0.95  # ... and if the shorter dirtied this share of the longer's bytes, it covered it all
+COVERED = 0.95  # ... taken as dirtying this share of the working set in the shorter period
 # One reply shows a migration is not converging, before two dirty-rate periods can be
 # fitted: from this dirty-sync-count, QEMU's expected-downtime this many times the limit
 # while the guest dirties at least what is sent (so the pass starts cannot shrink).
@@ -104,7 +108,7 @@ FIRST_PERIOD_SATURATION_HIGH = 0.9  # the band's pessimistic end
 BAND_MIN = 0.1  # the ETA band is at least +-10%: per-pass dirty rates jitter that much
 KEEP_PASSES = 4  # completed passes a memo keeps (the analysis reads the last two)
 MAX_RUN_PASSES = 2000  # passes looked ahead before calling it not converging
-MARGIN = 1.25  # advice margin over the measured need
+ADVICE_WITHIN_S = 60.0  # advice must be predicted to finish the migration this soon
 MAX_POINTS = 3000  # history points read back on a first look at a migration
 RECENT = 8  # samples behind a "recent" rate
 TAIL = 4 * RECENT  # recent samples kept for rates (a stall is followed by the memo, however long)
@@ -198,8 +202,14 @@ def _fit(recent: tuple[Period, ...], longest: Period, shortest: Period) -> _Dirt
         return typical
     (t_long, d_long), (t_short, d_short) = sorted(((t_a, d_a), (t_b, d_b)), reverse=True)
     big, small = d_long * t_long, d_short * t_short
-    if d_short <= d_long * 1.05 or small >= big:
+    if d_short <= d_long * 1.05:
         return typical  # shorter periods do not dirty faster: no working set seen
+    if small >= big * SAME_BYTES:
+        # Both periods dirtied the same bytes: a working set that even the shorter one covers
+        # whole (a guest sweeping its memory). It is rewritten at least that fast; how much
+        # faster no period shows, so take the pessimistic end: shorter passes gain nothing.
+        w = max(big, small)
+        return _Dirtying(-w * math.log1p(-COVERED) / t_short, w)
 
     def gap(w: float) -> float:
         return math.log1p(-big / w) / t_long - math.log1p(-small / w) / t_short
@@ -1278,27 +1288,80 @@ def _pass_load(a: _Analysis) -> float | None:
     return max(a.judge.starts[-2:] + ((a.remaining,) if a.remaining is not None else ()), default=None)
 
 
-def _bandwidth_needed(a: _Analysis, limit_ms: float, load: float) -> float | None:
-    """The max-bandwidth (wire bytes/s) at which the passes get under the threshold, with a
-    margin: beat the guest's short-period dirty rate, or fit a pass start in the limit."""
-    tp, model = a.throughput, a.model
-    if not tp:
+def _calibrated(a: _Analysis, load: float) -> _Dirtying | None:
+    """The model, scaled up until it explains the stuck passes it advises on.
+
+    Advice is asked for because pass starts of `load` keep coming back at today's settings:
+    what a pass re-dirties is at least its excess over the threshold. A model that says a
+    pass that long dirties less is too hopeful by that ratio (a working set swept whole,
+    rates measured over periods other than the passes), and would advise too little."""
+    model = a.model
+    if model is None or not a.drain or not load:
+        return model
+    excess = load - ((a.threshold or 0.0) - a.slack)
+    if excess <= 0:
+        return model
+    predicted = model.dirtied(max(excess / a.drain, WINDOW_S))
+    c = excess / predicted if predicted > 0 else 1.0
+    if c <= 1:
+        return model
+    return _Dirtying(model.rate * c, None if model.working_set is None else model.working_set * c)
+
+
+def _predicted_to_converge(a: _Analysis, model: _Dirtying | None, load: float, drain: float,
+                           threshold: float) -> bool:
+    """`model` run forward at a new drain and threshold, at the pessimistic end of its band
+    (pass starts and the dirty rate BAND_MIN higher): does it get under, and soon enough
+    (within ADVICE_WITHIN_S, or two passes of this size where a pass alone takes longer)?"""
+    start = load * (1 + BAND_MIN)
+    if model is None:
+        return start <= threshold  # no model: only a pass start that fits at once is sure
+    slack = min(threshold, drain * WINDOW_S)
+    out = _run(max(0.0, start - (threshold - slack)), drain, model.scaled(1 + BAND_MIN), threshold, a.throttle)
+    return out is not None and out[0] <= max(ADVICE_WITHIN_S, 2 * load / drain)
+
+
+def _smallest(candidates: list[float], works) -> float | None:
+    """The first candidate (ascending) that `works`: what the model says is enough."""
+    for x in candidates:
+        if works(x):
+            return x
+    return None
+
+
+def _ladder(start: float, stop: float, step: float = 1.1) -> list[float]:
+    """Round values from `start` up to `stop`, about `step` apart."""
+    out, x = [], start
+    while x < stop and len(out) < 200:
+        v = _round_up(x)
+        if not out or v > out[-1]:
+            out.append(v)
+        x *= step
+    out.append(stop)
+    return out
+
+
+def _downtime_needed(a: _Analysis, limit_ms: float, load: float) -> float | None:
+    """The smallest downtime limit (ms) at which the model predicts the passes get under."""
+    tp = a.throughput
+    if not tp or not load:
         return None
-    options = []
-    if load:
-        options.append(load * MARGIN / (limit_ms / 1000))
     drain = a.drain or tp
-    if model is not None:
-        per_wire = drain / tp  # bytes of remaining drained per wire byte (XBZRLE, headers)
-        y = model.rate * MARGIN / per_wire
-        for _ in range(8):  # check it with the model: a bigger threshold, faster passes
-            new_drain, thr = y * per_wire, y * limit_ms / 1000
-            slack = min(thr, new_drain * WINDOW_S)
-            if _run_out(max(0.0, load - (thr - slack)), new_drain, model, thr) is not None:
-                options.append(y)
-                break
-            y *= MARGIN
-    return min(options) if options else None
+    model = _calibrated(a, load)
+    return _smallest(_ladder(limit_ms * 1.1, float(DOWNTIME_MAX_MS)),
+                     lambda ms: _predicted_to_converge(a, model, load, drain, tp * ms / 1000))
+
+
+def _bandwidth_needed(a: _Analysis, limit_ms: float, load: float) -> float | None:
+    """The smallest max-bandwidth (wire bytes/s) at which the model predicts the passes get
+    under: a bigger threshold, and shorter passes in which the guest may dirty faster."""
+    tp = a.throughput
+    if not tp or not load:
+        return None
+    per_wire = (a.drain or tp) / tp  # bytes of remaining drained per wire byte (XBZRLE, headers)
+    model = _calibrated(a, load)
+    return _smallest(_ladder(tp * 1.1, tp * 64),
+                     lambda y: _predicted_to_converge(a, model, load, y * per_wire, y * limit_ms / 1000))
 
 
 def advise(
@@ -1340,15 +1403,18 @@ def advise(
 
     load = _pass_load(a) or 0.0
     capped = bool(tp and bandwidth and not unlimited and tp >= 0.8 * bandwidth)
-    # 1. downtime: the limit at which a pass start fits under the threshold, with a margin.
+    # 1. downtime: the smallest limit at which the model predicts the passes get under.
     if tp and load:
-        x = min(float(DOWNTIME_MAX_MS), _round_up(load / tp * 1000 * MARGIN))
-        if x > limit_ms:
+        x = _downtime_needed(a, limit_ms, load)
+        if x is None:
+            text = (f"even QEMU's maximum downtime limit ({format_ms(DOWNTIME_MAX_MS)}) is not enough: about "
+                    f"{format_bytes(load)} is left at each pass start and the guest re-dirties it")
+            scored.append((0.05, Advice("downtime", text, None, False)))
+        elif x > limit_ms:
             score = 0.95 if x <= 1000 else 0.75 if x <= 5000 else 0.4
-            cap = " (QEMU's maximum; not enough)" if x >= DOWNTIME_MAX_MS else ""
-            text = (f"raise the downtime limit to {format_ms(x)}{cap} (now {format_ms(limit_ms)}): about "
-                    f"{format_bytes(load)} is left at each pass start and QEMU counts on {format_rate(tp)} "
-                    f"to send it; the guest may pause up to that long")
+            text = (f"raise the downtime limit to {format_ms(x)} (now {format_ms(limit_ms)}): each pass starts "
+                    f"with about {format_bytes(load)} and QEMU counts on {format_rate(tp)} to send the rest; "
+                    f"the guest may pause up to that long")
             scored.append((score, Advice("downtime", text, _set(modern, "downtime-limit", int(x)), False)))
     # 2. bandwidth, when the limit (not the link) holds it back.
     if tp and bandwidth and not unlimited:
@@ -1394,7 +1460,19 @@ def advise(
                     f"is all the {format_rate(bandwidth)} limit allows")
             scored.append((0.2, Advice("multifd", text, None, True)))
     scored.sort(key=lambda item: -item[0])  # stable: equal scores keep the order above
-    return [adv for _, adv in scored]
+    out = [adv for _, adv in scored]
+    if not any(adv.command is not None and adv.kind != "postcopy" for adv in out):
+        # Nothing to set now that the model says would finish it: say so, first.
+        ways = ["a restart with " + " or ".join(k for k in ("auto-converge", "multifd", "xbzrle")
+                                                 if k in capabilities and not capabilities.get(k))]
+        if capabilities.get("postcopy-ram"):
+            ways.insert(0, "post-copy now")
+        elif "postcopy-ram" in capabilities:
+            ways.append("post-copy (postcopy-ram from the start)")
+        ways = [w for w in ways if w != "a restart with "] or ["a restart with other settings"]
+        text = "no setting migtui can change now will make it converge: only " + ", or ".join(ways) + " will do"
+        out.insert(0, Advice("nothing-to-tune", text, None, False))
+    return out
 
 
 def _number(value: Any) -> float | None:
@@ -1442,3 +1520,73 @@ def _xbzrle_advice(
                 f"about {working / page:.0f} pages again and again, and small changes to them compress well")
         return 0.3, Advice("xbzrle-cache", text, None, True)
     return None
+
+
+# -- following advice up -----------------------------------------------------------------------
+FOLLOW_PASSES = 3  # passes after advice was applied before saying it did not work
+FOLLOW_SECONDS = 5.0  # ... and at least this long: sub-second passes, and the throughput median (RECENT samples) catching up
+
+
+@dataclass(frozen=True)
+class AdviceTaken:
+    """Advice the operator applied: what, and where the migration was then."""
+
+    kind: str
+    text: str
+    time: float  # the latest sample's time when it was applied
+    passes: int | None  # QEMU's pass count then
+    load: float | None = None  # what each pass started with then (bytes)
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    state: str  # "watching", "working", "worked", "did-not-work", "ended"
+    text: str  # one line
+
+
+def take_advice(tracker: MigrationTracker, advice: Advice) -> None:
+    """Note that `advice` was applied now, so that follow_up() can judge it."""
+    last = tracker.last
+    a = _analyse(tracker)
+    tracker.advice_taken = AdviceTaken(advice.kind, advice.text, last.time if last is not None else 0.0,
+                                       tracker.derived.passes, _pass_load(a) if a is not None else None)
+
+
+def follow_up(
+    tracker: MigrationTracker,
+    parameters: Mapping[str, Any],
+    capabilities: Mapping[str, bool],
+    modern: bool = True,
+) -> FollowUp | None:
+    """Did the applied advice work? Within FOLLOW_PASSES passes: worked (completed),
+    working (no longer not-converging), or did not work, with the next step from fresh figures."""
+    taken = tracker.advice_taken
+    last = tracker.last
+    if not isinstance(taken, AdviceTaken) or last is None:
+        return None
+    what = taken.text.split(":", 1)[0]
+    since = max(0.0, last.time - taken.time)
+    if last.status == "completed":
+        return FollowUp("worked", _one_line(f"{what}: worked, completed {format_duration(since)} later"))
+    if last.status in ("failed", "cancelled", "cancelling"):
+        return FollowUp("ended", _one_line(f"{what}: the migration then {last.status.replace('cancelling', 'cancelled')}"))
+    if not last.in_flight:
+        return None
+    verdict = assess(tracker).verdict
+    passes = (tracker.derived.passes or 0) - (taken.passes or 0)
+    if verdict in ("converging", "switching-over", "post-copy"):
+        return FollowUp("working", _one_line(f"{what}: working, {verdict} {passes} passes later"))
+    a = _analyse(tracker)
+    latest = a.judge.starts[-1] if a is not None and a.judge.starts and passes >= 1 else None
+    if latest is not None and taken.load and (latest < NEW_LOW * taken.load or latest <= (a.threshold or 0.0)):
+        # The verdict waits for passes of evidence; the pass starts already show it.
+        return FollowUp("working", _one_line(f"{what}: working, pass starts down to {format_bytes(latest)} "
+                                             f"from {format_bytes(taken.load)}"))
+    if verdict == "not-converging" and passes >= FOLLOW_PASSES and since >= FOLLOW_SECONDS:
+        rates = f"{a.dirtying_text()} against {format_rate(a.throughput)} sent" if a is not None else ""
+        fresh = [x for x in advise(tracker, parameters, capabilities, modern) if x.command is not None or
+                 x.kind == "nothing-to-tune"]
+        nxt = f"; next: {fresh[0].text}" if fresh else ""
+        return FollowUp("did-not-work", _one_line(f"{what}: did not work, still not converging {passes} passes "
+                                                  f"later ({rates}){nxt}", 240))
+    return FollowUp("watching", _one_line(f"{what}: applied, watching the next passes ({passes} so far)"))

@@ -86,6 +86,12 @@ class VMState:
 
         return advise(self.tracker, self.parameters, self.capabilities, modern=self.dialect != "legacy")
 
+    def follow_up(self):  # -> migtui.model.guidance.FollowUp | None
+        """Whether the advice applied to this migration worked (None: none applied)."""
+        from migtui.model.guidance import follow_up
+
+        return follow_up(self.tracker, self.parameters, self.capabilities, modern=self.dialect != "legacy")
+
     def log_append(self, record: EventRecord) -> None:
         self.log.append(record)
         self.log_total += 1

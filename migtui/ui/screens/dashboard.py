@@ -13,6 +13,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, OptionList, RichLog, Static
 from textual.widgets.option_list import Option
 
+from migtui.model.guidance import take_advice
 from migtui.model.units import format_bytes, format_duration, format_ms, format_rate
 from migtui.model.vm import VMState, status_category
 from migtui.ui.guard import keep_running
@@ -88,6 +89,7 @@ class DashboardScreen(VMActions, Screen):
         super().__init__()
         self.key = key
         self._log_seen = 0
+        self._follow_state: tuple[str, str] | None = None  # the follow-up last logged
 
     def current_key(self) -> str | None:
         return self.key
@@ -132,11 +134,25 @@ class DashboardScreen(VMActions, Screen):
         self._apply_colors()
         self.update_all()
 
+    def _follow_up(self, vm: VMState) -> None:
+        """Whether applied advice worked: on the advice box, and in the log when it changes."""
+        fu = vm.follow_up()
+        box = self.query_one("#advice", OptionList)
+        box.border_subtitle = fu.text if fu is not None else ""
+        state = None if fu is None else (fu.state, fu.text if fu.state == "did-not-work" else "")
+        if state != self._follow_state:
+            self._follow_state = state
+            if fu is not None and fu.state != "watching":
+                self.app.log_for(self.key, "action", "advice", fu.text)
+                if fu.state == "did-not-work":
+                    self.app.notify(fu.text, severity="warning", timeout=10)
+
     def _show_advice(self, vm: VMState) -> None:
         """Concrete actions from the live figures; rebuilt only when they change."""
+        self._follow_up(vm)
         advice = vm.advice() if vm.in_flight else []
         box = self.query_one("#advice", OptionList)
-        box.display = bool(advice)
+        box.display = bool(advice) or vm.tracker.advice_taken is not None
         prompts = [_advice_prompt(a) for a in advice]
         if prompts == getattr(self, "_advice_prompts", None):
             return
@@ -161,17 +177,21 @@ class DashboardScreen(VMActions, Screen):
         box = self.query_one("#advice", OptionList)
         chosen = advice[box.highlighted or 0] if box.display else advice[0]
         if chosen.command is None:
-            self.app.notify(f"{chosen.text}: this needs a new migration (capabilities are fixed while one runs)",
-                            severity="warning", timeout=8)
+            why = "this needs a new migration (capabilities are fixed while one runs)" if chosen.needs_restart \
+                else "nothing to send"
+            self.app.notify(f"{chosen.text}: {why}", severity="warning", timeout=8)
             return
         command, args = chosen.command
         shown = json.dumps({"execute": command, "arguments": args}) if args else json.dumps({"execute": command})
 
         def answer(ok: bool | None) -> None:
             if ok:
-                self.app.run_control(session.key, chosen.kind, lambda: session.execute(command, args or None),
-                                     done=chosen.text)
-                self.app.call_later(session.refresh_parameters)
+                async def apply() -> None:
+                    await session.execute(command, args or None)
+                    take_advice(session.vm.tracker, chosen)  # followed up on the passes that come
+                    await session.refresh_parameters()
+
+                self.app.run_control(session.key, chosen.kind, apply, done=chosen.text)
 
         self.app.push_screen(ConfirmDialog(f"{chosen.text} on {session.vm.name}?",
                                            f"migtui will send exactly:\n{shown}",
