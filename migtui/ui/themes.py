@@ -10,8 +10,9 @@ from textual.theme import Theme
 
 __all__ = ["MigtuiTheme", "load_themes", "THEMES_DIR", "DEFAULT_THEME"]
 
-# themes/ sits at the top of the repo; an installed wheel carries a copy in migtui/ui/themes.
-THEMES_DIR = Path(__file__).resolve().parents[2] / "themes"
+# migtui/themes is a symlink to the repo's top-level themes/, so a checkout reads them in place; a wheel
+# (pyproject.toml's package-data, which follows the link) carries real copies at the same path.
+THEMES_DIR = Path(__file__).resolve().parents[1] / "themes"
 DEFAULT_THEME = "migtui-dark"
 _THEME_FIELDS = ("primary", "secondary", "accent", "warning", "error", "success",
                  "foreground", "background", "surface", "panel", "boost")
