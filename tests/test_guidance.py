@@ -323,9 +323,11 @@ def test_advice_numbers_for_a_stuck_migration():
     # of its band (pass starts and dirtying 10% higher), gets under from 5.16 s: 5.3 s on the ladder.
     assert by_kind["downtime"].command == ("migrate-set-parameters", {"downtime-limit": 5300})
     assert "5300ms" in by_kind["downtime"].text and "600 MiB" in by_kind["downtime"].text
-    # The guest dirties 136 MiB/s: beat it by 25%, 170 MiB/s.
-    assert by_kind["bandwidth"].command == ("migrate-set-parameters", {"max-bandwidth": 170 * MiB})
-    assert "170 MiB/s" in by_kind["bandwidth"].text and "136 MiB/s" in by_kind["bandwidth"].text
+    # The guest dirties 136 MiB/s, and passes of one length (4.4 s) cannot show whether it rewrites
+    # all 600 MiB in any pass: the bandwidth must work for both readings, 450 MiB/s.
+    assert by_kind["bandwidth"].command == ("migrate-set-parameters", {"max-bandwidth": 450 * MiB})
+    assert "450 MiB/s" in by_kind["bandwidth"].text and "136 MiB/s" in by_kind["bandwidth"].text
+    assert "rewrites all 600 MiB" in by_kind["bandwidth"].text
     assert by_kind["postcopy"].command == ("migrate-start-postcopy", {})
     assert not any(a.needs_restart for a in advice if a.command is not None)
     for kind in ("auto-converge", "multifd", "xbzrle-cache"):
@@ -347,7 +349,7 @@ def test_legacy_commands_take_seconds():
     tracker = tracker_for(STUCK, until=45.0)
     advice = {a.kind: a for a in advise(tracker, {"xbzrle-cache-size": 64 * MiB}, {"xbzrle": False}, modern=False)}
     assert advice["downtime"].command == ("migrate_set_downtime", {"value": 5.3})
-    assert advice["bandwidth"].command == ("migrate_set_speed", {"value": 170 * MiB})
+    assert advice["bandwidth"].command == ("migrate_set_speed", {"value": 450 * MiB})
 
 
 def test_xbzrle_cache_advice_is_a_power_of_two_over_the_working_set():
@@ -1158,9 +1160,9 @@ def test_advice_that_did_not_work_is_followed_up_with_the_next_step():
         r["total-time"] += 45_000
         r["ram"]["transferred"] += int(45 * 128 * MiB)
         tracker.add(parse_query_migrate(r, T0 + 45 + t))
-    fu = follow_up(tracker, dict(params, **{"max-bandwidth": 170 * MiB}), {})
+    fu = follow_up(tracker, dict(params, **{"max-bandwidth": 170 * MiB}), {})  # it was not raised as far
     assert fu.state == "did-not-work", fu
-    assert "raise bandwidth to 170 MiB/s" in fu.text and "did not work" in fu.text and "next:" in fu.text, fu.text
+    assert adv.text.split(":", 1)[0] in fu.text and "did not work" in fu.text and "next:" in fu.text, fu.text
 
 
 def test_print_advice_table(capsys):

@@ -1308,6 +1308,19 @@ def _calibrated(a: _Analysis, load: float) -> _Dirtying | None:
     return _Dirtying(model.rate * c, None if model.working_set is None else model.working_set * c)
 
 
+def _readings(a: _Analysis, load: float) -> list[_Dirtying | None]:
+    """Every reading of the evidence that advice must work under. Periods of one length cannot
+    tell a steady rate from a working set rewritten whole in each of them (a guest sweeping
+    its memory): shorter passes then dirty as much as long ones. Until periods of different
+    lengths tell them apart, advice must work for both."""
+    model = _calibrated(a, load)
+    readings = [model]
+    shortest = a.judge.shortest
+    if model is not None and model.working_set is None and shortest is not None and shortest[0] > 0 and load:
+        readings.append(_Dirtying(-load * math.log1p(-COVERED) / shortest[0], load))
+    return readings
+
+
 def _predicted_to_converge(a: _Analysis, model: _Dirtying | None, load: float, drain: float,
                            threshold: float) -> bool:
     """`model` run forward at a new drain and threshold, at the pessimistic end of its band
@@ -1347,9 +1360,9 @@ def _downtime_needed(a: _Analysis, limit_ms: float, load: float) -> float | None
     if not tp or not load:
         return None
     drain = a.drain or tp
-    model = _calibrated(a, load)
+    readings = _readings(a, load)
     return _smallest(_ladder(limit_ms * 1.1, float(DOWNTIME_MAX_MS)),
-                     lambda ms: _predicted_to_converge(a, model, load, drain, tp * ms / 1000))
+                     lambda ms: all(_predicted_to_converge(a, m, load, drain, tp * ms / 1000) for m in readings))
 
 
 def _bandwidth_needed(a: _Analysis, limit_ms: float, load: float) -> float | None:
@@ -1359,9 +1372,10 @@ def _bandwidth_needed(a: _Analysis, limit_ms: float, load: float) -> float | Non
     if not tp or not load:
         return None
     per_wire = (a.drain or tp) / tp  # bytes of remaining drained per wire byte (XBZRLE, headers)
-    model = _calibrated(a, load)
+    readings = _readings(a, load)
     return _smallest(_ladder(tp * 1.1, tp * 64),
-                     lambda y: _predicted_to_converge(a, model, load, y * per_wire, y * limit_ms / 1000))
+                     lambda y: all(_predicted_to_converge(a, m, load, y * per_wire, y * limit_ms / 1000)
+                                   for m in readings))
 
 
 def advise(
@@ -1424,6 +1438,9 @@ def advise(
             if y > bandwidth * 1.05:
                 rate = a.model.rate if a.model is not None else a.dirty
                 why = f"the guest dirties about {format_rate(rate)} over short periods"
+                if len(_readings(a, load)) > 1:
+                    why = (f"the guest dirties about {format_rate(rate)}, and passes of one length cannot show "
+                           f"whether it rewrites all {format_bytes(load)} in any pass")
                 link = "" if capped else f"; it sends only {format_rate(tp)} now, so the link may be the limit"
                 text = f"raise bandwidth to {format_rate(y)} (now {format_rate(bandwidth)}): {why}{link}"
                 scored.append((0.8 if capped else 0.25,
