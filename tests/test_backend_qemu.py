@@ -66,7 +66,8 @@ async def test_converging_migration_completes_and_destination_runs(lab_pair, ope
     assert plan.uri.startswith("unix:")
     await wait_until(lambda: src.vm.migration_status == "completed", timeout=60)
     await wait_until(lambda: dst.vm.run_state == "running", timeout=10)
-    assert src.vm.run_state == "postmigrate"
+    # The sample that shows "completed" lands before the query-status it prompts is answered.
+    await wait_until(lambda: src.vm.run_state == "postmigrate", timeout=10)
     sample = src.vm.sample
     assert sample.get(None, "downtime") is not None
     assert src.vm.derived.progress == 1.0
