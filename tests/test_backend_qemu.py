@@ -66,7 +66,8 @@ async def test_converging_migration_completes_and_destination_runs(lab_pair, ope
     assert plan.uri.startswith("unix:")
     await wait_until(lambda: src.vm.migration_status == "completed", timeout=60)
     await wait_until(lambda: dst.vm.run_state == "running", timeout=10)
-    assert src.vm.run_state == "postmigrate"
+    # The sample that shows "completed" lands before the query-status it prompts is answered.
+    await wait_until(lambda: src.vm.run_state == "postmigrate", timeout=10)
     sample = src.vm.sample
     assert sample.get(None, "downtime") is not None
     assert src.vm.derived.progress == 1.0
@@ -231,3 +232,104 @@ async def test_a_qemu_restarted_on_the_same_socket_is_reconnected(lab_pair, open
     assert src.vm.migration_status == "none"  # the new QEMU's own answer: the old one was migrating
     await src.sample()  # and it answers through the same session
     assert src.vm.connection == Connection.CONNECTED
+
+
+# ---- a refused start leaves both VMs as they were -----------------------------
+
+
+async def logged_pair(open_session, source, destination):
+    """Sessions whose actions (ActionResult: which VM, command, ok) go to one list, in the order sent."""
+    messages: list = []
+    src = open_session(source.endpoint, messages)
+    dst = open_session(destination.endpoint, messages)
+    assert await src.wait_connected(10), src.vm.reason
+    assert await dst.wait_connected(10), dst.vm.reason
+    await wait_until(lambda: src.vm.capabilities.get("events") and dst.vm.capabilities.get("events"))
+
+    def actions() -> list[tuple[str, str, bool]]:
+        return [("src" if m.vm == src.key else "dst", m.command, m.ok) for m in messages if isinstance(m, ActionResult)]
+
+    return src, dst, actions
+
+
+async def caps_on(session) -> set[str]:
+    return {c["capability"] for c in await session.query("query-migrate-capabilities") if c["state"]}
+
+
+async def converges_now(src, dst) -> None:
+    await wait_until(lambda: src.vm.migration_status == "completed", timeout=60)
+    await wait_until(lambda: dst.vm.run_state == "running", timeout=10)
+
+
+async def test_capabilities_the_source_refuses_never_reach_the_destination(lab_pair, open_session):
+    source, destination, _ = lab_pair
+    src, dst, actions = await logged_pair(open_session, source, destination)
+    # An earlier tuning migtui does not look at: 7.2 refuses postcopy-ram with it.
+    await set_capabilities(src, {"x-ignore-shared": True})
+    src_caps, src_params, dst_caps = await caps_on(src), await src.query("query-migrate-parameters"), await caps_on(dst)
+    before = len(actions())
+    with pytest.raises(QMPRefused, match="Postcopy is not compatible with ignore-shared"):
+        await start_migration(src, MigrationOptions(bandwidth=64 * 2**20, xbzrle=True, postcopy=True), destination=dst)
+    assert actions()[before:] == [("src", "migrate-set-capabilities", False)]
+    # Neither VM changed: the destination was never told to listen and can still be migrated to.
+    assert await caps_on(src) == src_caps and await src.query("query-migrate-parameters") == src_params
+    assert await caps_on(dst) == dst_caps
+    assert "socket-address" not in await dst.query("query-migrate")
+    assert (await dst.query("query-status"))["status"] == "inmigrate"
+    await set_capabilities(src, {"x-ignore-shared": False})
+    await start_migration(src, CONVERGING, destination=dst)
+    await converges_now(src, dst)
+    assert [a for a in actions() if a[0] == "dst"] == [("dst", "migrate-incoming", True)]
+
+
+async def test_a_refusal_after_the_source_is_set_puts_the_source_back(lab_pair, open_session):
+    source, destination, _ = lab_pair
+    src, dst, actions = await logged_pair(open_session, source, destination)
+    # The destination refuses postcopy-ram while x-ignore-shared is on: after the source took its settings.
+    await set_capabilities(dst, {"x-ignore-shared": True})
+    src_caps, src_params = await caps_on(src), await src.query("query-migrate-parameters")
+    before = len(actions())
+    options = MigrationOptions(bandwidth=64 * 2**20, downtime_ms=1500, xbzrle=True, postcopy=True)
+    with pytest.raises(QMPRefused, match="ignore-shared"):
+        await start_migration(src, options, destination=dst)
+    assert actions()[before:] == [
+        ("src", "migrate-set-capabilities", True),
+        ("src", "migrate-set-parameters", True),
+        ("dst", "migrate-set-capabilities", False),
+        ("src", "migrate-set-parameters", True),  # put back, latest first
+        ("src", "migrate-set-capabilities", True),
+    ]
+    assert await caps_on(src) == src_caps and await src.query("query-migrate-parameters") == src_params
+    assert src.vm.capabilities["xbzrle"] is False and src.vm.parameters["max-bandwidth"] == 128 * 2**20
+    assert "socket-address" not in await dst.query("query-migrate")
+    await set_capabilities(dst, {"x-ignore-shared": False})
+    plan = await start_migration(src, CONVERGING, destination=dst)
+    assert not plan.listening
+    await converges_now(src, dst)
+
+
+async def test_a_refused_migrate_leaves_the_destination_listening_for_the_next_start(lab_pair, open_session):
+    source, destination, _ = lab_pair
+    src, dst, actions = await logged_pair(open_session, source, destination)
+    # blk with the block capability already on: 7.2's migrate refuses it, after migrate-incoming.
+    await set_capabilities(src, {"block": True})
+    params = await src.query("query-migrate-parameters")
+    before = len(actions())
+    with pytest.raises(QMPRefused, match="incompatible with current migration capabilities"):
+        await start_migration(src, MigrationOptions(bandwidth=64 * 2**20, block=True), destination=dst)
+    assert actions()[before:] == [
+        ("src", "migrate-set-parameters", True),
+        ("dst", "migrate-incoming", True),
+        ("src", "migrate", False),
+        ("src", "migrate-set-parameters", True),  # put back
+    ]
+    assert await src.query("query-migrate-parameters") == params
+    listening = (await dst.query("query-migrate"))["socket-address"]
+    assert dst.vm.incoming_uri == f"unix:{listening[0]['path']}"
+    # The next start migrates to where it listens: migrate-incoming again would be refused.
+    await set_capabilities(src, {"block": False})
+    before = len(actions())
+    plan = await start_migration(src, CONVERGING, destination=dst)
+    assert plan.listening and plan.uri == dst.vm.incoming_uri
+    assert actions()[before:] == [("src", "migrate-set-parameters", True), ("src", "migrate", True)]
+    await converges_now(src, dst)

@@ -10,6 +10,8 @@ import asyncio
 import json
 import sys
 
+from dataclasses import replace
+
 import pytest
 import pytest_asyncio
 
@@ -18,6 +20,7 @@ from migtui.model.vm import Connection
 from migtui.qmp.controls import MigrationOptions, set_capabilities, set_parameters, start_migration
 from migtui.qmp.dialect import Unsupported
 from migtui.qmp.errors import QMPRefused
+from migtui.qmp.messages import ActionResult
 from migtui.sim import SimFleet
 
 MiB = 2**20
@@ -106,6 +109,88 @@ async def test_cli_set_uses_seconds_on_legacy(sim):
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     obj = json.loads(out)
     assert obj["qemu"] == "1.4.0" and obj["migration"] == {} and obj["error"] is None
+
+
+async def sim_pair(sim, open_session, **src_kw):
+    """A 7.2 source and a -incoming defer destination; both sessions' actions go to one list, in order."""
+    src = await sim.add_vm("src", **src_kw)
+    dst = await sim.add_vm("dst", incoming=True)
+    messages: list = []
+    source, destination = open_session(src.endpoint, messages), open_session(dst.endpoint, messages)
+    assert await source.wait_connected(5) and await destination.wait_connected(5)
+    await wait_until(lambda: source.vm.capabilities.get("events") and destination.vm.capabilities.get("events"))
+
+    def actions() -> list[tuple[str, str, dict, bool]]:
+        return [("src" if m.vm == source.key else "dst", m.command, m.arguments, m.ok)
+                for m in messages if isinstance(m, ActionResult)]
+
+    return src, dst, source, destination, actions
+
+
+async def test_a_start_sets_the_source_before_the_destination_listens_and_migrates_last(sim, open_session):
+    src, dst, source, destination, actions = await sim_pair(sim, open_session, dirty_rate=2 * MiB,
+                                                            working_set=16 * MiB, ram=256 * MiB)
+    before = len(actions())
+    options = MigrationOptions(bandwidth=512 * MiB, downtime_ms=2000, xbzrle=True, postcopy=True, multifd=4)
+    plan = await start_migration(source, options, destination=destination)
+    sent = actions()[before:]
+    assert all(ok for *_, ok in sent)
+    sent = [step[:3] for step in sent]
+    uri = plan.uri
+    assert sent == [
+        ("src", "migrate-set-capabilities", {"capabilities": [{"capability": "xbzrle", "state": True},
+                                                              {"capability": "postcopy-ram", "state": True},
+                                                              {"capability": "multifd", "state": True}]}),
+        ("src", "migrate-set-parameters", {"max-bandwidth": 512 * MiB, "downtime-limit": 2000,
+                                           "multifd-channels": 4}),
+        ("dst", "migrate-set-capabilities", {"capabilities": [{"capability": "postcopy-ram", "state": True},
+                                                              {"capability": "multifd", "state": True}]}),
+        ("dst", "migrate-set-parameters", {"multifd-channels": 4}),
+        ("dst", "migrate-incoming", {"uri": uri}),
+        ("src", "migrate", {"uri": uri}),
+    ]
+    assert [("source" if side == "source" else "dst", c) for side, (c, _) in plan.steps] == \
+        [("source" if side == "src" else "dst", c) for side, c, _ in sent]
+    await wait_until(lambda: source.vm.migration_status == "completed", timeout=20)
+
+
+async def test_a_capability_the_source_refuses_leaves_the_destination_untouched(sim, open_session):
+    src, dst, source, destination, actions = await sim_pair(sim, open_session)
+    src.set_capability("x-ignore-shared")  # 7.2 refuses postcopy-ram with it; migtui never sets it
+    dst_before = len(control_commands(dst))
+    with pytest.raises(QMPRefused, match="Postcopy is not compatible with ignore-shared"):
+        await start_migration(source, MigrationOptions(postcopy=True, bandwidth=64 * MiB), destination=destination)
+    assert control_commands(dst)[dst_before:] == []
+    assert [(side, c, ok) for side, c, _, ok in actions()] == [("src", "migrate-set-capabilities", False)]
+    src.set_capability("x-ignore-shared", False)
+    plan = await start_migration(source, MigrationOptions(postcopy=True, bandwidth=64 * MiB), destination=destination)
+    assert [n for n, _ in control_commands(dst)[dst_before:]] == ["migrate-set-capabilities", "migrate-incoming"]
+    assert not plan.listening
+
+
+async def test_combinations_a_newer_qemu_refuses_are_refused_before_sending(sim, open_session):
+    src, dst, source, destination, actions = await sim_pair(sim, open_session)
+    real = source.dialect
+    dst_before = len(control_commands(dst))
+    # The simulator speaks 7.2, which takes multifd with xbzrle; 8.2+ refuses it ("Multifd is not
+    # compatible with xbzrle"), the report's 10.0 among them: migtui says so first, sending nothing.
+    source.dialect = replace(real, version=(10, 0, 0))
+    with pytest.raises(Unsupported) as err:
+        await start_migration(source, MigrationOptions(xbzrle=True, multifd=2), destination=destination)
+    assert "QEMU 10.0.0 on src refuses multifd with xbzrle" in str(err.value) and "\n" not in str(err.value)
+    # Already on counts: turning multifd on while xbzrle is on is refused too, naming it.
+    await set_capabilities(source, {"xbzrle": True})
+    with pytest.raises(Unsupported, match="xbzrle is on there already: turn it off first"):
+        await start_migration(source, MigrationOptions(multifd=2), destination=destination)
+    # Post-copy with multifd: 8.1 to 10.0 refuse it, 10.1 takes it again.
+    await set_capabilities(source, {"xbzrle": False})
+    with pytest.raises(Unsupported, match="postcopy-ram with multifd"):
+        await start_migration(source, MigrationOptions(postcopy=True, multifd=2), destination=destination)
+    assert [(side, c) for side, c, _, _ in actions()] == [("src", "migrate-set-capabilities")] * 2  # the two above
+    assert control_commands(dst)[dst_before:] == []
+    source.dialect = replace(real, version=(10, 1, 0))
+    await start_migration(source, MigrationOptions(postcopy=True, multifd=2), destination=destination)
+    assert [n for n, _ in control_commands(dst)][-1] == "migrate-incoming"
 
 
 async def test_capabilities_refused_before_sending_during_migration(sim, open_session):

@@ -114,6 +114,49 @@ async def test_status_watch_set_and_migrate_wait_on_real_qemu(lab_pair):
 
 
 @qemu_required
+async def test_a_refused_start_leaves_the_destination_ready_for_the_next_one(lab_pair):
+    """The report: QEMU refused the source's capabilities after migrate-incoming had run on the
+    destination, and the retry failed with "The incoming migration has already been started"."""
+    from qemu.qmp import QMPClient
+
+    source, destination, lab = lab_pair
+
+    async def migtui(*args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(*MIGTUI, *args, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        return proc.returncode, out.decode(), err.decode()
+
+    def caps(state: bool, *names: str) -> dict:
+        return {"capabilities": [{"capability": n, "state": state} for n in names]}
+
+    src_tools, dst_tools = QMPClient("test"), QMPClient("test")
+    await src_tools.connect(str(source.tools_qmp_path))
+    await dst_tools.connect(str(destination.tools_qmp_path))
+    try:
+        # 7.2 refuses post-copy while x-ignore-shared is on (as 10.0 refuses multifd with xbzrle).
+        await src_tools.execute("migrate-set-capabilities", caps(True, "x-ignore-shared"))
+        rc, _, err = await migtui("migrate", source.endpoint, "--to", destination.endpoint, "--postcopy")
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert "Postcopy is not compatible with ignore-shared" in err
+        assert "socket-address" not in await dst_tools.execute("query-migrate")  # never told to listen
+        dst_caps = {c["capability"]: c["state"] for c in await dst_tools.execute("query-migrate-capabilities")}
+        assert dst_caps["postcopy-ram"] is False
+        await src_tools.execute("migrate-set-capabilities", caps(False, "x-ignore-shared"))
+        # As after a start whose migrate was refused: the destination listens already. A new
+        # migtui process finds where from QEMU (socket-address) and migrates there.
+        uri = f"unix:{lab.runtime_dir / 'earlier-start.sock'}"
+        await dst_tools.execute("migrate-incoming", {"uri": uri})
+        rc, out, err = await migtui("migrate", source.endpoint, "--to", destination.endpoint, "--bandwidth", "4G",
+                                    "--downtime", "20s", "--wait")
+        assert rc == 0, err
+        assert f"migrating to {uri}" in err and "completed" in out.splitlines()[-1]
+    finally:
+        await src_tools.disconnect()
+        await dst_tools.disconnect()
+
+
+@qemu_required
 async def test_cancel_makes_wait_exit_1(lab_pair):
     source, destination, _ = lab_pair
     proc = await asyncio.create_subprocess_exec(

@@ -76,3 +76,19 @@ def test_schema_and_version_parsing():
     assert migrate_args_from_schema({"not": "a list"}) is None
     assert parse_version({"qemu": {"major": 7, "minor": 2, "micro": 22}}) == (7, 2, 22)
     assert parse_version("junk") == (0, 0, 0)
+
+
+def test_capability_pairs_refused_by_version():
+    from dataclasses import replace
+
+    both = {"multifd": True, "xbzrle": True}
+    assert replace(MODERN_72, version=(7, 2, 0)).refused_together(both) is None  # 7.2 takes them (measured)
+    assert replace(MODERN_72, version=(8, 1, 5)).refused_together(both) is None
+    for version in ((8, 2, 0), (10, 0, 0)):
+        assert replace(MODERN_72, version=version).refused_together(both) == (
+            "multifd", "xbzrle", "Multifd is not compatible with xbzrle")
+    postcopy = {"postcopy-ram": True, "multifd": True, "xbzrle": False}
+    assert [replace(MODERN_72, version=v).refused_together(postcopy) is not None
+            for v in ((7, 2, 0), (8, 1, 0), (10, 0, 2), (10, 1, 0))] == [False, True, True, False]
+    assert replace(MODERN_72, version=(0, 0, 0)).refused_together(both) is None  # unknown version: QEMU decides
+    assert not MODERN_72.fixes_multifd_at_incoming and replace(MODERN_72, version=(8, 1, 0)).fixes_multifd_at_incoming

@@ -48,6 +48,9 @@ class VMState:
     dialect: str | None = None  # "modern" or "legacy"
     parameters: dict[str, Any] = field(default_factory=dict)  # QEMU's names: max-bandwidth, ...
     capabilities: dict[str, bool] = field(default_factory=dict)
+    # Where migtui's migrate-incoming told this destination to listen (QEMU runs it once per
+    # process): the next start migrates there. Forgotten on reconnect, when it may be a new QEMU.
+    incoming_uri: str | None = None
     tracker: MigrationTracker = field(default_factory=MigrationTracker)
     # The dashboard's event log; bounded per VM (a fleet of 1000 fast-passing migrations
     # filled 500 records each: ~125 MB). The recording keeps every event.

@@ -1,22 +1,33 @@
 """Actions on migrations: start, cancel, tune, switch to post-copy, continue.
 
 Each action checks everything it can before the first command goes out
-(options against the VM's dialect, a migration already running, a destination
-that is not waiting), so a refusal never leaves a VM half-configured.
+(options against each VM's dialect and version, combinations its QEMU refuses,
+a migration already running, a destination that is not waiting), so a refusal
+never leaves a VM half-configured.
+
+A start sends what can be refused and undone first, and what cannot be undone
+last: the source's capabilities and parameters, then the destination's paired
+capabilities (postcopy-ram, multifd) and multifd-channels, then migrate-incoming
+on the destination (QEMU runs it once per process: it cannot be taken back), and
+migrate on the source. When a step is refused, the source's capabilities and
+parameters are put back as they were, and so are the destination's unless this
+start got it listening; a destination left listening (migrate refused or failed)
+is recognised by the next start, which migrates to where it listens.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from migtui.model.parameters import check_uri
-from migtui.model.sample import IN_FLIGHT_STATUSES
+from migtui.model.sample import FINISHED_STATUSES, IN_FLIGHT_STATUSES
 from migtui.qmp.dialect import Command, Dialect, Unsupported
-from migtui.qmp.errors import NotConnected, Refused
+from migtui.qmp.errors import BackendError, NotConnected, Refused
 from migtui.qmp.session import VMSession
 
 __all__ = [
@@ -49,11 +60,19 @@ class MigrationOptions:
 
 @dataclass(frozen=True)
 class MigrationPlan:
-    """Every command, in order, that a start will send; shown before it is sent."""
+    """Every command a start sends, in the order sent; shown before it is sent."""
 
-    destination: list[Command]
-    source: list[Command]
+    source: list[Command]  # capabilities, then parameters
+    destination: list[Command]  # paired capabilities, multifd-channels, then migrate-incoming unless listening
+    migrate: Command  # sent to the source last
     uri: str
+    listening: bool = False  # the destination already listened at uri: no migrate-incoming
+
+    @property
+    def steps(self) -> list[tuple[str, Command]]:
+        """("source" or "destination", command), in the order start_migration sends them."""
+        return ([("source", c) for c in self.source] + [("destination", c) for c in self.destination]
+                + [("source", self.migrate)])
 
 
 def _dialect(session: VMSession) -> Dialect:
@@ -84,7 +103,13 @@ def plan_migration(
     destination: VMSession | None = None,
     uri: str | None = None,
 ) -> MigrationPlan:
-    """Check the options against both VMs and list the commands. Sends nothing."""
+    """Check the options against both VMs and list the commands. Sends nothing.
+
+    Judges by what the sessions last read (start_migration reads it afresh): capabilities
+    already on count towards a combination QEMU refuses, and a destination that reports a
+    listening address (query-migrate's socket-address) or that migtui told to listen is
+    migrated to there, without migrate-incoming.
+    """
     src = _dialect(source)
     _refuse_if_migrating(source)
     if (destination is None) == (uri is None):
@@ -107,6 +132,7 @@ def plan_migration(
         caps["multifd"] = True
     if options.block and not src.has_block_migration:
         raise Unsupported(f"QEMU {src.version_text} has no block migration (blk was removed in 9.1)")
+    _refuse_together(source, src, caps)
 
     params: dict[str, Any] = {}
     if options.bandwidth is not None:
@@ -117,8 +143,10 @@ def plan_migration(
         params["xbzrle-cache-size"] = options.xbzrle_cache
     if options.multifd is not None:
         params["multifd-channels"] = options.multifd
+    src_cmds = src.set_capabilities(caps) + src.set_parameters(params)
 
     dest_cmds: list[Command] = []
+    listening = False
     if destination is not None:
         dst = _dialect(destination)
         if destination is source:
@@ -129,23 +157,96 @@ def plan_migration(
                 f"(run-state {destination.vm.run_state}); start it with -incoming defer"
             )
         dst.require("migrate-incoming", "receive a migration started by migtui (start it with -incoming URI and use --uri)")
-        # Post-copy and multifd must be on at both ends.
-        paired = {k: v for k, v in caps.items() if k in ("postcopy-ram", "multifd")}
-        for name in paired:
-            dst.require_capability(name, f"receive with {name}")
-        dest_cmds += dst.set_capabilities(paired)
-        if options.multifd is not None:
-            dest_cmds += dst.set_parameters({"multifd-channels": options.multifd})
-        uri = destination_uri(source, destination)
-        dest_cmds.append(("migrate-incoming", {"uri": uri}))
+        status = destination.vm.migration_status
+        if status in _RECEIVING:
+            raise Refused(f"{destination.vm.name} is already receiving a migration (status {status})")
+        if status in FINISHED_STATUSES:
+            raise Refused(f"{destination.vm.name}'s incoming migration ended ({status}); "
+                          "restart it with -incoming defer")
+        listen_uri = _listening_uri(source, destination)
+        listening = listen_uri is not None
+        # Post-copy and multifd must be alike at both ends: as the source will have them
+        # (what it has on already counts), and only what differs is sent.
+        src_after = {**source.vm.capabilities, **caps}
+        dst_now = destination.vm.capabilities
+        paired = {k: bool(src_after.get(k)) for k in ("postcopy-ram", "multifd") if src_after.get(k) or dst_now.get(k)}
+        for name, on in paired.items():
+            if on:
+                dst.require_capability(name, f"receive with {name}")
+        _refuse_together(destination, dst, paired)
+        dst_caps = {k: v for k, v in paired.items() if bool(dst_now.get(k)) != v}
+        dst_params: dict[str, Any] = {}
+        channels = options.multifd if options.multifd is not None else source.vm.parameters.get("multifd-channels")
+        if paired.get("multifd") and channels is not None and destination.vm.parameters.get("multifd-channels") != channels:
+            dst_params["multifd-channels"] = channels
+        if listening and dst_caps and dst.fixes_multifd_at_incoming and {**dst_now, **dst_caps}.get("multifd"):
+            raise Refused(
+                f"{destination.vm.name} already listens at {listen_uri}, and QEMU {dst.version_text} refuses "
+                f"capability changes with multifd on after migrate-incoming (needed: {_on_off(dst_caps)}); "
+                "start with the capabilities it listens with, or restart it with -incoming defer"
+            )
+        dest_cmds += dst.set_capabilities(dst_caps)
+        dest_cmds += dst.set_parameters(dst_params)
+        if listen_uri is not None:
+            uri = listen_uri
+        else:
+            uri = destination_uri(source, destination)
+            dest_cmds.append(("migrate-incoming", {"uri": uri}))
 
     assert uri is not None
-    src_cmds = src.set_capabilities(caps) + src.set_parameters(params)
     migrate_args: dict[str, Any] = {"uri": uri}
     if options.block:
         migrate_args["blk"] = True
-    src_cmds.append(("migrate", migrate_args))
-    return MigrationPlan(destination=dest_cmds, source=src_cmds, uri=uri)
+    return MigrationPlan(source=src_cmds, destination=dest_cmds, migrate=("migrate", migrate_args), uri=uri,
+                         listening=listening)
+
+
+# A destination in these receives a migration already; "setup" may be one that only listens.
+_RECEIVING = IN_FLIGHT_STATUSES - {"setup"}
+
+
+def _on_off(caps: Mapping[str, bool]) -> str:
+    return ", ".join(f"{k}={'on' if v else 'off'}" for k, v in caps.items())
+
+
+def _refuse_together(session: VMSession, dialect: Dialect, caps: Mapping[str, bool]) -> None:
+    """Refuse, before sending, a pair of capabilities this VM's QEMU would refuse together."""
+    current = session.vm.capabilities
+    refused = dialect.refused_together({**current, **caps})
+    if refused is None:
+        return
+    one, other, sentence = refused
+    already = [c for c in (one, other) if c not in caps and current.get(c)]
+    way_out = f"; {already[0]} is on there already: turn it off first" if already else ""
+    raise Unsupported(f"QEMU {dialect.version_text} on {session.vm.name} refuses {one} with {other} "
+                      f"({sentence!r}){way_out}")
+
+
+def _listening_uri(source: VMSession, destination: VMSession) -> str | None:
+    """Where the destination already listens for a migration, or None.
+
+    QEMU's own answer first (query-migrate's socket-address, 4.0+ reports it); else the URI
+    migtui gave its migrate-incoming on this connection (an older QEMU, or exec:/fd:).
+    """
+    sample = destination.vm.sample
+    addresses = sample.info.get("socket-address") if sample is not None else None
+    if not isinstance(addresses, list) or not addresses:
+        return destination.vm.incoming_uri
+    both_local = source.endpoint.is_local and destination.endpoint.is_local
+    for address in addresses:
+        if not isinstance(address, dict):
+            continue
+        if address.get("type") == "unix" and isinstance(address.get("path"), str) and both_local:
+            return f"unix:{address['path']}"
+        if address.get("type") == "inet" and address.get("port"):
+            host = str(address.get("host") or "")
+            if host in ("", "0.0.0.0", "::"):  # listening everywhere: reach it where its monitor is
+                host = destination.endpoint.host or host or "0.0.0.0"
+            return f"tcp:{f'[{host}]' if ':' in host else host}:{address['port']}"
+    raise Refused(
+        f"{destination.vm.name} already listens at {addresses[0]!r:.80} (migrate-incoming ran), which "
+        f"{source.vm.name} cannot reach; restart it with -incoming defer"
+    )
 
 
 def destination_uri(source: VMSession, destination: VMSession) -> str:
@@ -157,31 +258,112 @@ def destination_uri(source: VMSession, destination: VMSession) -> str:
     return f"tcp:{host}:0"  # QEMU picks a free port; migtui reads it back
 
 
+# What a start changed and how it was before: (session, "capabilities" or "parameters", values).
+_Undo = list[tuple[VMSession, str, dict[str, Any]]]
+
+
 async def start_migration(
     source: VMSession,
     options: MigrationOptions,
     destination: VMSession | None = None,
     uri: str | None = None,
 ) -> MigrationPlan:
-    """Start a migration. Raises InputError (nothing sent) or QMPRefused (QEMU's sentence)."""
-    # A fresh sample first: the one on screen may be a second old.
-    await source.sample()
-    plan = plan_migration(source, options, destination, uri)
-    migrate_uri = plan.uri
+    """Start a migration. Raises InputError (nothing sent) or QMPRefused (QEMU's sentence).
+
+    Sends the plan's steps in order (see the module docstring). When one is refused (or the
+    connection fails), the capabilities and parameters this start changed on the source are
+    set back to their previous values, and on the destination too unless this start's
+    migrate-incoming ran: the source was idle, so QEMU takes them back, and a destination
+    that listens keeps what it listens with for the next start (8.1+ refuses multifd
+    changes once it listens).
+    """
+    _dialect(source)
     if destination is not None:
-        for command, args in plan.destination:
-            await destination.execute(command, args)
+        _dialect(destination)
+    # Fresh state first: the one on screen may be a second old, and what is put back on a
+    # refusal is what QEMU has now.
+    await source.sample()
+    await source.refresh_capabilities()
+    await source.refresh_parameters()
+    if destination is not None:
+        await destination.sample()  # its status and listening address
         await destination.refresh_capabilities()
-        if migrate_uri.startswith("tcp:") and migrate_uri.endswith(":0"):
-            migrate_uri = await _incoming_tcp_uri(destination, migrate_uri)
-    for command, args in plan.source:
-        if command == "migrate":
-            args = {**args, "uri": migrate_uri}
+        await destination.refresh_parameters()
+    plan = plan_migration(source, options, destination, uri)
+    undo: _Undo = []
+    try:
+        for command, args in plan.source:
+            await _send_undoable(source, command, args, undo)
+        if destination is not None:
+            for command, args in plan.destination:
+                if command == "migrate-incoming":
+                    await destination.execute(command, args)
+                    # Listening now, for good: keep its settings, remember where.
+                    undo = [step for step in undo if step[0] is not destination]
+                    destination.vm.incoming_uri = args["uri"]
+                else:
+                    await _send_undoable(destination, command, args, undo)
+            await destination.refresh_capabilities()
+        migrate_uri = plan.uri
+        if destination is not None and migrate_uri.startswith("tcp:") and migrate_uri.endswith(":0"):
+            migrate_uri = destination.vm.incoming_uri = await _incoming_tcp_uri(destination, migrate_uri)
+        command, args = plan.migrate
+        args = {**args, "uri": migrate_uri}
         await source.execute(command, args)
+    except Exception:
+        await _undo(undo)
+        raise
     await source.refresh_parameters()
     await source.refresh_capabilities()
     source.poll_now()
-    return plan
+    return replace(plan, migrate=(command, args), uri=migrate_uri)
+
+
+async def _send_undoable(session: VMSession, command: str, args: dict[str, Any], undo: _Undo) -> None:
+    """Send a capabilities or parameters command, first noting what it changes and how it was."""
+    dialect = _dialect(session)
+    vm = session.vm
+    if command == "migrate-set-capabilities":
+        new = {c["capability"]: c["state"] for c in args["capabilities"]}
+        before = {k: vm.capabilities.get(k, False) for k, v in new.items() if vm.capabilities.get(k, False) != v}
+        kind = "capabilities"
+    else:
+        new = _parameters_of(command, args)
+        # Only what QEMU reported (or migtui set, before 2.4) can be put back.
+        before = {k: vm.parameters[k] for k, v in new.items() if k in vm.parameters and vm.parameters[k] != v}
+        kind = "parameters"
+    await session.execute(command, args)
+    if kind == "parameters" and not dialect.modern:
+        vm.parameters.update(new)  # QEMU before 2.4 cannot report these back: remember what was set
+    if before:
+        undo.append((session, kind, before))
+
+
+def _parameters_of(command: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The parameters (QEMU's names and units) that a command of Dialect.set_parameters sets."""
+    if command == "migrate-set-parameters":
+        return dict(args)
+    name = {"migrate_set_speed": "max-bandwidth", "migrate_set_downtime": "downtime-limit",
+            "migrate-set-cache-size": "xbzrle-cache-size"}[command]
+    value = args["value"]
+    return {name: round(value * 1000) if name == "downtime-limit" else value}  # that one takes seconds
+
+
+async def _undo(undo: _Undo) -> None:
+    """Put back what a refused start changed, latest first. Each command is audited and logged
+    like any other; one QEMU refuses leaves its sentence in the VM's log, never hides the refusal."""
+    for session, kind, before in reversed(undo):
+        with contextlib.suppress(BackendError, OSError):
+            dialect = _dialect(session)
+            commands = dialect.set_capabilities(before) if kind == "capabilities" else dialect.set_parameters(before)
+            for command, args in commands:
+                await session.execute(command, args)
+            if kind == "parameters" and not dialect.modern:
+                session.vm.parameters.update(before)
+    for session in {id(s): s for s, _, _ in undo}.values():
+        with contextlib.suppress(BackendError, OSError):
+            await session.refresh_capabilities()
+            await session.refresh_parameters()
 
 
 async def _incoming_tcp_uri(destination: VMSession, uri: str) -> str:

@@ -26,6 +26,19 @@ _LEGACY = {
 }
 
 
+# Capabilities QEMU's migrate_caps_check() refuses to have on together: (one, other, first
+# version that refuses, first version that accepts again or None, QEMU's sentence). Only pairs
+# of capabilities a start turns on itself: any other refusal comes from the source's QEMU,
+# before the destination is touched.
+_REFUSED_TOGETHER = (
+    # "migration: Give one error if trying to set MULTIFD and XBZRLE", pulled 2023-10-31: 8.2.
+    ("multifd", "xbzrle", (8, 2, 0), None, "Multifd is not compatible with xbzrle"),
+    # 7.2 accepts both (measured); migration/options.c refuses them in 8.1; "migration: enable
+    # multifd and postcopy together" (2025-05) lifted it in 10.1.
+    ("postcopy-ram", "multifd", (8, 1, 0), (10, 1, 0), "Postcopy is not yet compatible with multifd"),
+)
+
+
 class Unsupported(InputError):
     """The VM's QEMU has no way to do this; nothing was sent."""
 
@@ -60,6 +73,22 @@ class Dialect:
     def require_capability(self, capability: str, what: str) -> None:
         if capability not in self.capabilities:
             raise Unsupported(f"QEMU {self.version_text} cannot {what}: it has no {capability} capability")
+
+    def refused_together(self, caps: Mapping[str, bool]) -> tuple[str, str, str] | None:
+        """The first pair of capabilities on in `caps` that this QEMU refuses together:
+        (one, other, QEMU's sentence); None when it accepts them or its version is unknown."""
+        if self.version == (0, 0, 0):
+            return None
+        for one, other, since, until, sentence in _REFUSED_TOGETHER:
+            if caps.get(one) and caps.get(other) and since <= self.version and (until is None or self.version < until):
+                return one, other, sentence
+        return None
+
+    @property
+    def fixes_multifd_at_incoming(self) -> bool:
+        """8.1+ refuses migrate-set-capabilities with multifd on once migrate-incoming ran
+        ("Multifd must be set before incoming starts"): the listen backlog depends on it."""
+        return self.version >= (8, 1, 0)
 
     @property
     def has_block_migration(self) -> bool:

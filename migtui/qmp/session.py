@@ -494,6 +494,7 @@ class VMSession:
         if not self.endpoint.named and isinstance(name, dict) and isinstance(name.get("name"), str):
             vm.name = name["name"]  # QEMU's -name, unless the operator named the endpoint
         vm.run_state = status.get("status") if isinstance(status, dict) else None
+        vm.incoming_uri = None  # maybe a new QEMU: where it listens is read from query-migrate again
         vm.capabilities = vm.tracker.capabilities = caps  # guidance reads auto-converge from them
         await self.refresh_parameters()
         self._shutdown_seen = False

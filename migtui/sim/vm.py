@@ -671,9 +671,11 @@ def _error(desc: str, cls: str = "GenericError") -> dict[str, Any]:
 
 
 def _check_caps(caps: dict[str, bool]) -> None:
-    """A few of 7.2's migrate_caps_check() rules."""
-    if caps.get("postcopy-ram") and caps.get("compress"):
-        raise QMPError("Postcopy is not currently compatible with compression")
+    """A few of 7.2's migrate_caps_check() rules (as Debian's 7.2 answers: it takes postcopy-ram with compress)."""
+    if caps.get("postcopy-ram") and caps.get("x-ignore-shared"):
+        raise QMPError("Postcopy is not compatible with ignore-shared")
+    if caps.get("multifd") and caps.get("compress"):
+        raise QMPError("Multifd is not compatible with compress")
     if caps.get("postcopy-preempt") and not caps.get("postcopy-ram"):
         raise QMPError("Postcopy preempt requires postcopy-ram")
     if caps.get("zero-copy-send") and not caps.get("multifd"):
