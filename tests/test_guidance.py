@@ -324,9 +324,10 @@ def test_advice_numbers_for_a_stuck_migration():
     assert by_kind["downtime"].command == ("migrate-set-parameters", {"downtime-limit": 5300})
     assert "5300ms" in by_kind["downtime"].text and "600 MiB" in by_kind["downtime"].text
     # The guest dirties 136 MiB/s, and passes of one length (4.4 s) cannot show whether it rewrites
-    # all 600 MiB in any pass: the bandwidth must work for both readings, 450 MiB/s.
-    assert by_kind["bandwidth"].command == ("migrate-set-parameters", {"max-bandwidth": 450 * MiB})
-    assert "450 MiB/s" in by_kind["bandwidth"].text and "136 MiB/s" in by_kind["bandwidth"].text
+    # all 600 MiB in any pass: the bandwidth must work for both readings, one that fits a pass
+    # start (10% more) in the 300 ms limit: 2300 MiB/s.
+    assert by_kind["bandwidth"].command == ("migrate-set-parameters", {"max-bandwidth": 2300 * MiB})
+    assert "2.2 GiB/s" in by_kind["bandwidth"].text and "136 MiB/s" in by_kind["bandwidth"].text
     assert "rewrites all 600 MiB" in by_kind["bandwidth"].text
     assert by_kind["postcopy"].command == ("migrate-start-postcopy", {})
     assert not any(a.needs_restart for a in advice if a.command is not None)
@@ -349,7 +350,7 @@ def test_legacy_commands_take_seconds():
     tracker = tracker_for(STUCK, until=45.0)
     advice = {a.kind: a for a in advise(tracker, {"xbzrle-cache-size": 64 * MiB}, {"xbzrle": False}, modern=False)}
     assert advice["downtime"].command == ("migrate_set_downtime", {"value": 5.3})
-    assert advice["bandwidth"].command == ("migrate_set_speed", {"value": 450 * MiB})
+    assert advice["bandwidth"].command == ("migrate_set_speed", {"value": 2300 * MiB})
 
 
 def test_xbzrle_cache_advice_is_a_power_of_two_over_the_working_set():
