@@ -340,3 +340,37 @@ def test_an_assessment_can_be_reused_for_a_few_seconds_of_the_same_migration(mon
     vm.tracker.add(parse_query_migrate({"status": "completed", "total-time": 700, "downtime": 9,
                                         "ram": {"transferred": 90 * MiB, "remaining": 0, "total": 512 * MiB}}, 1101.0))
     assert vm.assessment() is not done and calls  # another migration completed between two polls
+
+
+# ---- the VM's log ---------------------------------------------------------------
+
+
+def test_consecutive_passes_share_one_log_line_and_another_record_ends_the_run():
+    from migtui.model.endpoint import parse_endpoint
+    from migtui.model.vm import LOG_RECORDS, EventRecord, VMState
+
+    vm = VMState(parse_endpoint("unix:/run/vm1.qmp"), "vm1")
+
+    def migration_pass(t, number):
+        vm.log_append(EventRecord(1000 + t, "event", "MIGRATION_PASS", f"pass={number}", (number, number)))
+
+    vm.log_append(EventRecord(1000, "event", "MIGRATION", "status=active"))
+    for number in range(4, 16):  # 12 passes, 3 s apart: a migration that does not converge
+        migration_pass(3 * number, number)
+    assert [(r.name, r.detail) for r in vm.log] == [("MIGRATION", "status=active"),
+                                                     ("MIGRATION_PASS", "passes 4–15 in 33s")]
+    assert vm.log[-1].time == 1012 and vm.log[-1].passes == (4, 15)  # the line keeps when the run began
+    vm.log_append(EventRecord(1050, "action", "migrate-set-parameters", "max-bandwidth=1073741824"))
+    migration_pass(51, 16)
+    migration_pass(52, 17)
+    assert [r.detail for r in vm.log][-3:] == ["passes 4–15 in 33s", "max-bandwidth=1073741824",
+                                               "passes 16–17 in 1.0s"]
+    assert vm.log_total == 16  # every record was counted, joined or not
+    # A pass that does not follow the run (a new migration's first), or one without a number, starts a line.
+    migration_pass(53, 1)
+    vm.log_append(EventRecord(1054, "event", "MIGRATION_PASS", ""))
+    assert [r.detail for r in vm.log][-3:] == ["passes 16–17 in 1.0s", "pass=1", ""]
+    # A thousand passes take one record, not the whole log.
+    for number in range(2, 1002):
+        migration_pass(54 + number, number)
+    assert len(vm.log) == 7 < LOG_RECORDS and vm.log[-1].detail == "passes 2–1001 in 16m39s"  # 999 s

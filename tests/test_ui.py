@@ -7,6 +7,7 @@ value sent none. The real-QEMU end-to-end test is in test_ui_qemu.py.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from textual.widgets import Button, Checkbox, Input, Label, Select
 
 from lab_fixtures import wait_until
 from migtui.model.endpoint import parse_endpoint
+from migtui.qmp import controls
+from migtui.qmp.controls import MigrationOptions
 from migtui.qmp.fleet import Fleet
 from migtui.qmp.session import SessionOptions
 from migtui.sim import SimFleet
@@ -544,3 +547,123 @@ async def test_start_dialog_preflight_predicts_and_migrates_nothing(sim):
         app.screen.query_one("#check", Button).press()
         await wait_until(lambda: "✓" in str(app.screen.query_one("#preflight", Label).render()), timeout=15)
         assert "migrate" not in sent(src)
+
+
+# ---- what fits on the screen ----------------------------------------------------
+
+
+def screen_lines(app: MigtuiApp) -> list[str]:
+    """The screen as the operator sees it, one string per row."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+def footer_items(app: MigtuiApp) -> tuple[list[str], str]:
+    """The footer's "key description" items as drawn, and what is right of them (the palette key)."""
+    line = screen_lines(app)[-1]
+    keys, palette = line.rsplit("▏", 1)
+    return [item.strip() for item in keys.split("  ") if item.strip()], palette.strip()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36), (100, 30)])
+async def test_the_footer_shows_whole_keys_only_the_important_ones_first(size):
+    from migtui.config import Config
+
+    app = MigtuiApp(static_fleet(), start_fleet=False, config=Config(keys={"cancel": "ctrl+x"}))
+    async with app.run_test(size=size) as pilot:
+        for screen, needed in [(FleetScreen, {"Dashboard", "Migrate", "Cancel", "Help", "Quit"}),
+                               (DashboardScreen, {"Back", "Advice", "Migrate", "Cancel", "Help", "Quit"})]:
+            await pilot.pause()
+            assert isinstance(app.screen, screen)
+            bindings = [b for _, b, _, _ in app.screen.active_bindings.values() if b.show]
+            whole = {f"{app.get_key_display(b)} {b.description}" for b in bindings}
+            items, palette = footer_items(app)
+            assert palette == "^p palette"
+            assert items and set(items) <= whole, f"cut: {set(items) - whole}"  # "x X" was drawn at 80
+            assert needed <= {item.split(" ", 1)[1] for item in items}
+            assert "^x Cancel" in items  # a remapped key, as remapped
+            await pilot.press("enter")
+
+
+async def test_the_advice_confirmation_wraps_its_whole_sentence_at_80x24(tmp_path):
+    fleet = SimFleet(tmp_path / "fast", speedup=20.0, seed=7)  # passes come quickly
+    src = await fleet.add_vm("src", dirty_rate=200 * MiB, working_set=256 * MiB, ram=1024 * MiB)
+    dst = await fleet.add_vm("dst", incoming=True, ram=1024 * MiB)
+    app = console(src, dst)
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await connected(app)
+            session = app.fleet.get("src")
+            app.run_control("src", "migrate", lambda: controls.start_migration(
+                session, MigrationOptions(bandwidth=32 * MiB), destination=app.fleet.get("dst")))
+            await wait_until(lambda: session.vm.in_flight, timeout=10)  # 200 MiB/s dirtied against 32: stuck
+            await pilot.press("enter")
+            await wait_until(lambda: app.screen.query_one("#advice").option_count > 0, timeout=20)
+            await pilot.press("a")
+            await pilot.pause()
+            dialog = app.screen
+            assert isinstance(dialog, ConfirmDialog) and len(dialog.question) > 60  # longer than the box is wide
+            box = dialog.query_one(".dialog-box").content_region  # inside its border
+            strips = dialog._compositor.render_strips()[box.y:box.bottom]
+            shown = " ".join(" ".join(strip.crop(box.x, box.right).text for strip in strips).split())
+            assert " ".join(dialog.question.split()) in shown  # every word, in order: none past the edge
+            assert " ".join(dialog.detail.split()) in shown
+    finally:
+        await fleet.stop()
+
+
+async def test_scrolling_right_keeps_the_vm_name_column_and_moves_the_rest():
+    app = MigtuiApp(static_fleet(), start_fleet=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        table = app.screen.query_one("#fleet", FleetTable)
+        top, bottom = table.visible_rows()
+        shown = table.row_keys[top:bottom]
+        width = table.scrollable_content_region.width
+        before = [table.render_line(y).text for y in range(len(shown) + 1)]  # the heading, then the rows
+        await pilot.press(*["right"] * 8)
+        await wait_until(lambda: table.scroll_offset.x == 8, timeout=5)
+        await pilot.pause()
+        after = [table.render_line(y).text for y in range(len(shown) + 1)]
+        frozen = before[0].index("migration") - 1  # the name column, with its padding
+        assert after[0][:frozen].split() == ["VM"]
+        for key, line in zip(shown, after[1:]):
+            assert line[:frozen].strip() == app.fleet.get(key).vm.name  # every row still starts with its name
+        for old, new in zip(before, after):
+            assert new[:frozen] == old[:frozen] and new[frozen:width - 8] == old[frozen + 8:]  # the rest moved by 8
+        assert "migration" not in after[0]  # the second column scrolled out of sight
+
+
+async def test_the_dashboard_log_folds_a_run_of_passes_into_one_line_updated_in_place():
+    from migtui.model.units import format_duration
+    from migtui.model.vm import EventRecord
+
+    app = MigtuiApp(static_fleet(), start_fleet=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("enter")
+        await pilot.pause()
+        vm = app.fleet.get("src1").vm
+        log = app.screen.query_one("#log")
+        text = lambda: " ".join(" ".join(line.text for line in log.lines).split())  # noqa: E731 (as wrapped)
+        before = len(log.records)
+        start = vm.log[-1].time
+
+        def record(t, kind, name, detail, passes=None):
+            vm.log_append(EventRecord(start + t, kind, name, detail, passes))
+            app._dirty.add("src1")
+            app.flush()
+
+        for number in range(4, 16):
+            record(number, "event", "MIGRATION_PASS", f"pass={number}", (number, number))
+            await pilot.pause()
+            assert len(log.records) == before + 1  # one line for the run, redrawn as it grows
+            assert text().endswith(f"MIGRATION_PASS passes 4–{number} in {format_duration(number - 4)}" if number > 4
+                                   else "MIGRATION_PASS pass=4")
+        assert "pass=5" not in text() and text().count("passes 4–") == 1
+        record(15.5, "action", "migrate-set-parameters", "max-bandwidth=1073741824")
+        record(16, "event", "MIGRATION_PASS", "pass=16", (16, 16))
+        record(17, "event", "MIGRATION_PASS", "pass=17", (17, 17))
+        await pilot.pause()
+        assert len(log.records) == before + 3
+        stamp = lambda t: time.strftime("%H:%M:%S", time.localtime(start + t))  # noqa: E731
+        assert text().endswith(f"MIGRATION_PASS passes 4–15 in 11s {stamp(15.5)} migrate-set-parameters "
+                               f"max-bandwidth=1073741824 {stamp(16)} MIGRATION_PASS passes 16–17 in 1.0s")

@@ -9,6 +9,7 @@ from typing import Any
 
 from migtui.model.derived import MigrationTracker
 from migtui.model.endpoint import Endpoint
+from migtui.model.units import format_duration
 
 __all__ = ["Connection", "EventRecord", "VMState", "unreachable"]
 
@@ -32,6 +33,7 @@ class EventRecord:
     kind: str  # "event", "action" or "error"
     name: str  # event name or command
     detail: str  # the data or QEMU's sentence, ready to print
+    passes: tuple[int, int] | None = None  # MIGRATION_PASS: the first and last pass this line stands for
 
 
 LOG_RECORDS = 200
@@ -56,7 +58,7 @@ class VMState:
     # filled 500 records each: ~125 MB). The recording keeps every event.
     log: deque[EventRecord] = field(default_factory=lambda: deque(maxlen=LOG_RECORDS))
     problems: tuple[str, ...] = ()  # what was wrong with the last reply
-    log_total: int = 0  # records ever appended, so a viewer can tell which are new
+    log_total: int = 0  # records ever appended, passes joined into one line included
     _assessed: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
 
     def assessment(self, max_age: float = 0.0):  # -> migtui.model.guidance.Assessment
@@ -96,13 +98,22 @@ class VMState:
         return follow_up(self.tracker, self.parameters, self.capabilities, modern=self.dialect != "legacy")
 
     def log_append(self, record: EventRecord) -> None:
-        self.log.append(record)
-        self.log_total += 1
+        """Add a record; a pass that follows passes joins their line ("passes 4–15 in 38s").
 
-    def log_since(self, seen: int) -> list[EventRecord]:
-        """Records appended after the first `seen` (at most what the log still holds)."""
-        new = min(self.log_total - seen, len(self.log))
-        return list(self.log)[-new:] if new > 0 else []
+        A migration that never converges passes over RAM again and again: one line per
+        pass would push everything else out of the LOG_RECORDS. Any other record ends
+        the run. The recording (migtui.record) keeps every pass.
+        """
+        last = self.log[-1] if self.log else None
+        if (record.passes is not None and last is not None and last.passes is not None
+                and last.name == record.name and last.passes[1] < record.passes[0]):
+            first, latest = last.passes[0], record.passes[1]
+            self.log[-1] = EventRecord(last.time, last.kind, last.name,
+                                       f"passes {first}–{latest} in {format_duration(record.time - last.time)}",
+                                       (first, latest))
+        else:
+            self.log.append(record)
+        self.log_total += 1
 
     @property
     def sample(self):  # -> MigrationSample | None

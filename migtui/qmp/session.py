@@ -723,8 +723,10 @@ class VMSession:
             when = time.time()
             if isinstance(stamp, dict) and isinstance(stamp.get("seconds"), int):
                 when = stamp["seconds"] + stamp.get("microseconds", 0) / 1e6
+            passes = None  # a pass's number lets the log join consecutive passes into one line
             if name == "MIGRATION_PASS":
                 if isinstance(data.get("pass"), int):
+                    passes = (data["pass"], data["pass"])
                     self.vm.tracker.history.mark_pass(PassMark(when, data["pass"]))
                 self._poll_after_pass()
             elif name == "SHUTDOWN":
@@ -735,7 +737,7 @@ class VMSession:
                 self.vm.run_state = "running"
             elif name in ("BLOCK_JOB_READY", "JOB_STATUS_CHANGE"):
                 self._block_jobs = True
-            self._log("event", name, _brief(data), when)
+            self._log("event", name, _brief(data), when, passes)
             self._notify(VMEvent(self.key, name, dict(data), when))
             if name in _POLL_AFTER:
                 self.poll_now()
@@ -830,8 +832,9 @@ class VMSession:
             self._log("error", str(state), reason)
         self._notify(VMUpdated(self.key, "connection"))
 
-    def _log(self, kind: str, name: str, detail: str, when: float | None = None) -> None:
-        self.vm.log_append(EventRecord(when or time.time(), kind, name, detail))
+    def _log(self, kind: str, name: str, detail: str, when: float | None = None,
+             passes: tuple[int, int] | None = None) -> None:
+        self.vm.log_append(EventRecord(when or time.time(), kind, name, detail, passes))
 
     def _notify(self, message: BackendMessage) -> None:
         try:

@@ -317,13 +317,15 @@ class Cursor:
             return
         name = str(line.get("event"))
         data = line.get("data") if isinstance(line.get("data"), dict) else {}
+        passes = None
         if name == "MIGRATION_PASS" and isinstance(data.get("pass"), int):
+            passes = (data["pass"], data["pass"])
             vm.tracker.history.mark_pass(PassMark(when, data["pass"]))
         elif name == "STOP":
             vm.run_state = "paused"
         elif name == "RESUME":
             vm.run_state = "running"
-        vm.log_append(EventRecord(when, "event", name, _brief(data)))
+        vm.log_append(EventRecord(when, "event", name, _brief(data), passes))
 
     def seek(self, when: float) -> bool:
         """Move the playhead (clamped to the recording); True when the VM state changed."""

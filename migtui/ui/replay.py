@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.widgets import RichLog, Static
+from textual.widgets import Static
 
 from migtui.model.units import InputError, parse_number
 from migtui.qmp.fleet import Fleet
@@ -25,6 +25,7 @@ from migtui.record.recorder import summary_text
 from migtui.record.replay import Cursor, Recording, load_recording
 from migtui.ui.guard import keep_running
 from migtui.ui.screens.dashboard import DashboardScreen
+from migtui.ui.widgets.event_log import EventLog
 from migtui.ui.themes import DEFAULT_THEME, MigtuiTheme, load_themes
 
 __all__ = ["ReplayApp", "ReplayDashboard", "SPEEDS", "SEEK_SECONDS", "run_replay", "playhead_text"]
@@ -86,7 +87,6 @@ class ReplayDashboard(DashboardScreen):
 
     def __init__(self, key: str) -> None:
         super().__init__(key)
-        self._generation = 0
 
     def compose(self) -> ComposeResult:
         yield Static(id="replay-status")
@@ -94,7 +94,7 @@ class ReplayDashboard(DashboardScreen):
 
     def on_mount(self) -> None:
         # The log must not take the seek keys for scrolling.
-        self.query_one("#log", RichLog).can_focus = False
+        self.query_one("#log", EventLog).can_focus = False
         self.update_status()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -106,12 +106,7 @@ class ReplayDashboard(DashboardScreen):
 
     @keep_running
     def show(self) -> None:
-        """Redraw from the cursor's VM; after a seek backwards the event log starts over."""
-        app = self.app
-        if app.cursor.generation != self._generation:
-            self._generation = app.cursor.generation
-            self.query_one("#log", RichLog).clear()
-            self._log_seen = 0
+        """Redraw from the cursor's VM (the event log shows its log as the cursor rebuilt it)."""
         self.update_all()
 
     @keep_running

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, OptionList, RichLog, Static
+from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from migtui.model.guidance import take_advice
@@ -20,6 +20,8 @@ from migtui.ui.guard import keep_running
 from migtui.ui.format import category_style, downtime_text, eta_text, progress_bar, status_text
 from migtui.ui.messages import FleetChanged
 from migtui.ui.screens.actions import VMActions
+from migtui.ui.widgets.event_log import EventLog
+from migtui.ui.widgets.footer import MigtuiFooter
 from migtui.ui.widgets.graphs import DiskGraph, RamGraph, ThroughputGraph, XbzrleGraph
 
 NARROW = 110  # below this many columns the side panel folds into one line
@@ -88,7 +90,6 @@ class DashboardScreen(VMActions, Screen):
     def __init__(self, key: str) -> None:
         super().__init__()
         self.key = key
-        self._log_seen = 0
         self._follow_state: tuple[str, str] | None = None  # the follow-up last logged
 
     def current_key(self) -> str | None:
@@ -107,9 +108,9 @@ class DashboardScreen(VMActions, Screen):
             with Vertical(id="dash-side"):
                 yield Static(id="params", classes="panel")
                 yield OptionList(id="advice", classes="panel")
-                yield RichLog(id="log", wrap=True, markup=False, max_lines=500, min_width=20, classes="panel")
+                yield EventLog(_log_line, id="log", classes="panel")
         yield Static(id="params-strip")
-        yield Footer()
+        yield MigtuiFooter()
 
     @property
     def session(self):
@@ -117,7 +118,7 @@ class DashboardScreen(VMActions, Screen):
 
     def on_mount(self) -> None:
         self.query_one("#params", Static).border_title = "parameters"
-        self.query_one("#log", RichLog).border_title = "events"
+        self.query_one("#log", EventLog).border_title = "events"
         self.query_one("#advice", OptionList).border_title = "advice (a applies)"
         self._apply_colors()
         self.update_all()
@@ -231,10 +232,7 @@ class DashboardScreen(VMActions, Screen):
         for graph in self.query(".graph"):
             graph.set_data(points, passes, bandwidth)
         self._show_advice(vm)
-        log = self.query_one("#log", RichLog)
-        for record in vm.log_since(self._log_seen):
-            log.write(_log_line(record))
-        self._log_seen = vm.log_total
+        self.query_one("#log", EventLog).show(vm.log)
 
 
 def _advice_prompt(advice) -> str:

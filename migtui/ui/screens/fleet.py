@@ -8,7 +8,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from migtui.model.guidance import VERDICTS
 from migtui.model.vm import status_category
@@ -17,6 +17,7 @@ from migtui.ui.guard import keep_running, report
 from migtui.ui.messages import FleetChanged
 from migtui.ui.screens.actions import VMActions
 from migtui.ui.widgets.fleet_table import FleetTable
+from migtui.ui.widgets.footer import MigtuiFooter
 
 SORT_MAX_AGE = 5.0  # s
 
@@ -59,7 +60,7 @@ class FleetScreen(VMActions, Screen):
         yield Static(id="fleet-header")
         yield FleetTable(FLEET_COLUMNS, self.row, on_error=self._row_error, id="fleet")
         yield Input(placeholder="filter: name, endpoint, status or verdict (Enter keeps it, Esc clears)", id="filter")
-        yield Footer()
+        yield MigtuiFooter()
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False

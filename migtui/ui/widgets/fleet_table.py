@@ -47,7 +47,7 @@ class FleetTable(ScrollView, can_focus=True):
         Binding("pagedown", "page_down", "Page down", show=False),
         Binding("home", "first", "First", show=False),
         Binding("end", "last", "Last", show=False),
-        Binding("enter", "select", "Open", show=False),
+        Binding("enter", "select", "Dashboard"),  # shadows the screen's Enter in the footer
         Binding("left", "scroll_left", "Left", show=False),
         Binding("right", "scroll_right", "Right", show=False),
     ]
@@ -124,6 +124,8 @@ class FleetTable(ScrollView, can_focus=True):
         self.heading_marks: dict[str, str] = {}  # column key -> a mark after its label (sort arrow)
         self.renders = 0  # rows rendered from their cells (for tests and benchmarks)
         self._width = sum(width + 2 * PADDING for _, _, width in self.columns)
+        # The first column (the VM's name) stays put when the rest scrolls sideways, as in htop.
+        self._frozen = self.columns[0][2] + 2 * PADDING if self.columns else 0
 
     # ---- rows -------------------------------------------------------------
 
@@ -250,7 +252,10 @@ class FleetTable(ScrollView, can_focus=True):
             if index == self.cursor_row:
                 style += cursor
             strip = Strip([Segment(text, style)], self._width)
-        return strip.crop_extend(scroll_x, scroll_x + width, base)
+        frozen = self._frozen
+        if not scroll_x or width <= frozen:
+            return strip.crop_extend(0, width, base)
+        return Strip.join([strip.crop(0, frozen), strip.crop_extend(frozen + scroll_x, scroll_x + width, base)])
 
     # ---- cursor -----------------------------------------------------------
 
@@ -304,7 +309,7 @@ class FleetTable(ScrollView, can_focus=True):
         if offset is None:
             return
         if offset.y == 0:
-            x = offset.x + int(self.scroll_offset.x)
+            x = offset.x + (int(self.scroll_offset.x) if offset.x >= self._frozen else 0)
             for key, _, width in self.columns:
                 x -= width + 2 * PADDING
                 if x < 0:
