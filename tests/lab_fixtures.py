@@ -57,9 +57,18 @@ def pid_alive(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
-async def _start_pair(disk: bool) -> tuple[QemuVM, QemuVM, Lab]:
+# The paced guest: under -icount shift=7 (128 ns of virtual time per instruction, held to
+# the host's clock) it spends PACED_PAGE_DELAY + 6 instructions on each page, so it dirties
+# 1e9 / (1606 * 128) ~ 4860 pages/s, ~19 MiB/s, or less when the host is too busy to keep up;
+# never more. (Shift 10 would do too, but SeaBIOS alone then takes ~6 s to boot.)
+PACED_ICOUNT_SHIFT = 7
+PACED_PAGE_DELAY = 1600
+PACED_DIRTY_BYTES_PER_S = 1e9 / ((PACED_PAGE_DELAY + 6) * 2**PACED_ICOUNT_SHIFT) * 4096
+
+
+async def _start_pair(disk: bool, **paced: int) -> tuple[QemuVM, QemuVM, Lab]:
     skip_without_qemu()
-    lab = Lab(pairs=1, disk=disk, accel="tcg")
+    lab = Lab(pairs=1, disk=disk, accel="tcg", **paced)
     await lab.start()
     return lab.sources[0], lab.destinations[0], lab
 
@@ -84,9 +93,23 @@ async def lab_pair_disk() -> AsyncIterator[tuple[QemuVM, QemuVM, Lab]]:
         await lab.stop()
 
 
+@pytest_asyncio.fixture
+async def lab_pair_paced() -> AsyncIterator[tuple[QemuVM, QemuVM, Lab]]:
+    """Like ``lab_pair``, but the guest dirties ~19 MiB/s at most (PACED_DIRTY_BYTES_PER_S),
+    whatever the host's load: a migration at a bandwidth well above that converges over passes."""
+    source, destination, lab = await _start_pair(
+        disk=False, page_delay=PACED_PAGE_DELAY, icount_shift=PACED_ICOUNT_SHIFT)
+    try:
+        yield source, destination, lab
+    finally:
+        await lab.stop()
+
+
 __all__ = [
+    "PACED_DIRTY_BYTES_PER_S",
     "lab_pair",
     "lab_pair_disk",
+    "lab_pair_paced",
     "pid_alive",
     "qemu_required",
     "skip_without_qemu",

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
+
 import pytest
 
-from lab_fixtures import qemu_required, wait_until
+from lab_fixtures import lab_pair_paced, qemu_required, wait_until  # noqa: F401 (a fixture)
+from migtui.lab import QemuVM
 from migtui.model import guidance
 from migtui.model.guidance import assess
 from migtui.qmp.controls import MigrationOptions, cancel_migration, start_migration
@@ -147,3 +152,76 @@ async def test_eta_at_50_percent_within_30_percent_of_the_real_finish(open_sessi
         f"ETA at 50% not within 30% of the real finish: {_report(seen)} "
         f"(with the pre-flight alone: {_report(seen, 'side_eta', 'side_why')})")
     assert seen["low"] <= seen["real"] <= seen["high"], _report(seen)
+
+
+# -- one-shot `migtui status`, a fresh process, judging a migration it did not watch ----------
+
+
+async def _status(vm: QemuVM, *options: str) -> dict:
+    """`migtui status --json` on the VM's second monitor (this test's session holds the first)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "migtui", "status", "--json", *options, f"unix:{vm.tools_qmp_path}",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0 and not err, (proc.returncode, err.decode(errors="replace"))
+    return json.loads(out)
+
+
+def _seen(reply: dict) -> tuple[int, str, str]:
+    derived = reply["derived"]
+    return derived["passes"] or 0, derived["verdict"], derived["why"]
+
+
+async def test_one_shot_status_at_pass_3_of_a_stuck_migration_says_not_converging(lab_pair, open_session):
+    """Each `status` run sees one reply (or a few seconds of them): from pass 3, the figures
+    in it (QEMU's expected-downtime 1000s of times the 1 ms limit, dirtying what is sent)
+    are enough to say not-converging, and never enough to say converging."""
+    source, destination, _ = lab_pair
+    src = open_session(source.endpoint, active_interval=0.1)
+    dst = open_session(destination.endpoint)
+    assert await src.wait_connected(10) and await dst.wait_connected(10)
+    await start_migration(src, MigrationOptions(bandwidth=16 * 2**20, downtime_ms=1), destination=dst)
+    # ~6 s a pass at 16 MiB/s: the guest's 98 MiB, rewritten many times over in each.
+    await wait_until(lambda: (src.vm.derived.passes or 0) >= 3, timeout=90)
+    runs = [_seen(await _status(source))]
+    window = _seen(await _status(source, "--window", "3s"))
+    # Then one run after another into pass 4 (three at least).
+    while len(runs) < 3 or max(p for p, _, _ in runs) < 4:
+        runs.append(_seen(await _status(source)))
+        assert len(runs) < 30, runs
+    await cancel_migration(src)
+    print("one-shot runs:", [(p, v) for p, v, _ in runs], "; --window 3s:", window[:2])
+    assert all(p >= 3 for p, _, _ in runs + [window]), runs + [window]
+    assert not [r for r in runs + [window] if r[1] == "converging"], runs + [window]
+    wrong = [r for r in runs if r[1] != "not-converging"]
+    assert not wrong, f"{len(wrong)} of {len(runs)} one-shot runs at pass 3+ did not say not-converging: {wrong}"
+    assert window[1] == "not-converging", window
+
+
+async def test_one_shot_status_at_pass_3_of_a_converging_migration_never_says_not_converging(
+        lab_pair_paced, open_session):
+    """The paced guest dirties ~19 MiB/s against 28 MiB/s of bandwidth: pass starts shrink by
+    about a third each pass and it switches over around pass 10, ~13 s in. One-shot runs
+    from pass 3 until it completes must not call it stuck (QEMU's expected-downtime is still
+    far over the 100 ms limit then, but the guest dirties well under what is sent)."""
+    source, destination, _ = lab_pair_paced
+    src = open_session(source.endpoint, active_interval=0.1)
+    dst = open_session(destination.endpoint)
+    assert await src.wait_connected(10) and await dst.wait_connected(10)
+    bandwidth = 28 * 2**20
+    await start_migration(src, MigrationOptions(bandwidth=bandwidth, downtime_ms=100), destination=dst)
+    await wait_until(lambda: (src.vm.derived.passes or 0) >= 3 or not src.vm.in_flight, timeout=60)
+    dirty = src.vm.derived.dirty_bytes_per_s  # QEMU's, over pass 2
+    runs = []
+    while src.vm.in_flight and len(runs) < 30:
+        reply = await _status(source)
+        if reply["migration"].get("status") in ("active", "device"):
+            runs.append(_seen(reply))
+    await wait_until(lambda: src.vm.migration_status in ("completed", "failed", "cancelled"), timeout=60)
+    passes = src.vm.derived.passes
+    print(f"paced guest: QEMU's dirty rate {dirty} B/s at pass 3 against {bandwidth} B/s; completed at pass "
+          f"{passes} after {src.vm.derived.elapsed_s} s; one-shot runs in flight: {[(p, v) for p, v, _ in runs]}")
+    assert src.vm.migration_status == "completed", src.vm.sample
+    assert dirty is not None and 0 < dirty <= 0.8 * bandwidth, dirty
+    assert runs and all(p >= 3 for p, _, _ in runs), runs
+    assert not [r for r in runs if r[1] == "not-converging"], runs

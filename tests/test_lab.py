@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -36,15 +37,17 @@ from migtui.lab.lab import parse_mem, remove_stale_labs
 # Fixtures, by name (harmless if tests/conftest.py imports them as well).
 lab_pair = lab_fixtures.lab_pair
 lab_pair_disk = lab_fixtures.lab_pair_disk
+lab_pair_paced = lab_fixtures.lab_pair_paced
 
 
 # -- the guest image (no QEMU needed) -----------------------------------------
 
 
-def test_guest_image_has_valid_multiboot_header(tmp_path: Path) -> None:
-    path = build_dirty_guest(tmp_path / "guest.bin")
+@pytest.mark.parametrize("page_delay", [0, lab_fixtures.PACED_PAGE_DELAY])
+def test_guest_image_has_valid_multiboot_header(tmp_path: Path, page_delay: int) -> None:
+    path = build_dirty_guest(tmp_path / "guest.bin", page_delay)
     image = path.read_bytes()
-    assert image == guest_image()
+    assert image == guest_image(page_delay)
 
     # The header must be 4-byte aligned within the first 8 KiB.
     offset = next(
@@ -67,6 +70,42 @@ def test_guest_image_has_valid_multiboot_header(tmp_path: Path) -> None:
     assert READY_MARKER + b"\0" in image
     # The image must sit below the range the guest dirties.
     assert load_end < DIRTY_START < DIRTY_END <= 100 * 1024 * 1024
+
+
+def test_the_stock_guest_image_is_unchanged_by_pacing() -> None:
+    # The bytes every lab booted before the paced guest existed: the default lab is the same.
+    image = guest_image()
+    assert len(image) == 91
+    assert hashlib.sha256(image).hexdigest() == (
+        "1f7061ef65dbc6734191e48728004aa451eaa9c65043692b46371f8c3c25d09c"
+    )
+    assert guest_image(0) == image
+
+
+def test_paced_guest_spins_between_pages_after_its_first_sweep() -> None:
+    image = guest_image(1600)
+    # In the page loop: mov ecx, ebx; jecxz over the spin; loop $ (spin ECX times).
+    assert b"\xfe\x00\x89\xd9\xe3\x02\xe2\xfe\x05" in image
+    # EBX starts at 0 (no spin in the sweep before the marker) and gets the delay after it.
+    assert b"\x31\xdb" in image
+    printed = image.index(b"\x31\xf6")  # xor esi, esi: the marker is out
+    assert image[printed + 2 : printed + 7] == b"\xbb" + struct.pack("<I", 1600)
+    for bad in (-1, 2**32):
+        with pytest.raises(ValueError, match="page_delay"):
+            guest_image(bad)
+
+
+def test_icount_shift_reaches_the_qemu_command_line(tmp_path: Path) -> None:
+    vm = QemuVM("src", tmp_path, tmp_path / "k", icount_shift=7, qemu="qemu-system-x86_64")
+    argv = vm.command()
+    assert argv[argv.index("-icount") + 1] == "shift=7,sleep=on,align=on"
+    assert "-icount" not in QemuVM("src", tmp_path, tmp_path / "k", qemu="q").command()
+    with pytest.raises(ValueError, match="tcg"):
+        QemuVM("src", tmp_path, tmp_path / "k", accel="kvm", icount_shift=7)
+    with pytest.raises(ValueError, match="0 to 10"):
+        QemuVM("src", tmp_path, tmp_path / "k", icount_shift=11)
+    with pytest.raises(ValueError, match="tcg"):
+        Lab(accel="kvm", icount_shift=7)
 
 
 def test_parse_mem_and_minimum() -> None:
@@ -178,6 +217,36 @@ async def test_source_dirties_and_does_not_converge_at_defaults(
         await qmp.execute("migrate_cancel")
     finally:
         await qmp.disconnect()
+
+
+@pytest.mark.qemu
+@qemu_required
+async def test_paced_guest_is_ready_and_dirties_no_faster_than_its_pace(
+    lab_pair_paced: tuple[QemuVM, QemuVM, Lab],
+) -> None:
+    """The paced lab came up (its guest printed the READY marker); QEMU's calc-dirty-rate
+    finds it dirtying about its pace, not the stock guest's whole range every second."""
+    source, destination, _ = lab_pair_paced
+    assert READY_MARKER in source.serial_path.read_bytes()
+    assert source.icount_shift == destination.icount_shift == lab_fixtures.PACED_ICOUNT_SHIFT
+    qmp = await _qmp(source.tools_qmp_path)
+    try:
+        # 4096 sampled pages per GiB (512 by default): 512 of the guest's 128 MiB, ~10% noise.
+        await qmp.execute("calc-dirty-rate", {"calc-time": 2, "sample-pages": 4096})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while (reply := await qmp.execute("query-dirty-rate"))["status"] != "measured":  # type: ignore[index]
+            assert loop.time() < deadline, reply
+            await asyncio.sleep(0.1)  # QEMU measures for calc-time seconds
+    finally:
+        await qmp.disconnect()
+    measured = reply["dirty-rate"] * 2**20  # type: ignore[index]  # MiB/s
+    pace = lab_fixtures.PACED_DIRTY_BYTES_PER_S
+    print(f"paced guest: calc-dirty-rate {measured / 2**20:.1f} MiB/s, pace {pace / 2**20:.1f} MiB/s")
+    # Never much faster: the stock guest measures ~49 MiB/s here (its whole range, counted
+    # once, over 2 s). A guest that fell behind the host's clock (booting on a busy host)
+    # runs flat out until it catches up, so up to a boot's lag more than the pace.
+    assert 0.25 * pace <= measured <= 1.5 * pace, (measured, pace)
 
 
 @pytest.mark.qemu

@@ -13,6 +13,10 @@ Under TCG that dirties about 100 MB/s, more than QEMU's default migration
 bandwidth (128 MiB/s with a 300 ms downtime limit) can ever catch up with, so
 a migration at defaults never converges: a good subject for migtui. The byte
 only changes by one per sweep, which makes XBZRLE deltas tiny.
+
+``guest_image(page_delay=N)`` is a paced variant: it spins between pages, so
+(with ``-icount``, see :class:`migtui.lab.qemu.QemuVM`) it dirties at a rate
+set by virtual time, slow enough for a migration that converges over passes.
 """
 
 from __future__ import annotations
@@ -77,16 +81,26 @@ class _Asm:
         return bytes(self.code)
 
 
-def _code(entry: int, marker_addr: int) -> bytes:
+def _code(entry: int, marker_addr: int, page_delay: int = 0) -> bytes:
     """Machine code for the guest, starting at guest address ``entry``."""
     a = _Asm(entry)
     a.emit(b"\xfc")  # cld: lodsb must walk forwards (DF is unspecified at entry)
     a.emit(b"\xbe" + struct.pack("<I", marker_addr))  # mov esi, marker (0 = printed)
+    if page_delay:
+        a.emit(b"\x31\xdb")  # xor ebx, ebx: multiboot leaves its info address there
 
     a.label("sweep")
     a.emit(b"\xb8" + struct.pack("<I", DIRTY_START))  # mov eax, DIRTY_START
     a.label("page")
     a.emit(b"\xfe\x00")  # inc byte [eax]: dirty this page
+    if page_delay:
+        # Spin between pages, so the dirty rate is set by instructions per page (and,
+        # under -icount, by virtual time) rather than by how fast TCG sweeps. EBX holds
+        # the count: 0 on the first sweep, so the marker comes as soon as for the stock guest.
+        a.emit(b"\x89\xd9")  # mov ecx, ebx
+        a.jump8(0xE3, "paced")  # jecxz paced: no spin yet (loop would wrap to 2**32)
+        a.emit(b"\xe2\xfe")  # loop $: dec ecx, jump to itself until ecx is 0
+        a.label("paced")
     a.emit(b"\x05" + struct.pack("<I", PAGE_SIZE))  # add eax, 4096: next page
     a.emit(b"\x3d" + struct.pack("<I", DIRTY_END))  # cmp eax, DIRTY_END
     a.jump8(0x72, "page")  # jb page (unsigned below)
@@ -106,18 +120,29 @@ def _code(entry: int, marker_addr: int) -> bytes:
     a.jump8(0xEB, "print")  # jmp print
     a.label("printed")
     a.emit(b"\x31\xf6")  # xor esi, esi: never print again
+    if page_delay:
+        a.emit(b"\xbb" + struct.pack("<I", page_delay))  # mov ebx, page_delay: pace from now on
     a.jump8(0xEB, "sweep")  # jmp sweep: dirty the range again, forever
     return a.finish()
 
 
-def guest_image() -> bytes:
-    """The whole multiboot image: header, code, then the NUL-terminated marker."""
+def guest_image(page_delay: int = 0) -> bytes:
+    """The whole multiboot image: header, code, then the NUL-terminated marker.
+
+    ``page_delay``: after the first sweep, spin this many ``loop`` iterations after
+    dirtying each page (0: never, the stock guest that dirties as fast as TCG runs). Each
+    page then costs ``page_delay + 6`` instructions: under ``-icount shift=S,align=on`` the
+    guest dirties ``1e9 / ((page_delay + 6) * 2**S)`` pages per second of real time, or
+    fewer when the host cannot keep up.
+    """
+    if not 0 <= page_delay < 2**32:
+        raise ValueError(f"page_delay must be 0 to {2**32 - 1}, not {page_delay}")
     entry = LOAD_ADDR + HEADER_SIZE
     # The code's length does not depend on the marker's address, so a first
     # pass with a dummy address tells where the marker will land.
-    code_len = len(_code(entry, 0))
+    code_len = len(_code(entry, 0, page_delay))
     marker_addr = entry + code_len
-    code = _code(entry, marker_addr)
+    code = _code(entry, marker_addr, page_delay)
     body = code + READY_MARKER + b"\0"
     load_end = entry + len(body)
 
@@ -136,8 +161,8 @@ def guest_image() -> bytes:
     return header + body
 
 
-def build_dirty_guest(path: Path) -> Path:
+def build_dirty_guest(path: Path, page_delay: int = 0) -> Path:
     """Write the dirtying guest to ``path`` and return it (boot with ``-kernel``)."""
     path = Path(path)
-    path.write_bytes(guest_image())
+    path.write_bytes(guest_image(page_delay))
     return path

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, TextIO
 
-from migtui.lab.guest import MIN_GUEST_MEM, build_dirty_guest
+from migtui.lab.guest import MIN_GUEST_MEM, build_dirty_guest, guest_image
 from migtui.lab.qemu import (
     QEMU_MISSING_MESSAGE,
     Accel,
@@ -61,6 +61,10 @@ class Lab:
     private ``migtui-lab-<pid>-XXXX`` directory (mode 0700) inside it and
     removes that on :meth:`stop`. Default parent: $XDG_RUNTIME_DIR, else the
     system temp dir.
+
+    ``page_delay`` and ``icount_shift`` make a paced guest (see
+    :func:`migtui.lab.guest.guest_image` and :class:`QemuVM`): every VM of the
+    lab then runs TCG under the same ``-icount``.
     """
 
     def __init__(
@@ -72,6 +76,8 @@ class Lab:
         runtime_dir: Path | None = None,
         disk_size: str = DEFAULT_DISK_SIZE,
         ready_timeout: float = 30.0,
+        page_delay: int = 0,
+        icount_shift: int | None = None,
     ) -> None:
         if pairs < 0:
             raise ValueError("pairs must be >= 0")
@@ -79,11 +85,16 @@ class Lab:
             raise ValueError(f"the lab guest needs at least 128M of RAM, got {mem}")
         if accel not in ("auto", "kvm", "tcg"):
             raise ValueError(f"accel must be auto, kvm or tcg, not {accel!r}")
+        if icount_shift is not None and accel == "kvm":
+            raise ValueError("icount_shift needs accel tcg (-icount counts TCG's instructions)")
+        guest_image(page_delay)  # a bad page_delay fails here, not in start()
         self.pairs = pairs
         self.mem = mem
         self.disk = disk
         self.disk_size = disk_size
         self.ready_timeout = ready_timeout
+        self.page_delay = page_delay
+        self.icount_shift = icount_shift
         self._accel_request = accel
         self._parent_dir = Path(runtime_dir) if runtime_dir is not None else None
         self._dir: Path | None = None
@@ -127,7 +138,9 @@ class Lab:
             raise QemuMissing(QEMU_MISSING_MESSAGE)
         if self.disk and shutil.which("qemu-img") is None:
             raise QemuMissing(QEMU_IMG_MISSING_MESSAGE)
-        if self._accel_request == "auto":
+        if self.icount_shift is not None:
+            self.accel = "tcg"  # -icount is TCG's
+        elif self._accel_request == "auto":
             self.accel = "kvm" if kvm_usable() else "tcg"
         else:
             self.accel = self._accel_request
@@ -141,7 +154,7 @@ class Lab:
         )
         atexit.register(self._cleanup_sync)
         try:
-            self._kernel = build_dirty_guest(self._dir / GUEST_IMAGE_NAME)
+            self._kernel = build_dirty_guest(self._dir / GUEST_IMAGE_NAME, self.page_delay)
             names = [(f"src{i}", False) for i in range(1, self.pairs + 1)]
             names += [(f"dst{i}", True) for i in range(1, self.pairs + 1)]
             await asyncio.gather(
@@ -171,6 +184,7 @@ class Lab:
             incoming=incoming,
             disk=disk_path,
             qemu=self._qemu,
+            icount_shift=self.icount_shift,  # both ends alike: the icount state migrates
         )
         self.vms.append(vm)  # before start, so stop() reaps it whatever happens
         await vm.start()

@@ -24,6 +24,7 @@ Accel = Literal["kvm", "tcg"]
 _POLL_INTERVAL = 0.025  # seconds between readiness checks
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
 _PR_SET_PDEATHSIG = 1
+ICOUNT_SHIFT_MAX = 10  # QEMU 7.2: one guest instruction per 2**10 ns of virtual time at most
 
 
 class QemuError(RuntimeError):
@@ -75,6 +76,12 @@ class QemuVM:
 
     ``<name>.qmp`` is migtui's monitor and ``<name>-tools.qmp`` a second one
     for other tools: QEMU serves one client per monitor at a time.
+
+    ``icount_shift`` (TCG only) runs the guest under ``-icount shift=N,align=on``:
+    one instruction per 2**N ns of virtual time, and ``align`` holds virtual time
+    to the host's clock (without it TCG runs the count as fast as it can, several
+    times real time), so a paced guest's dirty rate is set by its code, not by the
+    host. A migration's destination needs the same shift.
     """
 
     def __init__(
@@ -87,6 +94,7 @@ class QemuVM:
         incoming: bool = False,
         disk: Path | None = None,
         qemu: str | None = None,
+        icount_shift: int | None = None,
     ) -> None:
         if not name or "/" in name or "," in name:
             raise ValueError(f"bad VM name: {name!r}")
@@ -97,6 +105,11 @@ class QemuVM:
         self.accel: Accel = accel
         self.incoming = incoming
         self.disk = Path(disk) if disk is not None else None
+        if icount_shift is not None and not 0 <= icount_shift <= ICOUNT_SHIFT_MAX:
+            raise ValueError(f"icount_shift must be 0 to {ICOUNT_SHIFT_MAX}, not {icount_shift}")
+        if icount_shift is not None and accel != "tcg":
+            raise ValueError("icount_shift needs accel='tcg' (-icount counts TCG's instructions)")
+        self.icount_shift = icount_shift
         self._qemu = qemu
         self._proc: asyncio.subprocess.Process | None = None
         for sock in (self.qmp_path, self.tools_qmp_path):
@@ -183,6 +196,8 @@ class QemuVM:
                 "-drive",
                 f"file={_opt_escape(self.disk)},if=virtio,format=qcow2,id=disk0",
             ]
+        if self.icount_shift is not None:
+            argv += ["-icount", f"shift={self.icount_shift},sleep=on,align=on"]
         if self.incoming:
             argv += ["-incoming", "defer"]
         return argv

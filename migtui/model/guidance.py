@@ -87,6 +87,9 @@ COVERED = 0.95  # ... taken as dirtying this share of the working set in the sho
 # while the guest dirties at least what is sent (so the pass starts cannot shrink).
 EVIDENCE_PASS = 3
 EVIDENCE_DOWNTIME = 2.0
+# ... or dirtying at least FLAT_RATIO of what is sent, when pass starts shrinking by that
+# ratio (at best) would need more than this many passes to bring expected-downtime under.
+EVIDENCE_PASSES_LEFT = 30
 # Pass 1 has no dirty rate yet (QEMU reports it from the second sync): assume the guest
 # dirties this share of the throughput for the point ETA, and RATIO_HIGH for the band's
 # pessimistic end.
@@ -557,14 +560,22 @@ def _one_reply_says_stuck(p: _Pass, limit_ms: float, tp: float | None) -> bool:
     expected-downtime far over the limit, and the guest dirtying at least what is sent.
     Pass starts then cannot shrink (each pass re-sends what the one before it dirtied), so
     it is not converging at these settings. XBZRLE (pages cheaper than the wire), and
-    throttling (auto-converge, the dirty limit) are ruled out by the caller or here."""
+    throttling (auto-converge, the dirty limit) are ruled out by the caller or here.
+
+    QEMU counts a page once per sync period, so a guest that rewrites its whole working set
+    every pass shows just under what the pass sent (page headers, the sync's own time),
+    however often it rewrites it: a little under the throughput counts too when, shrinking
+    by that ratio a pass at best, the passes would take more than EVIDENCE_PASSES_LEFT."""
     first = p.points[0]
     d, expected = first.dirty_bytes_per_s, first.expected_downtime_ms
     if first.passes is None or first.passes < EVIDENCE_PASS or not d or expected is None or not tp:
         return False
-    if first.xbzrle_pages:
+    if first.xbzrle_pages or expected < EVIDENCE_DOWNTIME * limit_ms:
         return False
-    return d >= tp and expected >= EVIDENCE_DOWNTIME * limit_ms
+    if d >= tp:
+        return True
+    shrink = d / tp
+    return shrink >= FLAT_RATIO and math.log(expected / max(limit_ms, 1.0)) > EVIDENCE_PASSES_LEFT * -math.log(shrink)
 
 
 def _judge_step(j: _Judge, p: _Pass, current: bool, limit_ms: float, start: float,
@@ -1245,8 +1256,9 @@ def _why_not_converging(a: _Analysis) -> str:
     expected = a.last.get(None, "expected-downtime")
     if len(a.judge.recent) < 2 and expected is not None:
         # Decided on one reply's figures (see _one_reply_says_stuck): say which.
+        enough = "" if a.dirty and a.throughput and a.dirty >= a.throughput else " enough"
         return (f"{rate}; QEMU expects {format_ms(expected)} of downtime against the {format_ms(a.limit_ms)} "
-                f"limit at pass {a.pass_number}: pass starts cannot shrink")
+                f"limit at pass {a.pass_number}: pass starts cannot shrink{enough}")
     # What is compared: what each pass starts with against the switch-over threshold (what
     # is left mid-pass dips under it at every pass end, and means nothing alone).
     need = f"each holds {format_bytes(_pass_load(a))}, over the {format_bytes(thr)} a {format_ms(a.limit_ms)} " \
