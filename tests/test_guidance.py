@@ -1023,6 +1023,11 @@ def test_a_vm_that_went_away_mid_migration_is_unreachable_with_when_it_was_last_
     seen = _time.strftime("%H:%M:%S", _time.localtime(vm.tracker.last.time))
     assert a.verdict == "unreachable" and a.eta_s is None and a.verdict in VERDICTS
     assert f"last seen {seen}, then not-converging" in a.why and "QEMU closed the connection" in a.why, a.why
+    vm.connection, vm.reason = Connection.CONNECTING, None  # the session tries again: still history
+    a = vm.assessment()
+    assert a.verdict == "unreachable" and a.why.startswith(f"reconnecting; last seen {seen}, then not-conv"), a.why
+    vm.connection = Connection.MONITOR_BUSY
+    assert vm.assessment().verdict == "unreachable"
     vm.connection = Connection.CONNECTED  # back: the live verdict again
     assert vm.assessment().verdict == "not-converging"
 

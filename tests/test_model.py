@@ -319,7 +319,10 @@ def test_an_assessment_can_be_reused_for_a_few_seconds_of_the_same_migration(mon
     calls = []
     real = guidance.assess
     monkeypatch.setattr(guidance, "assess", lambda tracker: calls.append(1) or real(tracker))
+    from migtui.model.vm import Connection
+
     vm = VMState(endpoint=parse_endpoint("unix:/x.qmp"), name="x")
+    vm.connection = Connection.CONNECTED  # as a session's VM is once it has a sample
     vm.tracker.add(active(1.0, 100 * MiB, 400 * MiB))
     first = vm.assessment()
     assert vm.assessment() is first and len(calls) == 1  # once per sample

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -111,3 +112,54 @@ def test_closing_the_terminal_under_migtui_lab_leaves_nothing(tmp_path: Path):
     assert not any(pid_alive(p) for p in pids), "QEMU left behind"
     assert not any(pid_alive(p) for p in migtui_pids), "migtui still running"
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_source_killed_mid_migration_is_unreachable_on_its_dashboard(lab_pair):
+    """kill -9 of the source QEMU while it migrates: the last verdict is history. The VM's
+    verdict says unreachable and when it was last seen, and so does its dashboard's line."""
+    from migtui.qmp.controls import MigrationOptions, start_migration
+    from migtui.ui.screens.dashboard import DashboardScreen
+
+    source, destination, _ = lab_pair
+    fleet = Fleet([parse_endpoint(source.endpoint), parse_endpoint(destination.endpoint)],
+                  options=SessionOptions(active_interval=0.2))
+    app = MigtuiApp(fleet)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await wait_until(lambda: all(s.connected and s.vm.sample for s in fleet), timeout=15)
+        src, dst = fleet.get("src1"), fleet.get("dst1")
+        # 1 ms at 16 MiB/s: the lab guest never converges, so it is still migrating when killed.
+        await start_migration(src, MigrationOptions(bandwidth=16 * 2**20, downtime_ms=1), destination=dst)
+        await wait_until(lambda: src.vm.in_flight and len(src.vm.tracker.history.points) >= 3, timeout=15)
+        app.push_screen(DashboardScreen("src1"))
+        await wait_until(lambda: "DECIDING" in _dashboard_line(app) or "NOT-CONVERGING" in _dashboard_line(app),
+                         timeout=10)
+        before = src.vm.assessment().verdict
+        # What the console would show at each change after the kill, reconnect attempts included.
+        shown: list[tuple[str, str]] = []
+        relay = src.listener
+
+        def watch(message) -> None:
+            shown.append((str(src.vm.connection), src.vm.assessment().verdict))
+            relay(message)
+
+        src.listener = watch
+        await source.kill()
+        await wait_until(lambda: src.vm.assessment().verdict == "unreachable", timeout=15)
+        why = src.vm.assessment().why
+        assert re.search(r"last seen \d\d:\d\d:\d\d, then " + before, why), why
+        assert src.vm.assessment().eta_s is None
+        await wait_until(lambda: "UNREACHABLE" in _dashboard_line(app), timeout=5)
+        line = _dashboard_line(app)
+        # (reconnecting, for the moment of an attempt)
+        assert re.search(r"UNREACHABLE: (disconnected: .*|reconnecting); last seen \d\d:\d\d:\d\d", line), line
+        # The session tries again (0.5 s, then 1 s later): the stale verdict never comes back.
+        await wait_until(lambda: sum(c == "connecting" for c, _ in shown) >= 2, timeout=10)
+        assert [v for _, v in shown] == ["unreachable"] * len(shown), shown
+        await pilot.pause()
+
+
+def _dashboard_line(app: MigtuiApp) -> str:
+    try:
+        return str(app.screen.query_one("#dash-progress").render())
+    except Exception:
+        return ""

@@ -81,8 +81,9 @@ class VMState:
                 cached = None
         if cached is None:
             cached = self._assessed = (last, assess(self.tracker))
-        if last is not None and last.in_flight and self.connection in (Connection.DISCONNECTED,
-                                                                       Connection.UNRESPONSIVE):
+        # Any state but connected, once a migration was seen: reconnect attempts go through
+        # `connecting`, and the last verdict is no truer then.
+        if last is not None and last.in_flight and self.connection != Connection.CONNECTED:
             return unreachable(cached[1], last.time, self.connection, self.reason)
         return cached[1]
 
@@ -142,7 +143,8 @@ def unreachable(last_verdict, seen: float, connection: Connection, reason: str |
     from migtui.model.guidance import Assessment
 
     when = _time.strftime("%H:%M:%S", _time.localtime(seen))
-    why = f"{connection}: {reason or 'no reason given'}; last seen {when}, then {last_verdict.verdict}: {last_verdict.why}"
+    state = "reconnecting" if connection == Connection.CONNECTING else f"{connection}: {reason or 'no reason given'}"
+    why = f"{state}; last seen {when}, then {last_verdict.verdict}: {last_verdict.why}"
     why = " ".join(why.split())
     if len(why) > 160:
         why = why[:159] + "…"
