@@ -1201,3 +1201,15 @@ def test_one_reply_dirtying_all_but_what_is_sent_is_judged_by_the_passes_it_woul
     assert a.verdict != "converging", a
     if stuck:
         assert a.why.endswith("at pass 3: pass starts cannot shrink enough"), a.why
+
+
+def test_a_pass_start_is_never_said_to_hold_more_than_the_ram():
+    # Pass starts are estimated back from each pass's first sample; short passes between
+    # samples can push the estimate past the RAM (the lab showed 136 MiB of a 128 MiB guest).
+    run = Run(starts=[2.4 * GiB] * 8, rates=[136 * MiB] * 8, total=2 * GiB)
+    tracker = tracker_for(run, until=120.0)
+    a = assess(tracker)
+    assert a.verdict == "not-converging", a
+    assert "each holds 2.0 GiB" in a.why, a.why
+    down = [x for x in advise(tracker, PARAMS, {}) if x.kind == "downtime"]
+    assert down and "about 2.0 GiB" in down[0].text, down

@@ -1296,8 +1296,12 @@ def _set(modern: bool, name: str, value: Any) -> tuple[str, dict[str, Any]]:
 
 
 def _pass_load(a: _Analysis) -> float | None:
-    """What a pass start holds now: the latest two, or what is left if more."""
-    return max(a.judge.starts[-2:] + ((a.remaining,) if a.remaining is not None else ()), default=None)
+    """What a pass start holds now: the latest two, or what is left if more. Pass starts are
+    estimated back from the first sample of each pass; none can hold more than the RAM (and
+    disk) being migrated, which short passes between samples could otherwise suggest."""
+    load = max(a.judge.starts[-2:] + ((a.remaining,) if a.remaining is not None else ()), default=None)
+    total = (a.last.get("ram", "total") or 0.0) + (a.last.get("disk", "total") or 0.0)
+    return min(load, total) if load is not None and total > 0 else load
 
 
 def _calibrated(a: _Analysis, load: float) -> _Dirtying | None:
