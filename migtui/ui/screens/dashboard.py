@@ -145,8 +145,10 @@ class DashboardScreen(VMActions, Screen):
             self._follow_state = state
             if fu is not None and fu.state != "watching":
                 self.app.log_for(self.key, "action", "advice", fu.text)
-                if fu.state == "did-not-work":
-                    self.app.notify(fu.text, severity="warning", timeout=10)
+                if fu.state in ("did-not-work", "worked"):
+                    # Seen at any size (the advice box and the log are hidden on narrow terminals).
+                    self.app.notify(fu.text, severity="warning" if fu.state == "did-not-work" else "information",
+                                    timeout=10)
 
     def _show_advice(self, vm: VMState) -> None:
         """Concrete actions from the live figures; rebuilt only when they change."""
