@@ -17,7 +17,6 @@ import contextlib
 import errno
 import json
 import logging
-import math
 import os
 import socket
 import ssl as ssl_module
@@ -36,7 +35,7 @@ from migtui.model.derived import MigrationTracker
 from migtui.model.endpoint import Endpoint
 from migtui.model.hints import hint_for
 from migtui.model.history import PassMark
-from migtui.model.sample import MigrationSample, parse_query_migrate
+from migtui.model.sample import MigrationSample, _bad_number, parse_query_migrate
 from migtui.model.vm import Connection, EventRecord, VMState
 from migtui.qmp.audit import AuditLog, redact
 from migtui.qmp.dialect import Dialect, migrate_args_from_schema, parse_version
@@ -393,7 +392,10 @@ class VMSession:
         except Exception as err:
             ended = await self._drop()
             busy = isinstance(err, ConnectFailed) and err.busy
-            reason = _one_line(err.reason if isinstance(err, ConnectFailed) else _setup_failure(err, ended, self._shutdown_seen))
+            if isinstance(err, ConnectFailed):
+                reason = _one_line(err.reason)
+            else:
+                reason = _one_line(_setup_failure(err, ended, self._shutdown_seen))
             self._set_connection(Connection.MONITOR_BUSY if busy else Connection.DISCONNECTED, reason)
             raise ConnectFailed(reason, busy=busy) from None
         except BaseException:  # cancelled
@@ -432,6 +434,8 @@ class VMSession:
                 ) from None
             if not isinstance(err, Exception):
                 raise  # cancelled
+            if isinstance(err, ConnectError):
+                raise ConnectFailed(_describe_connect_error(err, client.greeting is not None)) from None
             raise ConnectFailed(_setup_failure(err, ended, False)) from None
         return client
 
@@ -649,7 +653,8 @@ class VMSession:
             try:
                 reply = await (asyncio.wait_for(waiter, self.options.request_timeout) if first else waiter)
             except asyncio.TimeoutError:
-                raise ConnectionResetError(f"no answer to query-migrate for {self.options.request_timeout:g}s") from None
+                timeout = self.options.request_timeout
+                raise ConnectionResetError(f"no answer to query-migrate for {timeout:g}s") from None
             except asyncio.CancelledError:
                 if pending.cancelled() and self._inflight is pending and self._client is client:
                     # The sender was cancelled, and with it the future it awaited; the request is
@@ -923,12 +928,8 @@ _FIGURES = frozenset({"max-bandwidth", "downtime-limit", "xbzrle-cache-size", "m
 
 
 def _size(value: Any) -> int | float | None:
-    """A count, size or time from a reply: a finite number of 0 or more, else None."""
-    if type(value) is int:
-        return value if value >= 0 else None
-    if type(value) is float:
-        return value if math.isfinite(value) and value >= 0 else None
-    return None
+    """A count, size or time from a reply, if it is one a sample's counter could be; else None."""
+    return value if _bad_number(value) is None else None
 
 
 def _word(value: Any) -> str | None:
@@ -944,7 +945,7 @@ def _records(reply: Any) -> list[dict[str, Any]]:
 
 
 def _capabilities(reply: Any) -> dict[str, bool]:
-    return {c["capability"]: c.get("state") is True for c in _records(reply) if isinstance(c.get("capability"), str)}
+    return {c["capability"]: bool(c.get("state")) for c in _records(reply) if isinstance(c.get("capability"), str)}
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -966,11 +967,13 @@ def _oserror_text(err: BaseException | None) -> str:
     return str(err) or type(err).__name__
 
 
-def _describe_connect_error(err: ConnectError) -> str:
+def _describe_connect_error(err: ConnectError, greeted: bool = False) -> str:
     inner = err.exc
     if isinstance(inner, EOFError):
-        return "QEMU closed the connection before greeting"
+        return f"QEMU closed the connection {'after its' if greeted else 'before'} greeting"
     name = type(inner).__name__
+    if name == "NegotiationError" and isinstance(getattr(inner, "exc", None), AssertionError):
+        return "not a QMP monitor: its answer to qmp_capabilities is not a success reply"
     if name in ("GreetingError", "NegotiationError"):
         return f"not a QMP monitor: {err.error_message.lower()} ({inner})"
     if isinstance(inner, ssl_module.SSLCertVerificationError):
@@ -986,9 +989,8 @@ def _describe_connect_error(err: ConnectError) -> str:
 
 def _setup_failure(err: Exception, ended: BaseException | None, shutdown_seen: bool) -> str:
     """Why connecting or identifying failed. `ended`: what ended the connection, if it ended."""
-    if isinstance(err, ConnectError):
-        return _describe_connect_error(err)
-    if ended is not None and isinstance(err, (QMPError, AssertionError)) and not isinstance(err, (ExecuteError, ProtocolError)):
+    complaint = isinstance(err, (QMPError, AssertionError)) and not isinstance(err, (ExecuteError, ProtocolError))
+    if ended is not None and complaint:
         # qemu.qmp's own complaint about a connection that ended under it (a request interrupted,
         # the wrong state, its failed assert): what ended it says more.
         err = ended  # type: ignore[assignment]
@@ -1004,7 +1006,7 @@ def _lost_reason(err: BaseException, shutdown_seen: bool) -> str:
     if isinstance(err, QMPRefused):
         return str(err)
     name = type(err).__name__
-    if isinstance(err, ValueError) and "limit" in str(err):  # asyncio's readline: a line without its end
+    if isinstance(err, ValueError) and "Separator" in str(err):  # asyncio's readline: a line without its end
         return "QMP protocol error: a line longer than the read limit"
     if isinstance(err, (ProtocolError, ValueError, TypeError, KeyError, AssertionError)):
         # qemu.qmp's complaints, and its reader's (or migtui's) trouble with a message of the wrong shape
