@@ -144,21 +144,27 @@ def parse_version(reply: Any) -> tuple[int, int, int]:
     """query-version's return -> (major, minor, micro); (0, 0, 0) when unreadable."""
     try:
         q = reply["qemu"]
-        return (int(q["major"]), int(q["minor"]), int(q["micro"]))
-    except (KeyError, TypeError, ValueError):
+        version = (q["major"], q["minor"], q["micro"])
+    except (KeyError, TypeError, IndexError):
         return (0, 0, 0)
+    if all(type(n) is int and 0 <= n < 10**6 for n in version):
+        return version
+    return (0, 0, 0)
 
 
 def migrate_args_from_schema(schema: Any) -> frozenset[str] | None:
     """The argument names of `migrate`, read from query-qmp-schema's introspection list."""
     if not isinstance(schema, list):
         return None
-    by_name = {e.get("name"): e for e in schema if isinstance(e, dict)}
+    # Entries and fields of another type than introspection's are skipped: no schema is better than a wrong one.
+    by_name = {e["name"]: e for e in schema if isinstance(e, dict) and isinstance(e.get("name"), str)}
     command = by_name.get("migrate")
-    if not command or command.get("meta-type") != "command":
+    if not command or command.get("meta-type") != "command" or not isinstance(command.get("arg-type"), str):
         return None
-    arg_type = by_name.get(command.get("arg-type"))
+    arg_type = by_name.get(command["arg-type"])
     if not arg_type:
         return None
     members = arg_type.get("members") or []
-    return frozenset(m.get("name") for m in members if isinstance(m, dict) and isinstance(m.get("name"), str))
+    if not isinstance(members, list):
+        return None
+    return frozenset(m["name"] for m in members if isinstance(m, dict) and isinstance(m.get("name"), str))

@@ -24,7 +24,8 @@ import stat
 import time
 from typing import Any
 
-from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, QMPClient
+from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, QMPClient, QMPError
+from qemu.qmp.error import ProtocolError
 from qemu.qmp.message import Message
 from qemu.qmp.models import ErrorResponse
 from qemu.qmp.protocol import Runstate
@@ -34,7 +35,7 @@ from migtui.model.derived import MigrationTracker
 from migtui.model.endpoint import Endpoint
 from migtui.model.hints import hint_for
 from migtui.model.history import PassMark
-from migtui.model.sample import MigrationSample, parse_query_migrate
+from migtui.model.sample import MigrationSample, _bad_number, parse_query_migrate
 from migtui.model.vm import Connection, EventRecord, VMState
 from migtui.qmp.audit import AuditLog, redact
 from migtui.qmp.dialect import Dialect, migrate_args_from_schema, parse_version
@@ -376,15 +377,28 @@ class VMSession:
     # ---- connecting ------------------------------------------------------
 
     async def connect(self) -> None:
-        """Connect once, learn who is there and take a first sample. Raises ConnectFailed."""
+        """Connect once, learn who is there and take a first sample. Raises ConnectFailed, and nothing else.
+
+        A broken or hostile monitor can make any step fail in any way (qemu.qmp's connect() can
+        fail its own assert, a reply can be of any type): whatever it is, the connection is
+        dropped and the VM is left disconnected (or monitor busy) with the reason in one line.
+        """
         self._set_connection(Connection.CONNECTING, None)
-        client = await self._open()
-        self._client = client
         try:
+            self._client = await self._open()
             await self._identify()
-            await self._poll_once()
+            await self._poll_once(first=True)
             await self._enable_events()
-        except BaseException:
+        except Exception as err:
+            ended = await self._drop()
+            busy = isinstance(err, ConnectFailed) and err.busy
+            if isinstance(err, ConnectFailed):
+                reason = _one_line(err.reason)
+            else:
+                reason = _one_line(_setup_failure(err, ended, self._shutdown_seen))
+            self._set_connection(Connection.MONITOR_BUSY if busy else Connection.DISCONNECTED, reason)
+            raise ConnectFailed(reason, busy=busy) from None
+        except BaseException:  # cancelled
             await self._drop()
             raise
         self._connected.set()
@@ -403,21 +417,26 @@ class VMSession:
                 await asyncio.wait_for(client.connect(ep.address, ssl=opts.ssl), opts.greeting_timeout)
             else:
                 await asyncio.wait_for(client.connect(sock), opts.greeting_timeout)
-        except asyncio.TimeoutError:
+        except BaseException as err:
+            # qemu.qmp rolls a failed connect() back itself, but not when the session fails just as
+            # it starts (its reader dies on the line after the negotiation reply): connect() then
+            # fails its own `assert runstate == RUNNING`, with the client half torn down. Finish
+            # that; its disconnect() re-raises what killed the reader.
+            ended = await _disconnect(client, 2)
             if sock is not None:
                 sock.close()
-            raise ConnectFailed(
-                f"monitor busy: another client holds it (no QMP greeting within {opts.greeting_timeout:g}s)",
-                busy=True,
-            ) from None
-        except ConnectError as err:
-            if sock is not None:
-                sock.close()
-            raise ConnectFailed(_describe_connect_error(err)) from None
-        except (OSError, EOFError) as err:
-            if sock is not None:
-                sock.close()
-            raise ConnectFailed(f"connection failed: {err}") from None
+            if isinstance(err, asyncio.TimeoutError):
+                if client.greeting is not None:  # QEMU greeted, so no other client holds it
+                    raise ConnectFailed(f"no answer to qmp_capabilities for {opts.greeting_timeout:g}s") from None
+                raise ConnectFailed(
+                    f"monitor busy: another client holds it (no QMP greeting within {opts.greeting_timeout:g}s)",
+                    busy=True,
+                ) from None
+            if not isinstance(err, Exception):
+                raise  # cancelled
+            if isinstance(err, ConnectError):
+                raise ConnectFailed(_describe_connect_error(err, client.greeting is not None)) from None
+            raise ConnectFailed(_setup_failure(err, ended, False)) from None
         return client
 
     async def _open_socket(self, ep: Endpoint) -> socket.socket:
@@ -473,34 +492,30 @@ class VMSession:
         version = await self._query("query-version")
         name = await self._query("query-name")
         status = await self._query("query-status")
+        # Replies are read for what they should hold; anything else is "unknown", never an error.
         commands = await self._query("query-commands")
-        names = frozenset(
-            c["name"] for c in (commands if isinstance(commands, list) else [])
-            if isinstance(c, dict) and isinstance(c.get("name"), str)
-        )
+        names = frozenset(c["name"] for c in _records(commands) if isinstance(c.get("name"), str))
         migrate_args = None
         if "query-qmp-schema" in names:
             migrate_args = migrate_args_from_schema(await self._query("query-qmp-schema"))
         caps: dict[str, bool] = {}
         if "query-migrate-capabilities" in names:
-            reply = await self._query("query-migrate-capabilities")
-            for c in reply if isinstance(reply, list) else []:
-                if isinstance(c, dict) and isinstance(c.get("capability"), str):
-                    caps[c["capability"]] = bool(c.get("state"))
+            caps = _capabilities(await self._query("query-migrate-capabilities"))
         self.dialect = Dialect(parse_version(version), names, migrate_args, frozenset(caps))
         vm = self.vm
         vm.qemu_version = self.dialect.version_text
         vm.dialect = self.dialect.name
-        if not self.endpoint.named and isinstance(name, dict) and isinstance(name.get("name"), str):
-            vm.name = name["name"]  # QEMU's -name, unless the operator named the endpoint
-        vm.run_state = status.get("status") if isinstance(status, dict) else None
+        qemu_name = _word(name.get("name")) if isinstance(name, dict) else None
+        if not self.endpoint.named and qemu_name is not None:
+            vm.name = qemu_name  # QEMU's -name, unless the operator named the endpoint
+        vm.run_state = _word(status.get("status")) if isinstance(status, dict) else None
         vm.incoming_uri = None  # maybe a new QEMU: where it listens is read from query-migrate again
         vm.capabilities = vm.tracker.capabilities = caps  # guidance reads auto-converge from them
         await self.refresh_parameters()
         self._shutdown_seen = False
         if "query-block-jobs" in names:
             jobs = await self._query("query-block-jobs")
-            self._block_jobs = any(isinstance(j, dict) and j.get("type") == "mirror" for j in jobs or [])
+            self._block_jobs = any(j.get("type") == "mirror" for j in _records(jobs))
         self._notify(VMUpdated(self.key, "identity"))
 
     async def _enable_events(self) -> None:
@@ -508,6 +523,8 @@ class VMSession:
         d = self.dialect
         if not self.options.enable_events or d is None or "events" not in d.capabilities:
             return
+        if not d.has("migrate-set-capabilities"):
+            return  # a VM that lists the capability but not the command to set it
         if self.vm.capabilities.get("events") or self.vm.in_flight:
             return  # capabilities cannot change during a migration
         try:
@@ -524,10 +541,11 @@ class VMSession:
         if d.has("query-migrate-parameters"):
             reply = await self._query("query-migrate-parameters")
             if isinstance(reply, dict):
-                params.update(reply)
+                # A figure migtui reads (and formats) must be a number; any other value is unknown.
+                params.update((k, v) for k, v in reply.items() if k not in _FIGURES or _size(v) is not None)
         if "xbzrle-cache-size" not in params and d.has("query-migrate-cache-size"):
-            value = await self._query("query-migrate-cache-size")
-            if isinstance(value, int):
+            value = _size(await self._query("query-migrate-cache-size"))
+            if value is not None:
                 params["xbzrle-cache-size"] = value
         if not d.modern:
             # QEMU before 2.4 cannot report speed or downtime: keep what migtui last set.
@@ -546,9 +564,7 @@ class VMSession:
             return
         reply = await self._query("query-migrate-capabilities")
         if isinstance(reply, list):
-            self.vm.capabilities = self.vm.tracker.capabilities = {
-                c["capability"]: bool(c.get("state")) for c in reply if isinstance(c, dict) and "capability" in c
-            }
+            self.vm.capabilities = self.vm.tracker.capabilities = _capabilities(reply)
             self._notify(VMUpdated(self.key, "settings"))
 
     # ---- the background loop ---------------------------------------------
@@ -609,7 +625,7 @@ class VMSession:
             wake.clear()
             await self._poll_once()
 
-    async def _poll_once(self) -> MigrationSample:
+    async def _poll_once(self, first: bool = False) -> MigrationSample:
         """One query-migrate; never a second while the first is unanswered.
 
         Whoever finds no request in flight (the poll loop, sample(), connect())
@@ -617,6 +633,7 @@ class VMSession:
         marked unresponsive by the watchdog timer (_check_stall) while the
         request stays in flight: nothing is queued behind it, and the reply,
         when it comes, brings the VM back. No Task and no timed wait per sample.
+        `first`: connect()'s sample, which waits at most the request timeout (no reply, no VM).
         """
         while True:
             client = self._client
@@ -635,7 +652,10 @@ class VMSession:
                 # Shielded, so that cancelling this caller leaves the request to the others.
                 waiter = asyncio.shield(pending)
             try:
-                reply = await waiter
+                reply = await (asyncio.wait_for(waiter, self.options.request_timeout) if first else waiter)
+            except asyncio.TimeoutError:
+                timeout = self.options.request_timeout
+                raise ConnectionResetError(f"no answer to query-migrate for {timeout:g}s") from None
             except asyncio.CancelledError:
                 if pending.cancelled() and self._inflight is pending and self._client is client:
                     # The sender was cancelled, and with it the future it awaited; the request is
@@ -702,16 +722,17 @@ class VMSession:
         if not mirrors:
             self._block_jobs = False
             return
-        total = sum(int(j.get("len") or 0) for j in mirrors)
-        done = sum(int(j.get("offset") or 0) for j in mirrors)
+        total = sum(_size(j.get("len")) or 0 for j in mirrors)
+        done = sum(_size(j.get("offset")) or 0 for j in mirrors)
         info = dict(sample.info)
         info["disk"] = {"total": total, "transferred": done, "remaining": max(0, total - done)}
         object.__setattr__(sample, "info", info)
 
     async def _on_status_change(self) -> None:
         status = await self._query("query-status")
-        if isinstance(status, dict) and isinstance(status.get("status"), str):
-            self.vm.run_state = status["status"]
+        run_state = _word(status.get("status")) if isinstance(status, dict) else None
+        if run_state is not None:
+            self.vm.run_state = run_state
         await self.refresh_parameters()
 
     async def _drain_events(self, client: QMPClient) -> None:
@@ -721,8 +742,8 @@ class VMSession:
             data = event.get("data") if isinstance(event.get("data"), dict) else {}
             stamp = event.get("timestamp")
             when = time.time()
-            if isinstance(stamp, dict) and isinstance(stamp.get("seconds"), int):
-                when = stamp["seconds"] + stamp.get("microseconds", 0) / 1e6
+            if isinstance(stamp, dict) and _size(stamp.get("seconds")) is not None:
+                when = stamp["seconds"] + (_size(stamp.get("microseconds")) or 0) / 1e6
             passes = None  # a pass's number lets the log join consecutive passes into one line
             if name == "MIGRATION_PASS":
                 if isinstance(data.get("pass"), int):
@@ -808,7 +829,8 @@ class VMSession:
 
     # ---- helpers ---------------------------------------------------------
 
-    async def _drop(self) -> None:
+    async def _drop(self) -> BaseException | None:
+        """Forget the connection; returns what ended it, when qemu.qmp knows."""
         client, self._client = self._client, None
         if self._inflight is not None:
             self._inflight.cancel()
@@ -817,13 +839,15 @@ class VMSession:
             if timer is not None:
                 timer.cancel()
         self._stall_timer = self._pass_poll = None
-        if client is not None:
-            # QEMU's TLS chardev may never answer our close: do not wait long for it.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.disconnect(), 0.3 if client.tls else 2)
+        if client is None:
+            return None
+        # QEMU's TLS chardev may never answer our close: do not wait long for it.
+        return await _disconnect(client, 0.3 if client.tls else 2)
 
     def _set_connection(self, state: Connection, reason: str | None) -> None:
         vm = self.vm
+        if reason is not None:
+            reason = _one_line(reason)  # it may quote what a monitor sent
         if vm.connection == state and vm.reason == reason:
             return
         vm.connection = state
@@ -891,6 +915,50 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+async def _disconnect(client: QMPClient, timeout: float) -> BaseException | None:
+    """Disconnect; returns what had ended the connection, which qemu.qmp's disconnect() re-raises."""
+    try:
+        await asyncio.wait_for(client.disconnect(), timeout)
+    except asyncio.TimeoutError:
+        return None
+    except Exception as err:
+        return err
+    return None
+
+
+# Parameters migtui reads as figures (guidance, the dashboard, the start dialog).
+_FIGURES = frozenset({"max-bandwidth", "downtime-limit", "xbzrle-cache-size", "multifd-channels",
+                      "cpu-throttle-initial", "cpu-throttle-increment", "max-cpu-throttle"})
+
+
+def _size(value: Any) -> int | float | None:
+    """A count, size or time from a reply, if it is one a sample's counter could be; else None."""
+    return value if _bad_number(value) is None else None
+
+
+def _word(value: Any) -> str | None:
+    """A name or status from a reply, fit to show on one line; None for anything else."""
+    if isinstance(value, str) and value and len(value) <= 200 and value.isprintable():
+        return value
+    return None
+
+
+def _records(reply: Any) -> list[dict[str, Any]]:
+    """The objects of a list reply (query-commands, query-block-jobs, ...); nothing for another type."""
+    return [r for r in reply if isinstance(r, dict)] if isinstance(reply, list) else []
+
+
+def _capabilities(reply: Any) -> dict[str, bool]:
+    return {c["capability"]: bool(c.get("state")) for c in _records(reply) if isinstance(c.get("capability"), str)}
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """`text` as one printable line of at most `limit` characters (a reason may quote a hostile peer)."""
+    text = text[: limit * 4]  # what may show; a peer's line can be megabytes
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _brief(data: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in data.items())[:200]
 
@@ -903,11 +971,13 @@ def _oserror_text(err: BaseException | None) -> str:
     return str(err) or type(err).__name__
 
 
-def _describe_connect_error(err: ConnectError) -> str:
+def _describe_connect_error(err: ConnectError, greeted: bool = False) -> str:
     inner = err.exc
     if isinstance(inner, EOFError):
-        return "QEMU closed the connection before greeting"
+        return f"QEMU closed the connection {'after its' if greeted else 'before'} greeting"
     name = type(inner).__name__
+    if name == "NegotiationError" and isinstance(getattr(inner, "exc", None), AssertionError):
+        return "not a QMP monitor: its answer to qmp_capabilities is not a success reply"
     if name in ("GreetingError", "NegotiationError"):
         return f"not a QMP monitor: {err.error_message.lower()} ({inner})"
     if isinstance(inner, ssl_module.SSLCertVerificationError):
@@ -921,6 +991,16 @@ def _describe_connect_error(err: ConnectError) -> str:
     return f"{err.error_message}: {inner}"
 
 
+def _setup_failure(err: Exception, ended: BaseException | None, shutdown_seen: bool) -> str:
+    """Why connecting or identifying failed. `ended`: what ended the connection, if it ended."""
+    complaint = isinstance(err, (QMPError, AssertionError)) and not isinstance(err, (ExecuteError, ProtocolError))
+    if ended is not None and complaint:
+        # qemu.qmp's own complaint about a connection that ended under it (a request interrupted,
+        # the wrong state, its failed assert): what ended it says more.
+        err = ended  # type: ignore[assignment]
+    return _lost_reason(err, shutdown_seen)
+
+
 def _lost_reason(err: BaseException, shutdown_seen: bool) -> str:
     if shutdown_seen:
         return "QEMU shut down"
@@ -930,6 +1010,10 @@ def _lost_reason(err: BaseException, shutdown_seen: bool) -> str:
     if isinstance(err, QMPRefused):
         return str(err)
     name = type(err).__name__
-    if name in ("ProtocolError", "ServerParseError", "DeserializationError", "UnexpectedTypeError"):
-        return f"QMP protocol error: {err}"[:200]
-    return f"connection lost: {name}: {err}"[:200]
+    if isinstance(err, ValueError) and "Separator" in str(err):  # asyncio's readline: a line without its end
+        return "QMP protocol error: a line longer than the read limit"
+    if isinstance(err, (ProtocolError, ValueError, TypeError, KeyError, AssertionError)):
+        # qemu.qmp's complaints, and its reader's (or migtui's) trouble with a message of the wrong shape
+        detail = err if isinstance(err, ProtocolError) else f"a message of the wrong shape ({name}: {err})"
+        return _one_line(f"QMP protocol error: {detail}")
+    return _one_line(f"connection lost: {name}: {err}")
