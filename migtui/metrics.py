@@ -239,6 +239,7 @@ class MetricsServer:
     """The HTTP endpoint (prometheus-client's, in a daemon thread) and its registry."""
 
     def __init__(self, host: str, port: int, collector: MigrationCollector) -> None:
+        self.collector = collector
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
         self._httpd, self._thread = start_http_server(port, addr=host, registry=self.registry)
