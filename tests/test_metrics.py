@@ -8,8 +8,11 @@ tests/test_metrics_prometheus.py.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import socket
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -238,3 +241,27 @@ async def test_the_console_serves_its_fleet_while_it_runs(monkeypatch):
     assert names == {"a", "b"}
     with pytest.raises(OSError):
         urllib.request.urlopen(seen["url"], timeout=2)
+
+
+DASHBOARD = Path(__file__).resolve().parent.parent / "migtui" / "grafana" / "migtui-dashboard.json"
+
+
+def dashboard_targets() -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every query of the Grafana dashboard."""
+    board = json.loads(DASHBOARD.read_text())
+    return [(p["title"], t["expr"]) for p in board["panels"] for t in p["targets"]]
+
+
+def test_the_grafana_dashboard_asks_only_for_series_migtui_exposes():
+    board = json.loads(DASHBOARD.read_text())
+    exposed = set(scrape(static_fleet()))
+    asked = {m for _, expr in dashboard_targets() for m in re.findall(r"\b(?:kubevirt|migtui)_[a-z_]+\b", expr)}
+    assert asked and asked <= exposed, sorted(asked - exposed)
+    assert set(KUBEVIRT) - {"kubevirt_vmi_migration_data_processed_bytes"} <= asked  # each has a panel
+    variables = {v["name"] for v in board["templating"]["list"]}
+    used = {v for _, expr in dashboard_targets() for v in re.findall(r"\$(\w+)", expr)}
+    assert used <= variables, used - variables
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in board["panels"]:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]

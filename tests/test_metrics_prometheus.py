@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ import pytest
 
 from lab_fixtures import lab_pair_paced, qemu_required, wait_until  # noqa: F401 (a fixture)
 from migtui.qmp.controls import MigrationOptions, start_migration
+from test_metrics import dashboard_targets
 
 pytestmark = [qemu_required, pytest.mark.qemu]
 
@@ -75,6 +77,10 @@ class Prometheus:
 
     async def query(self, promql: str) -> dict:
         return await asyncio.to_thread(self._get, "/api/v1/query", query=promql)
+
+    async def query_range(self, promql: str, start: float, end: float, step: float = 1.0) -> dict:
+        return await asyncio.to_thread(self._get, "/api/v1/query_range", query=promql, start=f"{start:.3f}",
+                                       end=f"{end:.3f}", step=f"{step:g}")
 
     async def ready(self) -> bool:
         def get() -> bool:
@@ -141,6 +147,7 @@ async def test_prometheus_scrapes_a_real_migration(lab_pair_paced, open_session,
             await _until(lambda: prom.scalar('migtui_vm_connected{job="migtui",name="src1"}'), 30,
                          "the exporter connected to src1, as scraped")
 
+            began = time.time()
             await start_migration(src, MigrationOptions(bandwidth=32 * 2**20, downtime_ms=300), destination=dst)
             await wait_until(lambda: src.vm.sample is not None and src.vm.sample.finished, timeout=120)
             assert src.vm.migration_status == "completed", src.vm.sample
@@ -167,6 +174,18 @@ async def test_prometheus_scrapes_a_real_migration(lab_pair_paced, open_session,
             assert await prom.scalar('kubevirt_vmi_migration_failed{name="src1"}') == 0
             passes = await prom.scalar('max_over_time(migtui_migration_passes{name="src1"}[10m])')
             assert passes is not None and passes >= 2
+
+            # Every query of the Grafana dashboard runs here, as its "All" VMs and hosts ask it
+            # (an error is HTTP 400); those that draw this migration have data over it.
+            drawn: dict[str, int] = {}
+            for title, expr in dashboard_targets():
+                promql = expr.replace("$name", ".*").replace("$host", ".*")
+                data = await prom.query_range(promql, began - 2, time.time())
+                drawn[title] = drawn.get(title, 0) + len(data["result"])
+            for title in ("Remaining", "Throughput and dirty rate", "Passes over RAM", "Expected downtime",
+                          "Progress", "Verdict now", "Latest migrations", "Succeeded", "Failed", "Watched",
+                          "In flight"):
+                assert drawn[title] > 0, (title, drawn)
 
 
 async def _ready_or_dead(prom: Prometheus, proc, log: Path) -> bool:
