@@ -8,6 +8,7 @@ tests/test_metrics_prometheus.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -265,3 +266,48 @@ def test_the_grafana_dashboard_asks_only_for_series_migtui_exposes():
     assert len(ids) == len(set(ids))
     for panel in board["panels"]:
         assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+
+
+async def test_watch_serves_the_vms_it_samples(tmp_path, capsys):
+    """`migtui watch --metrics`: the simulator's VMs, sampled by watch, as scraped over HTTP."""
+    from migtui import cli
+    from migtui.sim import serve
+
+    sim = await serve(4, "7.2", tmp_path, speedup=10)  # web01 -> api01 in flight, cache01 and db01 idle
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        args = cli.build_parser().parse_args(
+            ["watch", "--metrics", f"127.0.0.1:{port}", "--interval", "0.1", "--count", "100",
+             *(vm.endpoint for vm in sim.vms.values())])
+        args.config = None
+        watch = asyncio.create_task(cli.cmd_watch(args))
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        def fetch() -> str:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as reply:
+                    return reply.read().decode()
+            except OSError:
+                return ""  # not listening yet
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while True:
+            got = parse(await asyncio.to_thread(fetch) or "")
+            connected = got.get("migtui_vm_connected", {})
+            if len(connected) == 4 and all(connected.values()) and got.get("migtui_migration_passes"):
+                break
+            assert loop.time() < deadline and not watch.done(), got
+            await asyncio.sleep(0.1)  # pacing between scrapes
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+    finally:
+        await sim.stop()
+    assert {dict(l)["name"] for l in connected} == {"web01", "db01", "cache01", "api01"}
+    assert one(got["kubevirt_vmi_migration_data_remaining_bytes"], "web01") > 0
+    assert one(got["kubevirt_vmi_migration_data_total_bytes"], "web01") == sim.vms["web01"].guest.ram
+    assert f"metrics on http://127.0.0.1:{port}/metrics" in capsys.readouterr().err
+    assert await asyncio.to_thread(fetch) == ""  # closed with watch
