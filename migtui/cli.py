@@ -590,6 +590,9 @@ async def cmd_lab(args: argparse.Namespace) -> int:
 
     pairs = parse_count(args.pairs, "--pairs", 1, 16)
     _check_metrics(args)
+    if args.metrics is not None and args.no_ui:
+        raise UsageError("--metrics serves the console's VMs; with --no-ui, run migtui exporter on the "
+                         "endpoints it prints")
     mem = parse_size(args.mem, "--mem")
     if mem < 128 * 2**20:
         raise UsageError("--mem: the lab guest dirties up to 100 MiB; give at least 128M")

@@ -162,6 +162,12 @@ def test_cli_refuses_a_bad_metrics_address_in_one_line(argv, capsys):
     assert len(err) == 1 and err[0].startswith("migtui: --metrics") and "HOST:PORT" in err[0], err
 
 
+def test_lab_without_its_console_points_to_the_exporter(capsys):
+    assert main(["lab", "--sim", "--no-ui", "--metrics", "127.0.0.1:0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "migtui exporter" in err[0], err
+
+
 def test_cli_says_in_one_line_when_the_port_is_taken(capsys):
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
