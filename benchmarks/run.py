@@ -9,6 +9,7 @@ Figures (see BENCHMARKS.md and each fig_*.py for exactly what is measured):
   event      4. QMP event timestamp to the frame showing it
   render     5. dashboard graphs redraw cost (graphs.redraw_cost)
   startup    6. `migtui --version`, and the console's first frame with 10 VMs
+  metrics    7. a Prometheus scrape of 100 simulated VMs: wall time, loop time, CPU
 
 --quick runs every figure at a small size (about two minutes in all); without it,
 the full sizes (1000 VMs, 7 pairs of migrations, more rounds everywhere).
@@ -47,8 +48,9 @@ FIGURES = {
     "event": "fig_event",
     "render": "fig_render",
     "startup": "fig_startup",
+    "metrics": "fig_metrics",
 }
-ORDER = ["render", "startup", "sampling", "event", "observer", "fleet"]
+ORDER = ["render", "startup", "metrics", "sampling", "event", "observer", "fleet"]
 TIMEOUT_QUICK = {"fleet": 180, "observer": 120, "sampling": 120}
 TIMEOUT_FULL = {"fleet": 1500, "observer": 600, "sampling": 400}
 

@@ -1,4 +1,4 @@
-"""The command line: `migtui status|watch|migrate|cancel|set|caps|postcopy|lab|replay|export`.
+"""The command line: `migtui status|watch|migrate|cancel|set|caps|postcopy|lab|replay|export|exporter`.
 
 Scripts rely on these names and on the exit codes: 0 done, 1 a migration
 failed or was cancelled (`--wait`), 2 bad arguments or an unreachable target,
@@ -18,7 +18,9 @@ from typing import Any, NoReturn, Sequence
 
 from migtui import __version__
 
-SUBCOMMANDS = ("status", "watch", "migrate", "cancel", "set", "caps", "postcopy", "lab", "replay", "export")
+SUBCOMMANDS = ("status", "watch", "migrate", "cancel", "set", "caps", "postcopy", "lab", "replay", "export",
+               "exporter")
+EXPORTER_LISTEN = "127.0.0.1:9720"  # `migtui exporter`'s default: loopback
 
 
 class UsageError(Exception):
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one NDJSON line per target per round")
     p.add_argument("--interval", default="1", metavar="S", help="seconds between rounds (default 1)")
     p.add_argument("--count", default=None, metavar="N", help="stop after N rounds")
+    add_metrics_option(p)
     targets(p)
 
     p = sub.add_parser("migrate", help="start a migration")
@@ -108,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dialect", choices=("1.4", "7.2", "mixed"), default="mixed", help="with --sim (default mixed)")
     p.add_argument("--speedup", default="1", metavar="K", help="with --sim: simulated time runs K times faster")
     add_console_options(p)
+    add_metrics_option(p)
 
     p = sub.add_parser("replay", help="replay a recorded migration in the dashboard")
     p.add_argument("file", nargs="?", metavar="FILE", help="a recording (without it: list the newest recordings)")
@@ -122,7 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vm", metavar="NAME", help="which VM's migration, in a file that holds several")
     p.add_argument("--csv", metavar="OUT", help="write the time series here, one row per sample ('-': stdout)")
     p.add_argument("--svg", metavar="OUT", help="write the dashboard at the end of the recording here")
+
+    p = sub.add_parser("exporter", help="no console: a Prometheus exposition of these VMs' migrations")
+    add_metrics_option(p, default=EXPORTER_LISTEN)
+    targets(p)
     return parser
+
+
+def add_metrics_option(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    where = f"(default {default})" if default else "(e.g. 127.0.0.1:9720)"
+    parser.add_argument("--metrics", default=default, metavar="HOST:PORT",
+                        help=f"serve a Prometheus exposition of every VM watched here {where}")
 
 
 # ---- helpers -------------------------------------------------------------
@@ -232,6 +246,29 @@ def _eta_text(vm) -> str:
     return "-"
 
 
+def _check_metrics(args: argparse.Namespace) -> None:
+    """A malformed --metrics is refused before anything starts (binding comes later)."""
+    if getattr(args, "metrics", None) is not None:
+        from migtui.metrics import parse_listen
+
+        parse_listen(args.metrics)
+
+
+def _start_metrics(args: argparse.Namespace, sessions):
+    """The exposition --metrics asks for, read on this loop; None without --metrics."""
+    if getattr(args, "metrics", None) is None:
+        return None
+    from migtui.metrics import start_metrics
+
+    return start_metrics(args.metrics, sessions, asyncio.get_running_loop(),
+                         warn=lambda line: print(f"migtui: warning: {line}", file=sys.stderr, flush=True))
+
+
+async def _stop_metrics(server) -> None:
+    if server is not None:
+        await asyncio.to_thread(server.close)  # its shutdown waits out the server's poll
+
+
 def _print(obj: dict[str, Any]) -> None:
     print(json.dumps(obj, separators=(",", ":")), flush=True)
 
@@ -295,10 +332,14 @@ async def cmd_watch(args: argparse.Namespace) -> int:
         from migtui.model.units import parse_count
 
         count = parse_count(args.count, "--count", 1, 10**9)
+    _check_metrics(args)
     endpoints = _endpoints(args.targets)
     _warn_remote(endpoints, args)
     options = _options(args, autopoll=False, active_interval=interval)
     sessions = [VMSession(e, options=options) for e in endpoints]
+    metrics = _start_metrics(args, lambda: sessions)
+    if metrics is not None:
+        print(f"migtui: metrics on {metrics.url}", file=sys.stderr, flush=True)
 
     async def sample(session: VMSession) -> str | None:
         try:
@@ -334,6 +375,7 @@ async def cmd_watch(args: argparse.Namespace) -> int:
             # Pacing between rounds, not synchronisation.
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
     finally:
+        await _stop_metrics(metrics)
         await asyncio.gather(*(s.close() for s in sessions))
     return 2 if failed and rounds == 1 else 0
 
@@ -547,6 +589,10 @@ async def cmd_lab(args: argparse.Namespace) -> int:
     from migtui.model.units import parse_count, parse_size
 
     pairs = parse_count(args.pairs, "--pairs", 1, 16)
+    _check_metrics(args)
+    if args.metrics is not None and args.no_ui:
+        raise UsageError("--metrics serves the console's VMs; with --no-ui, run migtui exporter on the "
+                         "endpoints it prints")
     mem = parse_size(args.mem, "--mem")
     if mem < 128 * 2**20:
         raise UsageError("--mem: the lab guest dirties up to 100 MiB; give at least 128M")
@@ -607,6 +653,7 @@ def _exit_now(code: int) -> None:
 def build_console_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="migtui", description="Open the console on these VMs' QMP monitors.")
     add_console_options(parser)
+    add_metrics_option(parser)
     parser.add_argument("targets", nargs="*", metavar="TARGET", help="[NAME=]unix:PATH, PATH or tcp:HOST:PORT")
     return parser
 
@@ -652,10 +699,15 @@ async def run_console(endpoints, args: argparse.Namespace) -> int:
 
     config = getattr(args, "config", None) or load_config()
     _warn_remote(endpoints, args)
-    recorder = make_recorder(args)
-    app = MigtuiApp(Fleet(endpoints, options=_options(args)), config=config, theme=args.theme,
-                    read_only=args.read_only or config.controls_off, recorder=recorder)
-    await app.run_async()
+    fleet = Fleet(endpoints, options=_options(args))
+    metrics = _start_metrics(args, lambda: fleet)
+    try:
+        recorder = make_recorder(args)
+        app = MigtuiApp(fleet, config=config, theme=args.theme, read_only=args.read_only or config.controls_off,
+                        recorder=recorder, metrics_url=None if metrics is None else metrics.url)
+        await app.run_async()
+    finally:
+        await _stop_metrics(metrics)
     return app.return_code or 0
 
 
@@ -665,6 +717,7 @@ async def cmd_console(args: argparse.Namespace) -> int:
     targets = args.targets
     if not targets:
         raise UsageError("give at least one TARGET ([NAME=]unix:PATH or tcp:HOST:PORT), or run: migtui lab")
+    _check_metrics(args)
     for target in targets:
         # A bare word is far more often a mistyped subcommand than a socket in this directory.
         if not any(c in target for c in "/:=") and not os.path.exists(target):
@@ -693,6 +746,34 @@ async def cmd_export(args: argparse.Namespace) -> int:
 
     for line in await run_export(args.file, vm=args.vm, csv_out=args.csv, svg_out=args.svg, theme=args.config.theme):
         print(f"migtui: wrote {line}", file=sys.stderr)
+    return 0
+
+
+async def cmd_exporter(args: argparse.Namespace) -> int:
+    """No console: sessions on every target, read by Prometheus at each scrape, until a signal."""
+    import signal
+
+    from migtui.qmp.fleet import Fleet
+
+    _check_metrics(args)
+    endpoints = _endpoints(args.targets)
+    _warn_remote(endpoints, args)
+    fleet = Fleet(endpoints, options=_options(args))
+    metrics = _start_metrics(args, lambda: fleet)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        fleet.start()
+        print(f"migtui exporter: {len(fleet)} VM(s); metrics on {metrics.url}", file=sys.stderr, flush=True)
+        await stop.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await _stop_metrics(metrics)
+        await fleet.close()
     return 0
 
 
@@ -753,6 +834,7 @@ COMMANDS = {
     "lab": cmd_lab,
     "replay": cmd_replay,
     "export": cmd_export,
+    "exporter": cmd_exporter,
 }
 
 

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-PURE_PACKAGES = ["migtui.model", "migtui.qmp", "migtui.lab", "migtui.sim", "migtui.cli", "migtui.record"]
+PURE_PACKAGES = ["migtui.model", "migtui.qmp", "migtui.lab", "migtui.sim", "migtui.cli", "migtui.record",
+                 "migtui.metrics"]
 
 
 @pytest.mark.parametrize("package", PURE_PACKAGES)

@@ -67,6 +67,11 @@ class MigrationTracker:
         # clock (free of polling jitter, and right for a simulator running faster than real time).
         self._anchor: float | None = None
 
+    @property
+    def started_at(self) -> float | None:
+        """Wall time the latest migration started, from QEMU's total-time (None: QEMU gave none)."""
+        return self._anchor
+
     def _same_migration(self, prev: MigrationSample | None, cur: MigrationSample) -> bool:
         if prev is None or prev.status in ("none", "unknown"):
             return False

@@ -66,8 +66,10 @@ class MigtuiApp(App[int]):
         start_fleet: bool = True,
         screenshot_dir: Path | None = None,
         recorder: Recorder | None = None,
+        metrics_url: str | None = None,
     ) -> None:
         super().__init__()
+        self.metrics_url = metrics_url  # where --metrics serves the exposition; shown in the header
         self.config = config or Config()
         self.recorder = recorder  # every migration to NDJSON (migtui.record); None: not recorded
         self._record_error: str | None = None
@@ -99,8 +101,10 @@ class MigtuiApp(App[int]):
         self.push_screen(FleetScreen())
         if self.start_fleet:
             self.fleet.start()
-        if self.read_only:
-            self.sub_title = "read-only"
+        shown = ["read-only" if self.read_only else None,
+                 f"metrics {self.metrics_url}" if self.metrics_url else None]
+        if any(shown):
+            self.sub_title = " · ".join(s for s in shown if s)
         tls = self.config.tls_ca_file is not None
         self.insecure = [] if tls else [s.key for s in self.fleet
                                          if s.endpoint.kind == "tcp" and not s.endpoint.is_local]
