@@ -886,6 +886,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0  # `migtui watch | head` closed the pipe
+    except Exception as err:  # noqa: BLE001 - the last guard: an operator never gets a traceback
+        from qemu.qmp import QMPError
+
+        if isinstance(err, QMPError):
+            print(f"migtui: QMP: {' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)
+            return 2
+        from migtui.ui.guard import log_error  # standard library only
+
+        print(f"migtui: internal error: {err!r:.200}; {log_error('migtui ' + ' '.join(argv[:1]), err)}",
+              file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

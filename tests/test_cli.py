@@ -282,3 +282,29 @@ def test_preflight_model():
     good = predict(10 * MiB, 128 * MiB, 300, 512 * MiB)
     assert good.converges and 4 < good.eta_s < 6
     assert "passes" in good.sentence
+
+
+@pytest.mark.parametrize("boom, code, line", [
+    (RuntimeError("a bug"), 3, "migtui: internal error: RuntimeError('a bug'); details in "),
+    (None, 2, "migtui: QMP: "),
+])
+def test_an_unexpected_error_is_one_line_never_a_traceback(monkeypatch, tmp_path, capsys, boom, code, line):
+    # The last guard in main(): whatever escapes a command (a migtui bug, a qemu.qmp error no
+    # handler names) is one line, and the traceback goes to the error log.
+    from qemu.qmp.protocol import StateError
+
+    from migtui import cli
+
+    error = boom if boom is not None else StateError("QMPClient is disconnected and idle.", None, None)
+
+    async def broken(args):
+        raise error
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    monkeypatch.setitem(cli.COMMANDS, "status", broken)
+    assert cli.main(["status", "unix:/nonexistent"]) == code
+    err = capsys.readouterr().err
+    assert err.startswith(line) and err.count("\n") == 1 and "Traceback" not in err, err
+    if code == 3:
+        logged = (tmp_path / "migtui" / "errors.log").read_text()
+        assert "Traceback" in logged and "RuntimeError: a bug" in logged

@@ -22,16 +22,21 @@ def error_log_path() -> Path:
     return Path(base) / "migtui" / "errors.log"
 
 
-def report(app: Any, where: str, error: BaseException) -> None:
+def log_error(where: str, error: BaseException) -> str:
+    """Append the traceback to the error log; says where it went, for a one-line message."""
     path = error_log_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as log:
             log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} in {where}\n")
             log.write("".join(traceback.format_exception(error)))
-        where_logged = f"details in {path}"
+        return f"details in {path}"
     except OSError:
-        where_logged = "and the error log could not be written"
+        return "and the error log could not be written"
+
+
+def report(app: Any, where: str, error: BaseException) -> None:
+    where_logged = log_error(where, error)
     try:
         app.notify(f"internal error in {where}: {error!r:.120}; the console keeps running, {where_logged}",
                    severity="error", timeout=10)
