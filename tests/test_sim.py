@@ -47,6 +47,17 @@ def _load_capture() -> Any:
 capture = _load_capture()
 
 
+def _load_capture_10() -> Any:
+    spec = importlib.util.spec_from_file_location("capture_qemu10_keys", DATA / "capture_qemu10_keys.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+capture10 = _load_capture_10()
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.t = 1000.0
@@ -501,6 +512,16 @@ async def test_72_key_sets_match_live_qemu(make_fleet: Callable[..., SimFleet]) 
     clock = FakeClock()
     sim = await _sim_72_keys(make_fleet(clock=clock), clock)
     assert _comparable(sim) == _comparable(live)
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("qemu", ["10.0"], indirect=True)
+async def test_10_key_sets_recorded_are_live_qemus(qemu: str) -> None:
+    """qemu10_keys.json is what real QEMU 10.0 answers (as recaptured now)."""
+    recorded = json.loads((DATA / "qemu10_keys.json").read_text())
+    live = await asyncio.to_thread(capture10.capture, qemu)
+    assert live["qemu-version"].startswith("10.0.") and recorded["qemu-version"].startswith("10.0.")
+    assert _comparable(live) == _comparable(recorded)
 
 
 async def test_72_events_follow_the_events_capability(make_fleet: Callable[..., SimFleet]) -> None:
