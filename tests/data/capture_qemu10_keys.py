@@ -62,9 +62,7 @@ def _device(qemu: str, tmp: str) -> tuple[list[str], list[str]]:
                 info: dict[str, Any] = src.cmd("query-migrate")
                 if info.get("status") == "device":
                     wait_status(src, {"completed"})
-                    events = [" ".join([e["event"], *map(str, e.get("data", {}).values())])
-                              for e in src.events if e["event"] != "MIGRATION_PASS"]
-                    return key_paths(info), events
+                    return key_paths(info), _events(src)
                 if info.get("status") != "pre-switchover":
                     break  # past it: try a fresh pair
         finally:
@@ -72,6 +70,34 @@ def _device(qemu: str, tmp: str) -> tuple[list[str], list[str]]:
                 proc.kill()
                 proc.wait()
     raise TimeoutError(f"no query-migrate answered in `device` in {DEVICE_ATTEMPTS} migrations")
+
+
+def _events(mon: Monitor) -> list[str]:
+    return [" ".join([e["event"], *map(str, e.get("data", {}).values())])
+            for e in mon.events if e["event"] != "MIGRATION_PASS"]
+
+
+def _postcopy(qemu: str, tmp: str) -> tuple[list[str], list[str]]:
+    """(key paths in postcopy-active, the source's events) of a switch to post-copy."""
+    src_qmp, dst_qmp, sock = f"{tmp}/pc-src", f"{tmp}/pc-dst", f"{tmp}/pc.sock"
+    procs = [_start(qemu, src_qmp), _start(qemu, dst_qmp, incoming=True)]
+    try:
+        src, dst = Monitor(src_qmp), Monitor(dst_qmp)
+        for mon in (src, dst):
+            set_caps(mon, events=True, postcopy_ram=True)
+        dst.cmd("migrate-incoming", uri=f"unix:{sock}")
+        src.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 20, "downtime-limit": 1})
+        src.cmd("migrate", uri=f"unix:{sock}")
+        wait_status(src, {"active"})
+        src.cmd("migrate-start-postcopy")
+        keys = key_paths(wait_status(src, {"postcopy-active"}))
+        src.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 40})
+        wait_status(src, {"completed"})
+        return keys, _events(src)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 def capture(qemu: str) -> dict[str, Any]:
@@ -124,8 +150,7 @@ def capture(qemu: str) -> dict[str, Any]:
             src.cmd("migrate", uri=f"unix:{tmp}/mig.sock")
             states["completed"] = key_paths(wait_status(src, {"completed"}))
             states["incoming-completed"] = key_paths(wait_status(dst, {"completed"}))
-            out["source-events"] = [" ".join([e["event"], *map(str, e.get("data", {}).values())])
-                                    for e in src.events if e["event"] != "MIGRATION_PASS"]
+            out["source-events"] = _events(src)
             src.close()
             dst.close()
         finally:
@@ -133,6 +158,7 @@ def capture(qemu: str) -> dict[str, Any]:
                 proc.kill()
                 proc.wait()
         states["device"], out["device-events"] = _device(qemu, tmp)
+        states["postcopy-active"], out["postcopy-events"] = _postcopy(qemu, tmp)
         out["query-migrate"] = states
         return out
 
