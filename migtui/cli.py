@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: $MIGTUI_QEMU, else qemu-system-x86_64 on PATH)")
     p.add_argument("--sim", action="store_true", help="a simulated fleet instead (also when QEMU is missing)")
     p.add_argument("--vms", default="12", metavar="N", help="with --sim: how many VMs (default 12)")
-    p.add_argument("--dialect", choices=("1.4", "7.2", "mixed"), default="mixed", help="with --sim (default mixed)")
+    p.add_argument("--dialect", choices=("1.4", "7.2", "10.0", "mixed"), default="mixed",
+                   help="with --sim (default mixed: 7.2 and 1.4)")
     p.add_argument("--speedup", default="1", metavar="K", help="with --sim: simulated time runs K times faster")
     add_console_options(p)
 
