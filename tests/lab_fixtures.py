@@ -60,18 +60,23 @@ on_both_qemus = pytest.mark.parametrize("qemu", ["7.2", "10.0"], indirect=True)
 """Run a test on the system's QEMU (7.2) and on QEMU 10.0: its lab fixtures and ``qemu`` get each."""
 
 
-@pytest.fixture
-def qemu(request: pytest.FixtureRequest) -> str | None:
-    """The binary the lab fixtures run: None for the system's QEMU, or QEMU 10.0's path."""
-    if getattr(request, "param", "7.2") == "7.2":
-        skip_without_qemu()
-        return None
+def require_qemu10() -> str:
+    """QEMU 10.0's path; else the running test skips (fails under MIGTUI_REQUIRE_QEMU)."""
     path = find_qemu10()
     if path is None:
         if os.environ.get("MIGTUI_REQUIRE_QEMU"):
             pytest.fail(f"MIGTUI_REQUIRE_QEMU is set but {QEMU10_MISSING_MESSAGE}")
         pytest.skip(QEMU10_MISSING_MESSAGE)
     return path
+
+
+@pytest.fixture
+def qemu(request: pytest.FixtureRequest) -> str | None:
+    """The binary the lab fixtures run: None for the system's QEMU, or QEMU 10.0's path."""
+    if getattr(request, "param", "7.2") == "7.2":
+        skip_without_qemu()
+        return None
+    return require_qemu10()
 
 
 async def wait_until(
@@ -157,6 +162,7 @@ __all__ = [
     "pid_alive",
     "qemu",
     "qemu_required",
+    "require_qemu10",
     "skip_without_qemu",
     "wait_until",
 ]

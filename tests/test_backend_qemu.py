@@ -14,7 +14,7 @@ import signal
 import pytest
 from qemu.qmp import QMPClient
 
-from lab_fixtures import on_both_qemus, qemu_required, wait_until
+from lab_fixtures import on_both_qemus, qemu_required, require_qemu10, wait_until
 from migtui.model.vm import Connection
 from migtui.qmp.controls import (
     MigrationOptions,
@@ -238,6 +238,21 @@ async def test_what_this_qemu_refuses_together_is_refused_before_anything_is_sen
         await src.execute("migrate-set-capabilities", pair)  # 7.2 takes them
         assert {"multifd", "xbzrle"} <= await caps_on(src)
     assert src.vm.migration_status == "none" and (await src.query("query-status"))["status"] == "running"
+
+
+async def test_a_72_source_migrates_to_a_10_destination_started_with_its_machine_type(lab_pair, open_session):
+    """The upgrade path: a VM on 7.2 moves to a host running 10.0, whose destination QEMU is
+    started with the source's versioned machine type (7.2's "pc" is pc-i440fx-7.2)."""
+    source, _, lab = lab_pair
+    assert lab.qemu_version.startswith("7.2.")
+    newer = await lab.add_vm("dst10", incoming=True, qemu=require_qemu10(), machine="pc-i440fx-7.2")
+    src = open_session(source.endpoint)
+    dst = open_session(newer.endpoint)
+    assert await src.wait_connected(10) and await dst.wait_connected(10)
+    assert dst.vm.qemu_version.startswith("10.0.") and src.vm.qemu_version.startswith("7.2.")
+    await start_migration(src, CONVERGING, destination=dst)
+    await converges_now(src, dst)
+    assert (await dst.query("query-status"))["status"] == "running"
 
 
 async def test_refusals_carry_qemus_sentence(lab_pair, open_session):

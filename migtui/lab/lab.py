@@ -181,10 +181,18 @@ class Lab:
             await self.stop()
             raise
 
-    async def add_vm(self, name: str, incoming: bool, disk: bool = False) -> QemuVM:
-        """Start one more VM in this lab's runtime dir and wait until it is ready."""
+    async def add_vm(self, name: str, incoming: bool, disk: bool = False, *,
+                     qemu: str | None = None, machine: str = "pc") -> QemuVM:
+        """Start one more VM in this lab's runtime dir and wait until it is ready.
+
+        ``qemu`` runs it on another binary than the lab's (say, a newer QEMU as the
+        destination), with ``machine`` its ``-machine`` (the source's versioned type).
+        """
         if self._dir is None or self._kernel is None or self.accel is None:
             raise RuntimeError("the lab is not started")
+        if qemu is not None:
+            qemu = check_qemu(qemu, "QEMU")
+            await qemu_version(qemu, "QEMU")  # not a QEMU: said before anything starts
         if any(vm.name == name for vm in self.vms):
             raise ValueError(f"a VM named {name!r} already exists in this lab")
         disk_path = await self._create_disk(name) if disk else None
@@ -196,8 +204,9 @@ class Lab:
             accel=self.accel,
             incoming=incoming,
             disk=disk_path,
-            qemu=self._qemu,
+            qemu=qemu or self._qemu,
             icount_shift=self.icount_shift,  # both ends alike: the icount state migrates
+            machine=machine,
         )
         self.vms.append(vm)  # before start, so stop() reaps it whatever happens
         await vm.start()

@@ -151,6 +151,7 @@ class QemuVM:
         disk: Path | None = None,
         qemu: str | None = None,
         icount_shift: int | None = None,
+        machine: str = "pc",
     ) -> None:
         if not name or "/" in name or "," in name:
             raise ValueError(f"bad VM name: {name!r}")
@@ -166,6 +167,9 @@ class QemuVM:
         if icount_shift is not None and accel != "tcg":
             raise ValueError("icount_shift needs accel='tcg' (-icount counts TCG's instructions)")
         self.icount_shift = icount_shift
+        # A destination on a newer QEMU takes the source's machine type (pc-i440fx-7.2):
+        # its own "pc" is a newer machine that the source's state does not load into.
+        self.machine = machine
         self._qemu = qemu
         self._proc: asyncio.subprocess.Process | None = None
         for sock in (self.qmp_path, self.tools_qmp_path):
@@ -225,7 +229,7 @@ class QemuVM:
         argv = [
             qemu,
             "-name", self.name,
-            "-machine", "pc",
+            "-machine", self.machine,
             "-accel", self.accel,
             "-m", self.mem,
             "-nodefaults",
