@@ -106,9 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disk", action="store_true", help="give both sides qcow2 disks for block migration")
     p.add_argument("--no-ui", action="store_true", help="print the endpoints and wait for Ctrl-C")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto", help="default: kvm when usable")
+    p.add_argument("--qemu", metavar="PATH", help="the QEMU binary (or a script running one) every VM runs "
+                   "(default: $MIGTUI_QEMU, else qemu-system-x86_64 on PATH)")
     p.add_argument("--sim", action="store_true", help="a simulated fleet instead (also when QEMU is missing)")
     p.add_argument("--vms", default="12", metavar="N", help="with --sim: how many VMs (default 12)")
-    p.add_argument("--dialect", choices=("1.4", "7.2", "mixed"), default="mixed", help="with --sim (default mixed)")
+    p.add_argument("--dialect", choices=("1.4", "7.2", "10.0", "mixed"), default="mixed",
+                   help="with --sim (default mixed: 7.2 and 1.4)")
     p.add_argument("--speedup", default="1", metavar="K", help="with --sim: simulated time runs K times faster")
     add_console_options(p)
     add_metrics_option(p)
@@ -192,6 +195,7 @@ def _state_json(target: str, session, error: str | None = None) -> dict[str, Any
         "target": target,
         "name": vm.name,
         "qemu": vm.qemu_version,
+        "dialect": vm.dialect,
         "run-state": vm.run_state,
         "time": round(sample.time, 3) if sample else round(time.time(), 3),
         "migration": sample.info if sample else None,  # serialised as it is, never changed
@@ -210,7 +214,7 @@ def _state_line(session, error: str | None = None) -> str:
     sample = vm.sample
     parts = [
         f"{vm.name}",
-        f"qemu {vm.qemu_version}",
+        f"qemu {vm.qemu_version}" + (f" ({vm.dialect})" if vm.dialect else ""),
         f"{vm.run_state}",
         f"migration {vm.migration_status}",
     ]
@@ -585,7 +589,9 @@ async def cmd_postcopy(args: argparse.Namespace) -> int:
 
 
 async def cmd_lab(args: argparse.Namespace) -> int:
-    from migtui.lab.qemu import QEMU_MISSING_MESSAGE, find_qemu
+    import os
+
+    from migtui.lab.qemu import QEMU_ENV, QEMU_MISSING_MESSAGE, QemuError, check_qemu, find_qemu, qemu_version
     from migtui.model.units import parse_count, parse_size
 
     pairs = parse_count(args.pairs, "--pairs", 1, 16)
@@ -596,7 +602,19 @@ async def cmd_lab(args: argparse.Namespace) -> int:
     mem = parse_size(args.mem, "--mem")
     if mem < 128 * 2**20:
         raise UsageError("--mem: the lab guest dirties up to 100 MiB; give at least 128M")
-    if not args.sim and find_qemu() is None:
+    qemu, what = (args.qemu, "--qemu") if args.qemu else (os.environ.get(QEMU_ENV) or None, QEMU_ENV)
+    if args.sim and args.qemu:
+        raise UsageError("--qemu runs real QEMU VMs and --sim simulated ones: give one of them")
+    if args.sim:
+        qemu = None  # $MIGTUI_QEMU is for real labs
+    if qemu is not None:
+        # Asked for by name: a QEMU that is not there is an error, never the simulated lab.
+        try:
+            qemu = check_qemu(qemu, what)
+            await qemu_version(qemu, what)
+        except QemuError as err:
+            raise UsageError(str(err)) from None
+    elif not args.sim and find_qemu() is None:
         print(f"migtui: {QEMU_MISSING_MESSAGE}; starting the simulated lab instead", file=sys.stderr)
         args.sim = True
     if args.sim:
@@ -613,7 +631,7 @@ async def cmd_lab(args: argparse.Namespace) -> int:
 
     main = None if args.no_ui else console
     code = await run_lab_no_ui(pairs, f"{mem // 2**20}M", args.disk, accel=args.accel, main=main,
-                               out=sys.stderr if main else None)
+                               out=sys.stderr if main else None, qemu=qemu)
     if main is not None and not finished:
         _exit_now(code)
     return code

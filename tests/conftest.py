@@ -13,11 +13,12 @@ os.environ["XDG_STATE_HOME"] = _STATE
 os.environ["MIGTUI_CONFIG"] = os.path.join(_STATE, "no-config.toml")
 os.environ.pop("MIGTUI_READ_ONLY", None)
 os.environ.pop("MIGTUI_AUDIT", None)
+os.environ.pop("MIGTUI_QEMU", None)  # the lab fixtures choose their QEMU themselves
 from collections.abc import AsyncIterator, Callable
 
 import pytest_asyncio
 
-from lab_fixtures import lab_pair, lab_pair_disk, pid_alive, qemu_required, wait_until  # noqa: F401
+from lab_fixtures import lab_pair, lab_pair_disk, pid_alive, qemu, qemu_required, wait_until  # noqa: F401
 from migtui.model.endpoint import parse_endpoint
 from migtui.qmp.messages import BackendMessage
 from migtui.qmp.session import SessionOptions, VMSession

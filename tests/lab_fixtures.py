@@ -6,6 +6,10 @@ Import into tests/conftest.py::
 
 Every fixture skips the test (with the reason) when qemu-system-x86_64 is not
 installed. The VMs run under TCG so dirty rates are predictable.
+
+The VMs run the system's QEMU (Debian's 7.2 here). A test marked ``@on_both_qemus``
+runs twice, on it and on QEMU 10.0 (``$MIGTUI_QEMU10``, which ``.ci/qemu10`` installs and
+``.ci/run`` exports); without 10.0 that half skips, or fails under MIGTUI_REQUIRE_QEMU.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -31,6 +36,47 @@ def skip_without_qemu() -> None:
     """Skip the running test when QEMU is missing (for fixtures and helpers)."""
     if find_qemu() is None:
         pytest.skip(QEMU_MISSING_MESSAGE)
+
+
+QEMU10_ENV = "MIGTUI_QEMU10"
+QEMU10_MISSING_MESSAGE = (
+    "QEMU 10.0 not found: run .ci/qemu10 (once as root) and export MIGTUI_QEMU10=<the path it prints>"
+)
+
+
+def find_qemu10() -> str | None:
+    """$MIGTUI_QEMU10, else where .ci/qemu10 puts it by default; None when neither is there."""
+    path = os.environ.get(QEMU10_ENV)
+    if path:
+        if not os.access(path, os.X_OK):
+            pytest.fail(f"{QEMU10_ENV}={path}: no such executable")  # asked for, and wrong
+        return path
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    default = cache / "migtui" / "qemu-10.0" / "bin" / "qemu-system-x86_64"
+    return str(default) if os.access(default, os.X_OK) else None
+
+
+on_both_qemus = pytest.mark.parametrize("qemu", ["7.2", "10.0"], indirect=True)
+"""Run a test on the system's QEMU (7.2) and on QEMU 10.0: its lab fixtures and ``qemu`` get each."""
+
+
+def require_qemu10() -> str:
+    """QEMU 10.0's path; else the running test skips (fails under MIGTUI_REQUIRE_QEMU)."""
+    path = find_qemu10()
+    if path is None:
+        if os.environ.get("MIGTUI_REQUIRE_QEMU"):
+            pytest.fail(f"MIGTUI_REQUIRE_QEMU is set but {QEMU10_MISSING_MESSAGE}")
+        pytest.skip(QEMU10_MISSING_MESSAGE)
+    return path
+
+
+@pytest.fixture
+def qemu(request: pytest.FixtureRequest) -> str | None:
+    """The binary the lab fixtures run: None for the system's QEMU, or QEMU 10.0's path."""
+    if getattr(request, "param", "7.2") == "7.2":
+        skip_without_qemu()
+        return None
+    return require_qemu10()
 
 
 async def wait_until(
@@ -66,17 +112,17 @@ PACED_PAGE_DELAY = 1600
 PACED_DIRTY_BYTES_PER_S = 1e9 / ((PACED_PAGE_DELAY + 6) * 2**PACED_ICOUNT_SHIFT) * 4096
 
 
-async def _start_pair(disk: bool, **paced: int) -> tuple[QemuVM, QemuVM, Lab]:
+async def _start_pair(disk: bool, qemu: str | None, **paced: int) -> tuple[QemuVM, QemuVM, Lab]:
     skip_without_qemu()
-    lab = Lab(pairs=1, disk=disk, accel="tcg", **paced)
+    lab = Lab(pairs=1, disk=disk, accel="tcg", qemu=qemu, **paced)
     await lab.start()
     return lab.sources[0], lab.destinations[0], lab
 
 
 @pytest_asyncio.fixture
-async def lab_pair() -> AsyncIterator[tuple[QemuVM, QemuVM, Lab]]:
+async def lab_pair(qemu: str | None) -> AsyncIterator[tuple[QemuVM, QemuVM, Lab]]:
     """A fresh TCG pair: (running source, ``-incoming defer`` destination, lab)."""
-    source, destination, lab = await _start_pair(disk=False)
+    source, destination, lab = await _start_pair(disk=False, qemu=qemu)
     try:
         yield source, destination, lab
     finally:
@@ -84,9 +130,9 @@ async def lab_pair() -> AsyncIterator[tuple[QemuVM, QemuVM, Lab]]:
 
 
 @pytest_asyncio.fixture
-async def lab_pair_disk() -> AsyncIterator[tuple[QemuVM, QemuVM, Lab]]:
+async def lab_pair_disk(qemu: str | None) -> AsyncIterator[tuple[QemuVM, QemuVM, Lab]]:
     """Like ``lab_pair``, but each VM has a 64 MiB qcow2 drive with id ``disk0``."""
-    source, destination, lab = await _start_pair(disk=True)
+    source, destination, lab = await _start_pair(disk=True, qemu=qemu)
     try:
         yield source, destination, lab
     finally:
@@ -94,11 +140,11 @@ async def lab_pair_disk() -> AsyncIterator[tuple[QemuVM, QemuVM, Lab]]:
 
 
 @pytest_asyncio.fixture
-async def lab_pair_paced() -> AsyncIterator[tuple[QemuVM, QemuVM, Lab]]:
+async def lab_pair_paced(qemu: str | None) -> AsyncIterator[tuple[QemuVM, QemuVM, Lab]]:
     """Like ``lab_pair``, but the guest dirties ~19 MiB/s at most (PACED_DIRTY_BYTES_PER_S),
     whatever the host's load: a migration at a bandwidth well above that converges over passes."""
     source, destination, lab = await _start_pair(
-        disk=False, page_delay=PACED_PAGE_DELAY, icount_shift=PACED_ICOUNT_SHIFT)
+        disk=False, qemu=qemu, page_delay=PACED_PAGE_DELAY, icount_shift=PACED_ICOUNT_SHIFT)
     try:
         yield source, destination, lab
     finally:
@@ -107,11 +153,16 @@ async def lab_pair_paced() -> AsyncIterator[tuple[QemuVM, QemuVM, Lab]]:
 
 __all__ = [
     "PACED_DIRTY_BYTES_PER_S",
+    "QEMU10_MISSING_MESSAGE",
+    "find_qemu10",
     "lab_pair",
     "lab_pair_disk",
     "lab_pair_paced",
+    "on_both_qemus",
     "pid_alive",
+    "qemu",
     "qemu_required",
+    "require_qemu10",
     "skip_without_qemu",
     "wait_until",
 ]

@@ -2,6 +2,7 @@
 
 The lab guest dirties ~100 MB/s, so QEMU's defaults (128 MiB/s, 300 ms) never
 converge on it, while a high bandwidth and a downtime limit of seconds do.
+Tests marked ``on_both_qemus`` run on QEMU 10.0 too (see tests/lab_fixtures.py).
 """
 
 from __future__ import annotations
@@ -13,16 +14,20 @@ import signal
 import pytest
 from qemu.qmp import QMPClient
 
-from lab_fixtures import qemu_required, wait_until
+from lab_fixtures import on_both_qemus, qemu_required, require_qemu10, wait_until
 from migtui.model.vm import Connection
 from migtui.qmp.controls import (
     MigrationOptions,
     cancel_migration,
+    continue_migration,
+    plan_recovery,
+    recover_postcopy,
     set_capabilities,
     set_parameters,
     start_migration,
     start_postcopy,
 )
+from migtui.qmp.dialect import Unsupported
 from migtui.qmp.errors import QMPRefused, Refused
 from migtui.qmp.messages import ActionResult, VMEvent
 
@@ -42,11 +47,17 @@ async def connected_pair(open_session, source, destination, **options):
     return src, dst, src_messages
 
 
+def is_10(lab) -> bool:
+    return lab.qemu_version.startswith("10.")
+
+
+@on_both_qemus
 async def test_connect_learns_who_is_there(lab_pair, open_session):
-    source, destination, _ = lab_pair
+    source, destination, lab = lab_pair
     src, dst, _ = await connected_pair(open_session, source, destination)
     assert src.vm.connection == Connection.CONNECTED
-    assert src.vm.qemu_version.startswith("7.")
+    assert src.vm.qemu_version == dst.vm.qemu_version == lab.qemu_version  # query-version, as --version
+    assert src.vm.qemu_version.startswith("10.0." if is_10(lab) else "7.")
     assert src.vm.dialect == "modern" and src.dialect.modern
     assert not src.dialect.has("migrate_set_speed")  # removed in 6.0: never sent
     assert src.vm.name == source.name  # from query-name (-name)
@@ -54,13 +65,18 @@ async def test_connect_learns_who_is_there(lab_pair, open_session):
     assert dst.vm.run_state == "inmigrate"
     assert src.vm.parameters["max-bandwidth"] == 128 * 2**20
     assert src.vm.parameters["downtime-limit"] == 300
-    assert src.dialect.has_block_migration  # 7.2 still has blk
+    assert src.dialect.has_block_migration is not is_10(lab)  # 9.1 removed blk
     assert "postcopy-ram" in src.vm.capabilities
+    # 10.0 dropped compress (9.1) and block (9.1) and has the dirty limit (8.1).
+    assert ("compress" in src.vm.capabilities) is not is_10(lab)
+    assert ("block" in src.vm.capabilities) is not is_10(lab)
+    assert ("dirty-limit" in src.vm.capabilities) is is_10(lab)
     assert src.vm.migration_status == "none"
 
 
+@on_both_qemus
 async def test_converging_migration_completes_and_destination_runs(lab_pair, open_session):
-    source, destination, _ = lab_pair
+    source, destination, lab = lab_pair
     src, dst, messages = await connected_pair(open_session, source, destination)
     plan = await start_migration(src, CONVERGING, destination=dst)
     assert plan.uri.startswith("unix:")
@@ -73,18 +89,24 @@ async def test_converging_migration_completes_and_destination_runs(lab_pair, ope
     assert src.vm.derived.progress == 1.0
     events = [m.data.get("status") for m in messages if isinstance(m, VMEvent) and m.event == "MIGRATION"]
     assert events[-1] == "completed" and "active" in events
+    # 10.0 goes through `device` in every switch-over (where Proxmox's loop died); 7.2 never does.
+    assert ("device" in events) is is_10(lab), events
     sent = [m.command for m in messages if isinstance(m, ActionResult)]
     assert sent == ["migrate-set-parameters", "migrate"]
     # Reading the default event listener keeps it from growing.
     assert src._client is not None and src._client.events.empty()
 
 
+@on_both_qemus
 async def test_non_converging_passes_climb_and_cancel_leaves_source_running(lab_pair, open_session):
     source, destination, _ = lab_pair
     src, dst, _ = await connected_pair(open_session, source, destination, active_interval=0.2)
     await start_migration(src, NOT_CONVERGING, destination=dst)
     await wait_until(lambda: (src.vm.derived.passes or 0) >= 4, timeout=60)
     assert src.vm.migration_status == "active"
+    # The verdict, from QEMU's own figures: the guest dirties faster than 32 MiB/s sends.
+    await wait_until(lambda: src.vm.assessment().verdict == "not-converging", timeout=20)
+    assert "against" in src.vm.assessment().why, src.vm.assessment().why
     assert src.vm.derived.dirty_bytes_per_s > 0
     assert src.vm.derived.throughput_bps > 0
     assert len(src.vm.tracker.history.passes) >= 3
@@ -112,6 +134,7 @@ async def test_bandwidth_change_during_migration_reaches_qemu(lab_pair, open_ses
     await wait_until(lambda: src.vm.migration_status == "cancelled", timeout=20)
 
 
+@on_both_qemus
 async def test_xbzrle_stats_appear(lab_pair, open_session):
     source, destination, _ = lab_pair
     src, dst, _ = await connected_pair(open_session, source, destination, active_interval=0.2)
@@ -142,6 +165,7 @@ async def test_block_migration_shows_disk_progress(lab_pair_disk, open_session):
     await wait_until(lambda: dst.vm.run_state == "running", timeout=10)
 
 
+@on_both_qemus
 async def test_postcopy_switch_completes(lab_pair, open_session):
     source, destination, _ = lab_pair
     src, dst, _ = await connected_pair(open_session, source, destination)
@@ -152,6 +176,120 @@ async def test_postcopy_switch_completes(lab_pair, open_session):
     await start_postcopy(src)
     await wait_until(lambda: src.vm.migration_status == "completed", timeout=60)
     await wait_until(lambda: dst.vm.run_state == "running", timeout=10)
+
+
+@on_both_qemus
+async def test_paused_before_switchover_then_continued_goes_through_device(lab_pair, open_session):
+    """pre-switchover and device, the states 10.0 shows in switch-overs, on a real QEMU: each
+    gets its verdict, and migrate-continue from migtui finishes the migration."""
+    source, destination, _ = lab_pair
+    src, dst, messages = await connected_pair(open_session, source, destination)
+    await set_capabilities(src, {"pause-before-switchover": True})
+    await start_migration(src, CONVERGING, destination=dst)
+    await wait_until(lambda: src.vm.migration_status == "pre-switchover", timeout=60)
+    assessment = src.vm.assessment()
+    assert assessment.verdict == "switching-over" and "send migrate-continue" in assessment.why, assessment
+    assert src.vm.in_flight and (await src.query("query-status"))["status"] == "finish-migrate"
+    await continue_migration(src)
+    await wait_until(lambda: src.vm.migration_status == "completed", timeout=30)
+    await wait_until(lambda: dst.vm.run_state == "running", timeout=10)
+    events = [m.data.get("status") for m in messages if isinstance(m, VMEvent) and m.event == "MIGRATION"]
+    assert events[-3:] == ["pre-switchover", "device", "completed"], events
+
+
+@on_both_qemus
+async def test_multifd_migration_completes_over_its_channels(lab_pair, open_session):
+    source, destination, lab = lab_pair
+    src, dst, _ = await connected_pair(open_session, source, destination)
+    # 3 channels: QEMU's default is 2, so the destination must be told too.
+    plan = await start_migration(src, MigrationOptions(bandwidth=4 * 2**30, downtime_ms=20_000, multifd=3),
+                                 destination=dst)
+    # Alike at both ends, set before migrate-incoming (8.1+ refuses multifd after it).
+    assert [c for c, _ in plan.destination] == ["migrate-set-capabilities", "migrate-set-parameters",
+                                                "migrate-incoming"]
+    assert dst.vm.capabilities["multifd"] is True and src.vm.capabilities["multifd"] is True
+    await wait_until(lambda: src.vm.migration_status == "completed", timeout=60)
+    await wait_until(lambda: dst.vm.run_state == "running", timeout=10)
+    assert (await dst.query("query-migrate-parameters"))["multifd-channels"] == 3
+    # The pages went over the channels, not the main stream.
+    assert src.vm.sample.get("ram", "multifd-bytes") > 0
+
+
+@on_both_qemus
+async def test_what_this_qemu_refuses_together_is_refused_before_anything_is_sent(lab_pair, open_session):
+    """dialect.py's table of refused pairs and removed blk, held against real QEMU: 10.0 refuses
+    multifd with xbzrle, and has no blk; 7.2 takes both. migtui refuses on 10.0 before sending."""
+    source, destination, lab = lab_pair
+    src, dst, actions = await logged_pair(open_session, source, destination)
+    pair = {"capabilities": [{"capability": c, "state": True} for c in ("multifd", "xbzrle")]}
+    if is_10(lab):
+        with pytest.raises(Unsupported, match="^QEMU 10.0.[0-9]+ on src1 refuses multifd with xbzrle") as err:
+            await start_migration(src, MigrationOptions(xbzrle=True, multifd=2), destination=dst)
+        assert "\n" not in str(err.value)
+        with pytest.raises(Unsupported, match=r"^QEMU 10.0.[0-9]+ has no block migration \(blk was removed"):
+            await start_migration(src, MigrationOptions(block=True), destination=dst)
+        assert actions() == []  # nothing reached either QEMU
+        assert "socket-address" not in await dst.query("query-migrate")
+        # QEMU says so itself when asked: the table is not migtui's invention.
+        with pytest.raises(QMPRefused, match="Multifd is not compatible with xbzrle"):
+            await src.execute("migrate-set-capabilities", pair)
+        with pytest.raises(QMPRefused, match="blk"):
+            await src.execute("migrate", {"uri": "exec:cat > /dev/null", "blk": True})
+    else:
+        assert src.dialect.refused_together({"multifd": True, "xbzrle": True}) is None
+        await src.execute("migrate-set-capabilities", pair)  # 7.2 takes them
+        assert {"multifd", "xbzrle"} <= await caps_on(src)
+    assert src.vm.migration_status == "none" and (await src.query("query-status"))["status"] == "running"
+
+
+async def test_a_72_source_migrates_to_a_10_destination_started_with_its_machine_type(lab_pair, open_session):
+    """The upgrade path: a VM on 7.2 moves to a host running 10.0, whose destination QEMU is
+    started with the source's versioned machine type (7.2's "pc" is pc-i440fx-7.2)."""
+    source, _, lab = lab_pair
+    assert lab.qemu_version.startswith("7.2.")
+    newer = await lab.add_vm("dst10", incoming=True, qemu=require_qemu10(), machine="pc-i440fx-7.2")
+    src = open_session(source.endpoint)
+    dst = open_session(newer.endpoint)
+    assert await src.wait_connected(10) and await dst.wait_connected(10)
+    assert dst.vm.qemu_version.startswith("10.0.") and src.vm.qemu_version.startswith("7.2.")
+    await start_migration(src, CONVERGING, destination=dst)
+    await converges_now(src, dst)
+    assert (await dst.query("query-status"))["status"] == "running"
+
+
+@on_both_qemus
+async def test_a_postcopy_whose_stream_broke_is_recovered_and_completes(lab_pair, open_session):
+    """migrate-pause breaks the stream in post-copy: both ends park in postcopy-paused, the
+    VM's memory split between them. migtui's recovery (migrate-recover on the destination,
+    then migrate with resume on the source) gets it going again to completion."""
+    source, destination, lab = lab_pair
+    src, dst, messages = await connected_pair(open_session, source, destination)
+    with pytest.raises(Refused, match="src1 is not paused in post-copy \\(status none\\): nothing to recover"):
+        plan_recovery(src, dst)
+    await start_migration(src, MigrationOptions(bandwidth=32 * 2**20, downtime_ms=1, postcopy=True), destination=dst)
+    await set_parameters(src, {"max-postcopy-bandwidth": 4 * 2**20})  # slow: still in post-copy when broken
+    await wait_until(lambda: src.vm.migration_status == "active", timeout=20)
+    await start_postcopy(src)
+    # Both ends: a destination still loading the switch-over package when the stream breaks
+    # cannot pause (7.2's exits: "loadvm failed"), and the VM is lost.
+    await wait_until(lambda: src.vm.migration_status == dst.vm.migration_status == "postcopy-active", timeout=20)
+    await src.execute("migrate-pause")
+    await wait_until(lambda: src.vm.migration_status == dst.vm.migration_status == "postcopy-paused", timeout=20)
+    assert src.vm.assessment().verdict == "post-copy" and "paused" in src.vm.assessment().why
+    steps = plan_recovery(src, dst)
+    assert [(side, command) for side, (command, _) in steps] == [("destination", "migrate-recover"),
+                                                                 ("source", "migrate")]
+    uri = steps[0][1][1]["uri"]
+    assert uri.startswith("unix:") and steps[1][1][1] == {"uri": uri, "resume": True}
+    await set_parameters(src, {"max-postcopy-bandwidth": 0})
+    sent = await recover_postcopy(src, dst, steps)
+    assert sent == steps
+    await converges_now(src, dst)
+    events = [m.data.get("status") for m in messages if isinstance(m, VMEvent) and m.event == "MIGRATION"]
+    recovered = ["postcopy-paused", "postcopy-recover-setup", "postcopy-recover", "postcopy-active", "completed"]
+    if not is_10(lab):
+        recovered.remove("postcopy-recover-setup")  # 10.0 added it
+    assert events[-len(recovered):] == recovered, events
 
 
 async def test_refusals_carry_qemus_sentence(lab_pair, open_session):

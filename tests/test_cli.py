@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from lab_fixtures import qemu_required, wait_until
+from lab_fixtures import on_both_qemus, qemu_required, wait_until
 
 MIGTUI = [sys.executable, "-m", "migtui"]
 
@@ -54,6 +54,11 @@ def test_version():
         (["status", "tcp:host"], "tcp:HOST:PORT"),
         (["lab", "--pairs", "0"], "--pairs"),
         (["lab", "--mem", "64M"], "at least 128M"),
+        (["lab", "--qemu", "/nonexistent/qemu-system-x86_64"], "--qemu /nonexistent/qemu-system-x86_64: no such file"),
+        (["lab", "--qemu", "/etc/passwd"], "--qemu /etc/passwd: not executable"),
+        (["lab", "--qemu", "/"], "--qemu /: is a directory"),
+        (["lab", "--qemu", "true"], "not a QEMU (--version said: true"),
+        (["lab", "--sim", "--qemu", "true"], "give one of them"),
         (["frobnicate"], "unknown command or socket"),
         (["status", "/nonexistent/vm.qmp"], "no such socket"),
         (["cancel", "/nonexistent/vm.qmp"], "no such socket"),
@@ -77,9 +82,16 @@ def test_not_a_socket_and_refused(tmp_path):
         sock.close()
 
 
+def test_a_bad_migtui_qemu_is_one_line_not_the_simulated_lab():
+    env = {**os.environ, "MIGTUI_QEMU": "/nonexistent/qemu"}
+    result = subprocess.run([*MIGTUI, "lab", "--no-ui"], capture_output=True, text=True, timeout=60, env=env)
+    assert_one_line_error(result, "MIGTUI_QEMU=/nonexistent/qemu: no such file")
+
+
 @qemu_required
+@on_both_qemus
 async def test_status_watch_set_and_migrate_wait_on_real_qemu(lab_pair):
-    source, destination, _ = lab_pair
+    source, destination, lab = lab_pair
 
     async def migtui(*args: str) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(
@@ -93,8 +105,13 @@ async def test_status_watch_set_and_migrate_wait_on_real_qemu(lab_pair):
     objs = [json.loads(line) for line in out.splitlines()]
     assert [o["name"] for o in objs] == ["src1", "dst1"]
     assert objs[0]["run-state"] == "running" and objs[1]["run-state"] == "inmigrate"
-    assert objs[0]["qemu"].startswith("7.") and objs[0]["error"] is None
+    version = lab.qemu_version
+    assert version.startswith(("7.", "10.0.")) and objs[0]["error"] is None
+    assert objs[0]["qemu"] == version and objs[0]["dialect"] == "modern"
     assert set(objs[0]["derived"]) >= {"progress", "throughput-bps", "dirty-bytes-per-s", "eta-s"}
+
+    rc, out, err = await migtui("status", source.endpoint)
+    assert rc == 0 and f"qemu {version} (modern)" in out, out + err
 
     rc, out, err = await migtui("set", source.endpoint, "bandwidth=2G", "downtime=20s")
     assert rc == 0, err
@@ -154,6 +171,27 @@ async def test_a_refused_start_leaves_the_destination_ready_for_the_next_one(lab
     finally:
         await src_tools.disconnect()
         await dst_tools.disconnect()
+
+
+@pytest.mark.parametrize("qemu", ["10.0"], indirect=True)
+async def test_block_is_refused_in_one_line_on_10(lab_pair):
+    """9.1 removed blk: `--block` is refused before anything is sent, the destination untouched."""
+    from qemu.qmp import QMPClient
+
+    source, destination, lab = lab_pair
+    proc = await asyncio.create_subprocess_exec(*MIGTUI, "migrate", source.endpoint, "--to", destination.endpoint,
+                                                "--block", stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in err.decode(), err
+    assert f"QEMU {lab.qemu_version} has no block migration (blk was removed in 9.1)" in lines[0]
+    tools = QMPClient("test")
+    await tools.connect(str(destination.tools_qmp_path))
+    try:
+        assert "socket-address" not in await tools.execute("query-migrate")  # never told to listen
+    finally:
+        await tools.disconnect()
 
 
 @qemu_required

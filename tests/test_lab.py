@@ -127,6 +127,20 @@ async def test_missing_qemu_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not lab.vms
 
 
+async def test_the_lab_runs_the_qemu_it_is_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MIGTUI_QEMU", "/nonexistent/qemu")
+    with pytest.raises(QemuMissing, match=r"^MIGTUI_QEMU=/nonexistent/qemu: no such file; give the path"):
+        await Lab().start()
+    # Given as a parameter, it wins over the variable; a file that is not a QEMU is refused by name.
+    fake = tmp_path / "qemu-system-x86_64"
+    fake.write_text("#!/bin/sh\necho 'not this one'\n")
+    fake.chmod(0o755)
+    lab = Lab(qemu=str(fake), runtime_dir=tmp_path)
+    with pytest.raises(QemuError, match=r"^QEMU .*: not a QEMU \(--version said: not this one\)"):
+        await lab.start()
+    assert not lab.vms and list(tmp_path.iterdir()) == [fake]  # refused before anything started
+
+
 # -- QEMU processes ------------------------------------------------------------
 
 

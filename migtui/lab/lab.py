@@ -17,13 +17,16 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, TextIO
 
 from migtui.lab.guest import MIN_GUEST_MEM, build_dirty_guest, guest_image
 from migtui.lab.qemu import (
+    QEMU_ENV,
     QEMU_MISSING_MESSAGE,
     Accel,
     QemuError,
     QemuMissing,
     QemuVM,
+    check_qemu,
     find_qemu,
     kvm_usable,
+    qemu_version,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +68,9 @@ class Lab:
     ``page_delay`` and ``icount_shift`` make a paced guest (see
     :func:`migtui.lab.guest.guest_image` and :class:`QemuVM`): every VM of the
     lab then runs TCG under the same ``-icount``.
+
+    ``qemu`` is the binary every VM runs (a path, or a name on PATH); without it,
+    $MIGTUI_QEMU, else qemu-system-x86_64 on PATH.
     """
 
     def __init__(
@@ -78,6 +84,7 @@ class Lab:
         ready_timeout: float = 30.0,
         page_delay: int = 0,
         icount_shift: int | None = None,
+        qemu: str | None = None,
     ) -> None:
         if pairs < 0:
             raise ValueError("pairs must be >= 0")
@@ -99,7 +106,9 @@ class Lab:
         self._parent_dir = Path(runtime_dir) if runtime_dir is not None else None
         self._dir: Path | None = None
         self._kernel: Path | None = None
+        self._qemu_request = qemu
         self._qemu: str | None = None
+        self.qemu_version: str | None = None  # resolved by start(), e.g. "10.0.2"
         self.accel: Accel | None = None  # resolved by start()
         self.vms: list[QemuVM] = []
 
@@ -133,9 +142,13 @@ class Lab:
         """Create the runtime dir and start every pair; all are ready on return."""
         if self._dir is not None:
             raise RuntimeError("the lab was already started")
-        self._qemu = find_qemu()
+        requested, what = self._qemu_request, "QEMU"
+        if requested is None and os.environ.get(QEMU_ENV):
+            requested, what = os.environ[QEMU_ENV], QEMU_ENV
+        self._qemu = check_qemu(requested, what) if requested else find_qemu()
         if self._qemu is None:
             raise QemuMissing(QEMU_MISSING_MESSAGE)
+        self.qemu_version = await qemu_version(self._qemu, what)
         if self.disk and shutil.which("qemu-img") is None:
             raise QemuMissing(QEMU_IMG_MISSING_MESSAGE)
         if self.icount_shift is not None:
@@ -168,10 +181,18 @@ class Lab:
             await self.stop()
             raise
 
-    async def add_vm(self, name: str, incoming: bool, disk: bool = False) -> QemuVM:
-        """Start one more VM in this lab's runtime dir and wait until it is ready."""
+    async def add_vm(self, name: str, incoming: bool, disk: bool = False, *,
+                     qemu: str | None = None, machine: str = "pc") -> QemuVM:
+        """Start one more VM in this lab's runtime dir and wait until it is ready.
+
+        ``qemu`` runs it on another binary than the lab's (say, a newer QEMU as the
+        destination), with ``machine`` its ``-machine`` (the source's versioned type).
+        """
         if self._dir is None or self._kernel is None or self.accel is None:
             raise RuntimeError("the lab is not started")
+        if qemu is not None:
+            qemu = check_qemu(qemu, "QEMU")
+            await qemu_version(qemu, "QEMU")  # not a QEMU: said before anything starts
         if any(vm.name == name for vm in self.vms):
             raise ValueError(f"a VM named {name!r} already exists in this lab")
         disk_path = await self._create_disk(name) if disk else None
@@ -183,8 +204,9 @@ class Lab:
             accel=self.accel,
             incoming=incoming,
             disk=disk_path,
-            qemu=self._qemu,
+            qemu=qemu or self._qemu,
             icount_shift=self.icount_shift,  # both ends alike: the icount state migrates
+            machine=machine,
         )
         self.vms.append(vm)  # before start, so stop() reaps it whatever happens
         await vm.start()
@@ -277,6 +299,7 @@ async def run_lab_no_ui(
     accel: Literal["auto", "kvm", "tcg"] = "auto",
     out: TextIO | None = None,
     main: Callable[[Lab], Awaitable[int]] | None = None,
+    qemu: str | None = None,
 ) -> int:
     """Run a lab until SIGINT/SIGTERM/SIGHUP, printing one line per VM.
 
@@ -285,7 +308,7 @@ async def run_lab_no_ui(
     could not start (the reason goes to stderr).
     """
     out = out if out is not None else sys.stdout
-    lab = Lab(pairs=pairs, mem=mem, disk=disk, accel=accel)  # may raise ValueError
+    lab = Lab(pairs=pairs, mem=mem, disk=disk, accel=accel, qemu=qemu)  # may raise ValueError
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -311,7 +334,7 @@ async def run_lab_no_ui(
             return 1
 
         print(
-            f"migtui lab: {len(lab.vms)} VMs ({lab.accel}) in {lab.runtime_dir}; "
+            f"migtui lab: {len(lab.vms)} VMs ({lab.accel}, QEMU {lab.qemu_version}) in {lab.runtime_dir}; "
             "stop with Ctrl-C",
             file=out,
         )

@@ -6,6 +6,7 @@ import asyncio
 import ctypes
 import functools
 import os
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Literal
 from migtui.lab.guest import READY_MARKER
 
 QEMU_BINARY = "qemu-system-x86_64"
+QEMU_ENV = "MIGTUI_QEMU"  # another QEMU for the lab, as --qemu PATH
 QEMU_MISSING_MESSAGE = (
     "qemu-system-x86_64 not found: install Debian/Ubuntu package qemu-system-x86, "
     "or Fedora qemu-system-x86-core"
@@ -38,6 +40,60 @@ class QemuMissing(QemuError):
 def find_qemu() -> str | None:
     """Path of qemu-system-x86_64, or None when it is not installed."""
     return shutil.which(QEMU_BINARY)
+
+
+_ACCEPTED = "give the path of a qemu-system-x86_64, or of a script that runs one"
+_VERSION_RE = re.compile(r"QEMU emulator version (\d+\.\d+\.\d+)")
+_VERSION_TIMEOUT = 15.0  # seconds; a loaded machine may take a while to start a big binary
+_versions: dict[str, str] = {}  # by path: labs of one process probe each binary once
+
+
+def _named(path: str, what: str) -> str:
+    """How the operator gave it: `--qemu PATH`, `MIGTUI_QEMU=PATH`."""
+    return f"{what}={path}" if what == QEMU_ENV else f"{what} {path}"
+
+
+def check_qemu(path: str, what: str = "--qemu") -> str:
+    """`path` (a name is looked up on PATH) as an absolute path of a file that can run.
+
+    QemuMissing in one line, naming `what` it came from (an option, a variable), when not.
+    """
+    found = shutil.which(path) if os.sep not in path else os.path.expanduser(path)
+    if found is None or not os.path.exists(found):
+        raise QemuMissing(f"{_named(path, what)}: no such file; {_ACCEPTED}")
+    if os.path.isdir(found):
+        raise QemuMissing(f"{_named(path, what)}: is a directory; {_ACCEPTED}")
+    if not os.access(found, os.X_OK):
+        raise QemuMissing(f"{_named(path, what)}: not executable; {_ACCEPTED}")
+    return os.path.abspath(found)
+
+
+async def qemu_version(path: str, what: str = "--qemu") -> str:
+    """"10.0.2", from `path --version`; QemuError in one line when it is not a QEMU that runs."""
+    if path in _versions:
+        return _versions[path]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            path, "--version",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+    except OSError as e:
+        raise QemuMissing(f"{_named(path, what)}: cannot run it ({e.strerror}); {_ACCEPTED}") from None
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), _VERSION_TIMEOUT)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise QemuError(f"{_named(path, what)}: no answer to --version within {_VERSION_TIMEOUT:g} s") from None
+    text = out.decode(errors="replace")
+    m = _VERSION_RE.search(text)
+    if m is None:
+        said = next(iter(text.strip().splitlines()), "nothing")
+        raise QemuError(f"{_named(path, what)}: not a QEMU (--version said: {said[:80]}); {_ACCEPTED}")
+    _versions[path] = m.group(1)
+    return m.group(1)
 
 
 def kvm_usable() -> bool:
@@ -95,6 +151,7 @@ class QemuVM:
         disk: Path | None = None,
         qemu: str | None = None,
         icount_shift: int | None = None,
+        machine: str = "pc",
     ) -> None:
         if not name or "/" in name or "," in name:
             raise ValueError(f"bad VM name: {name!r}")
@@ -110,6 +167,9 @@ class QemuVM:
         if icount_shift is not None and accel != "tcg":
             raise ValueError("icount_shift needs accel='tcg' (-icount counts TCG's instructions)")
         self.icount_shift = icount_shift
+        # A destination on a newer QEMU takes the source's machine type (pc-i440fx-7.2):
+        # its own "pc" is a newer machine that the source's state does not load into.
+        self.machine = machine
         self._qemu = qemu
         self._proc: asyncio.subprocess.Process | None = None
         for sock in (self.qmp_path, self.tools_qmp_path):
@@ -169,7 +229,7 @@ class QemuVM:
         argv = [
             qemu,
             "-name", self.name,
-            "-machine", "pc",
+            "-machine", self.machine,
             "-accel", self.accel,
             "-m", self.mem,
             "-nodefaults",

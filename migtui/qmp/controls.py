@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -38,6 +39,8 @@ __all__ = [
     "set_capabilities",
     "start_postcopy",
     "continue_migration",
+    "plan_recovery",
+    "recover_postcopy",
     "plan_migration",
     "measure_dirty_rate",
     "preflight",
@@ -418,6 +421,60 @@ async def continue_migration(session: VMSession, state: str = "pre-switchover") 
     _dialect(session).require("migrate-continue", "continue a paused migration")
     await session.execute("migrate-continue", {"state": state})
     session.poll_now()
+
+
+# Destinations told to listen for a recovery, and where: QEMU runs migrate-recover once per pause.
+_recovery_uris: "weakref.WeakKeyDictionary[VMSession, str]" = weakref.WeakKeyDictionary()
+
+
+def plan_recovery(source: VMSession, destination: VMSession) -> list[tuple[str, Command]]:
+    """The commands that resume a post-copy migration whose stream broke, in the order sent:
+    migrate-recover on the destination (it listens anew), then migrate with resume on the
+    source. Refused, sending nothing, unless both ends are paused in post-copy."""
+    src, dst = _dialect(source), _dialect(destination)
+    if destination is source:
+        raise Refused("the destination must be another VM")
+    for session in (source, destination):
+        status = session.vm.migration_status
+        if status != "postcopy-paused":
+            raise Refused(f"{session.vm.name} is not paused in post-copy (status {status}): nothing to recover")
+    dst.require("migrate-recover", "recover a paused post-copy migration")
+    if src.migrate_args is not None and "resume" not in src.migrate_args:
+        raise Unsupported(f"QEMU {src.version_text} cannot resume a paused post-copy: its migrate has no resume")
+    steps: list[tuple[str, Command]] = []
+    uri = _recovery_uris.get(destination)
+    if uri is None:  # not told to listen yet (a second migrate-recover is refused)
+        uri = destination_uri(source, destination)
+        steps.append(("destination", ("migrate-recover", {"uri": uri})))
+    steps.append(("source", ("migrate", {"uri": uri, "resume": True})))
+    return steps
+
+
+async def recover_postcopy(
+    source: VMSession, destination: VMSession, steps: list[tuple[str, Command]] | None = None
+) -> list[tuple[str, Command]]:
+    """Send plan_recovery's steps (the ones shown to the operator, when given). Returns them as sent."""
+    await source.sample()
+    await destination.sample()
+    planned = plan_recovery(source, destination)
+    if steps is not None and [c for _, (c, _) in steps] != [c for _, (c, _) in planned]:
+        raise Refused("the migration changed since the recovery was shown: look again and retry")
+    sent: list[tuple[str, Command]] = []
+    for side, (command, args) in steps or planned:
+        session = destination if side == "destination" else source
+        if command == "migrate-recover":
+            await session.execute(command, args)
+            _recovery_uris[destination] = args["uri"]
+            if args["uri"].startswith("tcp:") and args["uri"].endswith(":0"):
+                _recovery_uris[destination] = await _incoming_tcp_uri(destination, args["uri"])
+        else:
+            args = {**args, "uri": _recovery_uris.get(destination, args["uri"])}
+            await session.execute(command, args)
+            _recovery_uris.pop(destination, None)  # resumed: a next pause needs a new listener
+        sent.append((side, (command, args)))
+    source.poll_now()
+    destination.poll_now()
+    return sent
 
 
 async def measure_dirty_rate(session: VMSession, seconds: int = 1) -> float:

@@ -1,10 +1,14 @@
-"""What differs between the two QEMU dialects the simulator speaks.
+"""What differs between the QEMU dialects the simulator speaks.
 
 "1.4" is the seed's era (QEMU 1.4, 2013): the legacy ``migrate_set_*`` commands, only the
 ``xbzrle`` capability, no MIGRATION events, and ``query-migrate`` exactly as the seed's
 ``qmp_query_migrate()`` fills it.  "7.2" is Debian 12's QEMU: ``migrate-set-parameters``,
 the full capability list, MIGRATION/MIGRATION_PASS events, and ``query-migrate`` keys as
-captured from a real QEMU 7.2 into tests/data/qemu72_keys.json.
+captured from a real QEMU 7.2 into tests/data/qemu72_keys.json.  "10.0" is bookworm-backports'
+QEMU, held against tests/data/qemu10_keys.json: no block migration (``blk``/``inc``, the
+``block`` and ``compress`` capabilities and their parameters went in 9.1), no ``disk`` section
+nor ``ram.skipped``, a ``device`` state in every switch-over, a destination that says ``setup``
+once it listens, and multifd refused with xbzrle.
 
 Error sentences are the ones each QEMU prints (checked against 7.2; the 1.4 ones come
 from that era's monitor.c and qerror.h).
@@ -103,6 +107,28 @@ ENUMS_72: dict[str, tuple[str, ...]] = {
     "mode": ("page-sampling", "dirty-bitmap", "dirty-ring"),
 }
 
+# 10.0's parameters, defaults as a fresh 10.0 shows them (the 7.2 ones less compress-*,
+# decompress-threads and block-incremental).
+PARAMETERS_10: dict[str, tuple[str, Any]] = {
+    **{k: v for k, v in PARAMETERS_72.items()
+       if not k.startswith(("compress-", "decompress-")) and k != "block-incremental"},
+    "avail-switchover-bandwidth": ("int", 0),
+    "direct-io": ("bool", False),
+    "mode": ("str", "normal"),
+    "multifd-qatzip-level": ("int", 1),
+    "vcpu-dirty-limit": ("int", 1),
+    "x-vcpu-dirty-limit-period": ("int", 1000),
+    "zero-page-detection": ("str", "multifd"),
+}
+PARAMETER_RANGES_10: dict[str, tuple[int, int, str]] = {
+    k: v for k, v in PARAMETER_RANGES_72.items() if not k.startswith(("compress-", "decompress-"))}
+PARAMETER_ENUMS_72: dict[str, tuple[str, ...]] = {"multifd-compression": ENUMS_72["multifd-compression"]}
+PARAMETER_ENUMS_10: dict[str, tuple[str, ...]] = {
+    "multifd-compression": ("none", "zlib", "zstd", "qpl", "uadk", "qatzip"),
+    "zero-page-detection": ("none", "legacy", "multifd"),
+    "mode": ("normal", "cpr-reboot", "cpr-transfer"),
+}
+
 CAPABILITIES_14: tuple[str, ...] = ("xbzrle",)
 CAPABILITIES_72: tuple[str, ...] = (
     "xbzrle", "rdma-pin-all", "auto-converge", "zero-blocks", "compress", "events",
@@ -112,9 +138,17 @@ CAPABILITIES_72: tuple[str, ...] = (
     "zero-copy-send", "postcopy-preempt",
 )
 
+CAPABILITIES_10: tuple[str, ...] = tuple(
+    c for c in CAPABILITIES_72 if c not in ("block", "compress")) + ("switchover-ack", "dirty-limit", "mapped-ram")
+
 MIGRATION_STATUSES_72: tuple[str, ...] = (
     "none", "setup", "cancelling", "cancelled", "active", "postcopy-active",
     "postcopy-paused", "postcopy-recover", "completed", "failed", "colo",
+    "pre-switchover", "device", "wait-unplug",
+)
+MIGRATION_STATUSES_10: tuple[str, ...] = (
+    "none", "setup", "cancelling", "cancelled", "active", "postcopy-active",
+    "postcopy-paused", "postcopy-recover-setup", "postcopy-recover", "completed", "failed", "colo",
     "pre-switchover", "device", "wait-unplug",
 )
 
@@ -148,6 +182,17 @@ COMMANDS_72: dict[str, ArgSpec] = {
 }
 OOB_COMMANDS_72 = frozenset({"migrate-pause"})
 
+COMMANDS_10: dict[str, ArgSpec] = {
+    **COMMANDS_72,
+    "migrate-set-parameters": {
+        **{name: (kind, False) for name, (kind, _) in PARAMETERS_10.items()},
+        **{name: (kind, False) for name, kind in OPTIONAL_PARAMETERS_72.items()},
+    },
+    # 9.1 removed blk and inc (block migration): QEMU calls them unexpected now.
+    "migrate": {"uri": ("str", True), "detach": ("bool", False), "resume": ("bool", False)},
+    "migrate-incoming": {"uri": ("str", True), "exit-on-error": ("bool", False)},
+}
+
 EVENTS_72: dict[str, ArgSpec] = {
     "MIGRATION": {"status": ("str", True)},
     "MIGRATION_PASS": {"pass": ("int", True)},
@@ -165,10 +210,19 @@ class Dialect:
     commands: dict[str, ArgSpec]
     capabilities: tuple[str, ...]
     type_names: dict[str, str] = field(default_factory=dict)
+    parameters: dict[str, tuple[str, Any]] = field(default_factory=lambda: PARAMETERS_72)
+    parameter_ranges: dict[str, tuple[int, int, str]] = field(default_factory=lambda: PARAMETER_RANGES_72)
+    parameter_enums: dict[str, tuple[str, ...]] = field(default_factory=lambda: PARAMETER_ENUMS_72)
+    statuses: tuple[str, ...] = MIGRATION_STATUSES_72
 
     @property
     def modern(self) -> bool:
         return self.name != "1.4"
+
+    @property
+    def device_in_every_switchover(self) -> bool:
+        """10.0 goes through `device` whenever the source stops, not only after pre-switchover."""
+        return self.version >= (10, 0, 0)
 
     # Error sentences of each era.
     def unexpected_arg(self, name: str) -> str:
@@ -200,6 +254,10 @@ DIALECTS: dict[str, Dialect] = {
     "7.2": Dialect("7.2", (7, 2, 0), ("oob",), COMMANDS_72, CAPABILITIES_72,
                    {"str": "string", "strnull": "string", "bool": "boolean", "int": "integer",
                     "number": "number", "array": "array", "object": "object"}),
+    "10.0": Dialect("10.0", (10, 0, 2), ("oob",), COMMANDS_10, CAPABILITIES_10,
+                    {"str": "string", "strnull": "string", "bool": "boolean", "int": "integer",
+                     "number": "number", "array": "array", "object": "object"},
+                    PARAMETERS_10, PARAMETER_RANGES_10, PARAMETER_ENUMS_10, MIGRATION_STATUSES_10),
 }
 
 
@@ -234,16 +292,17 @@ def check_args(dialect: Dialect, spec: ArgSpec, args: dict[str, Any]) -> None:
             raise QMPError(dialect.unexpected_arg(name))
 
 
-def check_parameters_72(args: dict[str, Any]) -> dict[str, Any]:
+def check_parameters_72(args: dict[str, Any], dialect: Dialect | None = None) -> dict[str, Any]:
     """migrate-set-parameters: normalise and range-check; returns the values to apply."""
+    d = dialect or DIALECTS["7.2"]
     out: dict[str, Any] = {}
     for name, value in args.items():
-        if name in ENUMS_72 and value not in ENUMS_72[name]:
+        if name in d.parameter_enums and value not in d.parameter_enums[name]:
             raise QMPError(f"Parameter '{name}' does not accept value '{value}'")
-        if PARAMETERS_72.get(name, ("", None))[0] == "int" and value < 0:
+        if d.parameters.get(name, ("", None))[0] == "int" and value < 0:
             value += 2**64  # QAPI sizes are unsigned: -1 reads as 2^64 - 1
-        if name in PARAMETER_RANGES_72:
-            low, high, expects = PARAMETER_RANGES_72[name]
+        if name in d.parameter_ranges:
+            low, high, expects = d.parameter_ranges[name]
             if not low <= value <= high:
                 raise QMPError(f"Parameter '{name.replace('-', '_')}' expects {expects}")
         if name == "xbzrle-cache-size" and (value < PAGE or value & (value - 1)):
@@ -296,11 +355,12 @@ def query_migrate_14(m: Migration | None, now: float, *, xbzrle: bool,
     return info
 
 
-def _stats_72(m: Migration) -> dict[str, Any]:
+def _stats_72(m: Migration, skipped: bool = True) -> dict[str, Any]:
     c = m.c
     return {
         "transferred": int(c.transferred), "remaining": m.remaining_bytes,
-        "total": m.guest.pages * PAGE, "duplicate": int(c.duplicate), "skipped": 0,
+        "total": m.guest.pages * PAGE, "duplicate": int(c.duplicate),
+        **({"skipped": 0} if skipped else {}),  # 9.1 dropped it
         "normal": int(c.normal), "normal-bytes": int(c.normal) * PAGE,
         "dirty-pages-rate": int(m.dirty_pages_rate), "mbps": m.mbps,
         "dirty-sync-count": m.passes, "postcopy-requests": int(c.postcopy_requests),
@@ -319,8 +379,9 @@ def _disk_72(m: Migration) -> dict[str, Any]:
 
 
 def query_migrate_72(m: Migration | None, now: float, *, xbzrle: bool,
-                     cache_size: int) -> dict[str, Any]:
-    """QEMU 7.2's fill_source_migration_info()."""
+                     cache_size: int, ten: bool = False) -> dict[str, Any]:
+    """QEMU 7.2's fill_source_migration_info(); with `ten`, 10.0's (no skipped, no disk, and
+    the downtime once known, as in post-copy, instead of the expected one)."""
     if m is None:
         return {}
     if m.status == "setup":
@@ -330,9 +391,11 @@ def query_migrate_72(m: Migration | None, now: float, *, xbzrle: bool,
     if m.status == "cancelled":
         return {"status": "cancelled"}
     info: dict[str, Any] = {"status": m.status, "setup-time": int(m.setup_time_ms),
-                            "total-time": int(m.total_time(now)), "ram": _stats_72(m)}
-    if m.status == "completed":
+                            "total-time": int(m.total_time(now)), "ram": _stats_72(m, skipped=not ten)}
+    if m.status == "completed" or (ten and m.status == "postcopy-active" and m.downtime_ms is not None):
         info["downtime"] = int(m.downtime_ms or 0)
+        if m.throttle and m.status != "completed":
+            info["cpu-throttle-percentage"] = m.throttle
     else:
         info["expected-downtime"] = int(m.expected_downtime_ms)
         if m.blk:
@@ -349,7 +412,7 @@ def query_migrate_72(m: Migration | None, now: float, *, xbzrle: bool,
     return info
 
 
-def qmp_schema_72() -> list[dict[str, Any]]:
+def qmp_schema_72(commands: dict[str, ArgSpec] | None = None) -> list[dict[str, Any]]:
     """A minimal query-qmp-schema: the commands and events the simulator has, with types."""
     builtins = {"str": "string", "int": "int", "bool": "boolean", "number": "number",
                 "any": "value", "null": "null"}
@@ -372,7 +435,7 @@ def qmp_schema_72() -> list[dict[str, Any]]:
         schema.append({"name": name, "meta-type": "object", "members": members})
         return name
 
-    for cmd, spec in COMMANDS_72.items():
+    for cmd, spec in (COMMANDS_72 if commands is None else commands).items():
         schema.append({"name": cmd, "meta-type": "command",
                        "arg-type": object_type(f"q_obj_{cmd}-arg", spec),
                        "ret-type": "any", "allow-oob": cmd in OOB_COMMANDS_72})

@@ -88,6 +88,7 @@ class Knobs:
     max_postcopy_bandwidth: int = 0
     pause_before_switchover: bool = False
     link_bandwidth: int = LINK_BANDWIDTH
+    device_in_every_switchover: bool = False  # 10.0: `device` whenever the source stops
 
     def bandwidth(self, postcopy: bool = False) -> float:
         limit = self.max_postcopy_bandwidth if postcopy else self.max_bandwidth
@@ -493,13 +494,21 @@ class Migration:
         if self.knobs.pause_before_switchover:
             self._set_status(t, "pre-switchover")
             return
+        if self.knobs.device_in_every_switchover:
+            self._set_status(t, "device")
         self.done_at = t + self._final_send_time()
 
     def _enter_postcopy(self, t: float) -> None:
         self._dirty_to(t)
         self.stopped_at = t
-        self._set_status(t, "postcopy-active")
-        self._events.append(ModelEvent(t, "stop"))
+        if self.knobs.device_in_every_switchover:
+            # 10.0: the source stops, sends its device state, then post-copy starts.
+            self._events.append(ModelEvent(t, "stop"))
+            self._set_status(t, "device")
+            self._set_status(t, "postcopy-active")
+        else:
+            self._set_status(t, "postcopy-active")
+            self._events.append(ModelEvent(t, "stop"))
         self._sync(t)
         self.downtime_ms = (SWITCH_OVERHEAD + DEVICE_STATE / self.knobs.link_bandwidth) * 1000
         self._events.append(ModelEvent(t + self.downtime_ms / 1000, "dest-resume"))

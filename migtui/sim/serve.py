@@ -31,8 +31,8 @@ async def serve(n_vms: int, dialect: str, runtime_dir: Path, speedup: float = 10
     _raise_fd_limit(4 * n_vms + 256)
     rng = random.Random(seed)
     fleet = SimFleet(Path(runtime_dir), speedup=speedup, seed=seed)
-    if dialect not in ("1.4", "7.2", "mixed"):
-        raise ValueError(f"dialect {dialect!r}: give 1.4, 7.2 or mixed")
+    if dialect not in ("1.4", "7.2", "10.0", "mixed"):
+        raise ValueError(f"dialect {dialect!r}: give 1.4, 7.2, 10.0 or mixed")
     n_pairs = n_vms // 4 if n_vms >= 2 else 0
     names = [f"{ROLES[i % len(ROLES)]}{i // len(ROLES) + 1:02d}" for i in range(n_vms)]
     sources, dests = names[:n_pairs], names[n_vms - n_pairs:]

@@ -53,11 +53,12 @@ class SimVM:
         self.alive = True
         self.migration: Migration | None = None
         self.caps: dict[str, bool] = {cap: False for cap in self.dialect.capabilities}
-        self.params: dict[str, Any] = {k: v for k, (_, v) in dialects.PARAMETERS_72.items()}
+        self.params: dict[str, Any] = {k: v for k, (_, v) in self.dialect.parameters.items()}
         modern = self.dialect.modern
         self.knobs = Knobs(max_bandwidth=128 * 2**20 if modern else 32 << 20,  # MAX_THROTTLE
                            downtime_limit=0.3 if modern else 0.03,  # seed: 30000000 ns
-                           zero_bandwidth_unlimited=modern, seed_expected_downtime=not modern)
+                           zero_bandwidth_unlimited=modern, seed_expected_downtime=not modern,
+                           device_in_every_switchover=self.dialect.device_in_every_switchover)
         self._run_state = "inmigrate" if incoming else "running"
         self.autostart = True
         # Incoming side: the URI listened on, and the source feeding it.
@@ -211,7 +212,7 @@ class SimVM:
         self.guest.dirty_rate = rate
 
     def start_migration(self, uri: str, blk: bool = False) -> None:
-        self.execute("migrate", {"uri": uri, "blk": blk}, record=False)
+        self.execute("migrate", {"uri": uri, **({"blk": True} if blk else {})}, record=False)  # 9.1+ has no blk
 
     def set_capability(self, name: str, state: bool = True) -> None:
         self.execute("migrate-set-capabilities",
@@ -272,8 +273,9 @@ class SimVM:
             self._run_state = "postmigrate"
         if dest is None:
             return
-        if status == "active" and dest.incoming_status == "none":
-            dest._incoming_set("setup", ev.t)
+        if status == "active" and dest.incoming_status in ("none", "setup"):
+            if dest.incoming_status == "none":
+                dest._incoming_set("setup", ev.t)  # 10.0 said so when it began to listen
             dest._incoming_set("active", ev.t)
         elif status == "postcopy-active":
             dest._incoming_set("postcopy-active", ev.t)
@@ -283,7 +285,7 @@ class SimVM:
             self._dest = dest.incoming_source = None
         elif status in ("failed", "cancelled"):
             self._dest = dest.incoming_source = None
-            if dest.incoming_status != "none":
+            if dest.incoming_status not in ("none", "setup"):
                 dest.kill()  # like QEMU: "load of migration failed", the process exits
             elif dest.incoming_uri is not None:
                 self.fleet._listen(dest, dest.incoming_uri)  # never connected: still listening
@@ -463,7 +465,8 @@ class SimVM:
         if not self.dialect.modern:
             return dialects.query_migrate_14(self.migration, now, xbzrle=xbzrle, cache_size=cache)
         if self.migration is not None:
-            return dialects.query_migrate_72(self.migration, now, xbzrle=xbzrle, cache_size=cache)
+            return dialects.query_migrate_72(self.migration, now, xbzrle=xbzrle, cache_size=cache,
+                                             ten=self.dialect.version >= (10, 0, 0))
         info: dict[str, Any] = {}
         if self.incoming_status != "none":
             info["status"] = self.incoming_status
@@ -485,7 +488,7 @@ class SimVM:
             if item["capability"] not in new:
                 raise QMPError(self.dialect.bad_enum("capability", item["capability"]))
             new[item["capability"]] = item["state"]
-        _check_caps(new)
+        _check_caps(new, self.dialect)
         self.caps = new
         self.knobs.xbzrle = new["xbzrle"]
         self.knobs.auto_converge = new.get("auto-converge", False)
@@ -576,13 +579,13 @@ class SimVM:
         raise QMPError(self.dialect.already_negotiated("qmp_capabilities"), "CommandNotFound")
 
     def _cmd_query_qmp_schema(self) -> list[dict[str, Any]]:
-        return dialects.qmp_schema_72()
+        return dialects.qmp_schema_72(self.dialect.commands)
 
     def _cmd_query_migrate_parameters(self) -> dict[str, Any]:
         return dict(self.params)
 
     def _cmd_migrate_set_parameters(self, **kwargs: Any) -> dict[str, Any]:
-        values = dialects.check_parameters_72({k.replace("_", "-"): v for k, v in kwargs.items()})
+        values = dialects.check_parameters_72({k.replace("_", "-"): v for k, v in kwargs.items()}, self.dialect)
         m = self.migration
         if m is not None and m.running:
             self._apply(m.settle(self.fleet.now()))  # new limits apply from now on
@@ -598,7 +601,7 @@ class SimVM:
         k.max_postcopy_bandwidth = p["max-postcopy-bandwidth"]
         return {}
 
-    def _cmd_migrate_incoming(self, uri: str) -> dict[str, Any]:
+    def _cmd_migrate_incoming(self, uri: str, exit_on_error: bool = True) -> dict[str, Any]:
         if self._run_state != "inmigrate":
             raise QMPError("'-incoming' was not specified on the command line")
         if self.incoming_uri is not None:
@@ -608,10 +611,12 @@ class SimVM:
         if self.fleet._listener(uri) is not None:
             raise QMPError("Failed to bind socket: Address already in use")
         self._listen(uri)
+        if self.dialect.version >= (10, 0, 0):
+            self._incoming_set("setup", self.fleet.now())  # 10.0 says setup while it listens
         return {}
 
     def _cmd_migrate_continue(self, state: str) -> dict[str, Any]:
-        if state not in dialects.MIGRATION_STATUSES_72:
+        if state not in self.dialect.statuses:
             raise QMPError(self.dialect.bad_enum("state", state))
         current = self.migration.status if self.migration is not None else "none"
         if current != state:
@@ -670,12 +675,18 @@ def _error(desc: str, cls: str = "GenericError") -> dict[str, Any]:
     return {"error": {"class": cls, "desc": desc}}
 
 
-def _check_caps(caps: dict[str, bool]) -> None:
-    """A few of 7.2's migrate_caps_check() rules (as Debian's 7.2 answers: it takes postcopy-ram with compress)."""
+def _check_caps(caps: dict[str, bool], dialect: Dialect) -> None:
+    """A few of migrate_caps_check()'s rules: 7.2's (as Debian's 7.2 answers: it takes postcopy-ram
+    with compress), and 10.0's, which refuses multifd with xbzrle (8.2) or post-copy (8.1)."""
     if caps.get("postcopy-ram") and caps.get("x-ignore-shared"):
         raise QMPError("Postcopy is not compatible with ignore-shared")
     if caps.get("multifd") and caps.get("compress"):
         raise QMPError("Multifd is not compatible with compress")
+    if dialect.version >= (10, 0, 0):
+        if caps.get("postcopy-ram") and caps.get("multifd"):
+            raise QMPError("Postcopy is not yet compatible with multifd")
+        if caps.get("multifd") and caps.get("xbzrle"):
+            raise QMPError("Multifd is not compatible with xbzrle")
     if caps.get("postcopy-preempt") and not caps.get("postcopy-ram"):
         raise QMPError("Postcopy preempt requires postcopy-ram")
     if caps.get("zero-copy-send") and not caps.get("multifd"):
