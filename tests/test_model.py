@@ -377,3 +377,18 @@ def test_consecutive_passes_share_one_log_line_and_another_record_ends_the_run()
     for number in range(2, 1002):
         migration_pass(54 + number, number)
     assert len(vm.log) == 7 < LOG_RECORDS and vm.log[-1].detail == "passes 2–1001 in 16m39s"  # 999 s
+
+
+def test_qemus_all_zero_reply_after_completion_is_the_same_migration_ending():
+    # QEMU 7.2's first reply after completion has every time at 0: it is the end of the
+    # migration in flight, not a new one starting now (the start time stays, the end is now).
+    tracker = MigrationTracker()
+    ram = {"transferred": 100, "remaining": 50, "total": 150}
+    tracker.add(parse_query_migrate({"status": "active", "total-time": 5000, "ram": ram}, 1005.0))
+    started = tracker.started_at
+    assert started == pytest.approx(1000.0)
+    d = tracker.add(parse_query_migrate({"status": "completed", "total-time": 0, "downtime": 0, "setup-time": 0,
+                                         "ram": {"transferred": 150, "remaining": 0, "total": 150}}, 1007.0))
+    assert tracker.started_at == started
+    assert d.elapsed_s == pytest.approx(7.0)
+    assert tracker.history.last().time == pytest.approx(1007.0)

@@ -77,6 +77,8 @@ class MigrationTracker:
             return False
         if prev.finished and not cur.finished:
             return False  # a new migration started after the last one ended
+        if prev.in_flight and cur.finished:
+            return True  # its end, whatever the counters say (7.2's first reply after it has all times 0)
         for section, key in ((None, "total-time"), ("ram", "transferred")):
             a, b = prev.get(section, key), cur.get(section, key)
             if a is not None and b is not None and b < a:
@@ -88,6 +90,9 @@ class MigrationTracker:
         if prev is None:
             self.advice_taken = None
         total_time = sample.get(None, "total-time")
+        zero_end = prev is not None and prev.in_flight and sample.finished and total_time == 0
+        if zero_end:
+            total_time = None  # QEMU 7.2's first reply after the end: every time at zero, not the end time
         if prev is None or self._anchor is None:
             self._anchor = None if total_time is None else sample.time - total_time / 1000
         when = sample.time if self._anchor is None or total_time is None else self._anchor + total_time / 1000
@@ -129,7 +134,8 @@ class MigrationTracker:
             progress_note=note,
             throughput_bps=throughput,
             dirty_bytes_per_s=dirty,
-            elapsed_s=None if total_time is None else total_time / 1000,
+            elapsed_s=(total_time / 1000 if total_time is not None
+                       else when - self._anchor if zero_end and self._anchor is not None else None),
             eta_s=eta,
             remaining_bytes=remaining,
             passes=passes,
