@@ -713,7 +713,11 @@ def test_a_prior_narrows_the_band_at_50_percent():
         real50 = again.finish - again.t50
         low, high = again.band50
         assert low <= real50 <= high, (sc.name, again)
-        assert high - low < none.band50[1] - none.band50[0], sc.name
+        if none.band50[1] is None:
+            # With nothing known the pessimistic end never converges: an open band. The prior closes it.
+            assert high is not None, sc.name
+        else:
+            assert high - low < none.band50[1] - none.band50[0], sc.name
 
 
 def test_print_scenario_table(capsys):
