@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, TextIO
 
 from migtui.lab.guest import MIN_GUEST_MEM, build_dirty_guest, guest_image
+from migtui.lab.linux_guest import KVM_FALLBACK_NOTE, KVM_PROBE_SECONDS, LinuxGuest, kvm_runs_kernel
 from migtui.lab.qemu import (
     QEMU_MISSING_MESSAGE,
     Accel,
@@ -33,6 +34,8 @@ QEMU_IMG_MISSING_MESSAGE = (
     "qemu-img not found: install Debian/Ubuntu package qemu-utils, or Fedora qemu-img"
 )
 DEFAULT_DISK_SIZE = "64M"
+LINUX_MIN_MEM = 512 * 2**20  # the image (~220 MiB) unpacks into a tmpfs capped at half the RAM
+LINUX_READY_TIMEOUT = 240.0  # a TCG boot of the Linux guest takes ~20 s idle, far more on a busy host
 GUEST_IMAGE_NAME = "dirty-guest.bin"
 
 _MEM_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
@@ -65,6 +68,10 @@ class Lab:
     ``page_delay`` and ``icount_shift`` make a paced guest (see
     :func:`migtui.lab.guest.guest_image` and :class:`QemuVM`): every VM of the
     lab then runs TCG under the same ``-icount``.
+
+    ``linux`` boots a built Linux guest (:mod:`migtui.lab.linux_guest`) instead of the tiny
+    one. With ``accel="auto"`` the lab then first checks that KVM really runs its kernel, and
+    says in :attr:`accel_note` when it fell back to TCG.
     """
 
     def __init__(
@@ -78,9 +85,14 @@ class Lab:
         ready_timeout: float = 30.0,
         page_delay: int = 0,
         icount_shift: int | None = None,
+        linux: LinuxGuest | None = None,
     ) -> None:
         if pairs < 0:
             raise ValueError("pairs must be >= 0")
+        if linux is not None and parse_mem(mem) < LINUX_MIN_MEM:
+            raise ValueError(f"the Linux lab guest needs at least {LINUX_MIN_MEM >> 20}M of RAM, got {mem}")
+        if linux is not None and (page_delay or icount_shift is not None):
+            raise ValueError("page_delay and icount_shift pace the tiny guest, not the Linux one")
         if parse_mem(mem) < MIN_GUEST_MEM:
             raise ValueError(f"the lab guest needs at least 128M of RAM, got {mem}")
         if accel not in ("auto", "kvm", "tcg"):
@@ -92,7 +104,9 @@ class Lab:
         self.mem = mem
         self.disk = disk
         self.disk_size = disk_size
-        self.ready_timeout = ready_timeout
+        self.linux = linux
+        self.ready_timeout = max(ready_timeout, LINUX_READY_TIMEOUT) if linux is not None else ready_timeout
+        self.accel_note: str | None = None  # why the lab did not use what was asked, if so
         self.page_delay = page_delay
         self.icount_shift = icount_shift
         self._accel_request = accel
@@ -154,7 +168,14 @@ class Lab:
         )
         atexit.register(self._cleanup_sync)
         try:
-            self._kernel = build_dirty_guest(self._dir / GUEST_IMAGE_NAME, self.page_delay)
+            if self.linux is None:
+                self._kernel = build_dirty_guest(self._dir / GUEST_IMAGE_NAME, self.page_delay)
+            else:
+                self._kernel = self.linux.kernel
+                if self.accel == "kvm" and self._accel_request == "auto" and not await kvm_runs_kernel(
+                        self._qemu, self._kernel, self._dir):
+                    self.accel = "tcg"
+                    self.accel_note = KVM_FALLBACK_NOTE.format(s=KVM_PROBE_SECONDS)
             names = [(f"src{i}", False) for i in range(1, self.pairs + 1)]
             names += [(f"dst{i}", True) for i in range(1, self.pairs + 1)]
             await asyncio.gather(
@@ -185,11 +206,19 @@ class Lab:
             disk=disk_path,
             qemu=self._qemu,
             icount_shift=self.icount_shift,  # both ends alike: the icount state migrates
+            **self._linux_boot(),
         )
         self.vms.append(vm)  # before start, so stop() reaps it whatever happens
         await vm.start()
         await vm.wait_ready(self.ready_timeout)
         return vm
+
+    def _linux_boot(self) -> dict[str, Any]:
+        if self.linux is None:
+            return {}
+        from migtui.lab.linux_guest import READY_MARKER
+
+        return {"initrd": self.linux.initrd, "append": self.linux.append, "ready_marker": READY_MARKER}
 
     async def _create_disk(self, name: str) -> Path:
         qemu_img = shutil.which("qemu-img")
@@ -277,6 +306,7 @@ async def run_lab_no_ui(
     accel: Literal["auto", "kvm", "tcg"] = "auto",
     out: TextIO | None = None,
     main: Callable[[Lab], Awaitable[int]] | None = None,
+    linux: LinuxGuest | None = None,
 ) -> int:
     """Run a lab until SIGINT/SIGTERM/SIGHUP, printing one line per VM.
 
@@ -285,7 +315,7 @@ async def run_lab_no_ui(
     could not start (the reason goes to stderr).
     """
     out = out if out is not None else sys.stdout
-    lab = Lab(pairs=pairs, mem=mem, disk=disk, accel=accel)  # may raise ValueError
+    lab = Lab(pairs=pairs, mem=mem, disk=disk, accel=accel, linux=linux)  # may raise ValueError
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -310,6 +340,10 @@ async def run_lab_no_ui(
             print(f"migtui lab: {e}", file=sys.stderr)
             return 1
 
+        if lab.accel_note:
+            print(f"migtui lab: {lab.accel_note}", file=out)
+        if linux is not None:
+            print(f"migtui lab: Linux guest, workload {linux.workload.name}: {linux.workload.what}", file=out)
         print(
             f"migtui lab: {len(lab.vms)} VMs ({lab.accel}) in {lab.runtime_dir}; "
             "stop with Ctrl-C",
