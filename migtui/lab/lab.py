@@ -16,7 +16,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, TextIO
 
 from migtui.lab.guest import MIN_GUEST_MEM, build_dirty_guest, guest_image
-from migtui.lab.linux_guest import KVM_FALLBACK_NOTE, KVM_PROBE_SECONDS, LinuxGuest, kvm_runs_kernel
 from migtui.lab.qemu import (
     QEMU_MISSING_MESSAGE,
     Accel,
@@ -29,6 +28,8 @@ from migtui.lab.qemu import (
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
+
+    from migtui.lab.linux_guest import LinuxGuest
 
 QEMU_IMG_MISSING_MESSAGE = (
     "qemu-img not found: install Debian/Ubuntu package qemu-utils, or Fedora qemu-img"
@@ -171,6 +172,9 @@ class Lab:
             if self.linux is None:
                 self._kernel = build_dirty_guest(self._dir / GUEST_IMAGE_NAME, self.page_delay)
             else:
+                # Imported here: `python3 -m migtui.lab.linux_guest` must find it not yet loaded.
+                from migtui.lab.linux_guest import KVM_FALLBACK_NOTE, KVM_PROBE_SECONDS, kvm_runs_kernel
+
                 self._kernel = self.linux.kernel
                 if self.accel == "kvm" and self._accel_request == "auto" and not await kvm_runs_kernel(
                         self._qemu, self._kernel, self._dir):
