@@ -102,12 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lab", help="start a local lab of real QEMU VMs and open the console")
     p.add_argument("--pairs", default="1", metavar="N", help="source/destination pairs (default 1)")
-    p.add_argument("--mem", default="128M", metavar="SIZE", help="guest RAM (default 128M, at least 128M)")
+    p.add_argument("--mem", metavar="SIZE", help="guest RAM (default 128M, at least 128M; with --guest linux 1G)")
     p.add_argument("--disk", action="store_true", help="give both sides qcow2 disks for block migration")
     p.add_argument("--no-ui", action="store_true", help="print the endpoints and wait for Ctrl-C")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto", help="default: kvm when usable")
     p.add_argument("--qemu", metavar="PATH", help="the QEMU binary (or a script running one) every VM runs "
                    "(default: $MIGTUI_QEMU, else qemu-system-x86_64 on PATH)")
+    p.add_argument("--guest", choices=("tiny", "linux"), default="tiny",
+                   help="tiny: a 200-byte guest dirtying 98 MiB (default); linux: Debian with a real workload, "
+                        "built once (as root) and cached")
+    p.add_argument("--workload", choices=("pgbench", "pgbench-heavy", "build"),
+                   help="with --guest linux: pgbench (2 clients, default), pgbench-heavy (16) or build (gcc, make -j2)")
     p.add_argument("--sim", action="store_true", help="a simulated fleet instead (also when QEMU is missing)")
     p.add_argument("--vms", default="12", metavar="N", help="with --sim: how many VMs (default 12)")
     p.add_argument("--dialect", choices=("1.4", "7.2", "10.0", "mixed"), default="mixed",
@@ -599,9 +604,22 @@ async def cmd_lab(args: argparse.Namespace) -> int:
     if args.metrics is not None and args.no_ui:
         raise UsageError("--metrics serves the console's VMs; with --no-ui, run migtui exporter on the "
                          "endpoints it prints")
-    mem = parse_size(args.mem, "--mem")
-    if mem < 128 * 2**20:
-        raise UsageError("--mem: the lab guest dirties up to 100 MiB; give at least 128M")
+    linux = args.guest == "linux"
+    if args.workload and not linux:
+        raise UsageError("--workload needs --guest linux")
+    if linux and args.sim:
+        raise UsageError("--guest linux boots real QEMU; --sim is the simulated fleet: give one of them")
+    if linux:
+        from migtui.lab.lab import LINUX_MIN_MEM
+        from migtui.lab.linux_guest import GUEST_MEM
+
+        mem = parse_size(args.mem or GUEST_MEM, "--mem")
+        if mem < LINUX_MIN_MEM:
+            raise UsageError(f"--mem: the Linux lab guest needs at least {LINUX_MIN_MEM >> 20}M")
+    else:
+        mem = parse_size(args.mem or "128M", "--mem")
+        if mem < 128 * 2**20:
+            raise UsageError("--mem: the lab guest dirties up to 100 MiB; give at least 128M")
     qemu, what = (args.qemu, "--qemu") if args.qemu else (os.environ.get(QEMU_ENV) or None, QEMU_ENV)
     if args.sim and args.qemu:
         raise UsageError("--qemu runs real QEMU VMs and --sim simulated ones: give one of them")
@@ -614,6 +632,9 @@ async def cmd_lab(args: argparse.Namespace) -> int:
             await qemu_version(qemu, what)
         except QemuError as err:
             raise UsageError(str(err)) from None
+    elif linux and find_qemu() is None:
+        print(f"migtui lab: {QEMU_MISSING_MESSAGE}", file=sys.stderr)
+        return 1
     elif not args.sim and find_qemu() is None:
         print(f"migtui: {QEMU_MISSING_MESSAGE}; starting the simulated lab instead", file=sys.stderr)
         args.sim = True
@@ -621,6 +642,15 @@ async def cmd_lab(args: argparse.Namespace) -> int:
         return await run_sim_lab(args)
     from migtui.lab.lab import run_lab_no_ui
 
+    guest = None
+    if linux:
+        from migtui.lab.linux_guest import GuestBuildError, ensure_guest
+
+        try:
+            guest = ensure_guest(args.workload or "pgbench", out=sys.stderr)  # minutes, the first time
+        except GuestBuildError as e:
+            print(f"migtui lab: {e}", file=sys.stderr)
+            return 1
     finished = []
 
     async def console(lab) -> int:
@@ -631,7 +661,7 @@ async def cmd_lab(args: argparse.Namespace) -> int:
 
     main = None if args.no_ui else console
     code = await run_lab_no_ui(pairs, f"{mem // 2**20}M", args.disk, accel=args.accel, main=main,
-                               out=sys.stderr if main else None, qemu=qemu)
+                               out=sys.stderr if main else None, qemu=qemu, linux=guest)
     if main is not None and not finished:
         _exit_now(code)
     return code

@@ -32,10 +32,14 @@ from migtui.lab.qemu import (
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
 
+    from migtui.lab.linux_guest import LinuxGuest
+
 QEMU_IMG_MISSING_MESSAGE = (
     "qemu-img not found: install Debian/Ubuntu package qemu-utils, or Fedora qemu-img"
 )
 DEFAULT_DISK_SIZE = "64M"
+LINUX_MIN_MEM = 512 * 2**20  # the image (~220 MiB) unpacks into a tmpfs capped at half the RAM
+LINUX_READY_TIMEOUT = 240.0  # a TCG boot of the Linux guest takes ~20 s idle, far more on a busy host
 GUEST_IMAGE_NAME = "dirty-guest.bin"
 
 _MEM_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
@@ -71,6 +75,10 @@ class Lab:
 
     ``qemu`` is the binary every VM runs (a path, or a name on PATH); without it,
     $MIGTUI_QEMU, else qemu-system-x86_64 on PATH.
+
+    ``linux`` boots a built Linux guest (:mod:`migtui.lab.linux_guest`) instead of the tiny
+    one. With ``accel="auto"`` the lab then first checks that KVM really runs its kernel, and
+    says in :attr:`accel_note` when it fell back to TCG.
     """
 
     def __init__(
@@ -85,9 +93,14 @@ class Lab:
         page_delay: int = 0,
         icount_shift: int | None = None,
         qemu: str | None = None,
+        linux: LinuxGuest | None = None,
     ) -> None:
         if pairs < 0:
             raise ValueError("pairs must be >= 0")
+        if linux is not None and parse_mem(mem) < LINUX_MIN_MEM:
+            raise ValueError(f"the Linux lab guest needs at least {LINUX_MIN_MEM >> 20}M of RAM, got {mem}")
+        if linux is not None and (page_delay or icount_shift is not None):
+            raise ValueError("page_delay and icount_shift pace the tiny guest, not the Linux one")
         if parse_mem(mem) < MIN_GUEST_MEM:
             raise ValueError(f"the lab guest needs at least 128M of RAM, got {mem}")
         if accel not in ("auto", "kvm", "tcg"):
@@ -99,7 +112,9 @@ class Lab:
         self.mem = mem
         self.disk = disk
         self.disk_size = disk_size
-        self.ready_timeout = ready_timeout
+        self.linux = linux
+        self.ready_timeout = max(ready_timeout, LINUX_READY_TIMEOUT) if linux is not None else ready_timeout
+        self.accel_note: str | None = None  # why the lab did not use what was asked, if so
         self.page_delay = page_delay
         self.icount_shift = icount_shift
         self._accel_request = accel
@@ -167,7 +182,17 @@ class Lab:
         )
         atexit.register(self._cleanup_sync)
         try:
-            self._kernel = build_dirty_guest(self._dir / GUEST_IMAGE_NAME, self.page_delay)
+            if self.linux is None:
+                self._kernel = build_dirty_guest(self._dir / GUEST_IMAGE_NAME, self.page_delay)
+            else:
+                # Imported here: `python3 -m migtui.lab.linux_guest` must find it not yet loaded.
+                from migtui.lab.linux_guest import KVM_FALLBACK_NOTE, KVM_PROBE_SECONDS, kvm_runs_kernel
+
+                self._kernel = self.linux.kernel
+                if self.accel == "kvm" and self._accel_request == "auto" and not await kvm_runs_kernel(
+                        self._qemu, self._kernel, self._dir):
+                    self.accel = "tcg"
+                    self.accel_note = KVM_FALLBACK_NOTE.format(s=KVM_PROBE_SECONDS)
             names = [(f"src{i}", False) for i in range(1, self.pairs + 1)]
             names += [(f"dst{i}", True) for i in range(1, self.pairs + 1)]
             await asyncio.gather(
@@ -207,11 +232,19 @@ class Lab:
             qemu=qemu or self._qemu,
             icount_shift=self.icount_shift,  # both ends alike: the icount state migrates
             machine=machine,
+            **self._linux_boot(),
         )
         self.vms.append(vm)  # before start, so stop() reaps it whatever happens
         await vm.start()
         await vm.wait_ready(self.ready_timeout)
         return vm
+
+    def _linux_boot(self) -> dict[str, Any]:
+        if self.linux is None:
+            return {}
+        from migtui.lab.linux_guest import READY_MARKER
+
+        return {"initrd": self.linux.initrd, "append": self.linux.append, "ready_marker": READY_MARKER}
 
     async def _create_disk(self, name: str) -> Path:
         qemu_img = shutil.which("qemu-img")
@@ -300,6 +333,7 @@ async def run_lab_no_ui(
     out: TextIO | None = None,
     main: Callable[[Lab], Awaitable[int]] | None = None,
     qemu: str | None = None,
+    linux: LinuxGuest | None = None,
 ) -> int:
     """Run a lab until SIGINT/SIGTERM/SIGHUP, printing one line per VM.
 
@@ -308,7 +342,7 @@ async def run_lab_no_ui(
     could not start (the reason goes to stderr).
     """
     out = out if out is not None else sys.stdout
-    lab = Lab(pairs=pairs, mem=mem, disk=disk, accel=accel, qemu=qemu)  # may raise ValueError
+    lab = Lab(pairs=pairs, mem=mem, disk=disk, accel=accel, qemu=qemu, linux=linux)  # may raise ValueError
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -333,6 +367,10 @@ async def run_lab_no_ui(
             print(f"migtui lab: {e}", file=sys.stderr)
             return 1
 
+        if lab.accel_note:
+            print(f"migtui lab: {lab.accel_note}", file=out)
+        if linux is not None:
+            print(f"migtui lab: Linux guest, workload {linux.workload.name}: {linux.workload.what}", file=out)
         print(
             f"migtui lab: {len(lab.vms)} VMs ({lab.accel}, QEMU {lab.qemu_version}) in {lab.runtime_dir}; "
             "stop with Ctrl-C",

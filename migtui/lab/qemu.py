@@ -138,6 +138,9 @@ class QemuVM:
     to the host's clock (without it TCG runs the count as fast as it can, several
     times real time), so a paced guest's dirty rate is set by its code, not by the
     host. A migration's destination needs the same shift.
+
+    ``initrd`` and ``append`` boot a Linux kernel (``-initrd``, ``-append``); ``ready_marker`` is
+    what the guest prints on its serial console once it runs (see :meth:`wait_ready`).
     """
 
     def __init__(
@@ -152,6 +155,9 @@ class QemuVM:
         qemu: str | None = None,
         icount_shift: int | None = None,
         machine: str = "pc",
+        initrd: Path | None = None,
+        append: str | None = None,
+        ready_marker: bytes = READY_MARKER,
     ) -> None:
         if not name or "/" in name or "," in name:
             raise ValueError(f"bad VM name: {name!r}")
@@ -170,6 +176,9 @@ class QemuVM:
         # A destination on a newer QEMU takes the source's machine type (pc-i440fx-7.2):
         # its own "pc" is a newer machine that the source's state does not load into.
         self.machine = machine
+        self.initrd = Path(initrd) if initrd is not None else None
+        self.append = append
+        self.ready_marker = ready_marker
         self._qemu = qemu
         self._proc: asyncio.subprocess.Process | None = None
         for sock in (self.qmp_path, self.tools_qmp_path):
@@ -236,6 +245,10 @@ class QemuVM:
             "-no-user-config",
             "-display", "none",
             "-kernel", str(self.kernel),
+            *(["-initrd", str(self.initrd)] if self.initrd is not None else []),
+            # A Linux guest that panics (say, an image too big for its RAM) should exit, not
+            # reboot for ever: the lab then says so at once rather than after its timeout.
+            *(["-append", self.append, "-no-reboot"] if self.append is not None else []),
             "-pidfile", str(self.pidfile_path),
             "-chardev", f"file,id=serial0,path={_opt_escape(self.serial_path)}",
             "-serial", "chardev:serial0",
@@ -286,7 +299,7 @@ class QemuVM:
         if self.incoming:
             return True  # an incoming VM runs no guest code until migrated
         try:
-            return READY_MARKER in self.serial_path.read_bytes()
+            return self.ready_marker in self.serial_path.read_bytes()
         except FileNotFoundError:
             return False
 
