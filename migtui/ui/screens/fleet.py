@@ -43,7 +43,9 @@ _CATEGORY_ORDER = ("migrating", "post-copy", "incoming", "unresponsive", "failed
 class FleetScreen(VMActions, Screen):
     BINDINGS = [
         Binding("enter", "open_dashboard", "Dashboard", id="dashboard"),
-        Binding("slash", "filter", "Filter", id="filter"),
+        # Priority: handled as the app reads it, so keys typed right after it in the same burst (a
+        # browser or a paste delivers "/web" in one read) are routed to the box, not the table.
+        Binding("slash", "filter", "Filter", id="filter", priority=True),
         Binding("o", "sort", "Sort", id="sort"),
         Binding("escape", "clear_filter", "Back", show=False, id="back"),
         *VMActions.ACTION_BINDINGS,
@@ -170,9 +172,12 @@ class FleetScreen(VMActions, Screen):
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
+        if self.focused is box:
+            box.insert_text_at_cursor("/")  # a `/` typed in the box is part of the filter (unix:/run/...)
+            return
         box.display = True
         box.value = self.filter_text
-        box.focus()
+        self.set_focus(box)  # at once, not through the message queue, for the keys right behind
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
