@@ -850,7 +850,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     from migtui.ui.demo import run_demo
 
     return await run_demo(real=args.real, auto=args.auto, theme=args.theme, read_only=read_only, speed=speed,
-                          options=_options(args))
+                          config=args.config, options=_options(args))
 
 
 async def run_sim_lab(args: argparse.Namespace) -> int:
