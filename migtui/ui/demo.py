@@ -22,6 +22,7 @@ import signal
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -270,7 +271,13 @@ class Director:
             return  # not yet worked out
         self._offered = True
         screen.query_one("#advice").highlighted = index
-        screen.action_apply_advice()
+        # Read-only takes the audience's keys (migtui serve --public); the story still steers its own VMs.
+        app, read_only = self.app, self.app.read_only
+        app.read_only = False
+        try:
+            screen.action_apply_advice()
+        finally:
+            app.read_only = read_only
         top = self.app.screen_stack[-1]
         self.dialog = top if isinstance(top, ConfirmDialog) else None
         self._dialog_at = time.monotonic()
@@ -278,7 +285,14 @@ class Director:
     def _answer_yes(self) -> None:
         if self.dialog is not None and self.app.screen is self.dialog:
             self.dialog.action_answer(True)
-        self.dialog = None
+
+    @property
+    def confirming(self) -> bool:
+        """The advice's confirmation is up, or was answered yes and its command is on its way."""
+        if self.dialog is None:
+            return False
+        sending = any(w.group == f"action-{self.world.star}" and w.is_running for w in self.app.workers)
+        return self.app.screen is self.dialog or sending
 
     # ---- the clock ----------------------------------------------------------------------
 
@@ -287,8 +301,8 @@ class Director:
             return True
         session = self.star
         vm = session.vm if session is not None else None
-        if step.ready == "shown":
-            met = True
+        if step.ready == "connected":
+            met = all(s.connected and s.vm.sample is not None for s in self.app.fleet)
         elif vm is None:
             met = False
         elif step.ready == "not-converging":
@@ -332,7 +346,7 @@ class Director:
 
     def caption_text(self, step: Step, ready: bool) -> str:
         in_flight = sum(1 for s in self.app.fleet if status_category(s.vm) in ("migrating", "post-copy"))
-        confirming = step.confirming and self.dialog is not None and self.app.screen is self.dialog
+        confirming = step.confirming and self.confirming
         text = step.caption if ready else step.confirming if confirming else step.waiting
         text = text.format(star=self.world.star, in_flight=in_flight or "a few")
         if self.finished:
@@ -363,6 +377,7 @@ class DemoApp(MigtuiApp):
 
     def __init__(self, world, *, auto: bool = False, speed: float = 1.0, **kwargs: Any) -> None:
         self.world = world
+        self._captioned: weakref.WeakSet[Screen] = weakref.WeakSet()  # screens that have their caption
         super().__init__(**kwargs)
         self.director = Director(self, auto=auto, speed=speed)
 
@@ -381,8 +396,15 @@ class DemoApp(MigtuiApp):
             message = message.split("\nrecorded in ", 1)[0]  # a demo's recordings go with it
         super().notify(message, title=title, **kwargs)
 
+    def push_screen(self, screen: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(screen, Screen) and not screen.is_mounted and screen not in self._captioned:
+            self._captioned.add(screen)
+            screen.compose_add_child(Caption())  # composed with it: no frame without the caption
+        return super().push_screen(screen, *args, **kwargs)
+
     def _caption_on(self, screen: Screen) -> None:
-        if not screen.query(Caption):
+        if screen not in self._captioned:  # a screen pushed by name, or the default one
+            self._captioned.add(screen)
             screen.mount(Caption())
         self.director.tick()
 

@@ -22,7 +22,7 @@ CAPTION_WIDTH = 64  # the longest caption, so that "5/5 " and "▶ auto" fit bes
 class Step:
     key: str
     view: str  # "fleet", "dashboard", "advice" (the dashboard and the advice's confirmation) or "replay"
-    ready: str  # "shown", "not-converging", "advice-applied", "completed" or "replay-end"
+    ready: str  # "connected", "not-converging", "advice-applied", "completed" or "replay-end"
     caption: str  # once ready
     waiting: str  # until then
     dwell: float  # seconds on screen once ready, when the story plays itself
@@ -30,7 +30,7 @@ class Step:
 
 
 STORY: tuple[Step, ...] = (
-    Step("fleet", "fleet", "shown",
+    Step("fleet", "fleet", "connected",
          "A fleet: {in_flight} live migrations in flight, each judged as it runs",
          "A fleet: the console connects to every VM's QMP monitor", 7.0),
     Step("stuck", "dashboard", "not-converging",
