@@ -18,7 +18,7 @@ from migtui.ui.dialogs import ConfirmDialog
 from migtui.ui.replay import ReplayDashboard
 from migtui.ui.screens.dashboard import DashboardScreen
 from migtui.ui.screens.fleet import FleetScreen
-from migtui.ui.story import CAPTION_WIDTH, STORY
+from migtui.ui.story import ADVICE_KIND, CAPTION_WIDTH, STORY
 from migtui.ui.widgets.caption import Caption
 
 SIZE = (80, 24)  # a projector's console
@@ -76,6 +76,7 @@ async def test_auto_tells_the_whole_story_in_order_and_ends_on_the_replay(world,
         assert any(confirming in line for line in seen), seen
         vm = app.fleet.get(star).vm
         assert vm.tracker.advice_taken is not None and vm.migration_status == "completed"
+        assert vm.tracker.advice_taken.kind == ADVICE_KIND == "bandwidth"  # the same story every time
         # It ends on the post-mortem: the replay of that migration, played to its end.
         assert isinstance(app.screen, ReplayDashboard) and director.playback.at_end
         assert director.playback.recording.name == star

@@ -42,8 +42,8 @@ from migtui.ui.guard import keep_running
 from migtui.ui.replay import Playback, ReplayDashboard
 from migtui.ui.screens.dashboard import DashboardScreen
 from migtui.ui.screens.fleet import FleetScreen
-from migtui.ui.story import (CONFIRM_HOLD, REPLAY_SPEED, SIM_FLEET, SIM_SEED, SIM_SPEEDUP, STORY, SimVMSpec,
-                             Step)
+from migtui.ui.story import (ADVICE_KIND, CONFIRM_HOLD, REPLAY_SPEED, SIM_FLEET, SIM_SEED, SIM_SPEEDUP, STORY,
+                             SimVMSpec, Step)
 from migtui.ui.widgets.caption import Caption
 
 __all__ = ["DemoApp", "Director", "SimWorld", "LabWorld", "make_app", "run_demo", "DEMO_THEME"]
@@ -266,7 +266,8 @@ class Director:
         if self._offered or type(screen) is not DashboardScreen or screen.key != self.world.star:
             return
         advice = getattr(screen, "_advice", [])
-        index = next((i for i, a in enumerate(advice) if a.command is not None), None)
+        now = [i for i, a in enumerate(advice) if a.command is not None]
+        index = next((i for i in now if advice[i].kind == ADVICE_KIND), now[0] if now else None)
         if index is None:
             return  # not yet worked out
         self._offered = True

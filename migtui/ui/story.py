@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["Step", "STORY", "SimVMSpec", "SIM_FLEET", "SIM_SEED", "SIM_SPEEDUP", "REPLAY_SPEED",
-           "CONFIRM_HOLD", "CAPTION_WIDTH"]
+           "CONFIRM_HOLD", "CAPTION_WIDTH", "ADVICE_KIND"]
 
 CAPTION_WIDTH = 64  # the longest caption, so that "5/5 " and "▶ auto" fit beside it at 80 columns
 
@@ -81,3 +81,6 @@ SIM_SEED = 16
 SIM_SPEEDUP = 2.0  # simulated seconds per second: a story of about a minute
 REPLAY_SPEED = 4.0  # the post-mortem plays this much faster than it happened
 CONFIRM_HOLD = 4.0  # seconds the advice's confirmation stays up before the story says yes
+# The advice the story applies, when the list has it: the console samples in real time, so the order
+# of two pieces that both work (bandwidth, downtime limit) can differ between tellings; the story does not.
+ADVICE_KIND = "bandwidth"
