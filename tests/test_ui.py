@@ -150,6 +150,11 @@ async def test_keys_typed_in_one_burst_after_slash_reach_the_filter_not_the_tabl
         assert rows(app) == ["web-03"]
         await pilot.press("slash")  # in the box, a slash is text (endpoints have them)
         assert app.screen.query_one("#filter", Input).value == "web/"
+        await pilot.press("backspace")
+        for key in ("enter", "enter"):  # keep the filter, then open the one VM shown, in one burst
+            app.post_message(events.Key(key, "\r"))
+        await pilot.pause()
+        assert isinstance(app.screen, DashboardScreen) and app.screen.key == "web-03"
 
 
 async def test_sort_cycles_columns():

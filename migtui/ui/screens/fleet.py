@@ -6,6 +6,7 @@ from collections import Counter
 
 from textual import on
 from textual.app import ComposeResult
+from textual.actions import SkipAction
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Input, Static
@@ -46,6 +47,8 @@ class FleetScreen(VMActions, Screen):
         # Priority: handled as the app reads it, so keys typed right after it in the same burst (a
         # browser or a paste delivers "/web" in one read) are routed to the box, not the table.
         Binding("slash", "filter", "Filter", id="filter", priority=True),
+        # Likewise Enter in the box: the Enter right behind it (open the dashboard) goes to the table.
+        Binding("enter", "keep_filter", show=False, priority=True),
         Binding("o", "sort", "Sort", id="sort"),
         Binding("escape", "clear_filter", "Back", show=False, id="back"),
         *VMActions.ACTION_BINDINGS,
@@ -184,11 +187,20 @@ class FleetScreen(VMActions, Screen):
         self.filter_text = event.value.strip()
         self.rebuild()
 
+    def action_keep_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        if self.focused is not box:
+            raise SkipAction()  # an Enter for the table
+        self._keep_filter(box)
+
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
-        self.table.focus()
+        self._keep_filter(event.input)
+
+    def _keep_filter(self, box: Input) -> None:
+        self.set_focus(self.table)
         if not self.filter_text:
-            event.input.display = False
+            box.display = False
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#filter", Input)
