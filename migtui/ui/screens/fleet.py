@@ -6,7 +6,6 @@ from collections import Counter
 
 from textual import on
 from textual.app import ComposeResult
-from textual.actions import SkipAction
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Input, Static
@@ -41,14 +40,24 @@ _CATEGORY_ORDER = ("migrating", "post-copy", "incoming", "unresponsive", "failed
                    "completed", "waiting", "idle", "connecting")
 
 
+class FilterInput(Input):
+    """The filter box. Its Enter is handled as the app reads it (a priority binding, live only while
+    the box has the focus), so an Enter right behind it in the same burst (a browser, a paste)
+    reaches the table and opens the dashboard."""
+
+    BINDINGS = [Binding("enter", "keep", show=False, priority=True)]
+
+    def action_keep(self) -> None:
+        self.post_message(self.Submitted(self, self.value))
+        self.screen.set_focus(self.screen.query_one("#fleet"))
+
+
 class FleetScreen(VMActions, Screen):
     BINDINGS = [
         Binding("enter", "open_dashboard", "Dashboard", id="dashboard"),
         # Priority: handled as the app reads it, so keys typed right after it in the same burst (a
         # browser or a paste delivers "/web" in one read) are routed to the box, not the table.
         Binding("slash", "filter", "Filter", id="filter", priority=True),
-        # Likewise Enter in the box: the Enter right behind it (open the dashboard) goes to the table.
-        Binding("enter", "keep_filter", show=False, priority=True),
         Binding("o", "sort", "Sort", id="sort"),
         Binding("escape", "clear_filter", "Back", show=False, id="back"),
         *VMActions.ACTION_BINDINGS,
@@ -64,7 +73,8 @@ class FleetScreen(VMActions, Screen):
     def compose(self) -> ComposeResult:
         yield Static(id="fleet-header")
         yield FleetTable(FLEET_COLUMNS, self.row, on_error=self._row_error, id="fleet")
-        yield Input(placeholder="filter: name, endpoint, status or verdict (Enter keeps it, Esc clears)", id="filter")
+        yield FilterInput(placeholder="filter: name, endpoint, status or verdict (Enter keeps it, Esc clears)",
+                          id="filter")
         yield MigtuiFooter()
 
     def on_mount(self) -> None:
@@ -186,12 +196,6 @@ class FleetScreen(VMActions, Screen):
     def _filter_changed(self, event: Input.Changed) -> None:
         self.filter_text = event.value.strip()
         self.rebuild()
-
-    def action_keep_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        if self.focused is not box:
-            raise SkipAction()  # an Enter for the table
-        self._keep_filter(box)
 
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
