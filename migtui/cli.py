@@ -1,4 +1,4 @@
-"""The command line: `migtui status|watch|migrate|cancel|set|caps|postcopy|lab|replay|export|exporter`.
+"""The command line: `migtui status|watch|migrate|cancel|set|caps|postcopy|lab|replay|export|exporter|serve|demo`.
 
 Scripts rely on these names and on the exit codes: 0 done, 1 a migration
 failed or was cancelled (`--wait`), 2 bad arguments or an unreachable target,
@@ -19,8 +19,9 @@ from typing import Any, NoReturn, Sequence
 from migtui import __version__
 
 SUBCOMMANDS = ("status", "watch", "migrate", "cancel", "set", "caps", "postcopy", "lab", "replay", "export",
-               "exporter")
+               "exporter", "serve", "demo")
 EXPORTER_LISTEN = "127.0.0.1:9720"  # `migtui exporter`'s default: loopback
+SERVABLE = ("lab", "demo", "replay")  # the subcommands that open a console, which `serve` can serve
 
 
 class UsageError(Exception):
@@ -138,6 +139,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("exporter", help="no console: a Prometheus exposition of these VMs' migrations")
     add_metrics_option(p, default=EXPORTER_LISTEN)
     targets(p)
+
+    # Parsed by build_serve_parser (its console arguments are migtui's own); listed here for --help.
+    sub.add_parser("serve", help="the console in a browser, one per visit (see: migtui serve --help)", add_help=False)
+
+    p = sub.add_parser("demo", help="the story of a stuck migration, for presenters (simulated unless --real)")
+    p.add_argument("--auto", action="store_true", help="play it without a key pressed, at a projector's pace")
+    p.add_argument("--real", action="store_true", help="on a lab of real QEMU VMs instead of the simulator")
+    p.add_argument("--theme", metavar="NAME", help="as for the console (default migtui-high-contrast)")
+    p.add_argument("--read-only", action="store_true",
+                   help="the audience's keys change nothing; the story still steers its own VMs")
+    p.add_argument("--speed", default="1", help=argparse.SUPPRESS)  # tests: the story's clock, K times faster
+    return parser
+
+
+def build_serve_parser() -> argparse.ArgumentParser:
+    from migtui.browser import DEFAULT_BIND
+
+    parser = _Parser(
+        prog="migtui serve", allow_abbrev=False,
+        usage="migtui serve [--bind HOST:PORT] [--public [--allow-controls]] [--max-sessions N] [--sim | --lab] "
+              "[--] CONSOLE-ARGUMENTS...",
+        description="Serve the console in a browser: every visit runs `migtui CONSOLE-ARGUMENTS` of its own.",
+        epilog="CONSOLE-ARGUMENTS: TARGET..., lab [...], demo [...] or replay FILE, with the console's "
+               "options (--theme, --read-only, ...); put -- before them when they could be taken for serve's.",
+    )
+    parser.add_argument("--bind", default=DEFAULT_BIND, metavar="HOST:PORT", help=f"default {DEFAULT_BIND}")
+    parser.add_argument("--public", action="store_true",
+                        help="allow a non-loopback bind (there is no authentication: anyone who reaches it)")
+    parser.add_argument("--allow-controls", action="store_true",
+                        help="with --public: keep the controls on (else every visit is read-only)")
+    parser.add_argument("--max-sessions", default="8", metavar="N", help="visits at once (default 8)")
+    parser.add_argument("--sim", action="store_true", help="each visit: a simulated fleet of its own (lab --sim)")
+    parser.add_argument("--lab", action="store_true", help="each visit: a lab of real QEMU VMs of its own (lab)")
     return parser
 
 
@@ -593,17 +627,11 @@ async def cmd_postcopy(args: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_lab(args: argparse.Namespace) -> int:
-    import os
-
-    from migtui.lab.qemu import QEMU_ENV, QEMU_MISSING_MESSAGE, QemuError, check_qemu, find_qemu, qemu_version
-    from migtui.model.units import parse_count, parse_size
+def _check_lab_args(args: argparse.Namespace) -> tuple[int, int]:
+    """The lab's numbers, checked (one line for a bad one): (pairs, mem); --vms and --speedup too."""
+    from migtui.model.units import parse_count, parse_number, parse_size
 
     pairs = parse_count(args.pairs, "--pairs", 1, 16)
-    _check_metrics(args)
-    if args.metrics is not None and args.no_ui:
-        raise UsageError("--metrics serves the console's VMs; with --no-ui, run migtui exporter on the "
-                         "endpoints it prints")
     linux = args.guest == "linux"
     if args.workload and not linux:
         raise UsageError("--workload needs --guest linux")
@@ -620,6 +648,35 @@ async def cmd_lab(args: argparse.Namespace) -> int:
         mem = parse_size(args.mem or "128M", "--mem")
         if mem < 128 * 2**20:
             raise UsageError("--mem: the lab guest dirties up to 100 MiB; give at least 128M")
+    parse_count(args.vms, "--vms", 1, 5000)
+    parse_number(args.speedup, "--speedup", 0.01, 1000, "a factor ")
+    return pairs, mem
+
+
+def _check_theme(name: str | None) -> None:
+    """A theme the console knows, or one line naming them (the console would refuse it at each visit)."""
+    if name is None:
+        return
+    from textual.theme import BUILTIN_THEMES
+
+    from migtui.ui.themes import load_themes
+
+    known = list(load_themes())
+    if name not in known and name not in BUILTIN_THEMES:
+        raise UsageError(f"--theme: unknown theme {name!r}; themes: {', '.join(known)}")
+
+
+async def cmd_lab(args: argparse.Namespace) -> int:
+    import os
+
+    from migtui.lab.qemu import QEMU_ENV, QEMU_MISSING_MESSAGE, QemuError, check_qemu, find_qemu, qemu_version
+
+    pairs, mem = _check_lab_args(args)
+    _check_metrics(args)
+    if args.metrics is not None and args.no_ui:
+        raise UsageError("--metrics serves the console's VMs; with --no-ui, run migtui exporter on the "
+                         "endpoints it prints")
+    linux = args.guest == "linux"
     qemu, what = (args.qemu, "--qemu") if args.qemu else (os.environ.get(QEMU_ENV) or None, QEMU_ENV)
     if args.sim and args.qemu:
         raise UsageError("--qemu runs real QEMU VMs and --sim simulated ones: give one of them")
@@ -759,10 +816,9 @@ async def run_console(endpoints, args: argparse.Namespace) -> int:
     return app.return_code or 0
 
 
-async def cmd_console(args: argparse.Namespace) -> int:
+def _check_targets(targets: Sequence[str]) -> None:
     import os
 
-    targets = args.targets
     if not targets:
         raise UsageError("give at least one TARGET ([NAME=]unix:PATH or tcp:HOST:PORT), or run: migtui lab")
     _check_metrics(args)
@@ -770,7 +826,88 @@ async def cmd_console(args: argparse.Namespace) -> int:
         # A bare word is far more often a mistyped subcommand than a socket in this directory.
         if not any(c in target for c in "/:=") and not os.path.exists(target):
             raise UsageError(f"unknown command or socket {target!r}; commands: {', '.join(SUBCOMMANDS)}")
-    return await run_console(_endpoints(targets), args)
+    _endpoints(targets)  # InputError (one line) for a malformed one
+
+
+async def cmd_console(args: argparse.Namespace) -> int:
+    _check_targets(args.targets)
+    return await run_console(_endpoints(args.targets), args)
+
+
+def parse_serve_args(argv: Sequence[str]) -> argparse.Namespace:
+    """`migtui serve [serve options] [--] CONSOLE-ARGUMENTS`: serve's own options, then migtui's for each visit.
+
+    The console arguments are checked here, once, so a mistake is one line now rather than a
+    broken page for every visitor.
+    """
+    from migtui.browser import ServeOptions, is_loopback_host, parse_bind
+    from migtui.model.units import parse_count
+
+    argv = list(argv)
+    if "--" in argv:
+        cut = argv.index("--")
+        args = build_serve_parser().parse_args(argv[:cut])
+        console = argv[cut + 1:]
+    else:
+        args, console = build_serve_parser().parse_known_args(argv)
+    if args.sim or args.lab:
+        if args.sim and args.lab:
+            raise UsageError("give --sim or --lab, not both")
+        rest = console[1:] if console[:1] == ["lab"] else console
+        console = ["lab", *(["--sim"] if args.sim else []), *rest]
+    if not console:
+        raise UsageError("give what each visit opens: TARGET..., --sim, --lab or demo (see: migtui serve --help)")
+    try:
+        host, port = parse_bind(args.bind)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    loopback = is_loopback_host(host)
+    if not loopback and not args.public:
+        raise UsageError(f"--bind {args.bind} is not loopback and migtui serve has no authentication: anyone who "
+                         "reaches it gets the console; add --public if that is meant")
+    read_only = not loopback and not args.allow_controls
+    head = console[0]
+    if head in SUBCOMMANDS:
+        if head not in SERVABLE:
+            raise UsageError(f"{head} has no console to serve; serve opens TARGET..., lab, demo or replay FILE")
+        visit = build_parser().parse_args(console)
+        if head == "lab" and visit.no_ui:
+            raise UsageError("lab --no-ui has no console to serve")
+        if head == "replay" and visit.file is None:
+            raise UsageError("replay: give the FILE each visit replays")
+        if head == "lab":
+            _check_lab_args(visit)
+        if head == "demo":
+            _demo_speed(visit)
+        if read_only and head != "replay" and not visit.read_only:  # a replay is read-only anyway
+            console = [head, "--read-only", *console[1:]]
+    else:
+        visit = build_console_parser().parse_args(console)
+        _check_targets(visit.targets)
+        if read_only and not visit.read_only:
+            console = ["--read-only", *console]
+    _check_theme(getattr(visit, "theme", None))
+    args.serve = ServeOptions(host=host, port=port, console=console, public=not loopback, read_only=read_only,
+                              max_sessions=parse_count(args.max_sessions, "--max-sessions", 1, 1000))
+    args.command = "serve"
+    return args
+
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    from migtui.browser import ListenError, run_server
+
+    options = args.serve
+    options.audit = args.config.audit_log()  # visits open and close here; their actions, in their process
+    if options.public:
+        controls = ("and its controls: they can start, cancel and change migrations"
+                    if not options.read_only else "read-only (--allow-controls gives them the controls too)")
+        print(f"migtui serve: warning: {options.url} is not loopback and has no authentication: anyone who "
+              f"reaches it gets the console, {controls}; put it behind an authenticating proxy or an SSH tunnel",
+              file=sys.stderr, flush=True)
+    try:
+        return await run_server(options)
+    except ListenError as err:
+        raise UsageError(str(err)) from None
 
 
 async def cmd_replay(args: argparse.Namespace) -> int:
@@ -823,6 +960,26 @@ async def cmd_exporter(args: argparse.Namespace) -> int:
         await _stop_metrics(metrics)
         await fleet.close()
     return 0
+
+
+def _demo_speed(args: argparse.Namespace) -> float:
+    from migtui.model.units import parse_number
+
+    return parse_number(args.speed, "--speed", 0.1, 1000, "a factor ")
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    speed = _demo_speed(args)
+    read_only = args.read_only or args.config.controls_off
+    if args.real:
+        from migtui.lab.qemu import QEMU_MISSING_MESSAGE, find_qemu
+
+        if find_qemu() is None:
+            raise UsageError(f"demo --real: {QEMU_MISSING_MESSAGE}; without --real the demo needs no QEMU")
+    from migtui.ui.demo import run_demo
+
+    return await run_demo(real=args.real, auto=args.auto, theme=args.theme, read_only=read_only, speed=speed,
+                          config=args.config, options=_options(args))
 
 
 async def run_sim_lab(args: argparse.Namespace) -> int:
@@ -883,6 +1040,8 @@ COMMANDS = {
     "replay": cmd_replay,
     "export": cmd_export,
     "exporter": cmd_exporter,
+    "serve": cmd_serve,
+    "demo": cmd_demo,
 }
 
 
@@ -912,7 +1071,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from migtui.config import load_config
 
-        if argv and (argv[0] in SUBCOMMANDS or argv[0] in ("--version", "-h", "--help")):
+        if argv and argv[0] == "serve":
+            args = parse_serve_args(argv[1:])
+        elif argv and (argv[0] in SUBCOMMANDS or argv[0] in ("--version", "-h", "--help")):
             args = build_parser().parse_args(argv)
         else:
             args = build_console_parser().parse_args(argv)

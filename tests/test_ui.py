@@ -135,6 +135,28 @@ async def test_filter_with_slash_and_escape_clears():
         assert rows(app) == ["src1"]  # and the verdict: what will not converge, at 3 a.m.
 
 
+async def test_keys_typed_in_one_burst_after_slash_reach_the_filter_not_the_table():
+    """A browser (migtui serve) or a paste delivers "/web" in one read: every key must land in the box."""
+    from textual import events
+
+    app = MigtuiApp(static_fleet(), start_fleet=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        for key, char in [("slash", "/"), ("w", "w"), ("e", "e"), ("b", "b")]:  # b alone is "bandwidth"
+            app.post_message(events.Key(key, char))
+        await pilot.pause()
+        assert isinstance(app.screen, FleetScreen)  # no bandwidth dialog
+        assert app.screen.query_one("#filter", Input).value == "web"
+        assert rows(app) == ["web-03"]
+        await pilot.press("slash")  # in the box, a slash is text (endpoints have them)
+        assert app.screen.query_one("#filter", Input).value == "web/"
+        await pilot.press("backspace")
+        for key in ("enter", "enter"):  # keep the filter, then open the one VM shown, in one burst
+            app.post_message(events.Key(key, "\r"))
+        await pilot.pause()
+        assert isinstance(app.screen, DashboardScreen) and app.screen.key == "web-03"
+
+
 async def test_sort_cycles_columns():
     app = MigtuiApp(static_fleet(), start_fleet=False)
     async with app.run_test(size=SIZE) as pilot:

@@ -13,7 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AuditLog", "default_audit_path", "redact"]
+__all__ = ["AuditLog", "default_audit_path", "redact", "web_session_from_env",
+           "WEB_CLIENT_ENV", "WEB_SESSION_ENV", "WEB_FORWARDED_ENV"]
+
+# Set by `migtui serve` for each browser visit's process: the visitor's address (the socket's
+# peer), the visit's id, and what a proxy in front claims (X-Forwarded-For), kept apart.
+WEB_CLIENT_ENV = "MIGTUI_WEB_CLIENT"
+WEB_SESSION_ENV = "MIGTUI_WEB_SESSION"
+WEB_FORWARDED_ENV = "MIGTUI_WEB_FORWARDED_FOR"
 
 _SECRET_WORDS = ("password", "secret", "passphrase", "key", "token", "tls-creds", "tls-authz")
 
@@ -32,19 +39,33 @@ def redact(value: Any) -> Any:
     return value
 
 
+def web_session_from_env() -> dict[str, str] | None:
+    """The browser visit this process serves, from `migtui serve`'s environment; None outside one."""
+    client = os.environ.get(WEB_CLIENT_ENV)
+    if not client:
+        return None
+    out = {"client": client, "session": os.environ.get(WEB_SESSION_ENV, "")}
+    if forwarded := os.environ.get(WEB_FORWARDED_ENV):
+        out["forwarded-for"] = forwarded
+    return out
+
+
 class AuditLog:
     def __init__(self, path: Path | None) -> None:
         """path None: auditing is off."""
         self.path = path
+        self.web = web_session_from_env()  # every line of a browser visit says who it was
         self.error: str | None = None  # why the last write failed, for the operator
 
     @property
     def enabled(self) -> bool:
         return self.path is not None
 
-    def record(self, vm: str, endpoint: str, command: str, arguments: dict[str, Any], ok: bool, result: Any) -> None:
+    def record(self, vm: str, endpoint: str, command: str, arguments: dict[str, Any], ok: bool, result: Any,
+               web: dict[str, str] | None = None) -> None:
         if self.path is None:
             return
+        web = web or self.web
         line = json.dumps(
             {
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
@@ -56,6 +77,7 @@ class AuditLog:
                 "result": redact(result) if ok else str(result),
                 "user": os.environ.get("USER") or str(os.getuid()),
                 "pid": os.getpid(),
+                **({"web": web} if web else {}),
             },
             separators=(",", ":"),
             default=str,

@@ -28,7 +28,7 @@ from migtui.ui.screens.dashboard import DashboardScreen
 from migtui.ui.widgets.event_log import EventLog
 from migtui.ui.themes import DEFAULT_THEME, MigtuiTheme, load_themes
 
-__all__ = ["ReplayApp", "ReplayDashboard", "SPEEDS", "SEEK_SECONDS", "run_replay", "playhead_text"]
+__all__ = ["Playback", "ReplayApp", "ReplayDashboard", "SPEEDS", "SEEK_SECONDS", "run_replay", "playhead_text"]
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 SEEK_SECONDS = 10.0
@@ -48,16 +48,85 @@ def _speed(speed: float) -> str:
     return f"{speed:g}x"
 
 
-def playhead_text(app: ReplayApp) -> str:
-    cursor = app.cursor
-    rec = app.recording
-    state = "paused" if app.paused else "playing"
-    at_end = app.playhead >= cursor.end
+class Playback:
+    """A recording, a cursor over it and a playhead: what a replay view plays (ReplayApp, the demo).
+
+    The replayed VM sits in a Fleet whose one session is never started, so the dashboard reads it
+    like a live one and nothing ever talks to QEMU.
+    """
+
+    def __init__(self, recording: Recording, *, speed: float = 1.0, paused: bool = False,
+                 at_end: bool = False) -> None:
+        self.recording = recording
+        self.cursor = Cursor(recording)
+        self.speed = min(SPEEDS, key=lambda s: abs(s - speed))
+        self.paused = paused or at_end
+        self.playhead = self.cursor.end if at_end else self.cursor.start
+        self._last_tick = time.monotonic()
+        self.fleet = Fleet([self.cursor.vm.endpoint])
+        self.key = next(iter(self.fleet.sessions))
+        self.fleet.sessions[self.key].vm = self.cursor.vm
+        self.cursor.seek(self.playhead)
+
+    @property
+    def at_end(self) -> bool:
+        return self.playhead >= self.cursor.end
+
+    def session(self, key: str | None):
+        return None if key is None else self.fleet.get(key)
+
+    def tick(self) -> bool:
+        """Move on by the wall-clock time since the last tick, at the speed; True if the VM changed."""
+        now = time.monotonic()
+        elapsed, self._last_tick = now - self._last_tick, now
+        if self.paused:
+            return False
+        target = self.playhead + elapsed * self.speed
+        if target >= self.cursor.end:
+            target = self.cursor.end
+            self.paused = True  # stop at the end; space plays again from the start
+        return self.move(target)
+
+    def move(self, target: float) -> bool:
+        self.playhead = min(max(target, self.cursor.start), self.cursor.end)
+        return self.cursor.seek(self.playhead)
+
+    def toggle_pause(self) -> bool:
+        self._last_tick = time.monotonic()
+        if self.paused and self.at_end:
+            self.paused = False
+            return self.move(self.cursor.start)
+        self.paused = not self.paused
+        return self.move(self.playhead)
+
+    def seek(self, seconds: float) -> bool:
+        return self.move(self.playhead + float(seconds))
+
+    def slower(self) -> bool:
+        self.speed = SPEEDS[max(0, SPEEDS.index(self.speed) - 1)]
+        return self.move(self.playhead)
+
+    def faster(self) -> bool:
+        self.speed = SPEEDS[min(len(SPEEDS) - 1, SPEEDS.index(self.speed) + 1)]
+        return self.move(self.playhead)
+
+    def to_start(self) -> bool:
+        return self.move(self.cursor.start)
+
+    def to_end(self) -> bool:
+        return self.move(self.cursor.end)
+
+
+def playhead_text(playback: Playback) -> str:
+    cursor = playback.cursor
+    rec = playback.recording
+    state = "paused" if playback.paused else "playing"
+    at_end = playback.at_end
     if at_end:
         state = "end"
-    line = (f"{'■' if app.paused or at_end else '▶'} REPLAY {rec.name} · "
-            f"{_clock(app.playhead - cursor.start)} / {_clock(cursor.end - cursor.start)} · "
-            f"{_speed(app.speed)} · {state} · sample {cursor.samples_shown}/{len(rec.samples)}")
+    line = (f"{'■' if playback.paused or at_end else '▶'} REPLAY {rec.name} · "
+            f"{_clock(playback.playhead - cursor.start)} / {_clock(cursor.end - cursor.start)} · "
+            f"{_speed(playback.speed)} · {state} · sample {cursor.samples_shown}/{len(rec.samples)}")
     if at_end:
         line += f" · {summary_text(rec.final_summary())}"
     return line
@@ -67,13 +136,13 @@ class ReplayDashboard(DashboardScreen):
     """The live dashboard plus a playhead line; controls are off, the replay keys are on."""
 
     BINDINGS = [
-        Binding("space", "app.toggle_pause", "Play/Pause", priority=True),
-        Binding("left", "app.seek(-10)", "-10s", priority=True),
-        Binding("right", "app.seek(10)", "+10s", priority=True),
-        Binding("left_square_bracket", "app.slower", "Slower", priority=True),
-        Binding("right_square_bracket", "app.faster", "Faster", priority=True),
-        Binding("home", "app.to_start", "Start", priority=True),
-        Binding("end", "app.to_end", "End", priority=True),
+        Binding("space", "toggle_pause", "Play/Pause", priority=True),
+        Binding("left", "seek(-10)", "-10s", priority=True),
+        Binding("right", "seek(10)", "+10s", priority=True),
+        Binding("left_square_bracket", "slower", "Slower", priority=True),
+        Binding("right_square_bracket", "faster", "Faster", priority=True),
+        Binding("home", "to_start", "Start", priority=True),
+        Binding("end", "to_end", "End", priority=True),
     ]
     DEFAULT_CSS = """
     #replay-status {
@@ -85,8 +154,14 @@ class ReplayDashboard(DashboardScreen):
     }
     """
 
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
+    def __init__(self, playback: Playback, tick: float | None = TICK) -> None:
+        super().__init__(playback.key)
+        self.playback = playback
+        self.tick = tick  # None: the playhead moves only by keys (export, tests)
+
+    @property
+    def session(self):
+        return self.playback.session(self.key)  # the recording's VM, whichever app shows it
 
     def compose(self) -> ComposeResult:
         yield Static(id="replay-status")
@@ -96,6 +171,9 @@ class ReplayDashboard(DashboardScreen):
         # The log must not take the seek keys for scrolling.
         self.query_one("#log", EventLog).can_focus = False
         self.update_status()
+        if self.tick is not None:
+            self.playback._last_tick = time.monotonic()
+            self.set_interval(self.tick, self._advance)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         from migtui.ui.app import CONTROL_ACTIONS
@@ -104,6 +182,37 @@ class ReplayDashboard(DashboardScreen):
             return False  # a recording cannot be steered
         return True
 
+    def _follow_up(self, vm) -> None:
+        # Whether advice worked, as the recording shows it; nothing is logged or told: it is the past.
+        fu = vm.follow_up()
+        self.query_one("#advice").border_subtitle = fu.text if fu is not None else ""
+
+    def _advance(self) -> None:
+        self._shown(self.playback.tick())
+
+    def _shown(self, changed: bool) -> None:
+        if changed:
+            self.show()
+        self.update_status()
+
+    def action_toggle_pause(self) -> None:
+        self._shown(self.playback.toggle_pause())
+
+    def action_seek(self, seconds: float) -> None:
+        self._shown(self.playback.seek(seconds))
+
+    def action_slower(self) -> None:
+        self._shown(self.playback.slower())
+
+    def action_faster(self) -> None:
+        self._shown(self.playback.faster())
+
+    def action_to_start(self) -> None:
+        self._shown(self.playback.to_start())
+
+    def action_to_end(self) -> None:
+        self._shown(self.playback.to_end())
+
     @keep_running
     def show(self) -> None:
         """Redraw from the cursor's VM (the event log shows its log as the cursor rebuilt it)."""
@@ -111,7 +220,7 @@ class ReplayDashboard(DashboardScreen):
 
     @keep_running
     def update_status(self) -> None:
-        self.query_one("#replay-status", Static).update(Text(playhead_text(self.app)))
+        self.query_one("#replay-status", Static).update(Text(playhead_text(self.playback)))
 
 
 class ReplayApp(App[int]):
@@ -135,19 +244,10 @@ class ReplayApp(App[int]):
         screenshot_dir: Path | None = None,
     ) -> None:
         super().__init__()
-        self.recording = recording
-        self.cursor = Cursor(recording)
+        self.playback = Playback(recording, speed=speed, paused=paused, at_end=at_end)
         self.read_only = True
-        self.speed = min(SPEEDS, key=lambda s: abs(s - speed))
-        self.paused = paused or at_end
         self.tick = tick  # None: the playhead moves only by keys (export, tests)
         self.screenshot_dir = screenshot_dir or Path.cwd()
-        self.playhead = self.cursor.end if at_end else self.cursor.start
-        self._last_tick = time.monotonic()
-        # One never-started session holds the replayed VM, so the dashboard reads it like a live one.
-        self.fleet = Fleet([self.cursor.vm.endpoint])
-        self.key = next(iter(self.fleet.sessions))
-        self.fleet.sessions[self.key].vm = self.cursor.vm
         self.migtui_themes: dict[str, MigtuiTheme] = load_themes()
         for entry in self.migtui_themes.values():
             self.register_theme(entry.theme)
@@ -157,10 +257,17 @@ class ReplayApp(App[int]):
             raise InputError(f"--theme: unknown theme {wanted!r}; themes: {names}")
         self.theme = wanted if wanted in self.available_themes else "textual-dark"
 
+    # What a caller reads of the playback (tests, export).
+    recording = property(lambda self: self.playback.recording)
+    cursor = property(lambda self: self.playback.cursor)
+    playhead = property(lambda self: self.playback.playhead)
+    paused = property(lambda self: self.playback.paused)
+    speed = property(lambda self: self.playback.speed)
+
     # ---- what DashboardScreen asks of its app -------------------------------
 
     def session(self, key: str | None):
-        return None if key is None else self.fleet.get(key)
+        return self.playback.session(key)
 
     def plot_colors(self) -> dict[str, str]:
         entry = self.migtui_themes.get(self.theme)
@@ -172,62 +279,10 @@ class ReplayApp(App[int]):
     # ---- playing -------------------------------------------------------------
 
     def on_mount(self) -> None:
-        self.cursor.seek(self.playhead)
-        self.push_screen(ReplayDashboard(self.key))
+        self.push_screen(ReplayDashboard(self.playback, tick=self.tick))
         if self.recording.warnings:
             self.notify("; ".join(self.recording.warnings), title=str(self.recording.path), severity="warning",
                         timeout=10)
-        if self.tick is not None:
-            self._last_tick = time.monotonic()
-            self.set_interval(self.tick, self._advance)
-
-    def _advance(self) -> None:
-        now = time.monotonic()
-        elapsed, self._last_tick = now - self._last_tick, now
-        if self.paused:
-            return
-        target = self.playhead + elapsed * self.speed
-        if target >= self.cursor.end:
-            target = self.cursor.end
-            self.paused = True  # stop at the end; space plays again from the start
-        self._move(target)
-
-    def _move(self, target: float) -> None:
-        self.playhead = min(max(target, self.cursor.start), self.cursor.end)
-        changed = self.cursor.seek(self.playhead)
-        screen = self.screen
-        if isinstance(screen, ReplayDashboard):
-            if changed:
-                screen.show()
-            screen.update_status()
-
-    def action_toggle_pause(self) -> None:
-        self._last_tick = time.monotonic()
-        if self.paused and self.playhead >= self.cursor.end:
-            self.paused = False
-            self._move(self.cursor.start)
-            return
-        self.paused = not self.paused
-        self._move(self.playhead)
-
-    def action_seek(self, seconds: float) -> None:
-        self._move(self.playhead + float(seconds))
-
-    def action_slower(self) -> None:
-        index = SPEEDS.index(self.speed)
-        self.speed = SPEEDS[max(0, index - 1)]
-        self._move(self.playhead)
-
-    def action_faster(self) -> None:
-        index = SPEEDS.index(self.speed)
-        self.speed = SPEEDS[min(len(SPEEDS) - 1, index + 1)]
-        self._move(self.playhead)
-
-    def action_to_start(self) -> None:
-        self._move(self.cursor.start)
-
-    def action_to_end(self) -> None:
-        self._move(self.cursor.end)
 
     async def action_pop_screen(self) -> None:
         if isinstance(self.screen, ReplayDashboard):

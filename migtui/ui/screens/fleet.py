@@ -40,10 +40,24 @@ _CATEGORY_ORDER = ("migrating", "post-copy", "incoming", "unresponsive", "failed
                    "completed", "waiting", "idle", "connecting")
 
 
+class FilterInput(Input):
+    """The filter box. Its Enter is handled as the app reads it (a priority binding, live only while
+    the box has the focus), so an Enter right behind it in the same burst (a browser, a paste)
+    reaches the table and opens the dashboard."""
+
+    BINDINGS = [Binding("enter", "keep", show=False, priority=True)]
+
+    def action_keep(self) -> None:
+        self.post_message(self.Submitted(self, self.value))
+        self.screen.set_focus(self.screen.query_one("#fleet"))
+
+
 class FleetScreen(VMActions, Screen):
     BINDINGS = [
         Binding("enter", "open_dashboard", "Dashboard", id="dashboard"),
-        Binding("slash", "filter", "Filter", id="filter"),
+        # Priority: handled as the app reads it, so keys typed right after it in the same burst (a
+        # browser or a paste delivers "/web" in one read) are routed to the box, not the table.
+        Binding("slash", "filter", "Filter", id="filter", priority=True),
         Binding("o", "sort", "Sort", id="sort"),
         Binding("escape", "clear_filter", "Back", show=False, id="back"),
         *VMActions.ACTION_BINDINGS,
@@ -59,7 +73,8 @@ class FleetScreen(VMActions, Screen):
     def compose(self) -> ComposeResult:
         yield Static(id="fleet-header")
         yield FleetTable(FLEET_COLUMNS, self.row, on_error=self._row_error, id="fleet")
-        yield Input(placeholder="filter: name, endpoint, status or verdict (Enter keeps it, Esc clears)", id="filter")
+        yield FilterInput(placeholder="filter: name, endpoint, status or verdict (Enter keeps it, Esc clears)",
+                          id="filter")
         yield MigtuiFooter()
 
     def on_mount(self) -> None:
@@ -170,9 +185,12 @@ class FleetScreen(VMActions, Screen):
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
+        if self.focused is box:
+            box.insert_text_at_cursor("/")  # a `/` typed in the box is part of the filter (unix:/run/...)
+            return
         box.display = True
         box.value = self.filter_text
-        box.focus()
+        self.set_focus(box)  # at once, not through the message queue, for the keys right behind
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -181,9 +199,12 @@ class FleetScreen(VMActions, Screen):
 
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
-        self.table.focus()
+        self._keep_filter(event.input)
+
+    def _keep_filter(self, box: Input) -> None:
+        self.set_focus(self.table)
         if not self.filter_text:
-            event.input.display = False
+            box.display = False
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#filter", Input)
