@@ -162,6 +162,8 @@ def status_category(vm: VMState) -> str:
     status = vm.migration_status
     if status in ("failed", "cancelled", "completed"):
         return status
+    if status == "postcopy-paused":
+        return "postcopy-paused"  # the stream broke: the VM's memory is split across two hosts
     if status.startswith("postcopy"):
         return "post-copy"
     if vm.run_state == "inmigrate":
