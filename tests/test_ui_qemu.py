@@ -40,6 +40,11 @@ async def test_press_m_confirm_and_see_completed(lab_pair):
         await wait_until(lambda: cell(app, "dst1", "run-state") == "inmigrate", timeout=5)
         await pilot.press("m")
         assert isinstance(app.screen, StartMigrationDialog)
+        # Which QEMU each end runs, as a cross-version migration needs to be judged.
+        version = re.escape(lab.qemu_version)
+        assert re.search(rf"Migrate src1 \(QEMU {version}\)", str(app.screen.query_one(".dialog-title").render()))
+        shown = str(app.screen.query_one("#destination").query_one("SelectCurrent").query_one("#label").render())
+        assert re.match(rf"dst1  \(QEMU {version}, ", shown), shown
         # What the VM's QEMU lacks is offered greyed out: 9.1 removed blk.
         assert app.screen.query_one("#block").disabled is lab.qemu_version.startswith("10.")
         # The lab guest dirties ~100 MB/s: give it settings that converge.
