@@ -257,6 +257,39 @@ async def test_a_72_source_migrates_to_a_10_destination_started_with_its_machine
     assert (await dst.query("query-status"))["status"] == "running"
 
 
+async def test_across_versions_a_machine_type_the_destination_lacks_or_does_not_run_is_refused_unsent(
+        lab_pair, open_session):
+    """The cross-version pre-flight: a 10.0 source runs pc-i440fx-10.0, which 7.2 has not; a
+    10.0 destination started with its own pc runs another machine type than a 7.2 source.
+    Both are refused before anything is sent, saying why."""
+    source, destination, lab = lab_pair
+    assert lab.qemu_version.startswith("7.2.")
+    newer_source = await lab.add_vm("src10", incoming=False, qemu=require_qemu10())
+    newer_destination = await lab.add_vm("dst10", incoming=True, qemu=require_qemu10())
+    src10, dst72 = open_session(newer_source.endpoint), open_session(destination.endpoint)
+    src72, dst10 = open_session(source.endpoint), open_session(newer_destination.endpoint)
+    sessions = (src10, dst72, src72, dst10)
+    for session in sessions:
+        assert await session.wait_connected(10), session.vm.reason
+    sent: list[tuple[str, str]] = []
+    for session in sessions:
+        def record(command, args=None, *rest, _session=session, _execute=session.execute, **kw):
+            sent.append((_session.vm.name, command))
+            return _execute(command, args, *rest, **kw)
+        session.execute = record
+    with pytest.raises(Refused, match=r"^QEMU 7\.2\.\d+ on dst1 has no machine type pc-i440fx-10\.0 "
+                                      r"\(src10 runs QEMU 10\.0\.\d+, dst1 QEMU 7\.2\.\d+\)"):
+        await start_migration(src10, CONVERGING, destination=dst72)
+    with pytest.raises(Refused, match=r"^dst10 runs machine type pc-i440fx-10\.0, src1 runs pc-i440fx-7\.2 .*"
+                                      r"restart dst10 with -machine pc-i440fx-7\.2 -incoming defer"):
+        await start_migration(src72, CONVERGING, destination=dst10)
+    assert sent == []
+    for session in sessions:  # QEMU's own word: no migration anywhere, destinations not listening
+        info = await session.query("query-migrate")
+        assert info.get("status") in (None, "none") and "socket-address" not in info, (session.vm.name, info)
+    assert (await dst72.query("query-status"))["status"] == "inmigrate"
+
+
 @on_both_qemus
 async def test_a_postcopy_whose_stream_broke_is_recovered_and_completes(lab_pair, open_session):
     """migrate-pause breaks the stream in post-copy: both ends park in postcopy-paused, the

@@ -222,7 +222,7 @@ async def test_tiny_terminal_does_not_crash():
 async def test_read_only_makes_controls_unreachable():
     app = MigtuiApp(static_fleet(), start_fleet=False, read_only=True)
     async with app.run_test(size=SIZE) as pilot:
-        for key in "mcbdxkp":
+        for key in "mcbdxkpR":
             await pilot.press(key)
             await pilot.pause()
             assert isinstance(app.screen, FleetScreen), key
@@ -230,7 +230,8 @@ async def test_read_only_makes_controls_unreachable():
         assert not usable & set("mcbdxkp")
         assert "/" in usable or "slash" in usable  # watching still works
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        assert not any(t.startswith(("Start migration", "Cancel", "Set ", "Capabilities", "Switch")) for t in titles)
+        assert not any(t.startswith(("Start migration", "Cancel", "Set ", "Capabilities", "Switch", "Recover"))
+                   for t in titles)
         assert "READ-ONLY" in header(app)
 
 
@@ -239,7 +240,7 @@ async def test_command_palette_lists_every_action():
     async with app.run_test(size=SIZE):
         titles = " ".join(c.title for c in app.get_system_commands(app.screen))
         for word in ["Start migration (m)", "Cancel migration (c)", "Set bandwidth (b)", "Set downtime limit (d)",
-                     "XBZRLE cache", "Capabilities (k)", "post-copy (p)", "Open dashboard", "Filter VMs",
+                     "XBZRLE cache", "Capabilities (k)", "post-copy (p)", "Recover post-copy (R)", "Open dashboard", "Filter VMs",
                      "Poll now", "Save screenshot", "Next theme", "Help"]:
             assert word in titles, word
 

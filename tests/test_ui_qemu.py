@@ -40,6 +40,11 @@ async def test_press_m_confirm_and_see_completed(lab_pair):
         await wait_until(lambda: cell(app, "dst1", "run-state") == "inmigrate", timeout=5)
         await pilot.press("m")
         assert isinstance(app.screen, StartMigrationDialog)
+        # Which QEMU each end runs, as a cross-version migration needs to be judged.
+        version = re.escape(lab.qemu_version)
+        assert re.search(rf"Migrate src1 \(QEMU {version}\)", str(app.screen.query_one(".dialog-title").render()))
+        shown = str(app.screen.query_one("#destination").query_one("SelectCurrent").query_one("#label").render())
+        assert re.match(rf"dst1  \(QEMU {version}, ", shown), shown
         # What the VM's QEMU lacks is offered greyed out: 9.1 removed blk.
         assert app.screen.query_one("#block").disabled is lab.qemu_version.startswith("10.")
         # The lab guest dirties ~100 MB/s: give it settings that converge.
@@ -169,3 +174,47 @@ def _dashboard_line(app: MigtuiApp) -> str:
         return str(app.screen.query_one("#dash-progress").render())
     except Exception:
         return ""
+
+
+@on_both_qemus
+async def test_postcopy_broken_is_an_emergency_and_R_recovers_it_to_completion(lab_pair):
+    """migrate-pause breaks the stream in post-copy: the fleet and the dashboard say so and
+    what to do; R shows the exact QMP, y sends it, and the VM completes on the destination."""
+    from migtui.qmp.controls import MigrationOptions, set_parameters, start_migration, start_postcopy
+    from migtui.ui.dialogs import ConfirmDialog
+    from migtui.ui.screens.dashboard import DashboardScreen
+
+    source, destination, _ = lab_pair
+    fleet = Fleet([parse_endpoint(source.endpoint), parse_endpoint(destination.endpoint)],
+                  options=SessionOptions(active_interval=0.2))
+    app = MigtuiApp(fleet)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await wait_until(lambda: all(s.connected and s.vm.sample for s in fleet), timeout=15)
+        src, dst = fleet.get("src1"), fleet.get("dst1")
+        await start_migration(src, MigrationOptions(bandwidth=32 * 2**20, downtime_ms=1, postcopy=True),
+                              destination=dst)
+        await set_parameters(src, {"max-postcopy-bandwidth": 4 * 2**20})  # slow: still in post-copy when broken
+        await wait_until(lambda: src.vm.migration_status == "active", timeout=20)
+        await start_postcopy(src)
+        await wait_until(lambda: src.vm.migration_status == dst.vm.migration_status == "postcopy-active", timeout=20)
+        await src.execute("migrate-pause")
+        await wait_until(lambda: cell(app, "src1", "status") == cell(app, "dst1", "status") == "postcopy-paused",
+                         timeout=20)
+        # The fleet's summary counts it first, as the emergency it is.
+        await wait_until(lambda: str(app.screen.query_one("#fleet-header").render()).split(" · ")[1:2]
+                         == ["2 postcopy-paused"], timeout=5)
+        await set_parameters(src, {"max-postcopy-bandwidth": 0})
+        app.push_screen(DashboardScreen("dst1"))  # from the destination's end too
+        await wait_until(lambda: "split across both hosts" in _dashboard_line(app), timeout=10)
+        assert "recover with R" in _dashboard_line(app)
+        await pilot.press("R")
+        await wait_until(lambda: isinstance(app.screen, ConfirmDialog), timeout=5)
+        shown = " ".join(str(w.render()) for w in app.screen.query(".dialog-detail"))
+        assert re.search(r'1\. on dst1 \(destination\): \{"execute": "migrate-recover", "arguments": '
+                         r'\{"uri": "unix:[^"]+"\}\}', shown), shown
+        assert re.search(r'2\. on src1 \(source\): \{"execute": "migrate", "arguments": \{"uri": "unix:[^"]+", '
+                         r'"resume": true\}\}', shown), shown
+        assert src.vm.migration_status == "postcopy-paused"  # nothing sent before y
+        await pilot.press("y")
+        await wait_until(lambda: src.vm.migration_status == "completed", timeout=60)
+        await wait_until(lambda: dst.vm.run_state == "running" and dst.vm.migration_status == "completed", timeout=15)

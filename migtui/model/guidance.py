@@ -1173,6 +1173,10 @@ def assess(tracker: MigrationTracker) -> Assessment:
         return Assessment("stalled", _one_line(why), None, None, None, implied)
 
     if status in _POSTCOPY:
+        if status == "postcopy-paused":
+            why = (f"post-copy paused: the stream broke and the VM's memory is split across both hosts "
+                   f"({format_bytes(remaining)} still on the source); recover with R")
+            return Assessment("post-copy", why, None, None, None, implied)
         if status != "postcopy-active":
             why = f"post-copy {status.removeprefix('postcopy-')}: {format_bytes(remaining)} still on the source"
             return Assessment("post-copy", why, None, None, None, implied)

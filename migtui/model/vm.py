@@ -53,6 +53,10 @@ class VMState:
     # Where migtui's migrate-incoming told this destination to listen (QEMU runs it once per
     # process): the next start migrates there. Forgotten on reconnect, when it may be a new QEMU.
     incoming_uri: str | None = None
+    # The machine type it runs (qom-get /machine type, e.g. pc-i440fx-7.2) and every one its
+    # QEMU has (query-machines, aliases too); None until read or where QEMU cannot say.
+    machine: str | None = None
+    machine_types: frozenset[str] | None = None
     tracker: MigrationTracker = field(default_factory=MigrationTracker)
     # The dashboard's event log; bounded per VM (a fleet of 1000 fast-passing migrations
     # filled 500 records each: ~125 MB). The recording keeps every event.
@@ -162,6 +166,8 @@ def status_category(vm: VMState) -> str:
     status = vm.migration_status
     if status in ("failed", "cancelled", "completed"):
         return status
+    if status == "postcopy-paused":
+        return "postcopy-paused"  # the stream broke: the VM's memory is split across two hosts
     if status.startswith("postcopy"):
         return "post-copy"
     if vm.run_state == "inmigrate":

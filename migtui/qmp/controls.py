@@ -42,6 +42,7 @@ __all__ = [
     "plan_recovery",
     "recover_postcopy",
     "plan_migration",
+    "refresh_machine",
     "measure_dirty_rate",
     "preflight",
 ]
@@ -166,6 +167,7 @@ def plan_migration(
         if status in FINISHED_STATUSES:
             raise Refused(f"{destination.vm.name}'s incoming migration ended ({status}); "
                           "restart it with -incoming defer")
+        _refuse_across_versions(source, destination)
         listen_uri = _listening_uri(source, destination)
         listening = listen_uri is not None
         # Post-copy and multifd must be alike at both ends: as the source will have them
@@ -202,6 +204,49 @@ def plan_migration(
         migrate_args["blk"] = True
     return MigrationPlan(source=src_cmds, destination=dest_cmds, migrate=("migrate", migrate_args), uri=uri,
                          listening=listening)
+
+
+# Capabilities both ends must have on for the stream to load (QEMU's migration docs): one
+# the source has on, which the destination's QEMU does not know, fails at the destination.
+_BOTH_ENDS = ("postcopy-ram", "multifd", "postcopy-preempt", "switchover-ack", "mapped-ram", "return-path",
+              "x-ignore-shared", "validate-uuid")
+
+
+def _refuse_across_versions(source: VMSession, destination: VMSession) -> None:
+    """The cross-version pre-flight: what the destination's QEMU must have to load this stream.
+
+    QEMU migrates between versions only with the same versioned machine type at both ends
+    (an older QEMU has no newer one; a newer one started with its own default lays out the
+    devices differently and the stream never loads). Judges by what refresh_machine read;
+    unknown (a QEMU that cannot say) is not refused."""
+    s, d = source.vm, destination.vm
+    versions = f"{s.name} runs QEMU {s.qemu_version or '?'}, {d.name} QEMU {d.qemu_version or '?'}"
+    if s.machine is not None and d.machine_types is not None and s.machine not in d.machine_types:
+        raise Refused(f"QEMU {d.qemu_version or '?'} on {d.name} has no machine type {s.machine} ({versions}): "
+                      f"migrate to a QEMU that has it, or start {s.name} with a machine type both have")
+    if s.machine is not None and d.machine is not None and s.machine != d.machine:
+        raise Refused(f"{d.name} runs machine type {d.machine}, {s.name} runs {s.machine} ({versions}): "
+                      f"restart {d.name} with -machine {s.machine} -incoming defer")
+    missing = [c for c in _BOTH_ENDS if s.capabilities.get(c) and c not in d.capabilities and d.capabilities]
+    if missing:
+        raise Refused(f"{s.name} has {', '.join(missing)} on, which QEMU {d.qemu_version or '?'} on {d.name} "
+                      f"does not have ({versions}): turn {'them' if len(missing) > 1 else 'it'} off first")
+
+
+async def refresh_machine(session: VMSession) -> None:
+    """Read the machine type the VM runs and the ones its QEMU has (once: they never change
+    while it runs; a reconnect may be a new QEMU, so its VMState is read afresh there)."""
+    dialect = _dialect(session)
+    vm = session.vm
+    if vm.machine is not None or not (dialect.has("qom-get") and dialect.has("query-machines")):
+        return
+    with contextlib.suppress(BackendError):
+        kind = await session.query("qom-get", {"path": "/machine", "property": "type"})
+        machines = await session.query("query-machines")
+        if isinstance(kind, str) and isinstance(machines, list):
+            names = {m.get(k) for m in machines if isinstance(m, dict) for k in ("name", "alias")}
+            vm.machine_types = frozenset(n for n in names if isinstance(n, str))
+            vm.machine = kind.removesuffix("-machine")  # QOM's type name is the machine's plus -machine
 
 
 # A destination in these receives a migration already; "setup" may be one that only listens.
@@ -292,6 +337,8 @@ async def start_migration(
         await destination.sample()  # its status and listening address
         await destination.refresh_capabilities()
         await destination.refresh_parameters()
+        await refresh_machine(source)  # the cross-version pre-flight's facts
+        await refresh_machine(destination)
     plan = plan_migration(source, options, destination, uri)
     undo: _Undo = []
     try:

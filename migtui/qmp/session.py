@@ -510,6 +510,7 @@ class VMSession:
             vm.name = qemu_name  # QEMU's -name, unless the operator named the endpoint
         vm.run_state = _word(status.get("status")) if isinstance(status, dict) else None
         vm.incoming_uri = None  # maybe a new QEMU: where it listens is read from query-migrate again
+        vm.machine = vm.machine_types = None  # and its machine type (controls.refresh_machine)
         vm.capabilities = vm.tracker.capabilities = caps  # guidance reads auto-converge from them
         await self.refresh_parameters()
         self._shutdown_seen = False

@@ -36,7 +36,7 @@ __all__ = ["MigtuiApp", "CONTROL_ACTIONS"]
 # Actions that change a VM; --read-only makes all of them unreachable.
 CONTROL_ACTIONS = frozenset(
     {"start_migration", "cancel_migration", "set_bandwidth", "set_downtime", "set_xbzrle_cache",
-     "capabilities", "postcopy", "apply_advice"}
+     "capabilities", "postcopy", "recover_postcopy", "apply_advice"}
 )
 FLUSH_DELAY = 0.03  # coalescing window: well under the 100 ms an operator notices
 FREEZE_AFTER = 10.0  # s after start: the fleet has connected
@@ -285,6 +285,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("set_xbzrle_cache", "Set XBZRLE cache size (x)", "Change xbzrle-cache-size"),
     ("capabilities", "Capabilities (k)", "Turn migration capabilities on or off"),
     ("postcopy", "Switch to post-copy (p)", "Switch the running migration to post-copy, after confirmation"),
+    ("recover_postcopy", "Recover post-copy (R)",
+     "Resume a post-copy migration whose stream broke (migrate-recover, then migrate resume), after showing the QMP"),
     ("apply_advice", "Apply advice (a)", "Apply the selected advice on the dashboard, after showing its QMP command"),
     ("open_dashboard", "Open dashboard (enter)", "Graphs, parameters and log of the selected VM"),
     ("filter", "Filter VMs (/)", "Show only VMs whose name, endpoint or status match"),

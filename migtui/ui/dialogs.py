@@ -222,11 +222,13 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
         d = self.source.dialect
         caps = self.source.vm.capabilities
         params = self.source.vm.parameters
-        options = [(f"{s.vm.name}  ({s.endpoint})", s.key) for s in self.waiting]
+        # Which QEMU each end runs: an older destination may lack the source's machine type.
+        options = [(f"{s.vm.name}  (QEMU {s.vm.qemu_version or '?'}, {s.endpoint})", s.key) for s in self.waiting]
         options.append(("a URI…", URI_CHOICE))
         default = self.waiting[0].key if self.waiting else URI_CHOICE
         with Vertical(classes="dialog-box wide"):
-            yield Label(f"Migrate {self.source.vm.name}", classes="dialog-title")
+            yield Label(f"Migrate {self.source.vm.name} (QEMU {self.source.vm.qemu_version or '?'})",
+                        classes="dialog-title")
             with Grid(classes="form"):
                 yield Label("destination")
                 yield Select(options, value=default, allow_blank=False, id="destination", compact=True)

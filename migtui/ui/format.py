@@ -9,6 +9,7 @@ from migtui.model.vm import VMState, status_category
 CATEGORY_STYLE = {
     "migrating": "$accent",
     "post-copy": "$warning",
+    "postcopy-paused": "bold $error",  # an emergency: recover before anything else
     "completed": "$success",
     "failed": "$error",
     "cancelled": "$warning",
@@ -128,5 +129,5 @@ FLEET_COLUMNS = (
 
 def category_style(category: str, theme_vars: dict[str, str]) -> str:
     """The Rich style of a status category, with theme variables ($accent...) resolved."""
-    style = CATEGORY_STYLE.get(category, "")
-    return theme_vars.get(style[1:], "") if style.startswith("$") else style
+    words = CATEGORY_STYLE.get(category, "").split()
+    return " ".join(w for w in (theme_vars.get(w[1:], "") if w.startswith("$") else w for w in words) if w)

@@ -10,7 +10,9 @@ from textual.binding import Binding
 
 from migtui.model.parameters import check_xbzrle_cache_size
 from migtui.model.units import format_bytes, format_ms, format_rate, parse_rate, parse_size, parse_time_ms
+from migtui.model.units import InputError
 from migtui.qmp import controls
+from migtui.qmp.errors import BackendError
 from migtui.qmp.session import VMSession
 
 
@@ -25,6 +27,8 @@ class VMActions:
         Binding("x", "set_xbzrle_cache", "XBZRLE", id="migtui.xbzrle"),
         Binding("k", "capabilities", "Caps", id="migtui.capabilities"),
         Binding("p", "postcopy", "Post-copy", id="migtui.postcopy"),
+        # Off the footer: the emergency line says the key when it applies.
+        Binding("R", "recover_postcopy", "Recover", show=False, id="migtui.recover"),
         Binding("r", "poll_now", "Poll", id="migtui.poll"),
         Binding("s", "app.screenshot", "Shot", show=False, id="migtui.screenshot"),
         Binding("t", "app.next_theme", "Theme", show=False, id="migtui.theme"),
@@ -152,6 +156,46 @@ class VMActions:
             answer,
         )
 
+    def action_recover_postcopy(self) -> None:
+        """The stream broke in post-copy: listen anew on the destination, resume the source."""
+        from migtui.ui.dialogs import ConfirmDialog
+
+        session = self._session("recover")
+        if session is None:
+            return
+        app = self.app  # type: ignore[attr-defined]
+        if session.vm.migration_status != "postcopy-paused":
+            app.notify(f"{session.vm.name} is not paused in post-copy (status {session.vm.migration_status}): "
+                       "nothing to recover", severity="warning")
+            return
+        pair = _recovery_pair(session, list(app.fleet))
+        if isinstance(pair, str):
+            app.notify(pair, severity="error")
+            return
+        source, destination = pair
+        try:
+            steps = controls.plan_recovery(source, destination)
+        except (BackendError, InputError) as error:  # refused: one line, nothing sent
+            app.notify(str(error), severity="error")
+            return
+        names = {"source": source.vm.name, "destination": destination.vm.name}
+        qmp = "\n".join(f"{i}. on {names[side]} ({side}): {_qmp_text(command, args)}"
+                        for i, (side, (command, args)) in enumerate(steps, 1))
+
+        def answer(ok: bool | None) -> None:
+            if ok:
+                app.run_control(source.key, "recover", lambda: controls.recover_postcopy(source, destination, steps),
+                                done=f"recovery sent: {source.vm.name} resumes to {destination.vm.name}")
+
+        app.push_screen(
+            ConfirmDialog(
+                f"Recover the post-copy migration of {source.vm.name} to {destination.vm.name}?",
+                "The stream broke: the VM's memory is split across both hosts. migtui will send:\n" + qmp,
+                danger=True,
+            ),
+            answer,
+        )
+
     # ---- tuning --------------------------------------------------------------
 
     def _tune(self, what: str, name: str, label: str, placeholder: str, parse, show) -> None:
@@ -203,3 +247,30 @@ class VMActions:
         session = self.app.session(self.current_key())  # type: ignore[attr-defined]
         if session is not None:
             session.poll_now()
+
+
+def _qmp_text(command: str, args: dict) -> str:
+    import json
+
+    return json.dumps({"execute": command, "arguments": args})
+
+
+def _recovery_pair(session: VMSession, fleet: list[VMSession]) -> tuple[VMSession, VMSession] | str:
+    """(source, destination) of a paused post-copy, from one of its ends, or why not.
+
+    The other end is the one other VM paused in post-copy; the destination is the end whose
+    guest runs (post-copy moved it there), the source the stopped one."""
+    others = [s for s in fleet if s is not session and s.connected and s.vm.migration_status == "postcopy-paused"]
+    if not others:
+        return (f"{session.vm.name} is paused in post-copy, but no other VM in the fleet is: "
+                "add its other end (migtui VM_A VM_B) to recover it here")
+    if len(others) > 1:
+        return (f"{len(others) + 1} VMs are paused in post-copy; migtui cannot tell which is "
+                f"{session.vm.name}'s other end: recover with a fleet of the two")
+    other = others[0]
+    if session.vm.run_state == "running" and other.vm.run_state != "running":
+        return other, session
+    if other.vm.run_state == "running" and session.vm.run_state != "running":
+        return session, other
+    return (f"cannot tell which of {session.vm.name} and {other.vm.name} is the destination "
+            f"(run-states {session.vm.run_state} and {other.vm.run_state})")

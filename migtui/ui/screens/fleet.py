@@ -36,7 +36,7 @@ _SORT_KEYS = {
     "eta": lambda vm: (vm.assessment(max_age=SORT_MAX_AGE).eta_s if vm.in_flight else None) or float("inf"),
     "passes": lambda vm: vm.derived.passes or 0,
 }
-_CATEGORY_ORDER = ("migrating", "post-copy", "incoming", "unresponsive", "failed", "disconnected", "cancelled",
+_CATEGORY_ORDER = ("postcopy-paused", "migrating", "post-copy", "incoming", "unresponsive", "failed", "disconnected", "cancelled",
                    "completed", "waiting", "idle", "connecting")
 
 

@@ -20,6 +20,7 @@ HELP = """\
 | `x` | XBZRLE cache size (a power of two) |
 | `k` | capabilities (locked while a migration runs) |
 | `p` | switch to post-copy (confirm; needs post-copy ticked at start) |
+| `R` | recover a post-copy whose stream broke (postcopy-paused; confirm; shows the exact QMP) |
 | `a` | on the dashboard: apply the selected advice (confirm; shows the exact QMP command) |
 | `enter` | dashboard of the selected VM |
 | `escape` | back |
