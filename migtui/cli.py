@@ -821,7 +821,6 @@ def _check_targets(targets: Sequence[str]) -> None:
 
     if not targets:
         raise UsageError("give at least one TARGET ([NAME=]unix:PATH or tcp:HOST:PORT), or run: migtui lab")
-    _check_metrics(args)
     for target in targets:
         # A bare word is far more often a mistyped subcommand than a socket in this directory.
         if not any(c in target for c in "/:=") and not os.path.exists(target):
@@ -831,6 +830,7 @@ def _check_targets(targets: Sequence[str]) -> None:
 
 async def cmd_console(args: argparse.Namespace) -> int:
     _check_targets(args.targets)
+    _check_metrics(args)
     return await run_console(_endpoints(args.targets), args)
 
 
@@ -887,6 +887,9 @@ def parse_serve_args(argv: Sequence[str]) -> argparse.Namespace:
         if read_only and not visit.read_only:
             console = ["--read-only", *console]
     _check_theme(getattr(visit, "theme", None))
+    if getattr(visit, "metrics", None) is not None:
+        # Each visit is a process of its own: they would all bind the one port.
+        raise UsageError("--metrics under serve would bind once per visit; run migtui exporter beside it")
     args.serve = ServeOptions(host=host, port=port, console=console, public=not loopback, read_only=read_only,
                               max_sessions=parse_count(args.max_sessions, "--max-sessions", 1, 1000))
     args.command = "serve"

@@ -346,3 +346,9 @@ def test_an_unexpected_error_is_one_line_never_a_traceback(monkeypatch, tmp_path
     if code == 3:
         logged = (tmp_path / "migtui" / "errors.log").read_text()
         assert "Traceback" in logged and "RuntimeError: a bug" in logged
+
+
+def test_serve_refuses_metrics_in_the_console_arguments():
+    # Each browser visit runs its own console process: they cannot all bind one metrics port.
+    r = run("serve", "--sim", "--", "lab", "--sim", "--metrics", "127.0.0.1:0")
+    assert r.returncode == 2 and "run migtui exporter beside it" in r.stderr and "Traceback" not in r.stderr, r
