@@ -30,6 +30,7 @@ from migtui.ui.screens.help import HelpScreen
 from ui_data import big_fleet, static_fleet
 
 MiB = 2**20
+GiB = 2**30
 SIZE = (120, 36)
 CONTROL_COMMANDS = {"migrate", "migrate-incoming", "migrate_cancel", "migrate-set-parameters",
                     "migrate-set-capabilities", "migrate-start-postcopy", "migrate_set_speed",
@@ -730,3 +731,26 @@ def _dash_line(app: MigtuiApp) -> str:
         return str(app.screen.query_one("#dash-progress").render())
     except Exception:
         return ""
+
+
+def test_the_dashboard_header_shows_what_qemu_splits_out():
+    # QEMU 7.2+ reports bytes sent in downtime, pre-copy against post-copy bytes and the throttle.
+    from migtui.model import MigrationTracker, parse_query_migrate
+    from migtui.model.endpoint import parse_endpoint
+    from migtui.model.vm import Connection, VMState
+    from migtui.ui.screens.dashboard import header_lines
+
+    vm = VMState(parse_endpoint("src=unix:/nonexistent"), "src", connection=Connection.CONNECTED)
+    vm.tracker = MigrationTracker()
+    ram = {"transferred": 900 * MiB, "remaining": 100 * MiB, "total": GiB, "precopy-bytes": 700 * MiB,
+           "postcopy-bytes": 200 * MiB, "downtime-bytes": 0, "dirty-sync-count": 4}
+    vm.tracker.add(parse_query_migrate({"status": "postcopy-active", "total-time": 9000, "ram": ram,
+                                        "cpu-throttle-percentage": 40}, 1000.0))
+    first, _ = header_lines(vm)
+    assert "pre-copy 700 MiB / post-copy 200 MiB" in first and "throttle 40%" in first, first
+    assert "sent in downtime" not in first  # nothing yet
+    done = dict(ram, remaining=0, **{"downtime-bytes": 3 * MiB})
+    vm.tracker.add(parse_query_migrate({"status": "completed", "total-time": 9500, "downtime": 40, "ram": done},
+                                       1000.5))
+    first, _ = header_lines(vm)
+    assert "sent in downtime 3.0 MiB" in first and "throttle" not in first, first

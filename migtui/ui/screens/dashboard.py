@@ -27,6 +27,22 @@ from migtui.ui.widgets.graphs import DiskGraph, RamGraph, ThroughputGraph, Xbzrl
 NARROW = 110  # below this many columns the side panel folds into one line
 
 
+def split_figures(sample) -> list[str]:
+    """What QEMU 7.2+ splits out, where it matters: the bytes sent while the guest was stopped,
+    pre-copy against post-copy bytes, and auto-converge's throttle (older QEMUs report none)."""
+    out = []
+    sent_stopped = sample.get("ram", "downtime-bytes")
+    if sent_stopped:
+        out.append(f"sent in downtime {format_bytes(sent_stopped)}")
+    post = sample.get("ram", "postcopy-bytes")
+    if post:
+        out.append(f"pre-copy {format_bytes(sample.get('ram', 'precopy-bytes'))} / post-copy {format_bytes(post)}")
+    throttle = sample.get(None, "cpu-throttle-percentage")
+    if throttle and sample.in_flight:
+        out.append(f"throttle {throttle:.0f}%")
+    return out
+
+
 def header_lines(vm: VMState) -> tuple[str, str]:
     """Status and figures, then the convergence sentence an operator reads first."""
     sample = vm.sample
@@ -43,6 +59,7 @@ def header_lines(vm: VMState) -> tuple[str, str]:
         figures.append(f"downtime {downtime_text(vm)}")
         if d.passes is not None:
             figures.append(f"pass {d.passes}")
+        figures += split_figures(sample)
     figures.append(f"{vm.run_state or '-'} · QEMU {vm.qemu_version or '?'} ({vm.dialect or '?'})")
     second = ""
     if vm.in_flight:
