@@ -53,7 +53,7 @@ from migtui.model.sample import DEFAULT_PAGE_SIZE, FINISHED_STATUSES, MigrationS
 from migtui.model.units import DOWNTIME_MAX_MS, format_bytes, format_duration, format_ms, format_rate
 
 __all__ = ["VERDICTS", "ADVICE_KINDS", "Assessment", "Advice", "AdviceTaken", "FollowUp", "assess", "advise",
-           "take_advice", "follow_up"]
+           "take_advice", "follow_up", "unreachable"]
 
 # `deciding`: in flight, and the evidence cannot yet say whether it converges (pass 1 with
 # nothing known of the guest, or the rates and the passes disagree). Never `converging` then.
@@ -1378,25 +1378,25 @@ def _ladder(start: float, stop: float, step: float = 1.1) -> list[float]:
     return out
 
 
-def _downtime_needed(a: _Analysis, limit_ms: float, load: float) -> float | None:
+def _downtime_needed(a: _Analysis, limit_ms: float, load: float,
+                     readings: list[_Dirtying | None]) -> float | None:
     """The smallest downtime limit (ms) at which the model predicts the passes get under."""
     tp = a.throughput
     if not tp or not load:
         return None
     drain = a.drain or tp
-    readings = _readings(a, load)
     return _smallest(_ladder(limit_ms * 1.1, float(DOWNTIME_MAX_MS)),
                      lambda ms: all(_predicted_to_converge(a, m, load, drain, tp * ms / 1000) for m in readings))
 
 
-def _bandwidth_needed(a: _Analysis, limit_ms: float, load: float) -> float | None:
+def _bandwidth_needed(a: _Analysis, limit_ms: float, load: float,
+                      readings: list[_Dirtying | None]) -> float | None:
     """The smallest max-bandwidth (wire bytes/s) at which the model predicts the passes get
     under: a bigger threshold, and shorter passes in which the guest may dirty faster."""
     tp = a.throughput
     if not tp or not load:
         return None
     per_wire = (a.drain or tp) / tp  # bytes of remaining drained per wire byte (XBZRLE, headers)
-    readings = _readings(a, load)
     return _smallest(_ladder(tp * 1.1, tp * 64),
                      lambda y: all(_predicted_to_converge(a, m, load, y * per_wire, y * limit_ms / 1000)
                                    for m in readings))
@@ -1441,9 +1441,10 @@ def advise(
 
     load = _pass_load(a) or 0.0
     capped = bool(tp and bandwidth and not unlimited and tp >= 0.8 * bandwidth)
+    readings = _readings(a, load)  # every reading of the evidence the advice must work under
     # 1. downtime: the smallest limit at which the model predicts the passes get under.
     if tp and load:
-        x = _downtime_needed(a, limit_ms, load)
+        x = _downtime_needed(a, limit_ms, load, readings)
         if x is None:
             text = (f"even QEMU's maximum downtime limit ({format_ms(DOWNTIME_MAX_MS)}) is not enough: about "
                     f"{format_bytes(load)} is left at each pass start and the guest re-dirties it")
@@ -1456,13 +1457,13 @@ def advise(
             scored.append((score, Advice("downtime", text, _set(modern, "downtime-limit", int(x)), False)))
     # 2. bandwidth, when the limit (not the link) holds it back.
     if tp and bandwidth and not unlimited:
-        need = _bandwidth_needed(a, limit_ms, load)
+        need = _bandwidth_needed(a, limit_ms, load, readings)
         if need is not None:
             y = _round_up(need / 2**20) * 2**20
             if y > bandwidth * 1.05:
                 rate = a.model.rate if a.model is not None else a.dirty
                 why = f"the guest dirties about {format_rate(rate)} over short periods"
-                if len(_readings(a, load)) > 1:
+                if len(readings) > 1:
                     why = (f"the guest dirties about {format_rate(rate)}, and passes of one length cannot show "
                            f"whether it rewrites all {format_bytes(load)} in any pass")
                 link = "" if capped else f"; it sends only {format_rate(tp)} now, so the link may be the limit"
@@ -1561,6 +1562,17 @@ def _xbzrle_advice(
                 f"about {working / page:.0f} pages again and again, and small changes to them compress well")
         return 0.3, Advice("xbzrle-cache", text, None, True)
     return None
+
+
+def unreachable(last: Assessment, seen: float, state: str) -> Assessment:
+    """The verdict on a migration whose QEMU is gone or silent: the last one is history.
+    `state` says how (e.g. "disconnected: QEMU closed the connection"); `seen` is the last
+    sample's time. No ETA: nothing is known of what happened after."""
+    import time
+
+    when = time.strftime("%H:%M:%S", time.localtime(seen))
+    return Assessment("unreachable", _one_line(f"{state}; last seen {when}, then {last.verdict}: {last.why}"),
+                      None, None, None, None)
 
 
 # -- following advice up -----------------------------------------------------------------------

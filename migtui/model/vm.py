@@ -138,21 +138,11 @@ class VMState:
 
 
 def unreachable(last_verdict, seen: float, connection: Connection, reason: str | None):
-    """The verdict on a migration whose QEMU is gone or silent: the last one is history.
+    """The verdict on a migration whose QEMU is gone or silent (guidance.unreachable)."""
+    from migtui.model.guidance import unreachable as judged
 
-    Says when the VM was last seen and what it said then; no ETA, since nothing is known
-    of what happened after."""
-    import time as _time
-
-    from migtui.model.guidance import Assessment
-
-    when = _time.strftime("%H:%M:%S", _time.localtime(seen))
     state = "reconnecting" if connection == Connection.CONNECTING else f"{connection}: {reason or 'no reason given'}"
-    why = f"{state}; last seen {when}, then {last_verdict.verdict}: {last_verdict.why}"
-    why = " ".join(why.split())
-    if len(why) > 160:
-        why = why[:159] + "…"
-    return Assessment("unreachable", why, None, None, None, None)
+    return judged(last_verdict, seen, state)
 
 
 def status_category(vm: VMState) -> str:
