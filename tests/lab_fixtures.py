@@ -15,6 +15,7 @@ runs twice, on it and on QEMU 10.0 (``$MIGTUI_QEMU10``, which ``.ci/qemu10`` ins
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -112,43 +113,38 @@ PACED_PAGE_DELAY = 1600
 PACED_DIRTY_BYTES_PER_S = 1e9 / ((PACED_PAGE_DELAY + 6) * 2**PACED_ICOUNT_SHIFT) * 4096
 
 
-async def _start_pair(disk: bool, qemu: str | None, **paced: int) -> tuple[QemuVM, QemuVM, Lab]:
+@contextlib.asynccontextmanager
+async def _pair(disk: bool, qemu: str | None, **paced: int) -> AsyncIterator[tuple[QemuVM, QemuVM, Lab]]:
+    """A started TCG lab pair, stopped afterwards: (running source, destination, lab)."""
     skip_without_qemu()
     lab = Lab(pairs=1, disk=disk, accel="tcg", qemu=qemu, **paced)
     await lab.start()
-    return lab.sources[0], lab.destinations[0], lab
+    try:
+        yield lab.sources[0], lab.destinations[0], lab
+    finally:
+        await lab.stop()
 
 
 @pytest_asyncio.fixture
 async def lab_pair(qemu: str | None) -> AsyncIterator[tuple[QemuVM, QemuVM, Lab]]:
     """A fresh TCG pair: (running source, ``-incoming defer`` destination, lab)."""
-    source, destination, lab = await _start_pair(disk=False, qemu=qemu)
-    try:
-        yield source, destination, lab
-    finally:
-        await lab.stop()
+    async with _pair(disk=False, qemu=qemu) as pair:
+        yield pair
 
 
 @pytest_asyncio.fixture
 async def lab_pair_disk(qemu: str | None) -> AsyncIterator[tuple[QemuVM, QemuVM, Lab]]:
     """Like ``lab_pair``, but each VM has a 64 MiB qcow2 drive with id ``disk0``."""
-    source, destination, lab = await _start_pair(disk=True, qemu=qemu)
-    try:
-        yield source, destination, lab
-    finally:
-        await lab.stop()
+    async with _pair(disk=True, qemu=qemu) as pair:
+        yield pair
 
 
 @pytest_asyncio.fixture
 async def lab_pair_paced(qemu: str | None) -> AsyncIterator[tuple[QemuVM, QemuVM, Lab]]:
     """Like ``lab_pair``, but the guest dirties ~19 MiB/s at most (PACED_DIRTY_BYTES_PER_S),
     whatever the host's load: a migration at a bandwidth well above that converges over passes."""
-    source, destination, lab = await _start_pair(
-        disk=False, qemu=qemu, page_delay=PACED_PAGE_DELAY, icount_shift=PACED_ICOUNT_SHIFT)
-    try:
-        yield source, destination, lab
-    finally:
-        await lab.stop()
+    async with _pair(disk=False, qemu=qemu, page_delay=PACED_PAGE_DELAY, icount_shift=PACED_ICOUNT_SHIFT) as pair:
+        yield pair
 
 
 __all__ = [
