@@ -93,7 +93,7 @@ def prefill(n_vms: int, samples: int) -> tuple[list[Any], float]:
     """n_vms MigrationTrackers, each fed `samples` synthetic samples; and the CPU seconds it took."""
     from migtui.model.derived import MigrationTracker
     from migtui.model.sample import parse_query_migrate
-    from migtui.qmp.session import SessionOptions
+    from migtui.backend.qmp.session import SessionOptions
 
     from migtui.model.guidance import assess
 
@@ -135,8 +135,8 @@ async def _wait_connected(fleet: Any, timeout: float) -> int:
 async def backend_only(endpoints: list[str], args: argparse.Namespace) -> dict[str, Any]:
     """The same sessions polling the same VMs with no console: what the backend alone costs."""
     from migtui.model.endpoint import parse_endpoint
-    from migtui.qmp.fleet import Fleet
-    from migtui.qmp.messages import VMUpdated
+    from migtui.backend.qmp.fleet import Fleet
+    from migtui.backend.messages import VMUpdated
 
     samples = [0]
 
@@ -163,8 +163,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     from textual.widgets import Input
 
     from migtui.model.endpoint import parse_endpoint
-    from migtui.qmp.fleet import Fleet
-    from migtui.qmp.messages import VMUpdated
+    from migtui.backend.qmp.fleet import Fleet
+    from migtui.backend.messages import VMUpdated
     from migtui.ui.app import MigtuiApp
     from migtui.ui.widgets.fleet_table import FleetTable
 

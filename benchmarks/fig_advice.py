@@ -21,8 +21,9 @@ from migtui.lab.lab import Lab
 from migtui.model.endpoint import parse_endpoint
 from migtui.model.guidance import follow_up, take_advice
 from migtui.model.units import parse_rate
-from migtui.qmp.controls import MigrationOptions, cancel_migration, start_migration
-from migtui.qmp.session import SessionOptions, VMSession
+from migtui.model.requests import MigrationOptions
+from migtui.backend.qmp.controls import cancel_migration, start_migration
+from migtui.backend.qmp.session import SessionOptions, VMSession
 
 WITHIN = 60.0  # seconds after the first advice in which it is to complete
 

@@ -72,8 +72,8 @@ async def run(quick: bool, tmp: Path) -> dict[str, Any]:
     from qemu.qmp import QMPClient
     from migtui.lab import Lab
     from migtui.model.endpoint import parse_endpoint
-    from migtui.qmp.fleet import Fleet
-    from migtui.qmp.messages import VMEvent
+    from migtui.backend.qmp.fleet import Fleet
+    from migtui.backend.messages import VMEvent
     from migtui.ui.app import MigtuiApp
     from migtui.ui.widgets.fleet_table import FleetTable
 

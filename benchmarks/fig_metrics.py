@@ -32,7 +32,7 @@ async def _measure(endpoints: list[str], rounds: int, burst: int) -> dict[str, A
     from migtui.metrics import start_metrics
     from migtui.model.endpoint import parse_endpoint
     from migtui.model.vm import Connection
-    from migtui.qmp.fleet import Fleet
+    from migtui.backend.qmp.fleet import Fleet
 
     fleet = Fleet(parse_endpoint(e) for e in endpoints)
     fleet.start()

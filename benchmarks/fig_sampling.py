@@ -80,20 +80,20 @@ async def _qmp_lib(
 
 
 async def _qmp_lib_migtui_client(path: str, n: int) -> tuple[float, float, Any]:
-    from migtui.qmp.session import _Client  # private: qemu.qmp minus its debug-format hooks
+    from migtui.backend.qmp.client import Client as _Client  # private: qemu.qmp minus its debug-format hooks
 
     return await _qmp_lib(path, n, _Client)
 
 
 async def _migtui_client_direct(path: str, n: int) -> tuple[float, float, Any]:
-    from migtui.qmp.session import _Client
+    from migtui.backend.qmp.client import Client as _Client
 
     return await _qmp_lib(path, n, _Client, "request")  # the session's request path, no model
 
 
 async def _migtui(path: str, n: int) -> tuple[float, float, Any]:
     from migtui.model.endpoint import parse_endpoint
-    from migtui.qmp.session import VMSession
+    from migtui.backend.qmp.session import VMSession
 
     session = VMSession(parse_endpoint(f"bench=unix:{path}"))
     await session.connect()

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from migtui.qmp.audit import WEB_CLIENT_ENV, WEB_FORWARDED_ENV, WEB_SESSION_ENV, AuditLog
+from migtui.backend.audit import WEB_CLIENT_ENV, WEB_FORWARDED_ENV, WEB_SESSION_ENV, AuditLog
 
 __all__ = ["ServeOptions", "ListenError", "parse_bind", "is_loopback_host", "run_server"]
 

@@ -193,7 +193,7 @@ def _endpoints(texts: Sequence[str]):
 def _options(args: argparse.Namespace, **extra: Any):
     """Session options from the config file: TLS for TCP endpoints, the audit log."""
     from migtui.config import Config
-    from migtui.qmp.session import SessionOptions
+    from migtui.backend.qmp.session import SessionOptions
 
     config = getattr(args, "config", None) or Config()
     return SessionOptions(ssl=config.ssl_context(), audit=config.audit_log(), **extra)
@@ -218,7 +218,7 @@ def _refuse_if_read_only(args: argparse.Namespace, what: str) -> None:
 
 async def _connect(text: str, args: argparse.Namespace, **options: Any):
     """A connected session for one target, or BackendError with the reason."""
-    from migtui.qmp.session import VMSession
+    from migtui.backend.qmp.session import VMSession
 
     endpoints = _endpoints([text])
     _warn_remote(endpoints, args)
@@ -323,8 +323,8 @@ STATUS_WINDOW_STEP = 0.25  # seconds between samples of status --window (the con
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
-    from migtui.qmp.errors import BackendError
-    from migtui.qmp.session import VMSession
+    from migtui.backend.errors import BackendError
+    from migtui.backend.qmp.session import VMSession
 
     window_s = 0.0
     if args.window is not None:
@@ -366,8 +366,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
 async def cmd_watch(args: argparse.Namespace) -> int:
     from migtui.model.units import parse_number
-    from migtui.qmp.errors import BackendError
-    from migtui.qmp.session import VMSession
+    from migtui.backend.errors import BackendError
+    from migtui.backend.qmp.session import VMSession
 
     interval = parse_number(args.interval, "--interval", 0.05, 3600, "seconds ")
     count = None
@@ -426,7 +426,7 @@ async def cmd_watch(args: argparse.Namespace) -> int:
 def _migration_options(args: argparse.Namespace):
     from migtui.model.parameters import check_xbzrle_cache_size
     from migtui.model.units import parse_count, parse_rate, parse_size, parse_time_ms
-    from migtui.qmp.controls import MigrationOptions
+    from migtui.model.requests import MigrationOptions
 
     cache = None
     if args.xbzrle_cache is not None:
@@ -445,7 +445,7 @@ def _migration_options(args: argparse.Namespace):
 
 async def cmd_migrate(args: argparse.Namespace) -> int:
     from migtui.model.parameters import check_uri
-    from migtui.qmp.controls import start_migration
+    from migtui.backend.qmp.controls import start_migration
 
     if not args.check:
         _refuse_if_read_only(args, "migrate")
@@ -486,7 +486,7 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
 
 async def _preflight(source, options) -> int:
     """--check: measure, predict, migrate nothing."""
-    from migtui.qmp.controls import preflight
+    from migtui.backend.qmp.controls import preflight
 
     prediction = await preflight(source, options)
     print(f"{source.vm.name}: {prediction.sentence}")
@@ -552,7 +552,7 @@ async def _follow(source, recorder=None) -> int:
 
 
 async def cmd_cancel(args: argparse.Namespace) -> int:
-    from migtui.qmp.controls import cancel_migration
+    from migtui.backend.qmp.controls import cancel_migration
 
     _refuse_if_read_only(args, "cancel")
     session = await _connect(args.source, args)
@@ -576,7 +576,7 @@ def _assignments(items: Sequence[str]) -> list[tuple[str, str]]:
 
 async def cmd_set(args: argparse.Namespace) -> int:
     from migtui.model.parameters import parse_parameter
-    from migtui.qmp.controls import set_parameters
+    from migtui.backend.qmp.controls import set_parameters
 
     _refuse_if_read_only(args, "set")
     pairs = _assignments(args.assignments)
@@ -592,7 +592,7 @@ async def cmd_set(args: argparse.Namespace) -> int:
 
 
 async def cmd_caps(args: argparse.Namespace) -> int:
-    from migtui.qmp.controls import set_capabilities
+    from migtui.backend.qmp.controls import set_capabilities
 
     caps: dict[str, bool] = {}
     for name, value in _assignments(args.assignments):
@@ -614,7 +614,7 @@ async def cmd_caps(args: argparse.Namespace) -> int:
 
 
 async def cmd_postcopy(args: argparse.Namespace) -> int:
-    from migtui.qmp.controls import start_postcopy
+    from migtui.backend.qmp.controls import start_postcopy
 
     _refuse_if_read_only(args, "postcopy")
     session = await _connect(args.source, args)
@@ -799,7 +799,7 @@ def make_recorder(args: argparse.Namespace, **kwargs: Any):
 async def run_console(endpoints, args: argparse.Namespace) -> int:
     """The Textual console on these endpoints, on this event loop."""
     from migtui.config import load_config
-    from migtui.qmp.fleet import Fleet
+    from migtui.backend.qmp.fleet import Fleet
     from migtui.ui.app import MigtuiApp
 
     config = getattr(args, "config", None) or load_config()
@@ -941,7 +941,7 @@ async def cmd_exporter(args: argparse.Namespace) -> int:
     """No console: sessions on every target, read by Prometheus at each scrape, until a signal."""
     import signal
 
-    from migtui.qmp.fleet import Fleet
+    from migtui.backend.qmp.fleet import Fleet
 
     _check_metrics(args)
     endpoints = _endpoints(args.targets)
@@ -1049,7 +1049,7 @@ COMMANDS = {
 
 
 async def _quietly(work):
-    from migtui.qmp.session import quiet_loop_errors
+    from migtui.backend.qmp.client import quiet_loop_errors
 
     quiet_loop_errors(asyncio.get_running_loop())  # no asyncio noise in front of an operator
     return await work
@@ -1068,7 +1068,7 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from migtui.model.units import InputError
-    from migtui.qmp.errors import BackendError
+    from migtui.backend.errors import BackendError
 
     argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     try:
@@ -1086,7 +1086,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_quietly(command(args)))
     except (UsageError, InputError, BackendError) as err:
         from migtui.model.hints import hint_for
-        from migtui.qmp.errors import QMPRefused
+        from migtui.backend.errors import QMPRefused
 
         hint = hint_for(err.desc) if isinstance(err, QMPRefused) else None
         print(f"migtui: {err}" + (f" ({hint})" if hint else ""), file=sys.stderr)

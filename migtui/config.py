@@ -67,8 +67,8 @@ class Config:
             raise ConfigError(f"{self.path}: [tls] files cannot be used: {err}") from None
         return context
 
-    def audit_log(self):  # -> migtui.qmp.audit.AuditLog
-        from migtui.qmp.audit import AuditLog, default_audit_path
+    def audit_log(self):  # -> migtui.backend.audit.AuditLog
+        from migtui.backend.audit import AuditLog, default_audit_path
 
         if not self.audit or os.environ.get("MIGTUI_AUDIT", "").lower() in ("0", "off", "no", "false"):
             return AuditLog(None)

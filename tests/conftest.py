@@ -20,8 +20,8 @@ import pytest_asyncio
 
 from lab_fixtures import lab_pair, lab_pair_disk, pid_alive, qemu, qemu_required, wait_until  # noqa: F401
 from migtui.model.endpoint import parse_endpoint
-from migtui.qmp.messages import BackendMessage
-from migtui.qmp.session import SessionOptions, VMSession
+from migtui.backend.messages import BackendMessage
+from migtui.backend.qmp.session import SessionOptions, VMSession
 
 
 @pytest_asyncio.fixture

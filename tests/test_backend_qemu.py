@@ -16,7 +16,7 @@ from qemu.qmp import QMPClient
 
 from lab_fixtures import on_both_qemus, qemu_required, require_qemu10, wait_until
 from migtui.model.vm import Connection
-from migtui.qmp.controls import (
+from migtui.backend.qmp.controls import (
     MigrationOptions,
     cancel_migration,
     continue_migration,
@@ -27,9 +27,9 @@ from migtui.qmp.controls import (
     start_migration,
     start_postcopy,
 )
-from migtui.qmp.dialect import Unsupported
-from migtui.qmp.errors import QMPRefused, Refused
-from migtui.qmp.messages import ActionResult, VMEvent
+from migtui.backend.qmp.dialect import Unsupported
+from migtui.backend.errors import QMPRefused, Refused
+from migtui.backend.messages import ActionResult, VMEvent
 
 pytestmark = [qemu_required, pytest.mark.qemu]
 

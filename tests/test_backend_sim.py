@@ -17,10 +17,11 @@ import pytest_asyncio
 
 from lab_fixtures import wait_until
 from migtui.model.vm import Connection
-from migtui.qmp.controls import MigrationOptions, set_capabilities, set_parameters, start_migration
-from migtui.qmp.dialect import Unsupported
-from migtui.qmp.errors import QMPRefused
-from migtui.qmp.messages import ActionResult
+from migtui.model.requests import MigrationOptions
+from migtui.backend.qmp.controls import set_capabilities, set_parameters, start_migration
+from migtui.backend.qmp.dialect import Unsupported
+from migtui.backend.errors import QMPRefused
+from migtui.backend.messages import ActionResult
 from migtui.sim import SimFleet
 
 MiB = 2**20
@@ -200,7 +201,7 @@ async def test_capabilities_refused_before_sending_during_migration(sim, open_se
     await start_migration(session, MigrationOptions(bandwidth=32 * MiB), uri="exec:cat > /dev/null")
     await wait_until(lambda: session.vm.in_flight, timeout=5)
     before = len(control_commands(src))
-    from migtui.qmp.errors import Refused
+    from migtui.backend.errors import Refused
 
     with pytest.raises(Refused, match="while a migration runs"):
         await set_capabilities(session, {"xbzrle": True})
@@ -404,7 +405,7 @@ async def test_direct_request_path_raises_qemus_error(sim, open_session):
 
 
 async def test_replies_are_routed_as_bytes_arrive_and_the_rest_left_in_order():
-    from migtui.qmp.session import _Client
+    from migtui.backend.qmp.client import Client as _Client
 
     loop = asyncio.get_running_loop()
     client = _Client("unit")
@@ -429,7 +430,7 @@ async def test_replies_are_routed_as_bytes_arrive_and_the_rest_left_in_order():
 
 async def test_event_memory_stays_bounded_over_many_passes(sim, open_session):
     from migtui.model.vm import LOG_RECORDS
-    from migtui.qmp.session import EVENT_HISTORY
+    from migtui.backend.qmp.client import EVENT_HISTORY
 
     vm = await sim.add_vm("busy", dirty_rate=400 * MiB, working_set=24 * MiB, ram=256 * MiB)
     messages: list = []

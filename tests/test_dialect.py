@@ -2,7 +2,7 @@
 
 import pytest
 
-from migtui.qmp.dialect import Dialect, Unsupported, migrate_args_from_schema, parse_version
+from migtui.backend.qmp.dialect import Dialect, Unsupported, migrate_args_from_schema, parse_version
 
 LEGACY_14 = Dialect(
     (1, 4, 0),

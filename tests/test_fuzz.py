@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 
 from migtui.model.endpoint import parse_endpoint
 from migtui.model.vm import Connection
-from migtui.qmp.errors import ConnectFailed
-from migtui.qmp.session import SessionOptions, VMSession
+from migtui.backend.errors import ConnectFailed
+from migtui.backend.qmp.session import SessionOptions, VMSession
 from migtui.sim.jsonstream import JSONStreamer
 
 GREETING = {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 0}, "package": ""}, "capabilities": []}}

@@ -12,8 +12,9 @@ from lab_fixtures import lab_pair_paced, qemu_required, wait_until  # noqa: F401
 from migtui.lab import QemuVM
 from migtui.model import guidance
 from migtui.model.guidance import assess
-from migtui.qmp.controls import MigrationOptions, cancel_migration, start_migration
-from migtui.qmp.messages import VMUpdated
+from migtui.model.requests import MigrationOptions
+from migtui.backend.qmp.controls import cancel_migration, start_migration
+from migtui.backend.messages import VMUpdated
 
 pytestmark = [qemu_required, pytest.mark.qemu]
 
@@ -110,7 +111,7 @@ async def test_eta_at_50_percent_within_30_percent_of_the_real_finish(open_sessi
     """
     from migtui.lab import Lab
     from migtui.model import MigrationTracker
-    from migtui.qmp.controls import measure_dirty_rate
+    from migtui.backend.qmp.controls import measure_dirty_rate
 
     lab = Lab(pairs=2, accel="tcg")
     await lab.start()

@@ -16,8 +16,9 @@ from migtui import cli
 from migtui.lab import Lab, QemuVM
 from migtui.lab import linux_guest
 from migtui.lab.linux_guest import GUEST_MEM, READY_MARKER, LinuxGuest, cached_guest, ensure_guest
-from migtui.qmp.controls import MigrationOptions, cancel_migration, start_migration
-from migtui.qmp.messages import VMUpdated
+from migtui.model.requests import MigrationOptions
+from migtui.backend.qmp.controls import cancel_migration, start_migration
+from migtui.backend.messages import VMUpdated
 
 
 def _pgbench_guest() -> LinuxGuest:

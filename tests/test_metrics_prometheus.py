@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 
 from lab_fixtures import lab_pair_paced, qemu_required, wait_until  # noqa: F401 (a fixture)
-from migtui.qmp.controls import MigrationOptions, start_migration
+from migtui.model.requests import MigrationOptions
+from migtui.backend.qmp.controls import start_migration
 from test_metrics import dashboard_targets
 
 pytestmark = [qemu_required, pytest.mark.qemu]

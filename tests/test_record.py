@@ -19,10 +19,11 @@ from lab_fixtures import wait_until
 from migtui.model.endpoint import parse_endpoint
 from migtui.model.sample import parse_query_migrate
 from migtui.model.vm import Connection, VMState
-from migtui.qmp.controls import MigrationOptions, start_migration
-from migtui.qmp.fleet import Fleet
-from migtui.qmp.messages import ActionResult, VMEvent, VMUpdated
-from migtui.qmp.session import SessionOptions
+from migtui.model.requests import MigrationOptions
+from migtui.backend.qmp.controls import start_migration
+from migtui.backend.qmp.fleet import Fleet
+from migtui.backend.messages import ActionResult, VMEvent, VMUpdated
+from migtui.backend.qmp.session import SessionOptions
 from migtui.model.units import InputError
 from migtui.record import (
     CSV_COLUMNS,

@@ -146,7 +146,7 @@ def test_remote_tcp_gets_a_warning_and_loopback_does_not(capsys):
 
 async def test_console_shows_the_remote_tcp_warning():
     from migtui.model.endpoint import parse_endpoint
-    from migtui.qmp.fleet import Fleet
+    from migtui.backend.qmp.fleet import Fleet
     from migtui.ui.app import MigtuiApp
 
     fleet = Fleet([parse_endpoint("far=tcp:192.0.2.10:4444"), parse_endpoint("near=tcp:127.0.0.1:4444")])

@@ -16,10 +16,10 @@ from textual.widgets import Button, Checkbox, Input, Label, Select
 
 from lab_fixtures import wait_until
 from migtui.model.endpoint import parse_endpoint
-from migtui.qmp import controls
-from migtui.qmp.controls import MigrationOptions
-from migtui.qmp.fleet import Fleet
-from migtui.qmp.session import SessionOptions
+from migtui.backend.qmp import controls
+from migtui.model.requests import MigrationOptions
+from migtui.backend.qmp.fleet import Fleet
+from migtui.backend.qmp.session import SessionOptions
 from migtui.sim import SimFleet
 from migtui.ui.app import MigtuiApp
 from migtui.ui.dialogs import CapabilitiesDialog, ConfirmDialog, StartMigrationDialog, TypedConfirmDialog, ValueDialog

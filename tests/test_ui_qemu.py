@@ -14,8 +14,8 @@ import pytest
 
 from lab_fixtures import on_both_qemus, pid_alive, qemu_required, wait_until
 from migtui.model.endpoint import parse_endpoint
-from migtui.qmp.fleet import Fleet
-from migtui.qmp.session import SessionOptions
+from migtui.backend.qmp.fleet import Fleet
+from migtui.backend.qmp.session import SessionOptions
 from migtui.ui.app import MigtuiApp
 from migtui.ui.dialogs import StartMigrationDialog
 from migtui.ui.widgets.fleet_table import FleetTable
@@ -128,7 +128,8 @@ def test_closing_the_terminal_under_migtui_lab_leaves_nothing(tmp_path: Path):
 async def test_source_killed_mid_migration_is_unreachable_on_its_dashboard(lab_pair):
     """kill -9 of the source QEMU while it migrates: the last verdict is history. The VM's
     verdict says unreachable and when it was last seen, and so does its dashboard's line."""
-    from migtui.qmp.controls import MigrationOptions, start_migration
+    from migtui.model.requests import MigrationOptions
+from migtui.backend.qmp.controls import start_migration
     from migtui.ui.screens.dashboard import DashboardScreen
 
     source, destination, _ = lab_pair
@@ -180,7 +181,8 @@ def _dashboard_line(app: MigtuiApp) -> str:
 async def test_postcopy_broken_is_an_emergency_and_R_recovers_it_to_completion(lab_pair):
     """migrate-pause breaks the stream in post-copy: the fleet and the dashboard say so and
     what to do; R shows the exact QMP, y sends it, and the VM completes on the destination."""
-    from migtui.qmp.controls import MigrationOptions, set_parameters, start_migration, start_postcopy
+    from migtui.model.requests import MigrationOptions
+from migtui.backend.qmp.controls import set_parameters, start_migration, start_postcopy
     from migtui.ui.dialogs import ConfirmDialog
     from migtui.ui.screens.dashboard import DashboardScreen
 

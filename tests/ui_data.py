@@ -10,8 +10,8 @@ from __future__ import annotations
 from migtui.model.endpoint import parse_endpoint
 from migtui.model.sample import parse_query_migrate
 from migtui.model.vm import Connection, EventRecord
-from migtui.qmp.dialect import Dialect
-from migtui.qmp.fleet import Fleet
+from migtui.backend.qmp.dialect import Dialect
+from migtui.backend.qmp.fleet import Fleet
 
 MiB = 2**20
 T0 = 1_700_000_000.0

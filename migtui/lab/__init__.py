@@ -1,7 +1,7 @@
 """The migration lab: throwaway QEMU source/destination pairs for migtui.
 
 Stands apart from the rest of migtui: it imports neither textual nor
-migtui.qmp, only the standard library.
+migtui.backend.qmp, only the standard library.
 """
 
 from migtui.lab.guest import DIRTY_END, DIRTY_START, READY_MARKER, build_dirty_guest

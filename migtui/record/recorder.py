@@ -45,8 +45,8 @@ from migtui.model.derived import MigrationTracker
 from migtui.model.sample import MigrationSample
 from migtui.model.units import format_bytes, format_ms, format_rate
 from migtui.model.vm import Connection, VMState
-from migtui.qmp.audit import redact
-from migtui.qmp.messages import ActionResult, BackendMessage, Listener, VMEvent, VMUpdated
+from migtui.backend.audit import redact
+from migtui.backend.messages import ActionResult, BackendMessage, Listener, VMEvent, VMUpdated
 from migtui.record.retention import Pruned, Retention, prune_recordings
 
 __all__ = [

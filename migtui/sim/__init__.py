@@ -1,6 +1,6 @@
 """A QMP simulator: many simulated QEMUs (1.4 or 7.2 dialect) on real unix sockets.
 
-It stands apart from the rest of migtui (no textual, no migtui.qmp): stdlib only.
+It stands apart from the rest of migtui (no textual, no migtui.backend.qmp): stdlib only.
 
     fleet = SimFleet(runtime_dir, speedup=10, seed=1)
     vm = await fleet.add_vm("web1", dialect="1.4", dirty_rate=20 * 2**20)

@@ -22,10 +22,10 @@ from migtui.config import Config
 from migtui.model.hints import hint_for
 from migtui.model.units import InputError
 from migtui.model.vm import EventRecord
-from migtui.qmp.errors import BackendError, QMPRefused
-from migtui.qmp.fleet import Fleet
-from migtui.qmp.messages import ActionResult, BackendMessage, VMEvent, VMUpdated
-from migtui.qmp.session import VMSession
+from migtui.backend.errors import BackendError, QMPRefused
+from migtui.backend.qmp.fleet import Fleet
+from migtui.backend.messages import ActionResult, BackendMessage, VMEvent, VMUpdated
+from migtui.backend.qmp.session import VMSession
 from migtui.record import Recorder
 from migtui.ui.guard import keep_running
 from migtui.ui.messages import FleetChanged

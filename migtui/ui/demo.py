@@ -33,8 +33,8 @@ from textual.screen import Screen
 from migtui.config import Config
 from migtui.model.endpoint import parse_endpoint
 from migtui.model.vm import status_category
-from migtui.qmp.fleet import Fleet
-from migtui.qmp.session import SessionOptions
+from migtui.backend.qmp.fleet import Fleet
+from migtui.backend.qmp.session import SessionOptions
 from migtui.record import Recorder
 from migtui.ui.app import MigtuiApp
 from migtui.ui.dialogs import ConfirmDialog
@@ -126,8 +126,8 @@ class LabWorld:
         pass  # the lab is up
 
     async def begin(self, app: DemoApp) -> None:
-        from migtui.qmp import controls
-        from migtui.qmp.controls import MigrationOptions
+        from migtui.backend.qmp import controls
+        from migtui.model.requests import MigrationOptions
 
         while not all(s.connected and s.vm.sample for s in app.fleet):
             await asyncio.sleep(0.1)  # pacing: the lab's monitors answer within a second

@@ -19,8 +19,8 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from migtui.model.parameters import check_uri, check_xbzrle_cache_size
 from migtui.model.units import InputError, parse_count, parse_rate, parse_size, parse_time_ms
-from migtui.qmp.controls import MigrationOptions
-from migtui.qmp.session import VMSession
+from migtui.model.requests import MigrationOptions
+from migtui.backend.qmp.session import VMSession
 
 __all__ = [
     "ConfirmDialog",
@@ -341,8 +341,8 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
         source = self.source
 
         async def work() -> None:
-            from migtui.qmp.controls import preflight
-            from migtui.qmp.errors import BackendError
+            from migtui.backend.qmp.controls import preflight
+            from migtui.backend.errors import BackendError
 
             try:
                 prediction = await preflight(source, request.options)

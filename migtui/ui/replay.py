@@ -20,7 +20,7 @@ from textual.binding import Binding
 from textual.widgets import Static
 
 from migtui.model.units import InputError, parse_number
-from migtui.qmp.fleet import Fleet
+from migtui.backend.qmp.fleet import Fleet
 from migtui.record.recorder import summary_text
 from migtui.record.replay import Cursor, Recording, load_recording
 from migtui.ui.guard import keep_running

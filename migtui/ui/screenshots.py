@@ -14,8 +14,8 @@ from pathlib import Path
 
 from migtui.lab import Lab, find_qemu
 from migtui.model.endpoint import parse_endpoint
-from migtui.qmp.fleet import Fleet
-from migtui.qmp.session import SessionOptions
+from migtui.backend.qmp.fleet import Fleet
+from migtui.backend.qmp.session import SessionOptions
 from migtui.ui.app import MigtuiApp
 
 SIZE = (120, 36)

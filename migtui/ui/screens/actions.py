@@ -11,9 +11,9 @@ from textual.binding import Binding
 from migtui.model.parameters import check_xbzrle_cache_size
 from migtui.model.units import format_bytes, format_ms, format_rate, parse_rate, parse_size, parse_time_ms
 from migtui.model.units import InputError
-from migtui.qmp import controls
-from migtui.qmp.errors import BackendError
-from migtui.qmp.session import VMSession
+from migtui.backend.qmp import controls
+from migtui.backend.errors import BackendError
+from migtui.backend.qmp.session import VMSession
 
 
 class VMActions:

@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from migtui.model.parameters import check_uri
+from migtui.model.requests import MigrationOptions, ParamChange
 from migtui.model.sample import FINISHED_STATUSES, IN_FLIGHT_STATUSES
-from migtui.qmp.dialect import Command, Dialect, Unsupported
-from migtui.qmp.errors import BackendError, NotConnected, Refused
-from migtui.qmp.session import VMSession
+from migtui.backend.qmp.dialect import Command, Dialect, Unsupported
+from migtui.backend.errors import BackendError, NotConnected, Refused
+from migtui.backend.qmp.session import VMSession
 
 __all__ = [
     "MigrationOptions",
@@ -46,20 +47,6 @@ __all__ = [
     "measure_dirty_rate",
     "preflight",
 ]
-
-
-@dataclass(frozen=True)
-class MigrationOptions:
-    """What the operator asked for; values already in QEMU's units (bytes/s, ms, bytes)."""
-
-    bandwidth: int | None = None
-    downtime_ms: int | None = None
-    xbzrle: bool = False
-    xbzrle_cache: int | None = None
-    auto_converge: bool = False
-    postcopy: bool = False
-    multifd: int | None = None
-    block: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The QMP backend: asyncio sessions on qemu.qmp. Never imports Textual."""
 
-from migtui.qmp.controls import (
-    MigrationOptions,
+from migtui.model.requests import MigrationOptions
+from migtui.backend.qmp.controls import (
     cancel_migration,
     continue_migration,
     set_capabilities,
@@ -9,10 +9,10 @@ from migtui.qmp.controls import (
     start_migration,
     start_postcopy,
 )
-from migtui.qmp.errors import BackendError, ConnectFailed, NotConnected, QMPRefused, Refused
-from migtui.qmp.fleet import Fleet
-from migtui.qmp.messages import ActionResult, BackendMessage, VMEvent, VMUpdated
-from migtui.qmp.session import SessionOptions, VMSession
+from migtui.backend.errors import BackendError, ConnectFailed, NotConnected, QMPRefused, Refused
+from migtui.backend.qmp.fleet import Fleet
+from migtui.backend.messages import ActionResult, BackendMessage, VMEvent, VMUpdated
+from migtui.backend.qmp.session import SessionOptions, VMSession
 
 __all__ = [
     "ActionResult",

@@ -12,10 +12,8 @@ Built on qemu.qmp's QMPClient. The rules that keep an on-call console alive:
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import errno
-import json
 import logging
 import os
 import socket
@@ -24,12 +22,9 @@ import stat
 import time
 from typing import Any
 
-from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, QMPClient, QMPError
+from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError
 from qemu.qmp.error import ProtocolError
-from qemu.qmp.message import Message
-from qemu.qmp.models import ErrorResponse
 from qemu.qmp.protocol import Runstate
-from qemu.qmp.qmp_client import BadReplyError
 
 from migtui.model.derived import MigrationTracker
 from migtui.model.endpoint import Endpoint
@@ -37,12 +32,13 @@ from migtui.model.hints import hint_for
 from migtui.model.history import PassMark
 from migtui.model.sample import MigrationSample, _bad_number, parse_query_migrate
 from migtui.model.vm import Connection, EventRecord, VMState
-from migtui.qmp.audit import AuditLog, redact
-from migtui.qmp.dialect import Dialect, migrate_args_from_schema, parse_version
-from migtui.qmp.errors import ConnectFailed, NotConnected, QMPRefused
-from migtui.qmp.messages import ActionResult, BackendMessage, Listener, VMEvent, VMUpdated
+from migtui.backend.audit import AuditLog, redact
+from migtui.backend.qmp.client import Client, disconnect, quiet_loop_errors
+from migtui.backend.qmp.dialect import Dialect, migrate_args_from_schema, parse_version
+from migtui.backend.errors import ConnectFailed, NotConnected, QMPRefused
+from migtui.backend.messages import ActionResult, BackendMessage, Listener, VMEvent, VMUpdated
 
-__all__ = ["VMSession", "SessionOptions", "quiet_loop_errors"]
+__all__ = ["VMSession", "SessionOptions"]
 
 # qemu.qmp logs every protocol hiccup at ERROR; the console reports them itself.
 logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
@@ -53,8 +49,6 @@ _POLL_AFTER = frozenset({"MIGRATION", "STOP", "RESUME", "SHUTDOWN", "BLOCK_JOB_R
 # A MIGRATION_PASS asks for a sample too (the pass count is in query-migrate), but at most one
 # such poll per this many seconds: a migration with a tiny dirty set can sync many times a second.
 _PASS_POLL_GAP = 0.1
-# Events qemu.qmp's listener keeps in its own history (it keeps all of them otherwise).
-EVENT_HISTORY = 32
 
 
 class SessionOptions:
@@ -92,229 +86,6 @@ def _noop(_: BackendMessage) -> None:
     pass
 
 
-def quiet_loop_errors(loop: asyncio.AbstractEventLoop) -> None:
-    """Leftovers of connections torn down on purpose (cancelled drains, resets) are not news."""
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        error = context.get("exception")
-        if isinstance(error, (asyncio.CancelledError, ConnectionError, EOFError)):
-            return
-        logging.getLogger("migtui").debug("asyncio: %s", context.get("message"), exc_info=error)
-
-    loop.set_exception_handler(handler)
-
-
-def _nudge(writer: asyncio.StreamWriter) -> None:
-    if not writer.is_closing():
-        writer.write(b"\n")
-
-
-# The qemu.qmp internals _Client's direct request path overrides or calls (as in
-# qemu.qmp 0.0.6); should a release lack one, send() falls back to the stock execute().
-_DIRECT = all(hasattr(QMPClient, name) for name in ("_bh_recv_message", "_readline", "_bh_disconnect", "_on_message"))
-
-
-class _Client(QMPClient):
-    """qemu.qmp's client, without its per-message debug formatting, plus a direct request path.
-
-    The stock inbound/outbound hooks re-serialise every message to JSON for a
-    debug log line even when debug logging is off: a fifth of a 1000-VM
-    console's CPU. These hooks exist to be overridden; ours format only when
-    someone is listening.
-
-    send() is the sampling path: the stock execute() builds and copies a
-    `Message`, hands it to a writer task through a queue, and routes the reply
-    back through a queue per request (several Task switches, a Queue and its
-    Event per call). send() writes the bytes itself and returns a future that
-    is resolved with the reply dict as soon as its line arrives (_hook_reader),
-    or else by the reader task. Connection, negotiation, events and every
-    other command stay on qemu.qmp's own path; a reply whose id send() did not
-    register goes there too.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._next_id = 0
-        self._heads: dict[str, bytes] = {}  # command -> b'{"execute": "CMD", "id": "'
-        self._hooked: object = None  # the StreamReader whose feed_data routes replies
-        # qemu.qmp's default listener keeps a history of every event, forever: a migration
-        # that passes every second grew it by 3600 messages an hour. Keep the latest few.
-        if isinstance(getattr(self.events, "_history", None), list):
-            self.events._history = collections.deque(maxlen=EVENT_HISTORY)  # type: ignore[assignment]
-
-    def _cb_outbound(self, msg):  # type: ignore[no-untyped-def]
-        if self.logger.isEnabledFor(logging.DEBUG):
-            self.logger.debug("--> %s", msg)
-        return msg
-
-    def _cb_inbound(self, msg):  # type: ignore[no-untyped-def]
-        if self.logger.isEnabledFor(logging.DEBUG):
-            self.logger.debug("<-- %s", msg)
-        return msg
-
-    tls = False
-
-    def _do_send(self, msg) -> None:  # type: ignore[no-untyped-def]
-        assert self._writer is not None
-        self._write(bytes(msg) + b"\n")
-
-    def _write(self, data: bytes) -> None:
-        writer = self._writer
-        assert writer is not None
-        writer.write(data)
-        if self.tls:
-            # QEMU 7.2's TLS chardev holds a lone TLS record until the next one
-            # arrives (seen here: the reply comes only after more bytes). A
-            # second record with a harmless newline makes it read the first.
-            asyncio.get_running_loop().call_later(0.005, _nudge, writer)
-
-    # ---- the direct request path -----------------------------------------
-
-    def send(self, command: str, args: dict[str, Any] | None = None) -> asyncio.Future[dict[str, Any]]:
-        """Send `command` now; the future gets QEMU's whole reply (see result()).
-
-        Cancelling the future abandons the request (its late reply is dropped).
-        When the connection ends first, the future fails with ExecInterruptedError.
-        """
-        loop = asyncio.get_running_loop()
-        if not _DIRECT:
-            return loop.create_task(self._stock_reply(command, args))
-        if self.runstate != Runstate.RUNNING or self._writer is None:
-            # qemu.qmp's own error for this state (StateError); runstate RUNNING here also
-            # means _bh_disconnect has not run yet, so it will fail this future if it must.
-            return loop.create_task(self._stock_reply(command, args))
-        if self._hooked is not self._reader:
-            self._hook_reader()
-        self._next_id += 1
-        ident = f"mt{self._next_id}"
-        if args is None:
-            head = self._heads.get(command)
-            if head is None:
-                head = self._heads[command] = json.dumps({"execute": command})[:-1].encode() + b', "id": "'
-            data = head + ident.encode() + b'"}\n'
-        else:
-            data = json.dumps({"execute": command, "arguments": args, "id": ident}).encode() + b"\n"
-        if self.logger.isEnabledFor(logging.DEBUG):
-            self.logger.debug("--> %s", data.decode(errors="replace").rstrip())
-        future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self._replies[ident] = future
-        try:
-            self._write(data)
-        except BaseException:
-            del self._replies[ident]
-            raise
-        return future
-
-    def rewait(self, future: asyncio.Future[dict[str, Any]]) -> asyncio.Future[dict[str, Any]] | None:
-        """A new future for the reply that `future` (from send(), now cancelled) was waiting for.
-
-        None when no reply will come to it any more (it came, or the connection ended).
-        """
-        for ident, registered in self._replies.items():
-            if registered is future:
-                replacement: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-                self._replies[ident] = replacement
-                return replacement
-        return None
-
-    async def _stock_reply(self, command: str, args: dict[str, Any] | None) -> dict[str, Any]:
-        try:
-            return {"return": await self.execute(command, args)}
-        except ExecuteError as err:
-            return dict(err.received)
-
-    async def request(self, command: str, args: dict[str, Any] | None = None) -> Any:
-        """execute() by the direct path: QEMU's return value; raises ExecuteError like execute()."""
-        return self.result(await self.send(command, args), command, args)
-
-    @staticmethod
-    def result(reply: dict[str, Any], command: str, args: dict[str, Any] | None = None) -> Any:
-        """The return value of a reply from send(); ExecuteError for QEMU's error, as execute() raises."""
-        if "return" in reply:
-            return reply["return"]
-        sent = Message({"execute": command, **({"arguments": args} if args is not None else {})})
-        received = Message(reply)
-        if "error" in reply:
-            try:
-                error = ErrorResponse(received)
-            except (KeyError, TypeError) as err:
-                raise BadReplyError("QMP error reply is malformed", received, sent) from err
-            raise ExecuteError(error, sent, received)
-        raise BadReplyError("QMP reply is missing a 'error' or 'return' member", received, sent)
-
-    def _hook_reader(self) -> None:
-        """Route replies to send() as bytes arrive, before they reach the reader task.
-
-        Whole lines that answer a send() resolve its future right in the
-        transport's data callback, as a plain asyncio client would be woken:
-        one event-loop turn per reply instead of three (the reader task's
-        wake-up, its readline, then the caller). Anything else, and any chunk
-        that is not whole lines on an empty buffer, goes to the StreamReader
-        untouched, for qemu.qmp's reader task (and _bh_recv_message below).
-        """
-        reader = self._reader
-        self._hooked = reader
-        if reader is None or not isinstance(getattr(reader, "_buffer", None), bytearray):
-            return  # not the StreamReader this was written for: the reader task routes everything
-        feed = reader.feed_data
-
-        def feed_data(data: bytes) -> None:
-            if self._replies and data.endswith(b"\n") and not reader._buffer:  # type: ignore[attr-defined]
-                data = self._route(data)
-                if not data:
-                    return
-            feed(data)
-
-        reader.feed_data = feed_data  # type: ignore[method-assign]
-
-    def _answer(self, line: bytes) -> bool:
-        """If `line` is the reply to a send(), resolve its future and say so.
-
-        A line that is not JSON is left to qemu.qmp's reader, which reports it."""
-        try:
-            obj = json.loads(line)
-        except (ValueError, RecursionError):
-            return False
-        if type(obj) is not dict:
-            return False
-        ident = obj.get("id")
-        future = self._replies.pop(ident, None) if type(ident) is str else None
-        if future is None:
-            return False
-        if self.logger.isEnabledFor(logging.DEBUG):
-            self.logger.debug("<-- %s", obj)
-        if not future.done():  # done: cancelled by its waiter; drop the reply
-            future.set_result(obj)
-        return True
-
-    def _route(self, data: bytes) -> bytes:
-        """Resolve the send() futures answered in `data` (whole lines); return the other lines."""
-        lines = data.split(b"\n")
-        lines.pop()  # after the last newline: empty
-        kept = [line for line in lines if not self._answer(line)]
-        if len(kept) == len(lines):
-            return data
-        return b"\n".join(kept) + b"\n" if kept else b""
-
-    async def _bh_recv_message(self) -> None:
-        # The reader task's loop body: the stock one is `_on_message(await _recv())`.
-        line = await self._readline()
-        if self._replies and self._answer(line):
-            return
-        msg = self._cb_inbound(Message(line, eager=True))
-        await self._on_message(msg)
-
-    async def _bh_disconnect(self) -> None:
-        try:
-            await super()._bh_disconnect()
-        finally:
-            replies, self._replies = self._replies, {}
-            for future in replies.values():
-                if not future.done():
-                    future.set_exception(ExecInterruptedError("Disconnected"))
-
-
 class VMSession:
     def __init__(
         self,
@@ -328,12 +99,12 @@ class VMSession:
         self.key = endpoint.name  # stable, even when QEMU's -name replaces the shown name
         self.vm = VMState(endpoint=endpoint, name=endpoint.name, tracker=MigrationTracker(self.options.history_len))
         self.dialect: Dialect | None = None
-        self._client: _Client | None = None
+        self._client: Client | None = None
         self._wake = _Wake()
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        # The one query-migrate in flight: the reply future from _Client.send().
+        # The one query-migrate in flight: the reply future from Client.send().
         self._inflight: asyncio.Future[dict[str, Any]] | None = None
         self._sent_at = 0.0  # loop time the in-flight query-migrate was sent
         self._stall_timer: asyncio.TimerHandle | None = None  # the watchdog that marks a silent VM unresponsive
@@ -403,14 +174,14 @@ class VMSession:
             raise
         self._connected.set()
 
-    async def _open(self) -> _Client:
+    async def _open(self) -> Client:
         ep = self.endpoint
         opts = self.options
         tls = opts.ssl is not None and ep.kind == "tcp"
         # Without TLS, connect the socket first, so "nothing listens" and "no greeting" read differently.
         # With TLS, one connection only: QEMU serves one client, and a probe would hold it.
         sock = None if tls else await self._open_socket(ep)
-        client = _Client(self.vm.name)
+        client = Client(self.vm.name)
         client.tls = tls
         try:
             if sock is None:
@@ -422,7 +193,7 @@ class VMSession:
             # it starts (its reader dies on the line after the negotiation reply): connect() then
             # fails its own `assert runstate == RUNNING`, with the client half torn down. Finish
             # that; its disconnect() re-raises what killed the reader.
-            ended = await _disconnect(client, 2)
+            ended = await disconnect(client, 2)
             if sock is not None:
                 sock.close()
             if isinstance(err, asyncio.TimeoutError):
@@ -670,7 +441,7 @@ class VMSession:
                 self._inflight = None
             break
         try:
-            result = _Client.result(reply, "query-migrate")
+            result = Client.result(reply, "query-migrate")
         except ExecuteError as err:
             raise QMPRefused("query-migrate", err.error_class, str(err)) from None
         sample = parse_query_migrate(result, time.time())
@@ -843,7 +614,7 @@ class VMSession:
         if client is None:
             return None
         # QEMU's TLS chardev may never answer our close: do not wait long for it.
-        return await _disconnect(client, 0.3 if client.tls else 2)
+        return await disconnect(client, 0.3 if client.tls else 2)
 
     def _set_connection(self, state: Connection, reason: str | None) -> None:
         vm = self.vm
@@ -914,17 +685,6 @@ class _Wake:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-async def _disconnect(client: QMPClient, timeout: float) -> BaseException | None:
-    """Disconnect; returns what had ended the connection, which qemu.qmp's disconnect() re-raises."""
-    try:
-        await asyncio.wait_for(client.disconnect(), timeout)
-    except asyncio.TimeoutError:
-        return None
-    except Exception as err:
-        return err
-    return None
 
 
 # Parameters migtui reads as figures (guidance, the dashboard, the start dialog).

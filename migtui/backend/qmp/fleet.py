@@ -6,8 +6,8 @@ import asyncio
 from typing import Iterable, Iterator
 
 from migtui.model.endpoint import Endpoint
-from migtui.qmp.messages import Listener
-from migtui.qmp.session import SessionOptions, VMSession
+from migtui.backend.messages import Listener
+from migtui.backend.qmp.session import SessionOptions, VMSession
 
 __all__ = ["Fleet"]
 

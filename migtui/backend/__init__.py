@@ -1,0 +1,1 @@
+"""Backends: what reaches VMs. Each implements migtui.backend.api; none imports Textual."""
