@@ -135,7 +135,7 @@ async def _wait_connected(fleet: Any, timeout: float) -> int:
 async def backend_only(endpoints: list[str], args: argparse.Namespace) -> dict[str, Any]:
     """The same sessions polling the same VMs with no console: what the backend alone costs."""
     from migtui.model.endpoint import parse_endpoint
-    from migtui.backend.qmp.fleet import Fleet
+    from migtui.backend.qmp.backend import QMPBackend
     from migtui.backend.messages import VMUpdated
 
     samples = [0]
@@ -144,7 +144,7 @@ async def backend_only(endpoints: list[str], args: argparse.Namespace) -> dict[s
         if isinstance(message, VMUpdated) and message.what == "sample":
             samples[0] += 1
 
-    fleet = Fleet((parse_endpoint(e) for e in endpoints), listener)
+    fleet = QMPBackend((parse_endpoint(e) for e in endpoints), listener)
     fleet.start()
     try:
         connected = await _wait_connected(fleet, args.connect_timeout)
@@ -163,7 +163,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     from textual.widgets import Input
 
     from migtui.model.endpoint import parse_endpoint
-    from migtui.backend.qmp.fleet import Fleet
+    from migtui.backend.qmp.backend import QMPBackend
     from migtui.backend.messages import VMUpdated
     from migtui.ui.app import MigtuiApp
     from migtui.ui.widgets.fleet_table import FleetTable
@@ -184,7 +184,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     endpoints = _wait_for_file(Path(args.endpoints), args.connect_timeout + 300)
     if args.backend_window:
         result["backend_only"] = await backend_only(endpoints, args)
-    fleet = Fleet(parse_endpoint(e) for e in endpoints)
+    fleet = QMPBackend(parse_endpoint(e) for e in endpoints)
     for session, tracker in zip(fleet, trackers):
         session.vm.tracker = tracker
     gc.collect()

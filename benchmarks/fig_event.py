@@ -72,7 +72,7 @@ async def run(quick: bool, tmp: Path) -> dict[str, Any]:
     from qemu.qmp import QMPClient
     from migtui.lab import Lab
     from migtui.model.endpoint import parse_endpoint
-    from migtui.backend.qmp.fleet import Fleet
+    from migtui.backend.qmp.backend import QMPBackend
     from migtui.backend.messages import VMEvent
     from migtui.ui.app import MigtuiApp
     from migtui.ui.widgets.fleet_table import FleetTable
@@ -82,7 +82,7 @@ async def run(quick: bool, tmp: Path) -> dict[str, Any]:
     frames: list[tuple[float, str, str]] = []  # (wall time, status cell, pass cell), on change only
     async with Lab(pairs=1, accel="tcg", mem="1G") as lab:
         src, dst = lab.sources[0], lab.destinations[0]
-        fleet = Fleet([parse_endpoint(f"src1=unix:{src.qmp_path}"), parse_endpoint(f"dst1=unix:{dst.qmp_path}")])
+        fleet = QMPBackend([parse_endpoint(f"src1=unix:{src.qmp_path}"), parse_endpoint(f"dst1=unix:{dst.qmp_path}")])
         app = MigtuiApp(fleet)
         for session in fleet:
             inner = session.listener

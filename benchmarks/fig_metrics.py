@@ -32,9 +32,9 @@ async def _measure(endpoints: list[str], rounds: int, burst: int) -> dict[str, A
     from migtui.metrics import start_metrics
     from migtui.model.endpoint import parse_endpoint
     from migtui.model.vm import Connection
-    from migtui.backend.qmp.fleet import Fleet
+    from migtui.backend.qmp.backend import QMPBackend
 
-    fleet = Fleet(parse_endpoint(e) for e in endpoints)
+    fleet = QMPBackend(parse_endpoint(e) for e in endpoints)
     fleet.start()
     server = start_metrics("127.0.0.1:0", lambda: fleet, asyncio.get_running_loop(), print)
     collector = server.collector

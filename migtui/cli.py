@@ -799,12 +799,12 @@ def make_recorder(args: argparse.Namespace, **kwargs: Any):
 async def run_console(endpoints, args: argparse.Namespace) -> int:
     """The Textual console on these endpoints, on this event loop."""
     from migtui.config import load_config
-    from migtui.backend.qmp.fleet import Fleet
+    from migtui.backend.qmp.backend import QMPBackend
     from migtui.ui.app import MigtuiApp
 
     config = getattr(args, "config", None) or load_config()
     _warn_remote(endpoints, args)
-    fleet = Fleet(endpoints, options=_options(args))
+    fleet = QMPBackend(endpoints, options=_options(args))
     metrics = _start_metrics(args, lambda: fleet)
     try:
         recorder = make_recorder(args)
@@ -941,12 +941,12 @@ async def cmd_exporter(args: argparse.Namespace) -> int:
     """No console: sessions on every target, read by Prometheus at each scrape, until a signal."""
     import signal
 
-    from migtui.backend.qmp.fleet import Fleet
+    from migtui.backend.qmp.backend import QMPBackend
 
     _check_metrics(args)
     endpoints = _endpoints(args.targets)
     _warn_remote(endpoints, args)
-    fleet = Fleet(endpoints, options=_options(args))
+    fleet = QMPBackend(endpoints, options=_options(args))
     metrics = _start_metrics(args, lambda: fleet)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

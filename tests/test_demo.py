@@ -74,7 +74,7 @@ async def test_auto_tells_the_whole_story_in_order_and_ends_on_the_replay(world,
         # The advice's confirmation was shown (its caption says so) before it was applied.
         confirming = STORY[2].confirming
         assert any(confirming in line for line in seen), seen
-        vm = app.fleet.get(star).vm
+        vm = app.backend.get(star).vm
         assert vm.tracker.advice_taken is not None and vm.migration_status == "completed"
         assert vm.tracker.advice_taken.kind == ADVICE_KIND == "bandwidth"  # the same story every time
         # It ends on the post-mortem: the replay of that migration, played to its end.

@@ -21,7 +21,7 @@ from migtui.model.sample import parse_query_migrate
 from migtui.model.vm import Connection, VMState
 from migtui.model.requests import MigrationOptions
 from migtui.backend.qmp.controls import start_migration
-from migtui.backend.qmp.fleet import Fleet
+from migtui.backend.qmp.backend import QMPBackend
 from migtui.backend.messages import ActionResult, VMEvent, VMUpdated
 from migtui.backend.qmp.session import SessionOptions
 from migtui.model.units import InputError
@@ -57,10 +57,10 @@ async def sim(tmp_path):
 @pytest_asyncio.fixture
 async def recorded_fleet(tmp_path):
     """make(*sim_vms) -> (Fleet, Recorder): real sessions whose listener is the recorder."""
-    made: list[tuple[Fleet, Recorder]] = []
+    made: list[tuple[QMPBackend, Recorder]] = []
 
     def make(*vms, **options):
-        fleet = Fleet([parse_endpoint(vm.endpoint) for vm in vms],
+        fleet = QMPBackend([parse_endpoint(vm.endpoint) for vm in vms],
                       options=SessionOptions(active_interval=0.05, poll_interval=0.2, **options))
         recorder = Recorder(tmp_path / "state" / "recordings", lookup=fleet.get)
         for session in fleet:

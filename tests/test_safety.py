@@ -146,10 +146,10 @@ def test_remote_tcp_gets_a_warning_and_loopback_does_not(capsys):
 
 async def test_console_shows_the_remote_tcp_warning():
     from migtui.model.endpoint import parse_endpoint
-    from migtui.backend.qmp.fleet import Fleet
+    from migtui.backend.qmp.backend import QMPBackend
     from migtui.ui.app import MigtuiApp
 
-    fleet = Fleet([parse_endpoint("far=tcp:192.0.2.10:4444"), parse_endpoint("near=tcp:127.0.0.1:4444")])
+    fleet = QMPBackend([parse_endpoint("far=tcp:192.0.2.10:4444"), parse_endpoint("near=tcp:127.0.0.1:4444")])
     app = MigtuiApp(fleet, start_fleet=False)  # never connects: the address is only shown
     async with app.run_test(size=(120, 30)) as pilot:
         await pilot.pause()

@@ -51,7 +51,7 @@ def test_start_migration_dialog(snap_compare):
     from migtui.ui.dialogs import StartMigrationDialog
 
     async def push(pilot):
-        fleet = pilot.app.fleet
+        fleet = pilot.app.backend
         pilot.app.push_screen(StartMigrationDialog(fleet.get("web-03"), list(fleet)))
         await still(pilot)
 
@@ -62,7 +62,7 @@ def test_capabilities_dialog_locked_during_migration(snap_compare):
     from migtui.ui.dialogs import CapabilitiesDialog
 
     async def push(pilot):
-        pilot.app.push_screen(CapabilitiesDialog(pilot.app.fleet.get("src1")))
+        pilot.app.push_screen(CapabilitiesDialog(pilot.app.backend.get("src1")))
         await still(pilot)
 
     assert snap_compare(app(), terminal_size=(100, 36), run_before=push)

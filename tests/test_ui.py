@@ -18,7 +18,7 @@ from lab_fixtures import wait_until
 from migtui.model.endpoint import parse_endpoint
 from migtui.backend.qmp import controls
 from migtui.model.requests import MigrationOptions
-from migtui.backend.qmp.fleet import Fleet
+from migtui.backend.qmp.backend import QMPBackend
 from migtui.backend.qmp.session import SessionOptions
 from migtui.sim import SimFleet
 from migtui.ui.app import MigtuiApp
@@ -78,7 +78,7 @@ async def test_a_thousand_vms_draw_only_the_rows_on_screen_through_sort_filter_a
         await pilot.press("o", "o", "o")  # sort by progress, biggest first
         await pilot.pause()
         assert app.screen.sort_column == "progress"
-        progress = [app.fleet.get(k).vm.derived.progress or -1 for k in table.row_keys]
+        progress = [app.backend.get(k).vm.derived.progress or -1 for k in table.row_keys]
         assert progress == sorted(progress, reverse=True) and progress[0] > 0
         assert table.cursor_key == "vm0000"  # the cursor stays on its VM
         top = table.row_keys[table.visible_rows()[0]]
@@ -91,7 +91,7 @@ async def test_a_thousand_vms_draw_only_the_rows_on_screen_through_sort_filter_a
         assert table.renders - before <= 2 * drawn
         await pilot.press("slash", "9", "9")
         await pilot.pause()
-        assert table.row_count == sum(1 for s in app.fleet if "99" in s.vm.name or "99" in str(s.vm.endpoint))
+        assert table.row_count == sum(1 for s in app.backend if "99" in s.vm.name or "99" in str(s.vm.endpoint))
         assert all("99" in key for key in table.row_keys)
         await pilot.press("escape", "escape")
         await pilot.pause()
@@ -274,7 +274,7 @@ async def sim(tmp_path):
 
 
 def console(*sim_vms, **kwargs) -> MigtuiApp:
-    fleet = Fleet([parse_endpoint(vm.endpoint) for vm in sim_vms], options=SessionOptions(poll_interval=0.2))
+    fleet = QMPBackend([parse_endpoint(vm.endpoint) for vm in sim_vms], options=SessionOptions(poll_interval=0.2))
     return MigtuiApp(fleet, **kwargs)
 
 
@@ -285,7 +285,7 @@ def sent(vm) -> list[str]:
 
 
 async def connected(app: MigtuiApp) -> None:
-    await wait_until(lambda: all(s.connected and s.vm.sample for s in app.fleet), timeout=10)
+    await wait_until(lambda: all(s.connected and s.vm.sample for s in app.backend), timeout=10)
 
 
 async def type_into(pilot, selector: str, text: str) -> None:
@@ -317,7 +317,7 @@ async def test_bandwidth_dialog_refuses_bad_values_and_applies_good_ones(sim):
         await type_into(pilot, "#value", "64M")
         await pilot.press("enter")
         await wait_until(lambda: ("migrate-set-parameters", {"max-bandwidth": 64 * MiB}) in src.received)
-        await wait_until(lambda: app.fleet.get("src").vm.parameters.get("max-bandwidth") == 64 * MiB)
+        await wait_until(lambda: app.backend.get("src").vm.parameters.get("max-bandwidth") == 64 * MiB)
 
 
 async def test_downtime_and_xbzrle_dialogs(sim):
@@ -344,7 +344,7 @@ async def test_legacy_vm_gets_legacy_commands_in_its_units(sim):
     app = console(old)
     async with app.run_test(size=SIZE) as pilot:
         await connected(app)
-        assert app.fleet.get("old").vm.dialect == "legacy"
+        assert app.backend.get("old").vm.dialect == "legacy"
         await pilot.press("b")
         await type_into(pilot, "#value", "64M")
         await pilot.press("enter")
@@ -367,7 +367,7 @@ async def test_m_then_enter_starts_a_migration_to_the_waiting_vm(sim):
         await pilot.press("enter")
         await wait_until(lambda: "migrate" in sent(src), timeout=10)
         assert sent(dst) == ["migrate-incoming"]
-        await wait_until(lambda: app.fleet.get("src").vm.in_flight, timeout=10)
+        await wait_until(lambda: app.backend.get("src").vm.in_flight, timeout=10)
         # Starting again while it runs is refused before anything is sent.
         await pilot.press("m")
         assert isinstance(app.screen, FleetScreen)
@@ -435,7 +435,7 @@ async def test_cancel_asks_first_and_capabilities_lock_during_migration(sim):
         await pilot.press("c")
         assert isinstance(app.screen, FleetScreen)  # nothing to cancel yet
         await pilot.press("m", "enter")
-        await wait_until(lambda: app.fleet.get("src").vm.in_flight, timeout=10)
+        await wait_until(lambda: app.backend.get("src").vm.in_flight, timeout=10)
         await pilot.press("k")
         assert isinstance(app.screen, CapabilitiesDialog)
         assert all(box.disabled for box in app.screen.query(Checkbox))
@@ -450,7 +450,7 @@ async def test_cancel_asks_first_and_capabilities_lock_during_migration(sim):
         assert "migrate_cancel" not in sent(src)
         await pilot.press("c", "y")
         await wait_until(lambda: "migrate_cancel" in sent(src))
-        await wait_until(lambda: app.fleet.get("src").vm.migration_status == "cancelled", timeout=10)
+        await wait_until(lambda: app.backend.get("src").vm.migration_status == "cancelled", timeout=10)
 
 
 async def test_postcopy_confirmation_warns_that_the_vm_is_lost_on_failure(sim):
@@ -462,7 +462,7 @@ async def test_postcopy_confirmation_warns_that_the_vm_is_lost_on_failure(sim):
         app.screen.query_one("#postcopy", Checkbox).value = True
         await pilot.pause()
         await pilot.press("enter")
-        await wait_until(lambda: app.fleet.get("src").vm.migration_status == "active", timeout=10)
+        await wait_until(lambda: app.backend.get("src").vm.migration_status == "active", timeout=10)
         await pilot.press("p")
         assert isinstance(app.screen, ConfirmDialog)
         assert "lost" in str(app.screen.query_one(".dialog-detail").render())
@@ -475,7 +475,7 @@ async def test_qemu_refusal_shows_qemus_sentence_in_the_log(sim):
     app = console(src, dst)
     async with app.run_test(size=SIZE) as pilot:
         await connected(app)
-        session = app.fleet.get("src")
+        session = app.backend.get("src")
         app.run_control("src", "migrate", lambda: session.execute("migrate", {"uri": "bogus:nowhere"}))
         await wait_until(lambda: any(r.kind == "error" for r in session.vm.log), timeout=5)
         record = [r for r in session.vm.log if r.kind == "error"][-1]
@@ -526,7 +526,7 @@ async def _apply_advice(src, dst):
         app.screen.query_one("#bandwidth").value = "32M"
         await pilot.pause()
         await pilot.press("enter")  # 200 MiB/s dirtied against 32 MiB/s: will not converge
-        await wait_until(lambda: app.fleet.get("src").vm.in_flight, timeout=10)
+        await wait_until(lambda: app.backend.get("src").vm.in_flight, timeout=10)
         await pilot.press("enter")
         assert isinstance(app.screen, DashboardScreen)
         await wait_until(lambda: app.screen.query_one("#advice").option_count > 0, timeout=20)
@@ -543,7 +543,7 @@ async def _apply_advice(src, dst):
                          or (chosen.command[0], chosen.command[1] or {}) in src.received, timeout=10)
         if chosen.kind in ("bandwidth", "downtime"):
             # Followed up: the event log says whether it worked, from the passes after it.
-            vm = app.fleet.get("src").vm
+            vm = app.backend.get("src").vm
             assert vm.tracker.advice_taken is not None or vm.migration_status == "completed"
 
             def said() -> list[str]:
@@ -616,9 +616,9 @@ async def test_the_advice_confirmation_wraps_its_whole_sentence_at_80x24(tmp_pat
     try:
         async with app.run_test(size=(80, 24)) as pilot:
             await connected(app)
-            session = app.fleet.get("src")
+            session = app.backend.get("src")
             app.run_control("src", "migrate", lambda: controls.start_migration(
-                session, MigrationOptions(bandwidth=32 * MiB), destination=app.fleet.get("dst")))
+                session, MigrationOptions(bandwidth=32 * MiB), destination=app.backend.get("dst")))
             await wait_until(lambda: session.vm.in_flight, timeout=10)  # 200 MiB/s dirtied against 32: stuck
             await pilot.press("enter")
             await wait_until(lambda: app.screen.query_one("#advice").option_count > 0, timeout=20)
@@ -651,7 +651,7 @@ async def test_scrolling_right_keeps_the_vm_name_column_and_moves_the_rest():
         frozen = before[0].index("migration") - 1  # the name column, with its padding
         assert after[0][:frozen].split() == ["VM"]
         for key, line in zip(shown, after[1:]):
-            assert line[:frozen].strip() == app.fleet.get(key).vm.name  # every row still starts with its name
+            assert line[:frozen].strip() == app.backend.get(key).vm.name  # every row still starts with its name
         for old, new in zip(before, after):
             assert new[:frozen] == old[:frozen] and new[frozen:width - 8] == old[frozen + 8:]  # the rest moved by 8
         assert "migration" not in after[0]  # the second column scrolled out of sight
@@ -665,7 +665,7 @@ async def test_the_dashboard_log_folds_a_run_of_passes_into_one_line_updated_in_
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("enter")
         await pilot.pause()
-        vm = app.fleet.get("src1").vm
+        vm = app.backend.get("src1").vm
         log = app.screen.query_one("#log")
         text = lambda: " ".join(" ".join(line.text for line in log.lines).split())  # noqa: E731 (as wrapped)
         before = len(log.records)
@@ -701,16 +701,16 @@ async def test_a_10_0_switch_over_shows_device_on_the_fleet_and_the_dashboard(tm
         src = await fleet.add_vm("src", dialect="10.0", ram=64 * MiB, zero_fraction=0.1)
         dst = await fleet.add_vm("dst", dialect="10.0", ram=64 * MiB, incoming=True)
         src.knobs.link_bandwidth = 32 * MiB
-        sessions = Fleet([parse_endpoint(vm.endpoint) for vm in (src, dst)],
+        sessions = QMPBackend([parse_endpoint(vm.endpoint) for vm in (src, dst)],
                          options=SessionOptions(active_interval=0.1))
         app = MigtuiApp(sessions)
         async with app.run_test(size=(160, 40)) as pilot:
             await connected(app)
-            session = app.fleet.get("src")
+            session = app.backend.get("src")
             assert session.vm.qemu_version == "10.0.2" and not session.dialect.has_block_migration
             # A downtime limit over what the whole guest takes: it stops the guest at once.
             await controls.start_migration(session, MigrationOptions(downtime_ms=20_000),
-                                           destination=app.fleet.get("dst"))
+                                           destination=app.backend.get("dst"))
             await wait_until(lambda: session.vm.migration_status == "device", timeout=10)
             table = app.screen.query_one("#fleet", FleetTable)
             await wait_until(lambda: table.get_cell("src", "status") == "device", timeout=5)
@@ -719,7 +719,7 @@ async def test_a_10_0_switch_over_shows_device_on_the_fleet_and_the_dashboard(tm
             await wait_until(lambda: "SWITCHING-OVER" in _dash_line(app), timeout=5)
             assert "guest stopped: sending the last" in _dash_line(app)
             await wait_until(lambda: session.vm.migration_status == "completed", timeout=15)
-            await wait_until(lambda: app.fleet.get("dst").vm.run_state == "running", timeout=5)
+            await wait_until(lambda: app.backend.get("dst").vm.run_state == "running", timeout=5)
             await wait_until(lambda: "completed" in _dash_line(app).lower(), timeout=5)
             await pilot.pause()
     finally:

@@ -14,7 +14,7 @@ import pytest
 
 from lab_fixtures import on_both_qemus, pid_alive, qemu_required, wait_until
 from migtui.model.endpoint import parse_endpoint
-from migtui.backend.qmp.fleet import Fleet
+from migtui.backend.qmp.backend import QMPBackend
 from migtui.backend.qmp.session import SessionOptions
 from migtui.ui.app import MigtuiApp
 from migtui.ui.dialogs import StartMigrationDialog
@@ -30,7 +30,7 @@ def cell(app: MigtuiApp, row: str, column: str) -> str:
 @on_both_qemus
 async def test_press_m_confirm_and_see_completed(lab_pair):
     source, destination, lab = lab_pair
-    fleet = Fleet([parse_endpoint(source.endpoint), parse_endpoint(destination.endpoint)],
+    fleet = QMPBackend([parse_endpoint(source.endpoint), parse_endpoint(destination.endpoint)],
                   options=SessionOptions(active_interval=0.2))
     app = MigtuiApp(fleet)
     async with app.run_test(size=(120, 36)) as pilot:
@@ -133,7 +133,7 @@ from migtui.backend.qmp.controls import start_migration
     from migtui.ui.screens.dashboard import DashboardScreen
 
     source, destination, _ = lab_pair
-    fleet = Fleet([parse_endpoint(source.endpoint), parse_endpoint(destination.endpoint)],
+    fleet = QMPBackend([parse_endpoint(source.endpoint), parse_endpoint(destination.endpoint)],
                   options=SessionOptions(active_interval=0.2))
     app = MigtuiApp(fleet)
     async with app.run_test(size=(160, 40)) as pilot:
@@ -187,7 +187,7 @@ from migtui.backend.qmp.controls import set_parameters, start_migration, start_p
     from migtui.ui.screens.dashboard import DashboardScreen
 
     source, destination, _ = lab_pair
-    fleet = Fleet([parse_endpoint(source.endpoint), parse_endpoint(destination.endpoint)],
+    fleet = QMPBackend([parse_endpoint(source.endpoint), parse_endpoint(destination.endpoint)],
                   options=SessionOptions(active_interval=0.2))
     app = MigtuiApp(fleet)
     async with app.run_test(size=(160, 40)) as pilot:

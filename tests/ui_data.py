@@ -11,7 +11,7 @@ from migtui.model.endpoint import parse_endpoint
 from migtui.model.sample import parse_query_migrate
 from migtui.model.vm import Connection, EventRecord
 from migtui.backend.qmp.dialect import Dialect
-from migtui.backend.qmp.fleet import Fleet
+from migtui.backend.qmp.backend import QMPBackend
 
 MiB = 2**20
 T0 = 1_700_000_000.0
@@ -67,8 +67,8 @@ def _not_converging(session, seconds=120):
     vm.log_append(EventRecord(T0 + 5, "action", "migrate-set-parameters", "max-bandwidth=31457280"))
 
 
-def static_fleet() -> Fleet:
-    fleet = Fleet(parse_endpoint(t) for t in [
+def static_fleet() -> QMPBackend:
+    fleet = QMPBackend(parse_endpoint(t) for t in [
         "src1=unix:/run/migtui-lab/src1.qmp",
         "dst1=unix:/run/migtui-lab/dst1.qmp",
         "web-03=tcp:127.0.0.1:4444",
@@ -98,9 +98,9 @@ def static_fleet() -> Fleet:
     return fleet
 
 
-def big_fleet(n: int = 1000) -> Fleet:
+def big_fleet(n: int = 1000) -> QMPBackend:
     """n identified VMs, a quarter of them migrating at different rates: for scale tests."""
-    fleet = Fleet(parse_endpoint(f"vm{i:04d}=unix:/run/qemu/vm{i:04d}.qmp") for i in range(n))
+    fleet = QMPBackend(parse_endpoint(f"vm{i:04d}=unix:/run/qemu/vm{i:04d}.qmp") for i in range(n))
     for i, session in enumerate(fleet):
         _identify(session, f"vm{i:04d}")
         if i % 4 == 0:

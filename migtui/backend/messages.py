@@ -7,17 +7,30 @@ its own messages. The listener is called on the event loop and must not block.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Union
+
+if TYPE_CHECKING:
+    from migtui.model.sample import MigrationSample
+    from migtui.model.vm import Connection
 
 __all__ = ["VMUpdated", "VMEvent", "ActionResult", "BackendMessage", "Listener"]
 
 
 @dataclass(frozen=True, slots=True)
 class VMUpdated:
-    """A new sample, or a change of connection, identity or settings."""
+    """A new sample, or a change of connection, identity or settings, with what it is now.
+
+    The new state travels with the message (the sample, the connection and its reason, the
+    settings, as read-only copies), so a subscriber need not read state the backend is writing.
+    """
 
     vm: str
     what: str  # "sample", "connection", "identity" or "settings"
+    sample: MigrationSample | None = None  # "sample": the new one
+    connection: Connection | None = None  # "connection": the new state
+    reason: str | None = None  # "connection": why it is not connected, in one line
+    parameters: Mapping[str, Any] | None = None  # "settings": QEMU's names and units
+    capabilities: Mapping[str, bool] | None = None  # "settings"
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,9 @@ class ParamChange:
 
     parameters: Mapping[str, Any]
     why: str | None = None
+    # The kind of advice this applies (guidance's ADVICE_KINDS), or None: once it is applied,
+    # the backend notes it, so the follow-up can judge it on the passes that come.
+    advice: str | None = None
 
     def __post_init__(self) -> None:
         if not self.parameters:

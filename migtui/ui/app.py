@@ -21,23 +21,17 @@ from textual.screen import Screen
 from migtui.config import Config
 from migtui.model.hints import hint_for
 from migtui.model.units import InputError
-from migtui.model.vm import EventRecord
+from migtui.backend.api import Backend, VMHandle
 from migtui.backend.errors import BackendError, QMPRefused
-from migtui.backend.qmp.fleet import Fleet
 from migtui.backend.messages import ActionResult, BackendMessage, VMEvent, VMUpdated
-from migtui.backend.qmp.session import VMSession
 from migtui.record import Recorder
+from migtui.ui.controls import COMMANDS, CONTROL_ACTIONS
 from migtui.ui.guard import keep_running
 from migtui.ui.messages import FleetChanged
 from migtui.ui.themes import DEFAULT_THEME, MigtuiTheme, load_themes
 
-__all__ = ["MigtuiApp", "CONTROL_ACTIONS"]
+__all__ = ["MigtuiApp", "CONTROL_ACTIONS"]  # CONTROL_ACTIONS: from migtui.ui.controls
 
-# Actions that change a VM; --read-only makes all of them unreachable.
-CONTROL_ACTIONS = frozenset(
-    {"start_migration", "cancel_migration", "set_bandwidth", "set_downtime", "set_xbzrle_cache",
-     "capabilities", "postcopy", "recover_postcopy", "apply_advice"}
-)
 FLUSH_DELAY = 0.03  # coalescing window: well under the 100 ms an operator notices
 FREEZE_AFTER = 10.0  # s after start: the fleet has connected
 REFREEZE_EVERY = 600.0  # s
@@ -58,7 +52,7 @@ class MigtuiApp(App[int]):
 
     def __init__(
         self,
-        fleet: Fleet,
+        backend: Backend,
         *,
         config: Config | None = None,
         theme: str | None = None,
@@ -73,8 +67,9 @@ class MigtuiApp(App[int]):
         self.config = config or Config()
         self.recorder = recorder  # every migration to NDJSON (migtui.record); None: not recorded
         self._record_error: str | None = None
-        self.fleet = fleet
-        self.read_only = read_only or self.config.read_only
+        self.backend = backend
+        # A backend that cannot steer any VM (a recording) turns the controls off, as --read-only does.
+        self.read_only = read_only or self.config.read_only or backend.read_only is not None
         self.start_fleet = start_fleet
         self.screenshot_dir = screenshot_dir or Path.cwd()
         self.migtui_themes: dict[str, MigtuiTheme] = load_themes()
@@ -88,8 +83,7 @@ class MigtuiApp(App[int]):
         self._dirty: set[str] = set()
         self.insecure: list[str] = []  # VMs reached over non-loopback TCP without TLS
         self._flush_scheduled = False
-        for session in fleet:
-            session.listener = self._on_backend
+        self._unsubscribe = backend.subscribe(self._on_backend)
         if self.config.keys:
             self.set_keymap({f"migtui.{k}" if not k.startswith("migtui.") else k: v for k, v in self.config.keys.items()})
 
@@ -100,13 +94,13 @@ class MigtuiApp(App[int]):
 
         self.push_screen(FleetScreen())
         if self.start_fleet:
-            self.fleet.start()
+            self.backend.start()
         shown = ["read-only" if self.read_only else None,
                  f"metrics {self.metrics_url}" if self.metrics_url else None]
         if any(shown):
             self.sub_title = " · ".join(s for s in shown if s)
         tls = self.config.tls_ca_file is not None
-        self.insecure = [] if tls else [s.key for s in self.fleet
+        self.insecure = [] if tls else [s.key for s in self.backend
                                          if s.endpoint.kind == "tcp" and not s.endpoint.is_local]
         for key in self.insecure:
             self.log_for(key, "error", "security", "QMP over TCP to a non-loopback host has no authentication: "
@@ -139,9 +133,8 @@ class MigtuiApp(App[int]):
     async def on_unmount(self) -> None:
         if self._after_full_collection in gc.callbacks:
             gc.callbacks.remove(self._after_full_collection)
-        for session in self.fleet:
-            session.listener = _ignore  # no screen is left to tell
-        await self.fleet.close()
+        self._unsubscribe()  # no screen is left to tell
+        await self.backend.close()
         if self.recorder is not None:
             self.recorder.close()  # migrations still running end their recording with a summary
 
@@ -155,16 +148,16 @@ class MigtuiApp(App[int]):
             # fleet at most every EAGER_ASSESS_EVERY s; rows on screen on every sample when
             # drawn): each look then costs a few samples' work, and a sort by verdict or ETA
             # never reads whole histories at once.
-            session = self.fleet.get(message.vm)
+            session = self.backend.get(message.vm)
             if session is not None and session.vm.in_flight:
-                session.vm.assessment(max_age=EAGER_ASSESS_EVERY if len(self.fleet) > 50 else 0.0)
+                session.vm.assessment(max_age=EAGER_ASSESS_EVERY if len(self.backend) > 50 else 0.0)
         if self.recorder is not None:
             self._record(message)
         if isinstance(message, ActionResult) and not message.ok:
             hint = hint_for(str(message.result))
             self.notify(f"{message.vm}: QEMU refused {message.command}: {message.result}"
                         + (f"\n→ {hint}" if hint else ""), severity="error", timeout=10)
-        big = len(self.fleet) > 50
+        big = len(self.backend) > 50
         if not big and isinstance(message, VMEvent) and message.event in ("MIGRATION", "SHUTDOWN"):
             self.flush()  # status changes go out at once: they are what operators wait for
             return
@@ -172,16 +165,16 @@ class MigtuiApp(App[int]):
             self._flush_scheduled = True
             # A big fleet repaints less often: its samples arrive once a second anyway, and each
             # repaint re-renders every visible cell of the table.
-            delay = FLUSH_DELAY if not big else 0.25 if len(self.fleet) <= 200 else 1.0
+            delay = FLUSH_DELAY if not big else 0.25 if len(self.backend) <= 200 else 1.0
             self.set_timer(delay, self.flush)
 
     def _record(self, message: BackendMessage) -> None:
         """Write the message to the migration's recording; show the summary when a migration ends."""
-        session = self.fleet.get(message.vm)
+        session = self.backend.get(message.vm)
         finished = self.recorder.observe(session, message) if session is not None else None
         if finished is not None:
             self.log_for(finished.vm, "event", "summary", finished.text.split(": ", 1)[-1])
-            if len(self.fleet) <= 50:  # a big fleet's ends are in each VM's log, not a flood of toasts
+            if len(self.backend) <= 50:  # a big fleet's ends are in each VM's log, not a flood of toasts
                 where = f"\nrecorded in {finished.path}" if finished.path else ""
                 self.notify(finished.text + where, title="migration ended", timeout=15)
         error = self.recorder.error
@@ -200,13 +193,13 @@ class MigtuiApp(App[int]):
 
     # ---- what the operator acts on -----------------------------------------
 
-    def session(self, key: str | None) -> VMSession | None:
-        return None if key is None else self.fleet.get(key)
+    def handle(self, key: str | None) -> VMHandle | None:
+        return None if key is None else self.backend.get(key)
 
     def log_for(self, key: str, kind: str, name: str, detail: str) -> None:
-        session = self.session(key)
+        session = self.handle(key)
         if session is not None:
-            session.vm.log_append(EventRecord(time.time(), kind, name, detail))
+            session.log(kind, name, detail)
             self._dirty.add(key)
             self.flush()
 
@@ -255,8 +248,7 @@ class MigtuiApp(App[int]):
         self.notify(f"saved {path}", title="screenshot", timeout=5)
 
     def action_poll_now(self) -> None:
-        for session in self.fleet:
-            session.poll_now()
+        self.backend.poll_all()
 
     def plot_colors(self) -> dict[str, str]:
         entry = self.migtui_themes.get(self.theme)
@@ -272,26 +264,3 @@ class MigtuiApp(App[int]):
                 yield SystemCommand(title, help_text, getattr(target, f"action_{binding}"))
 
 
-def _ignore(_: BackendMessage) -> None:
-    pass
-
-
-# Every action in the command palette, with the key that does the same.
-COMMANDS: list[tuple[str, str, str]] = [
-    ("start_migration", "Start migration (m)", "Migrate the selected VM to a waiting VM or a URI"),
-    ("cancel_migration", "Cancel migration (c)", "Cancel the selected VM's migration, after confirmation"),
-    ("set_bandwidth", "Set bandwidth (b)", "Change max-bandwidth, also during a migration"),
-    ("set_downtime", "Set downtime limit (d)", "Change downtime-limit, also during a migration"),
-    ("set_xbzrle_cache", "Set XBZRLE cache size (x)", "Change xbzrle-cache-size"),
-    ("capabilities", "Capabilities (k)", "Turn migration capabilities on or off"),
-    ("postcopy", "Switch to post-copy (p)", "Switch the running migration to post-copy, after confirmation"),
-    ("recover_postcopy", "Recover post-copy (R)",
-     "Resume a post-copy migration whose stream broke (migrate-recover, then migrate resume), after showing the QMP"),
-    ("apply_advice", "Apply advice (a)", "Apply the selected advice on the dashboard, after showing its QMP command"),
-    ("open_dashboard", "Open dashboard (enter)", "Graphs, parameters and log of the selected VM"),
-    ("filter", "Filter VMs (/)", "Show only VMs whose name, endpoint or status match"),
-    ("poll_now", "Poll now (r)", "Ask every VM for a fresh sample"),
-    ("screenshot", "Save screenshot (s)", "Save an SVG of the screen in the current directory"),
-    ("next_theme", "Next theme (t)", "Cycle dark, light, high-contrast and colour-blind themes"),
-    ("help", "Help (?)", "Keys and what the columns mean"),
-]

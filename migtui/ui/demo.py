@@ -33,7 +33,7 @@ from textual.screen import Screen
 from migtui.config import Config
 from migtui.model.endpoint import parse_endpoint
 from migtui.model.vm import status_category
-from migtui.backend.qmp.fleet import Fleet
+from migtui.backend.qmp.backend import QMPBackend
 from migtui.backend.qmp.session import SessionOptions
 from migtui.record import Recorder
 from migtui.ui.app import MigtuiApp
@@ -126,14 +126,13 @@ class LabWorld:
         pass  # the lab is up
 
     async def begin(self, app: DemoApp) -> None:
-        from migtui.backend.qmp import controls
         from migtui.model.requests import MigrationOptions
 
-        while not all(s.connected and s.vm.sample for s in app.fleet):
+        while not all(s.connected and s.vm.sample for s in app.backend):
             await asyncio.sleep(0.1)  # pacing: the lab's monitors answer within a second
         for source, dest, bandwidth in self.STARTS:
-            await controls.start_migration(app.fleet.get(source), MigrationOptions(bandwidth=bandwidth),
-                                           destination=app.fleet.get(dest))
+            await app.backend.get(source).migrate(MigrationOptions(bandwidth=bandwidth),
+                                                  destination=app.backend.get(dest))
 
     async def close(self) -> None:
         pass  # run_lab_no_ui stops the lab
@@ -168,7 +167,7 @@ class Director:
 
     @property
     def star(self):
-        return self.app.fleet.get(self.world.star)
+        return self.app.backend.get(self.world.star)
 
     # ---- moving through the story -------------------------------------------------
 
@@ -303,7 +302,7 @@ class Director:
         session = self.star
         vm = session.vm if session is not None else None
         if step.ready == "connected":
-            met = all(s.connected and s.vm.sample is not None for s in self.app.fleet)
+            met = all(s.connected and s.vm.sample is not None for s in self.app.backend)
         elif vm is None:
             met = False
         elif step.ready == "not-converging":
@@ -346,7 +345,7 @@ class Director:
                 self._caption(step, ready)
 
     def caption_text(self, step: Step, ready: bool) -> str:
-        in_flight = sum(1 for s in self.app.fleet if status_category(s.vm) in ("migrating", "post-copy"))
+        in_flight = sum(1 for s in self.app.backend if status_category(s.vm) in ("migrating", "post-copy"))
         confirming = step.confirming and self.confirming
         text = step.caption if ready else step.confirming if confirming else step.waiting
         text = text.format(star=self.world.star, in_flight=in_flight or "a few")
@@ -429,8 +428,8 @@ def make_app(world, recordings: Path, *, auto: bool = False, speed: float = 1.0,
              read_only: bool = False, config: Config | None = None,
              options: SessionOptions | None = None) -> DemoApp:
     """The console on the world's VMs, with the story; its recordings go to `recordings`."""
-    fleet = Fleet([parse_endpoint(e) for e in world.endpoints], options=_session_options(options, speed))
-    return DemoApp(world, auto=auto, speed=speed, fleet=fleet, config=config, theme=theme or DEMO_THEME,
+    fleet = QMPBackend([parse_endpoint(e) for e in world.endpoints], options=_session_options(options, speed))
+    return DemoApp(world, auto=auto, speed=speed, backend=fleet, config=config, theme=theme or DEMO_THEME,
                    read_only=read_only, recorder=Recorder(recordings, retention=None))
 
 

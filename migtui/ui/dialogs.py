@@ -20,7 +20,7 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 from migtui.model.parameters import check_uri, check_xbzrle_cache_size
 from migtui.model.units import InputError, parse_count, parse_rate, parse_size, parse_time_ms
 from migtui.model.requests import MigrationOptions
-from migtui.backend.qmp.session import VMSession
+from migtui.backend.api import VMHandle
 
 __all__ = [
     "ConfirmDialog",
@@ -162,7 +162,7 @@ class CapabilitiesDialog(ModalScreen[dict[str, bool]]):
 
     BINDINGS = [Binding("escape", "cancel", "Back")]
 
-    def __init__(self, session: VMSession) -> None:
+    def __init__(self, session: VMHandle) -> None:
         super().__init__(classes="dialog")
         self.session = session
         self.initial = dict(session.vm.capabilities)
@@ -212,14 +212,14 @@ URI_CHOICE = "__uri__"
 class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
     BINDINGS = [Binding("escape", "cancel", "Back")]
 
-    def __init__(self, source: VMSession, sessions: list[VMSession]) -> None:
+    def __init__(self, source: VMHandle, waiting: list[VMHandle]) -> None:
         super().__init__(classes="dialog")
         self.source = source
         # Destinations: VMs waiting for an incoming migration, the first one by default.
-        self.waiting = [s for s in sessions if s is not source and s.vm.run_state == "inmigrate"]
+        self.waiting = waiting
 
     def compose(self) -> ComposeResult:
-        d = self.source.dialect
+        features = self.source.features
         caps = self.source.vm.capabilities
         params = self.source.vm.parameters
         # Which QEMU each end runs: an older destination may lack the source's machine type.
@@ -255,13 +255,13 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
                             disabled="multifd" not in caps)
                 yield Label("block")
                 yield Checkbox("copy the disks too (blk)", False, id="block",
-                               disabled=d is None or not d.has_block_migration)
+                               disabled=not features.block_migration)
             yield Label("", id="start-error", classes="field-error")
             yield Label("", id="preflight")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Start (Enter)", id="start", variant="primary")
                 yield Button("Check", id="check", tooltip="pre-flight: measure the dirty rate, predict convergence",
-                             disabled=d is None or not d.has("calc-dirty-rate"))
+                             disabled=not features.preflight)
                 yield Button("Back (Esc)", id="back")
 
     def on_mount(self) -> None:
@@ -341,11 +341,10 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
         source = self.source
 
         async def work() -> None:
-            from migtui.backend.qmp.controls import preflight
             from migtui.backend.errors import BackendError
 
             try:
-                prediction = await preflight(source, request.options)
+                prediction = await source.preflight(request.options)
                 label.update(("✓ " if prediction.converges else "✗ ") + prediction.sentence)
             except (InputError, BackendError, OSError) as err:
                 label.update(f"pre-flight failed: {err}")

@@ -1,9 +1,9 @@
 """`migtui replay FILE`: the dashboard of a recorded migration, with a playhead.
 
-The post-mortem view. The dashboard is the live one (DashboardScreen), drawn
-from a VMState that a Cursor fills with the recorded samples, events and
-settings up to the playhead; the VM sits in a Fleet whose one session is never
-started, so nothing ever talks to QEMU and every control is off.
+The post-mortem view. The dashboard is the live one (DashboardScreen), on the
+replay backend (migtui.backend.replay): a VM that a Cursor fills with the
+recorded samples, events and settings up to the playhead. Nothing ever talks to
+QEMU, and every control is off.
 
 Keys: space pause/resume, left/right seek 10 s, [ and ] speed down/up
 (0.25x..16x), home/end; the line at the top says where the playhead is.
@@ -20,9 +20,10 @@ from textual.binding import Binding
 from textual.widgets import Static
 
 from migtui.model.units import InputError, parse_number
-from migtui.backend.qmp.fleet import Fleet
+from migtui.backend.replay import SEEK_SECONDS, SPEEDS, Playback, ReplayBackend
 from migtui.record.recorder import summary_text
 from migtui.record.replay import Cursor, Recording, load_recording
+from migtui.ui.controls import CONTROL_ACTIONS
 from migtui.ui.guard import keep_running
 from migtui.ui.screens.dashboard import DashboardScreen
 from migtui.ui.widgets.event_log import EventLog
@@ -30,8 +31,6 @@ from migtui.ui.themes import DEFAULT_THEME, MigtuiTheme, load_themes
 
 __all__ = ["Playback", "ReplayApp", "ReplayDashboard", "SPEEDS", "SEEK_SECONDS", "run_replay", "playhead_text"]
 
-SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
-SEEK_SECONDS = 10.0
 TICK = 0.1  # seconds between playhead steps while playing
 
 
@@ -46,75 +45,6 @@ def _clock(seconds: float) -> str:
 
 def _speed(speed: float) -> str:
     return f"{speed:g}x"
-
-
-class Playback:
-    """A recording, a cursor over it and a playhead: what a replay view plays (ReplayApp, the demo).
-
-    The replayed VM sits in a Fleet whose one session is never started, so the dashboard reads it
-    like a live one and nothing ever talks to QEMU.
-    """
-
-    def __init__(self, recording: Recording, *, speed: float = 1.0, paused: bool = False,
-                 at_end: bool = False) -> None:
-        self.recording = recording
-        self.cursor = Cursor(recording)
-        self.speed = min(SPEEDS, key=lambda s: abs(s - speed))
-        self.paused = paused or at_end
-        self.playhead = self.cursor.end if at_end else self.cursor.start
-        self._last_tick = time.monotonic()
-        self.fleet = Fleet([self.cursor.vm.endpoint])
-        self.key = next(iter(self.fleet.sessions))
-        self.fleet.sessions[self.key].vm = self.cursor.vm
-        self.cursor.seek(self.playhead)
-
-    @property
-    def at_end(self) -> bool:
-        return self.playhead >= self.cursor.end
-
-    def session(self, key: str | None):
-        return None if key is None else self.fleet.get(key)
-
-    def tick(self) -> bool:
-        """Move on by the wall-clock time since the last tick, at the speed; True if the VM changed."""
-        now = time.monotonic()
-        elapsed, self._last_tick = now - self._last_tick, now
-        if self.paused:
-            return False
-        target = self.playhead + elapsed * self.speed
-        if target >= self.cursor.end:
-            target = self.cursor.end
-            self.paused = True  # stop at the end; space plays again from the start
-        return self.move(target)
-
-    def move(self, target: float) -> bool:
-        self.playhead = min(max(target, self.cursor.start), self.cursor.end)
-        return self.cursor.seek(self.playhead)
-
-    def toggle_pause(self) -> bool:
-        self._last_tick = time.monotonic()
-        if self.paused and self.at_end:
-            self.paused = False
-            return self.move(self.cursor.start)
-        self.paused = not self.paused
-        return self.move(self.playhead)
-
-    def seek(self, seconds: float) -> bool:
-        return self.move(self.playhead + float(seconds))
-
-    def slower(self) -> bool:
-        self.speed = SPEEDS[max(0, SPEEDS.index(self.speed) - 1)]
-        return self.move(self.playhead)
-
-    def faster(self) -> bool:
-        self.speed = SPEEDS[min(len(SPEEDS) - 1, SPEEDS.index(self.speed) + 1)]
-        return self.move(self.playhead)
-
-    def to_start(self) -> bool:
-        return self.move(self.cursor.start)
-
-    def to_end(self) -> bool:
-        return self.move(self.cursor.end)
 
 
 def playhead_text(playback: Playback) -> str:
@@ -155,13 +85,15 @@ class ReplayDashboard(DashboardScreen):
     """
 
     def __init__(self, playback: Playback, tick: float | None = TICK) -> None:
-        super().__init__(playback.key)
+        # Its own read-only backend: whichever app shows it (the replay, the demo), it reads the recording.
+        self.backend = ReplayBackend([playback])
+        super().__init__(next(iter(self.backend.handles())))
         self.playback = playback
         self.tick = tick  # None: the playhead moves only by keys (export, tests)
 
     @property
-    def session(self):
-        return self.playback.session(self.key)  # the recording's VM, whichever app shows it
+    def handle(self):
+        return self.backend.get(self.key)
 
     def compose(self) -> ComposeResult:
         yield Static(id="replay-status")
@@ -172,12 +104,10 @@ class ReplayDashboard(DashboardScreen):
         self.query_one("#log", EventLog).can_focus = False
         self.update_status()
         if self.tick is not None:
-            self.playback._last_tick = time.monotonic()
+            self.playback.restart_clock()
             self.set_interval(self.tick, self._advance)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        from migtui.ui.app import CONTROL_ACTIONS
-
         if action in CONTROL_ACTIONS or action == "poll_now":
             return False  # a recording cannot be steered
         return True
@@ -266,8 +196,9 @@ class ReplayApp(App[int]):
 
     # ---- what DashboardScreen asks of its app -------------------------------
 
-    def session(self, key: str | None):
-        return self.playback.session(key)
+    def handle(self, key: str | None):
+        screen = self.screen if self.screen_stack else None
+        return screen.handle if isinstance(screen, ReplayDashboard) and screen.key == key else None
 
     def plot_colors(self) -> dict[str, str]:
         entry = self.migtui_themes.get(self.theme)

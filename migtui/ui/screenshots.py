@@ -14,7 +14,7 @@ from pathlib import Path
 
 from migtui.lab import Lab, find_qemu
 from migtui.model.endpoint import parse_endpoint
-from migtui.backend.qmp.fleet import Fleet
+from migtui.backend.qmp.backend import QMPBackend
 from migtui.backend.qmp.session import SessionOptions
 from migtui.ui.app import MigtuiApp
 
@@ -37,7 +37,7 @@ async def capture(out: Path) -> list[Path]:
         raise SystemExit(2)
     saved: list[Path] = []
     async with Lab(pairs=1, accel="tcg") as lab:
-        fleet = Fleet([parse_endpoint(vm.endpoint) for vm in lab.vms], options=SessionOptions(active_interval=0.5))
+        fleet = QMPBackend([parse_endpoint(vm.endpoint) for vm in lab.vms], options=SessionOptions(active_interval=0.5))
         app = MigtuiApp(fleet)
         async with app.run_test(size=SIZE) as pilot:
 

@@ -10,7 +10,7 @@ from migtui.backend.qmp.controls import (
     start_postcopy,
 )
 from migtui.backend.errors import BackendError, ConnectFailed, NotConnected, QMPRefused, Refused
-from migtui.backend.qmp.fleet import Fleet
+from migtui.backend.qmp.backend import QMPBackend
 from migtui.backend.messages import ActionResult, BackendMessage, VMEvent, VMUpdated
 from migtui.backend.qmp.session import SessionOptions, VMSession
 
@@ -19,7 +19,7 @@ __all__ = [
     "BackendError",
     "BackendMessage",
     "ConnectFailed",
-    "Fleet",
+    "QMPBackend",
     "MigrationOptions",
     "NotConnected",
     "QMPRefused",

@@ -23,14 +23,16 @@ import tempfile
 import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from migtui.model.parameters import check_uri
 from migtui.model.requests import MigrationOptions, ParamChange
 from migtui.model.sample import FINISHED_STATUSES, IN_FLIGHT_STATUSES
 from migtui.backend.qmp.dialect import Command, Dialect, Unsupported
 from migtui.backend.errors import BackendError, NotConnected, Refused
-from migtui.backend.qmp.session import VMSession
+
+if TYPE_CHECKING:  # the session calls these controls; they never construct one
+    from migtui.backend.qmp.session import VMSession
 
 __all__ = [
     "MigrationOptions",
@@ -43,6 +45,7 @@ __all__ = [
     "plan_recovery",
     "recover_postcopy",
     "plan_migration",
+    "parameter_commands",
     "refresh_machine",
     "measure_dirty_rate",
     "preflight",
@@ -294,7 +297,7 @@ def destination_uri(source: VMSession, destination: VMSession) -> str:
 
 
 # What a start changed and how it was before: (session, "capabilities" or "parameters", values).
-_Undo = list[tuple[VMSession, str, dict[str, Any]]]
+_Undo = "list[tuple[VMSession, str, dict[str, Any]]]"
 
 
 async def start_migration(
@@ -417,11 +420,23 @@ async def cancel_migration(session: VMSession) -> None:
     session.poll_now()
 
 
-async def set_parameters(session: VMSession, params: Mapping[str, Any]) -> None:
+def parameter_commands(session: VMSession, change: ParamChange | Mapping[str, Any]) -> list[Command]:
+    """The commands that set these parameters on this VM's QEMU, in the order sent. Sends nothing;
+    raises Unsupported for what its QEMU cannot set. Every parameter change (a key, the command
+    line, advice) goes this way, so each QEMU gets the commands its version has."""
+    params = change.parameters if isinstance(change, ParamChange) else change
+    return _dialect(session).set_parameters(params)
+
+
+async def set_parameters(session: VMSession, change: ParamChange | Mapping[str, Any]) -> None:
     """Parameters (QEMU's names and units) may change during a migration."""
-    commands = _dialect(session).set_parameters(params)
-    for command, args in commands:
+    params = change.parameters if isinstance(change, ParamChange) else change
+    for command, args in parameter_commands(session, params):
         await session.execute(command, args)
+    if isinstance(change, ParamChange) and change.advice is not None:
+        from migtui.model.guidance import take_advice
+
+        take_advice(session.vm.tracker, change.advice, change.why or change.advice)  # followed up on the passes to come
     if not _dialect(session).modern:
         # QEMU before 2.4 cannot report these back: remember what was set.
         session.vm.parameters.update(params)

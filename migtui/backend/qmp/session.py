@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
 import os
 import socket
 import ssl as ssl_module
 import stat
 import time
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Mapping
 
 from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError
 from qemu.qmp.error import ProtocolError
@@ -29,16 +31,22 @@ from qemu.qmp.protocol import Runstate
 from migtui.model.derived import MigrationTracker
 from migtui.model.endpoint import Endpoint
 from migtui.model.hints import hint_for
+from migtui.model.requests import MigrationOptions, ParamChange
 from migtui.model.history import PassMark
 from migtui.model.sample import MigrationSample, _bad_number, parse_query_migrate
 from migtui.model.vm import Connection, EventRecord, VMState
+from migtui.backend.api import Features, VMHandle
 from migtui.backend.audit import AuditLog, redact
+from migtui.backend.qmp import controls
 from migtui.backend.qmp.client import Client, disconnect, quiet_loop_errors
 from migtui.backend.qmp.dialect import Dialect, migrate_args_from_schema, parse_version
-from migtui.backend.errors import ConnectFailed, NotConnected, QMPRefused
+from migtui.backend.errors import ConnectFailed, NotConnected, QMPRefused, Refused
 from migtui.backend.messages import ActionResult, BackendMessage, Listener, VMEvent, VMUpdated
 
-__all__ = ["VMSession", "SessionOptions"]
+if TYPE_CHECKING:
+    from migtui.model.preflight import Prediction
+
+__all__ = ["VMSession", "SessionOptions", "qmp_text"]
 
 # qemu.qmp logs every protocol hiccup at ERROR; the console reports them itself.
 logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
@@ -86,7 +94,9 @@ def _noop(_: BackendMessage) -> None:
     pass
 
 
-class VMSession:
+class VMSession(VMHandle):
+    """One VM over QMP: the QMP backend's VMHandle. Its controls are migtui.backend.qmp.controls."""
+
     def __init__(
         self,
         endpoint: Endpoint,
@@ -110,10 +120,11 @@ class VMSession:
         self._stall_timer: asyncio.TimerHandle | None = None  # the watchdog that marks a silent VM unresponsive
         self._last_poll = float("-inf")  # loop time of the last query-migrate sent
         self._pass_poll: asyncio.TimerHandle | None = None  # a MIGRATION_PASS poll held back by _PASS_POLL_GAP
-        self._sample_message = VMUpdated(self.key, "sample")
         self._block_jobs = False  # a drive-mirror runs: read disk progress from query-block-jobs
         self._shutdown_seen = False
         self._zero_retries = 0  # re-polls of a completed reply that still shows zero times
+        self._features: tuple[Dialect, Features] | None = None
+        self._recovery_shown: dict[str, list[Any]] = {}  # destination key -> the steps shown
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -144,6 +155,60 @@ class VMSession:
     @property
     def connected(self) -> bool:
         return self._client is not None and self._client.runstate == Runstate.RUNNING
+
+    # ---- the VMHandle controls: each goes through controls, the dialect and execute() ------
+
+    @property
+    def features(self) -> Features:
+        d = self.dialect
+        if d is None:
+            return Features(why_not=f"not connected yet: {self.vm.reason or 'connecting'}")
+        cached = self._features
+        if cached is None or cached[0] is not d:
+            cached = self._features = (d, Features(
+                migrate=d.has("migrate"), cancel=d.has("migrate_cancel"), set_parameters=True,
+                set_capabilities=d.has("migrate-set-capabilities"), postcopy=d.has("migrate-start-postcopy"),
+                recover_postcopy=d.has("migrate-recover"), block_migration=d.has_block_migration,
+                preflight=d.has("calc-dirty-rate")))
+        return cached[1]
+
+    async def migrate(self, options: MigrationOptions, destination: VMHandle | None = None,
+                      uri: str | None = None) -> str:
+        if destination is not None and not isinstance(destination, VMSession):
+            raise Refused(f"{destination.vm.name} is not reached over QMP: migrate to its URI instead")
+        plan = await controls.start_migration(self, options, destination=destination, uri=uri)
+        return plan.uri
+
+    async def cancel(self) -> None:
+        await controls.cancel_migration(self)
+
+    def check_parameters(self, change: ParamChange) -> list[str]:
+        return [qmp_text(command, args) for command, args in controls.parameter_commands(self, change)]
+
+    async def set_parameters(self, change: ParamChange) -> None:
+        await controls.set_parameters(self, change)
+
+    async def set_capabilities(self, capabilities: Mapping[str, bool]) -> None:
+        await controls.set_capabilities(self, capabilities)
+
+    async def start_postcopy(self) -> None:
+        await controls.start_postcopy(self)
+
+    def check_recovery(self, destination: VMHandle) -> list[str]:
+        if not isinstance(destination, VMSession):
+            raise Refused(f"{destination.vm.name} is not reached over QMP: recover it where it runs")
+        steps = controls.plan_recovery(self, destination)
+        self._recovery_shown[destination.key] = steps  # recover_postcopy sends what was shown, or nothing
+        names = {"source": self.vm.name, "destination": destination.vm.name}
+        return [f"on {names[side]} ({side}): {qmp_text(command, args)}" for side, (command, args) in steps]
+
+    async def recover_postcopy(self, destination: VMHandle) -> None:
+        if not isinstance(destination, VMSession):
+            raise Refused(f"{destination.vm.name} is not reached over QMP: recover it where it runs")
+        await controls.recover_postcopy(self, destination, self._recovery_shown.pop(destination.key, None))
+
+    async def preflight(self, options: MigrationOptions) -> Prediction:
+        return await controls.preflight(self, options)
 
     # ---- connecting ------------------------------------------------------
 
@@ -329,7 +394,7 @@ class VMSession:
         tracker.parameters = params
         tracker.max_bandwidth = params.get("max-bandwidth")
         tracker.downtime_limit_ms = params.get("downtime-limit")
-        self._notify(VMUpdated(self.key, "settings"))
+        self._notify(self._settings_message())
 
     async def refresh_capabilities(self) -> None:
         if self.dialect is None or not self.dialect.has("query-migrate-capabilities"):
@@ -337,7 +402,7 @@ class VMSession:
         reply = await self._query("query-migrate-capabilities")
         if isinstance(reply, list):
             self.vm.capabilities = self.vm.tracker.capabilities = _capabilities(reply)
-            self._notify(VMUpdated(self.key, "settings"))
+            self._notify(self._settings_message())
 
     # ---- the background loop ---------------------------------------------
 
@@ -444,9 +509,10 @@ class VMSession:
             result = Client.result(reply, "query-migrate")
         except ExecuteError as err:
             raise QMPRefused("query-migrate", err.error_class, str(err)) from None
-        sample = parse_query_migrate(result, time.time())
+        when = time.time()  # of QEMU's reply, not of the block-job query after it
         if self._block_jobs:
-            await self._add_block_job_progress(sample)
+            result = await self._with_block_job_progress(result)
+        sample = parse_query_migrate(result, when)
         vm = self.vm
         was_in_flight = vm.in_flight
         previous_status = vm.migration_status
@@ -464,10 +530,7 @@ class VMSession:
                 asyncio.get_running_loop().call_later(0.05, self.poll_now)
         else:
             self._zero_retries = 0
-        message = self._sample_message
-        if message.vm != self.key:  # the fleet renames a session's key after construction
-            message = self._sample_message = VMUpdated(self.key, "sample")
-        self._notify(message)
+        self._notify(VMUpdated(self.key, "sample", sample=sample))
         return sample
 
     def _check_stall(self) -> None:
@@ -485,20 +548,19 @@ class VMSession:
         # Keep the one request; queue nothing behind it. Its reply sets the VM connected again.
         self._set_connection(Connection.UNRESPONSIVE, f"no answer to query-migrate for {timeout:g}s; still waiting")
 
-    async def _add_block_job_progress(self, sample: MigrationSample) -> None:
-        """While a drive-mirror copies the disk (the modern path), show it as the `disk` section."""
-        if not self._block_jobs or sample.has("disk") or self.dialect is None:
-            return
+    async def _with_block_job_progress(self, info: Any) -> Any:
+        """While a drive-mirror copies the disk (the modern path), its progress as query-migrate's
+        `disk` section: added to the reply before the sample is made, so a sample stays frozen."""
+        if not isinstance(info, dict) or "disk" in info or self.dialect is None:
+            return info
         jobs = await self._query("query-block-jobs")
         mirrors = [j for j in jobs or [] if isinstance(j, dict) and j.get("type") == "mirror"]
         if not mirrors:
             self._block_jobs = False
-            return
+            return info
         total = sum(_size(j.get("len")) or 0 for j in mirrors)
         done = sum(_size(j.get("offset")) or 0 for j in mirrors)
-        info = dict(sample.info)
-        info["disk"] = {"total": total, "transferred": done, "remaining": max(0, total - done)}
-        object.__setattr__(sample, "info", info)
+        return {**info, "disk": {"total": total, "transferred": done, "remaining": max(0, total - done)}}
 
     async def _on_status_change(self) -> None:
         status = await self._query("query-status")
@@ -626,7 +688,12 @@ class VMSession:
         vm.reason = reason
         if reason and state != Connection.CONNECTING:
             self._log("error", str(state), reason)
-        self._notify(VMUpdated(self.key, "connection"))
+        self._notify(VMUpdated(self.key, "connection", connection=state, reason=reason))
+
+    def _settings_message(self) -> VMUpdated:
+        vm = self.vm
+        return VMUpdated(self.key, "settings", parameters=MappingProxyType(dict(vm.parameters)),
+                         capabilities=MappingProxyType(dict(vm.capabilities)))
 
     def _log(self, kind: str, name: str, detail: str, when: float | None = None,
              passes: tuple[int, int] | None = None) -> None:
@@ -718,6 +785,11 @@ def _one_line(text: str, limit: int = 200) -> str:
     text = text[: limit * 4]  # what may show; a peer's line can be megabytes
     text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def qmp_text(command: str, args: dict[str, Any] | None) -> str:
+    """A command as QMP has it on the wire, for a confirmation that says exactly what is sent."""
+    return json.dumps({"execute": command, "arguments": args} if args else {"execute": command})
 
 
 def _brief(data: dict[str, Any]) -> str:

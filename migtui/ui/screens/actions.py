@@ -2,18 +2,20 @@
 
 Each action checks what it can before a dialog opens (connected? migrating?),
 asks for confirmation where a mistake costs a VM, and then runs in a worker.
+A control is one path: key -> dialog -> a checked request (ParamChange,
+MigrationOptions) -> the VM's handle (migtui.backend.api) -> its backend.
 """
 
 from __future__ import annotations
 
 from textual.binding import Binding
 
-from migtui.model.parameters import check_xbzrle_cache_size
-from migtui.model.units import format_bytes, format_ms, format_rate, parse_rate, parse_size, parse_time_ms
-from migtui.model.units import InputError
-from migtui.backend.qmp import controls
+from migtui.backend.api import VMHandle
 from migtui.backend.errors import BackendError
-from migtui.backend.qmp.session import VMSession
+from migtui.model.parameters import check_xbzrle_cache_size
+from migtui.model.requests import ParamChange
+from migtui.model.units import InputError, format_bytes, format_ms, format_rate, parse_rate, parse_size, parse_time_ms
+from migtui.ui.controls import CONTROL_ACTIONS
 
 
 class VMActions:
@@ -37,12 +39,13 @@ class VMActions:
     def current_key(self) -> str | None:
         return self.selected_key()  # type: ignore[attr-defined]
 
-    def _session(self, what: str, need_connection: bool = True) -> VMSession | None:
+    def _session(self, what: str, need_connection: bool = True) -> VMHandle | None:
+        """The selected VM's handle, if a control can reach it; else say why and None."""
         app = self.app  # type: ignore[attr-defined]
         if app.read_only:
             app.notify("read-only: controls are off", severity="warning")
             return None
-        session = app.session(self.current_key())
+        session = app.handle(self.current_key())
         if session is None:
             app.notify(f"{what}: no VM selected", severity="warning")
             return None
@@ -53,8 +56,6 @@ class VMActions:
         return session
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        from migtui.ui.app import CONTROL_ACTIONS
-
         if action in CONTROL_ACTIONS and self.app.read_only:  # type: ignore[attr-defined]
             return False  # hidden from the footer and unreachable by key
         return True
@@ -76,11 +77,11 @@ class VMActions:
         def go(request) -> None:
             if request is None:
                 return
-            destination = app.session(request.destination) if request.destination else None
+            destination = app.handle(request.destination) if request.destination else None
 
             async def work() -> None:
-                plan = await controls.start_migration(session, request.options, destination=destination, uri=request.uri)
-                app.log_for(session.key, "action", "migrate", f"to {plan.uri}")
+                uri = await session.migrate(request.options, destination=destination, uri=request.uri)
+                app.log_for(session.key, "action", "migrate", f"to {uri}")
 
             app.run_control(session.key, "migrate", work, done=f"migration started to {request.destination or request.uri}")
 
@@ -102,7 +103,7 @@ class VMActions:
             else:
                 go(request)
 
-        app.push_screen(StartMigrationDialog(session, list(app.fleet)), chosen)
+        app.push_screen(StartMigrationDialog(session, app.backend.waiting(session)), chosen)
 
     def action_cancel_migration(self) -> None:
         from migtui.ui.dialogs import ConfirmDialog
@@ -118,7 +119,7 @@ class VMActions:
 
         def answer(ok: bool | None) -> None:
             if ok:
-                app.run_control(session.key, "cancel", lambda: controls.cancel_migration(session), done="cancel sent")
+                app.run_control(session.key, "cancel", session.cancel, done="cancel sent")
 
         app.push_screen(
             ConfirmDialog(f"Cancel the migration of {session.vm.name}?",
@@ -144,7 +145,7 @@ class VMActions:
 
         def answer(ok: bool | None) -> None:
             if ok:
-                app.run_control(session.key, "post-copy", lambda: controls.start_postcopy(session), done="switched to post-copy")
+                app.run_control(session.key, "post-copy", session.start_postcopy, done="switched to post-copy")
 
         app.push_screen(
             ConfirmDialog(
@@ -168,23 +169,21 @@ class VMActions:
             app.notify(f"{session.vm.name} is not paused in post-copy (status {session.vm.migration_status}): "
                        "nothing to recover", severity="warning")
             return
-        pair = _recovery_pair(session, list(app.fleet))
+        pair = _recovery_pair(session, list(app.backend))
         if isinstance(pair, str):
             app.notify(pair, severity="error")
             return
         source, destination = pair
         try:
-            steps = controls.plan_recovery(source, destination)
+            steps = source.check_recovery(destination)
         except (BackendError, InputError) as error:  # refused: one line, nothing sent
             app.notify(str(error), severity="error")
             return
-        names = {"source": source.vm.name, "destination": destination.vm.name}
-        qmp = "\n".join(f"{i}. on {names[side]} ({side}): {_qmp_text(command, args)}"
-                        for i, (side, (command, args)) in enumerate(steps, 1))
+        qmp = "\n".join(f"{i}. {step}" for i, step in enumerate(steps, 1))
 
         def answer(ok: bool | None) -> None:
             if ok:
-                app.run_control(source.key, "recover", lambda: controls.recover_postcopy(source, destination, steps),
+                app.run_control(source.key, "recover", lambda: source.recover_postcopy(destination),
                                 done=f"recovery sent: {source.vm.name} resumes to {destination.vm.name}")
 
         app.push_screen(
@@ -209,7 +208,7 @@ class VMActions:
 
         def answer(value) -> None:
             if value is not None:
-                app.run_control(session.key, what, lambda: controls.set_parameters(session, {name: value}),
+                app.run_control(session.key, what, lambda: session.set_parameters(ParamChange({name: value})),
                                 done=f"{name} set")
 
         current = show(session.vm.parameters.get(name))
@@ -238,24 +237,18 @@ class VMActions:
 
         def answer(changes) -> None:
             if changes:
-                app.run_control(session.key, "capabilities", lambda: controls.set_capabilities(session, changes),
+                app.run_control(session.key, "capabilities", lambda: session.set_capabilities(changes),
                                done="capabilities set")
 
         app.push_screen(CapabilitiesDialog(session), answer)
 
     def action_poll_now(self) -> None:
-        session = self.app.session(self.current_key())  # type: ignore[attr-defined]
+        session = self.app.handle(self.current_key())  # type: ignore[attr-defined]
         if session is not None:
             session.poll_now()
 
 
-def _qmp_text(command: str, args: dict) -> str:
-    import json
-
-    return json.dumps({"execute": command, "arguments": args})
-
-
-def _recovery_pair(session: VMSession, fleet: list[VMSession]) -> tuple[VMSession, VMSession] | str:
+def _recovery_pair(session: VMHandle, fleet: list[VMHandle]) -> tuple[VMHandle, VMHandle] | str:
     """(source, destination) of a paused post-copy, from one of its ends, or why not.
 
     The other end is the one other VM paused in post-copy; the destination is the end whose

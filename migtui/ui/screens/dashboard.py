@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -13,7 +11,7 @@ from textual.screen import Screen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from migtui.model.guidance import take_advice
+from migtui.backend.errors import BackendError
 from migtui.model.units import format_bytes, format_duration, format_ms, format_rate
 from migtui.model.vm import VMState, status_category
 from migtui.ui.guard import keep_running
@@ -130,8 +128,8 @@ class DashboardScreen(VMActions, Screen):
         yield MigtuiFooter()
 
     @property
-    def session(self):
-        return self.app.session(self.key)
+    def handle(self):
+        return self.app.handle(self.key)
 
     def on_mount(self) -> None:
         self.query_one("#params", Static).border_title = "parameters"
@@ -196,22 +194,23 @@ class DashboardScreen(VMActions, Screen):
             return
         box = self.query_one("#advice", OptionList)
         chosen = advice[box.highlighted or 0] if box.display else advice[0]
-        if chosen.command is None:
+        if chosen.change is None:
             why = "this needs a new migration (capabilities are fixed while one runs)" if chosen.needs_restart \
                 else "nothing to send"
             self.app.notify(f"{chosen.text}: {why}", severity="warning", timeout=8)
             return
-        command, args = chosen.command
-        shown = json.dumps({"execute": command, "arguments": args}) if args else json.dumps({"execute": command})
+        try:
+            # The same path as the keys: the backend checks the change against this VM and says
+            # what it will send (each QEMU version's own commands).
+            shown = "\n".join(session.check_parameters(chosen.change))
+        except BackendError as error:  # refused: one line, nothing sent
+            self.app.notify(f"{chosen.text}: {error}", severity="error", timeout=8)
+            return
 
         def answer(ok: bool | None) -> None:
             if ok:
-                async def apply() -> None:
-                    await session.execute(command, args or None)
-                    take_advice(session.vm.tracker, chosen)  # followed up on the passes that come
-                    await session.refresh_parameters()
-
-                self.app.run_control(session.key, chosen.kind, apply, done=chosen.text)
+                self.app.run_control(session.key, chosen.kind, lambda: session.set_parameters(chosen.change),
+                                     done=chosen.text)
 
         self.app.push_screen(ConfirmDialog(f"{chosen.text} on {session.vm.name}?",
                                            f"migtui will send exactly:\n{shown}",
@@ -224,10 +223,10 @@ class DashboardScreen(VMActions, Screen):
 
     @keep_running
     def update_all(self) -> None:
-        session = self.session
-        if session is None:
+        handle = self.handle
+        if handle is None:
             return
-        vm = session.vm
+        vm = handle.vm
         first, second = header_lines(vm)
         style = category_style(status_category(vm), self.app.theme_variables)
         self.query_one("#dash-header", Static).update(Text(first, style=f"bold {style}".strip()))

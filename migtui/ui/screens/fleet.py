@@ -93,7 +93,7 @@ class FleetScreen(VMActions, Screen):
 
     def row(self, key: str) -> tuple[tuple[str, ...], str]:
         """A VM's cells and the style of its row, asked for by the table when the row is in view."""
-        vm = self.app.fleet.get(key).vm
+        vm = self.app.backend.get(key).vm
         return fleet_cells(vm), category_style(status_category(vm), self.app.theme_variables)
 
     def _row_error(self, error: BaseException) -> None:
@@ -106,7 +106,7 @@ class FleetScreen(VMActions, Screen):
         # Verdicts are looked up only when the text can be part of one (not for most names).
         verdicts = needle and any(needle in v for v in (*VERDICTS, "receiving"))
         sessions = [
-            s for s in self.app.fleet
+            s for s in self.app.backend
             if not needle or any(needle in part.lower() for part in (
                 s.vm.name, str(s.vm.endpoint), s.vm.migration_status, status_category(s.vm), s.vm.run_state or ""))
             or (verdicts and s.vm.sample is not None and needle in _SORT_KEYS["verdict"](s.vm))
@@ -132,8 +132,8 @@ class FleetScreen(VMActions, Screen):
 
     @keep_running
     def update_header(self) -> None:
-        counts = Counter(status_category(s.vm) for s in self.app.fleet)
-        parts = [f"{len(self.app.fleet)} VMs"]
+        counts = Counter(status_category(s.vm) for s in self.app.backend)
+        parts = [f"{len(self.app.backend)} VMs"]
         parts += [f"{counts[c]} {c}" for c in _CATEGORY_ORDER if counts.get(c)]
         shown = self.table.row_count
         if self.filter_text:
