@@ -39,3 +39,25 @@ def test_model_does_no_io():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_graph_scaling_is_pure():
+    """The graphs' scaling (axes, units, downsampling) imports neither Textual nor plotext nor Rich.
+
+    Loaded from its file, so the graphs package (which is Textual) is not imported around it.
+    """
+    code = (
+        "import importlib.util, sys\n"
+        "import migtui\n"
+        "path = migtui.__path__[0] + '/ui/widgets/graphs/scale.py'\n"
+        "spec = importlib.util.spec_from_file_location('graph_scale', path)\n"
+        "mod = importlib.util.module_from_spec(spec)\n"
+        "sys.modules[spec.name] = mod  # dataclasses look their module up\n"
+        "spec.loader.exec_module(mod)\n"
+        "assert mod.downsample([1.0, 2.0, 3.0], 2) == [1.0, 3.0]\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('textual', 'textual_plotext', 'plotext', 'rich'))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"graphs/scale.py pulled in: {out.stdout.strip()}"
