@@ -12,6 +12,7 @@ from textual_plotext.plot import Plot
 
 from migtui.model.history import HistoryPoint, PassMark
 from migtui.ui.widgets import graphs as G
+from migtui.ui.widgets.graphs import paint, scale
 from migtui.ui.widgets.graphs import (
     DiskGraph,
     MigrationGraph,
@@ -55,13 +56,13 @@ def test_downsample_last_keeps_newest_reported_value() -> None:
 
 
 def test_axis_ticks_are_round_and_time_is_relative() -> None:
-    top, ticks, labels = G._value_ticks(137.0, 4)
+    top, ticks, labels = scale._value_ticks(137.0, 4)
     assert top == 150 and labels == ["0", "50", "100", "150"]
-    assert G._value_ticks(0.3, 3)[2] == ["0.0", "0.1", "0.2", "0.3"]
-    assert G._value_ticks(0.0, 3)[0] == 1.0  # nothing yet: still a usable axis
-    left, ticks, labels = G._time_axis(3599.5, 100)
+    assert scale._value_ticks(0.3, 3)[2] == ["0.0", "0.1", "0.2", "0.3"]
+    assert scale._value_ticks(0.0, 3)[0] == 1.0  # nothing yet: still a usable axis
+    left, ticks, labels = scale._time_axis(3599.5, 100)
     assert left == -3600 and labels[0] == "now" and labels[-1] == "-1h"
-    assert G._time_axis(45, 100)[2][:3] == ["now", "-5s", "-10s"]
+    assert scale._time_axis(45, 100)[2][:3] == ["now", "-5s", "-10s"]
 
 
 # ------------------------------------------------------------------ painting
@@ -81,11 +82,11 @@ def test_hd_painting_matches_plotext_cell_for_cell() -> None:
     m = plt.monitor.matrix
     theirs = {(r, c): m.marker[r][c] for r in m.Rows_canvas for c in m.Cols_canvas if m.fullground[r][c] == (1, 2, 3)}
     width, height = len(m.Cols_canvas), len(m.Rows_canvas)
-    cells = G._hd_cells(G._hd_columns(xs, (-99.0, 0.0), width), ys, (0.0, 100.0), width, height)
+    cells = paint._hd_cells(paint._hd_columns(xs, (-99.0, 0.0), width), ys, (0.0, 100.0), width, height)
     ours = {}
     for key, mask in cells.items():
         row, col = divmod(key, width)
-        ours[(m.Rows_canvas.start + row, m.Cols_canvas.start + col)] = G._HD_CHARS[mask]
+        ours[(m.Rows_canvas.start + row, m.Cols_canvas.start + col)] = paint._HD_CHARS[mask]
     assert theirs and ours == theirs
 
 
@@ -218,7 +219,7 @@ def test_tiny_sizes_do_not_crash(size: tuple[int, int]) -> None:
 
 # ------------------------------------------------------------------ time axis vs painted data
 
-_INK = set(G._HD_CHARS) - {" "}
+_INK = set(paint._HD_CHARS) - {" "}
 
 
 def _age(label: str) -> float:

@@ -12,6 +12,13 @@ PURE_PACKAGES = ["migtui.model", "migtui.backend.qmp", "migtui.lab", "migtui.sim
                  "migtui.metrics"]
 
 
+def _fresh(code: str) -> str:
+    """What ``code`` prints in a fresh interpreter (it must succeed)."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 @pytest.mark.parametrize("package", PURE_PACKAGES)
 def test_package_does_not_import_textual(package):
     code = (
@@ -22,9 +29,8 @@ def test_package_does_not_import_textual(package):
         "bad = sorted(n for n in sys.modules if n == 'textual' or n.startswith(('textual.', 'textual_plotext', 'plotext')))\n"
         "print(','.join(bad))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "", f"{package} pulled in: {out.stdout.strip()}"
+    printed = _fresh(code)
+    assert printed == "", f"{package} pulled in: {printed}"
 
 
 def test_model_does_no_io():
@@ -36,6 +42,26 @@ def test_model_does_no_io():
         "    importlib.import_module(m.name)\n"
         "print(','.join(sorted(n for n in sys.modules if n.split('.')[0] in ('asyncio', 'qemu', 'socket'))))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == ""
+    printed = _fresh(code)
+    assert printed == ""
+
+
+def test_graph_scaling_is_pure():
+    """The graphs' scaling (axes, units, downsampling) imports neither Textual nor plotext nor Rich.
+
+    Loaded from its file, so the graphs package (which is Textual) is not imported around it.
+    """
+    code = (
+        "import importlib.util, sys\n"
+        "import migtui\n"
+        "path = migtui.__path__[0] + '/ui/widgets/graphs/scale.py'\n"
+        "spec = importlib.util.spec_from_file_location('graph_scale', path)\n"
+        "mod = importlib.util.module_from_spec(spec)\n"
+        "sys.modules[spec.name] = mod  # dataclasses look their module up\n"
+        "spec.loader.exec_module(mod)\n"
+        "assert mod.downsample([1.0, 2.0, 3.0], 2) == [1.0, 3.0]\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('textual', 'textual_plotext', 'plotext', 'rich'))\n"
+        "print(','.join(bad))\n"
+    )
+    printed = _fresh(code)
+    assert printed == "", f"graphs/scale.py pulled in: {printed}"

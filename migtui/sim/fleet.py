@@ -13,9 +13,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from migtui.sim.model import Guest
-from migtui.sim.vm import SimVM, uri_key
+from migtui.sim.vm import SimVM
 
 TICK = 0.05  # seconds of real time between ticker rounds
+
+
+def uri_key(uri: str) -> tuple[str, str] | None:
+    """How a source's URI finds a listening destination: unix by path, tcp by port."""
+    scheme, _, rest = uri.partition(":")
+    if scheme == "unix":
+        return ("unix", str(Path(rest).absolute()))
+    if scheme == "tcp":
+        return ("tcp", rest.rpartition(":")[2].split(",")[0])
+    return None
 
 
 class SimFleet:
@@ -77,34 +87,37 @@ class SimFleet:
         self._active.clear()
 
     # -- what SimVM asks of the fleet -----------------------------------------------------
-    def _listen(self, vm: SimVM, uri: str) -> None:
+    def listen(self, vm: SimVM, uri: str) -> None:
+        """``vm`` waits for an incoming migration on ``uri``."""
         key = uri_key(uri)
         if key is not None:
             self._listening[key] = vm
 
-    def _listener(self, uri: str) -> SimVM | None:
+    def listening_on(self, uri: str) -> SimVM | None:
+        """The live VM waiting for an incoming migration on ``uri``, if any."""
         key = uri_key(uri)
         vm = self._listening.get(key) if key is not None else None
         return vm if vm is not None and vm.alive else None
 
-    def _unlisten(self, vm: SimVM) -> None:
+    def stop_listening(self, vm: SimVM) -> None:
         for key in [k for k, v in self._listening.items() if v is vm]:
             del self._listening[key]
 
-    def _connect(self, uri: str) -> SimVM | None:
+    def connect_migration(self, uri: str) -> SimVM | None:
         """The destination listening on ``uri``; it accepts one connection, like QEMU."""
-        vm = self._listener(uri)
+        vm = self.listening_on(uri)
         if vm is not None:
-            self._unlisten(vm)
+            self.stop_listening(vm)
         return vm
 
-    def _activate(self, vm: SimVM) -> None:
+    def start_ticking(self, vm: SimVM) -> None:
+        """Advance ``vm`` on the shared ticker while its migration runs."""
         self._active.add(vm)
         self._wake.set()
         if self._ticker is None:
             self._ticker = asyncio.get_running_loop().create_task(self._tick())
 
-    def _deactivate(self, vm: SimVM) -> None:
+    def stop_ticking(self, vm: SimVM) -> None:
         self._active.discard(vm)
 
     async def _tick(self) -> None:
