@@ -930,7 +930,7 @@ async def cmd_replay(args: argparse.Namespace) -> int:
 
 
 async def cmd_export(args: argparse.Namespace) -> int:
-    from migtui.record import run_export
+    from migtui.ui.export import run_export
 
     for line in await run_export(args.file, vm=args.vm, csv_out=args.csv, svg_out=args.svg, theme=args.config.theme):
         print(f"migtui: wrote {line}", file=sys.stderr)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-PURE_PACKAGES = ["migtui.model", "migtui.backend.qmp", "migtui.lab", "migtui.sim", "migtui.cli", "migtui.record",
+PURE_PACKAGES = ["migtui.model", "migtui.backend", "migtui.lab", "migtui.sim", "migtui.cli", "migtui.record",
                  "migtui.metrics"]
 
 

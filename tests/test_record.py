@@ -31,15 +31,14 @@ from migtui.record import (
     Recorder,
     RecordingError,
     export_csv,
-    export_svg,
     list_recordings,
     load_recording,
     load_recordings,
-    run_export,
     summarize,
     summary_text,
 )
 from migtui.sim import SimFleet
+from migtui.ui.export import export_svg, run_export
 from migtui.ui.replay import SPEEDS, ReplayApp, ReplayDashboard, run_replay
 
 MiB = 2**20

@@ -4,12 +4,13 @@ A `Recorder` listens to the backend and writes every migration it sees to an
 NDJSON file (a header, samples, events, actions, settings, a summary) and
 prunes old recordings when it starts (`Retention`, `prune_recordings`);
 `load_recording` reads one back for `migtui replay` and the exporters. Nothing
-here imports Textual: `export_svg` and the replay console load it when called.
+here imports Textual or the console: the dashboard as SVG (migtui.ui.export) and the replay
+console are the UI's.
 """
 
 from __future__ import annotations
 
-from migtui.record.export import CSV_COLUMNS, export_csv, export_svg, run_export
+from migtui.record.export import CSV_COLUMNS, export_csv
 from migtui.record.recorder import (
     FORMAT,
     Finished,
@@ -36,12 +37,10 @@ __all__ = [
     "SummaryBuilder",
     "default_recordings_dir",
     "export_csv",
-    "export_svg",
     "list_recordings",
     "load_recording",
     "load_recordings",
     "prune_recordings",
-    "run_export",
     "summarize",
     "summary_text",
     "zero_times",

@@ -38,7 +38,7 @@ from migtui.model.vm import Connection, EventRecord, VMState
 from migtui.backend.api import Features, VMHandle
 from migtui.backend.audit import AuditLog, redact
 from migtui.backend.qmp import controls
-from migtui.backend.qmp.client import Client, disconnect, quiet_loop_errors
+from migtui.backend.qmp.client import Client, disconnect
 from migtui.backend.qmp.dialect import Dialect, migrate_args_from_schema, parse_version
 from migtui.backend.errors import ConnectFailed, NotConnected, QMPRefused, Refused
 from migtui.backend.messages import ActionResult, BackendMessage, Listener, VMEvent, VMUpdated

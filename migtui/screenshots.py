@@ -1,4 +1,7 @@
-"""Regenerate screenshots/ from a real `migtui lab` run: python -m migtui.ui.screenshots [DIR].
+"""Regenerate screenshots/ from a real `migtui lab` run: python -m migtui.screenshots [DIR].
+
+A tool that chooses its parts (the lab, the QMP backend, the console), so it sits beside the
+command line, not in the UI.
 
 Starts a lab pair of real QEMU VMs (the simulated lab where QEMU is missing),
 drives the console headless the way an operator would, and saves an SVG of
@@ -70,7 +73,7 @@ async def capture(out: Path) -> list[Path]:
 
 
 def main() -> None:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "screenshots"
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "screenshots"
     for path in asyncio.run(capture(out)):
         print(path)
 
