@@ -38,7 +38,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol
 
 from migtui import __version__
 from migtui.model.derived import MigrationTracker
@@ -215,6 +215,8 @@ def summary_text(summary: dict[str, Any]) -> str:
 
 
 class _Session(Protocol):
+    """What the recorder reads of a VM: a migtui.backend.api.VMHandle has it (a test may give less)."""
+
     key: str
     vm: VMState
 
@@ -354,13 +356,16 @@ class Recorder:
     def _observe(self, session: _Session, message: BackendMessage) -> Finished | None:
         key = session.key
         if isinstance(message, VMUpdated):
+            # What changed travels with the message; older callers (and tests) send only the word.
             if message.what == "sample":
-                return self._on_sample(session)
-            if message.what == "connection" and session.vm.connection == Connection.DISCONNECTED:
+                return self._on_sample(session, message.sample)
+            connection = message.connection or session.vm.connection
+            if message.what == "connection" and connection == Connection.DISCONNECTED:
                 if key in self._tracks:
-                    return self._finish(session, f"disconnected: {session.vm.reason or 'connection lost'}")
+                    reason = message.reason if message.connection is not None else session.vm.reason
+                    return self._finish(session, f"disconnected: {reason or 'connection lost'}")
             elif message.what == "settings" and key in self._tracks:
-                self._write_settings(session, self._tracks[key])
+                self._write_settings(session, self._tracks[key], message.parameters, message.capabilities)
             return None
         if isinstance(message, VMEvent):
             line = {"type": "event", "vm": key, "time": message.time, "event": message.event, "data": message.data}
@@ -410,9 +415,10 @@ class Recorder:
         pending = self._pending.setdefault(key, deque(maxlen=PENDING_MAX))
         pending.append((when, line))
 
-    def _on_sample(self, session: _Session) -> Finished | None:
+    def _on_sample(self, session: _Session, sample: MigrationSample | None = None) -> Finished | None:
         key = session.key
-        sample = session.vm.sample
+        if sample is None:
+            sample = session.vm.sample
         if sample is None:
             return None
         track = self._tracks.get(key)
@@ -487,12 +493,15 @@ class Recorder:
         track.summary.add(sample)
         track.last_sample = sample
 
-    def _write_settings(self, session: _Session, track: _Track) -> None:
+    def _write_settings(self, session: _Session, track: _Track, parameters: Mapping[str, Any] | None = None,
+                        capabilities: Mapping[str, bool] | None = None) -> None:
         vm = session.vm
-        if vm.parameters == track.parameters and vm.capabilities == track.capabilities:
+        parameters = vm.parameters if parameters is None else parameters
+        capabilities = vm.capabilities if capabilities is None else capabilities
+        if parameters == track.parameters and capabilities == track.capabilities:
             return
-        track.parameters = dict(vm.parameters)
-        track.capabilities = dict(vm.capabilities)
+        track.parameters = dict(parameters)
+        track.capabilities = dict(capabilities)
         self._write(track, {"type": "settings", "vm": session.key, "time": self.clock(),
                             "parameters": redact(track.parameters), "capabilities": track.capabilities})
 
