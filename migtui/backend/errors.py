@@ -32,5 +32,6 @@ class QMPRefused(BackendError):
         self.desc = desc
 
 
-class Refused(InputError):
-    """migtui refused to send something, e.g. a second migrate while one runs."""
+class Refused(InputError, BackendError):
+    """migtui refused to send something, e.g. a second migrate while one runs. Both an InputError
+    (what the operator asked for cannot be sent) and a BackendError (what every control raises)."""

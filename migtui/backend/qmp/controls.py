@@ -425,12 +425,15 @@ def parameter_commands(session: VMSession, change: ParamChange | Mapping[str, An
     raises Unsupported for what its QEMU cannot set. Every parameter change (a key, the command
     line, advice) goes this way, so each QEMU gets the commands its version has."""
     params = change.parameters if isinstance(change, ParamChange) else change
-    return _dialect(session).set_parameters(params)
+    if session.dialect is None:  # never identified: nothing is known of what it takes
+        raise NotConnected(f"{session.vm.name} is not connected: {session.vm.reason or 'connecting'}")
+    return session.dialect.set_parameters(params)
 
 
 async def set_parameters(session: VMSession, change: ParamChange | Mapping[str, Any]) -> None:
     """Parameters (QEMU's names and units) may change during a migration."""
     params = change.parameters if isinstance(change, ParamChange) else change
+    _dialect(session)  # connected, or NotConnected before anything is sent
     for command, args in parameter_commands(session, params):
         await session.execute(command, args)
     if isinstance(change, ParamChange) and change.advice is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from migtui.model.units import InputError
+from migtui.backend.errors import Refused
 
 __all__ = ["Command", "Dialect", "Unsupported"]
 
@@ -39,7 +39,7 @@ _REFUSED_TOGETHER = (
 )
 
 
-class Unsupported(InputError):
+class Unsupported(Refused):
     """The VM's QEMU has no way to do this; nothing was sent."""
 
 
