@@ -9,7 +9,7 @@ import sys
 import pytest
 
 PURE_PACKAGES = ["migtui.model", "migtui.backend", "migtui.lab", "migtui.sim", "migtui.cli", "migtui.record",
-                 "migtui.metrics"]
+                 "migtui.metrics", "migtui.present"]
 
 
 def _fresh(code: str) -> str:

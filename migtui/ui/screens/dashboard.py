@@ -15,7 +15,8 @@ from migtui.backend.errors import BackendError
 from migtui.model.units import format_bytes, format_duration, format_ms, format_rate
 from migtui.model.vm import VMState, status_category
 from migtui.ui.guard import keep_running
-from migtui.ui.format import category_style, downtime_text, eta_text, progress_bar, status_text
+from migtui.present.figures import downtime_text, eta_text, progress_bar, status_text
+from migtui.ui.format import category_style
 from migtui.ui.messages import FleetChanged
 from migtui.ui.screens.actions import VMActions
 from migtui.ui.widgets.event_log import EventLog

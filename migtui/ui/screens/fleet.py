@@ -12,7 +12,8 @@ from textual.widgets import Input, Static
 
 from migtui.model.guidance import VERDICTS
 from migtui.model.vm import status_category
-from migtui.ui.format import FLEET_COLUMNS, category_style, fleet_cells
+from migtui.present.fleet import FLEET_COLUMNS, fleet_cells
+from migtui.ui.format import category_style
 from migtui.ui.guard import keep_running, report
 from migtui.ui.messages import FleetChanged
 from migtui.ui.screens.actions import VMActions
