@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 
 from lab_fixtures import wait_until
-from migtui.cli import UsageError, main, parse_serve_args
+from migtui.cli import main
+from migtui.cli.parser import UsageError
+from migtui.cli.serve import parse_serve_args
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"

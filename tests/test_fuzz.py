@@ -393,7 +393,8 @@ def assert_one_line_reason(reason: object) -> None:
 
 
 def assert_sane_identity(session: VMSession) -> None:
-    from migtui.cli import _state_json, _state_line
+    from migtui.cli.status import _state_json
+    from migtui.present.state import state_line
 
     vm = session.vm
     assert vm.connection == Connection.CONNECTED and vm.reason is None, (vm.connection, vm.reason)
@@ -406,7 +407,7 @@ def assert_sane_identity(session: VMSession) -> None:
         value = vm.parameters.get(name)
         assert value is None or (type(value) in (int, float) and math.isfinite(value) and value >= 0), (name, value)
     # What `migtui status` prints from it.
-    assert "\n" not in _state_line(session)
+    assert "\n" not in state_line(session.vm)
     json.dumps(_state_json("t", session))
     vm.advice()
 

@@ -220,7 +220,7 @@ async def test_the_console_serves_its_fleet_while_it_runs(monkeypatch):
     the header says where it is, and it is gone when the console quits."""
     import argparse
 
-    from migtui import cli
+    from migtui.cli.console import run_console
     from migtui.model.endpoint import parse_endpoint
     from migtui.ui.app import MigtuiApp
 
@@ -242,7 +242,7 @@ async def test_the_console_serves_its_fleet_while_it_runs(monkeypatch):
     args = argparse.Namespace(metrics="127.0.0.1:0", theme=None, read_only=True, record=None, no_record=True,
                               config=None)
     endpoints = [parse_endpoint(t) for t in ("a=unix:/nonexistent/a.qmp", "b=unix:/nonexistent/b.qmp")]
-    assert await cli.run_console(endpoints, args) == 0
+    assert await run_console(endpoints, args) == 0
     assert f"metrics {seen['url']}" in seen["header"] and "read-only" in seen["header"]
     names = {dict(l)["name"] for l in parse(seen["text"])["migtui_vm_connected"]}
     assert names == {"a", "b"}
@@ -276,7 +276,8 @@ def test_the_grafana_dashboard_asks_only_for_series_migtui_exposes():
 
 async def test_watch_serves_the_vms_it_samples(tmp_path, capsys):
     """`migtui watch --metrics`: the simulator's VMs, sampled by watch, as scraped over HTTP."""
-    from migtui import cli
+    from migtui.cli.parser import build_parser
+    from migtui.cli.watch import cmd_watch
     from migtui.sim import serve
 
     sim = await serve(4, "7.2", tmp_path, speedup=10)  # web01 -> api01 in flight, cache01 and db01 idle
@@ -284,11 +285,11 @@ async def test_watch_serves_the_vms_it_samples(tmp_path, capsys):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        args = cli.build_parser().parse_args(
+        args = build_parser().parse_args(
             ["watch", "--metrics", f"127.0.0.1:{port}", "--interval", "0.1", "--count", "100",
              *(vm.endpoint for vm in sim.vms.values())])
         args.config = None
-        watch = asyncio.create_task(cli.cmd_watch(args))
+        watch = asyncio.create_task(cmd_watch(args))
         url = f"http://127.0.0.1:{port}/metrics"
 
         def fetch() -> str:

@@ -644,7 +644,8 @@ def test_bad_record_keys_are_refused_in_one_line(tmp_path, line, expected):
 
 
 def test_record_false_in_the_config_is_no_record(tmp_path):
-    from migtui.cli import build_console_parser, make_recorder
+    from migtui.cli.common import make_recorder
+    from migtui.cli.parser import build_console_parser
     from migtui.config import load_config
 
     off = load_config(write_config(tmp_path, "record = false\n"))
@@ -659,7 +660,7 @@ def test_record_false_in_the_config_is_no_record(tmp_path):
     args.config = off
     recorder = make_recorder(args)
     assert recorder is not None and recorder.file == tmp_path / "x.ndjson"
-    from migtui.cli import UsageError
+    from migtui.cli.parser import UsageError
 
     with pytest.raises(UsageError, match="not allowed with"):
         build_console_parser().parse_args(["--record", "x", "--no-record", "a=unix:/run/a.qmp"])

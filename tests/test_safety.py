@@ -129,7 +129,7 @@ def test_migtui_never_runs_a_shell():
 def test_remote_tcp_gets_a_warning_and_loopback_does_not(capsys):
     import argparse
 
-    from migtui.cli import _warn_remote
+    from migtui.cli.common import _warn_remote
     from migtui.config import Config
     from migtui.model.endpoint import parse_endpoint
 
