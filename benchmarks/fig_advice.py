@@ -19,7 +19,7 @@ import time
 
 from migtui.lab.lab import Lab
 from migtui.model.endpoint import parse_endpoint
-from migtui.model.guidance import follow_up, take_advice
+from migtui.model.guidance import follow_up
 from migtui.model.units import parse_rate
 from migtui.model.requests import MigrationOptions
 from migtui.backend.qmp.controls import cancel_migration, start_migration
@@ -55,16 +55,14 @@ async def one(bandwidth: int) -> dict:
         out["not-converging-at-pass"] = vm.derived.passes
         first_at = None
         while len(out["applied"]) < 3:
-            now = [a for a in vm.advice() if a.command is not None]
+            now = [a for a in vm.advice() if a.change is not None]
             if not now:
                 out["told"] = vm.advice()[0].text if vm.advice() else None
                 break
             adv = now[0]
-            await src.execute(*adv.command)
-            take_advice(vm.tracker, adv)
-            await src.refresh_parameters()
+            await src.set_parameters(adv.change)  # the console's path: dialect, audit, refresh, follow-up
             first_at = first_at or time.monotonic()
-            out["applied"].append({"text": adv.text, "command": adv.command, "pass": vm.derived.passes,
+            out["applied"].append({"text": adv.text, "set": adv.change.to_json(), "pass": vm.derived.passes,
                                    "t": round(time.monotonic() - first_at, 1)})
 
             def settled() -> bool:

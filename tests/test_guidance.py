@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from migtui.backend.qmp.dialect import Dialect
+from migtui.model.requests import ParamChange
 from migtui.model import MigrationTracker, parse_query_migrate
 from migtui.model import guidance
 from migtui.model.guidance import ADVICE_KINDS, VERDICTS, Advice, Assessment, advise, assess, follow_up, take_advice
@@ -321,18 +323,18 @@ def test_advice_numbers_for_a_stuck_migration():
     assert all(a.kind in ADVICE_KINDS for a in advice)
     # Pass starts hold 600 MiB; at 128 MiB/s that is 4.69 s. The model, at the pessimistic end
     # of its band (pass starts and dirtying 10% higher), gets under from 5.16 s: 5.3 s on the ladder.
-    assert by_kind["downtime"].command == ("migrate-set-parameters", {"downtime-limit": 5300})
+    assert qmp_of(by_kind["downtime"]) == ("migrate-set-parameters", {"downtime-limit": 5300})
     assert "5300ms" in by_kind["downtime"].text and "600 MiB" in by_kind["downtime"].text
     # The guest dirties 136 MiB/s, and passes of one length (4.4 s) cannot show whether it rewrites
     # all 600 MiB in any pass: the bandwidth must work for both readings, one that fits a pass
     # start (10% more) in the 300 ms limit: 2300 MiB/s.
-    assert by_kind["bandwidth"].command == ("migrate-set-parameters", {"max-bandwidth": 2300 * MiB})
+    assert qmp_of(by_kind["bandwidth"]) == ("migrate-set-parameters", {"max-bandwidth": 2300 * MiB})
     assert "2.2 GiB/s" in by_kind["bandwidth"].text and "136 MiB/s" in by_kind["bandwidth"].text
     assert "rewrites all 600 MiB" in by_kind["bandwidth"].text
-    assert by_kind["postcopy"].command == ("migrate-start-postcopy", {})
-    assert not any(a.needs_restart for a in advice if a.command is not None)
+    assert qmp_of(by_kind["postcopy"]) == ("migrate-start-postcopy", {})
+    assert not any(a.needs_restart for a in advice if a.now)
     for kind in ("auto-converge", "multifd", "xbzrle-cache"):
-        assert by_kind[kind].command is None and by_kind[kind].needs_restart
+        assert qmp_of(by_kind[kind]) is None and by_kind[kind].needs_restart
     # Most likely to help first: post-copy always finishes; a 5.9 s pause rarely suits.
     assert [a.kind for a in advice][:3] == ["postcopy", "bandwidth", "downtime"]
     assert [a.kind for a in advice][-1] == "multifd"
@@ -342,15 +344,15 @@ def test_postcopy_only_when_enabled_before_the_start():
     tracker = tracker_for(STUCK, until=45.0)
     advice = advise(tracker, PARAMS, {"postcopy-ram": False})
     post = [a for a in advice if a.kind == "postcopy"]
-    assert post and post[0].command is None and post[0].needs_restart
+    assert post and qmp_of(post[0]) is None and post[0].needs_restart
     assert not [a for a in advise(tracker, PARAMS, {}) if a.kind == "postcopy"]
 
 
 def test_legacy_commands_take_seconds():
     tracker = tracker_for(STUCK, until=45.0)
     advice = {a.kind: a for a in advise(tracker, {"xbzrle-cache-size": 64 * MiB}, {"xbzrle": False}, modern=False)}
-    assert advice["downtime"].command == ("migrate_set_downtime", {"value": 5.3})
-    assert advice["bandwidth"].command == ("migrate_set_speed", {"value": 2300 * MiB})
+    assert qmp_of(advice["downtime"], False) == ("migrate_set_downtime", {"value": 5.3})
+    assert qmp_of(advice["bandwidth"], False) == ("migrate_set_speed", {"value": 2300 * MiB})
 
 
 def test_xbzrle_cache_advice_is_a_power_of_two_over_the_working_set():
@@ -361,10 +363,10 @@ def test_xbzrle_cache_advice_is_a_power_of_two_over_the_working_set():
     params = dict(PARAMS, **{"xbzrle-cache-size": 32 * MiB})
     xb = [a for a in advise(tracker, params, {"xbzrle": True}) if a.kind == "xbzrle-cache"][0]
     # 600 MiB dirtied a pass (153600 pages) against 8192 pages: 660 MiB rounds up to 1 GiB.
-    assert xb.command == ("migrate-set-parameters", {"xbzrle-cache-size": GiB}) and not xb.needs_restart
+    assert qmp_of(xb) == ("migrate-set-parameters", {"xbzrle-cache-size": GiB}) and not xb.needs_restart
     assert "153600 pages" in xb.text and "8192 pages" in xb.text and "75%" in xb.text and "1.0 GiB" in xb.text
     legacy = [a for a in advise(tracker, params, {"xbzrle": True}, modern=False) if a.kind == "xbzrle-cache"][0]
-    assert legacy.command == ("migrate-set-cache-size", {"value": GiB})
+    assert qmp_of(legacy, False) == ("migrate-set-cache-size", {"value": GiB})
 
 
 def test_downtime_advice_is_capped_at_qemus_maximum():
@@ -374,7 +376,7 @@ def test_downtime_advice_is_capped_at_qemus_maximum():
     down = [a for a in advise(tracker, {"downtime-limit": 300, "max-bandwidth": 16 * MiB}, {})
             if a.kind == "downtime"]
     # Even the maximum is not enough: said plainly, with nothing to send.
-    assert down and down[0].command is None and not down[0].needs_restart
+    assert down and qmp_of(down[0]) is None and not down[0].needs_restart
     assert "maximum" in down[0].text and "not enough" in down[0].text
 
 
@@ -385,15 +387,30 @@ def test_stalled_legacy_zero_speed_advice():
         feed(tracker, i, reply("active", transferred=300 * MiB, **ram))
     assert assess(tracker).verdict == "stalled"
     [adv] = advise(tracker, {"max-bandwidth": 0}, {}, modern=False)
-    assert adv.command == ("migrate_set_speed", {"value": 32 * MiB})
+    assert qmp_of(adv, False) == ("migrate_set_speed", {"value": 32 * MiB})
 
 
 def test_advice_to_json():
-    adv = Advice("downtime", "raise the downtime limit to 850ms", ("migrate-set-parameters", {"downtime-limit": 850}),
-                 False)
+    adv = Advice("downtime", "raise the downtime limit to 850ms", ParamChange({"downtime-limit": 850}), False)
     assert adv.to_json() == {"kind": "downtime", "text": "raise the downtime limit to 850ms",
-                             "command": {"execute": "migrate-set-parameters", "arguments": {"downtime-limit": 850}},
-                             "needs-restart": False}
+                             "set": {"downtime-limit": 850}, "postcopy-now": False, "needs-restart": False}
+
+
+# Every command the QMP backend's dialect may pick for advice, modern and legacy.
+_ADVICE_COMMANDS = frozenset({"migrate-set-parameters", "migrate-set-cache-size", "migrate_set_speed",
+                              "migrate_set_downtime", "migrate-start-postcopy"})
+
+
+def qmp_of(advice: Advice, modern: bool = True):
+    """What the QMP backend sends for this advice, now: a QEMU 7.2 or 1.4 dialect's command."""
+    if advice.postcopy_now:
+        return ("migrate-start-postcopy", {})
+    if advice.change is None:
+        return None
+    commands = _ADVICE_COMMANDS if modern else _ADVICE_COMMANDS - {"migrate-set-parameters"}
+    dialect = Dialect((7, 2, 0) if modern else (1, 4, 0), commands, None, frozenset())
+    [command] = dialect.set_parameters(advice.change.parameters)
+    return command
 
 
 # -- simulator scenarios --------------------------------------------------------------------
@@ -858,12 +875,12 @@ def test_each_live_advice_makes_the_simulator_converge(sc):
             _step(m, k, tracker, t, sc.legacy)
         params = {"max-bandwidth": k.max_bandwidth, "downtime-limit": k.downtime_limit * 1000,
                   "xbzrle-cache-size": k.xbzrle_cache_size}
-        live = [a for a in advise(tracker, params, caps, modern=not sc.legacy) if a.kind == kind and a.command]
+        live = [a for a in advise(tracker, params, caps, modern=not sc.legacy) if a.kind == kind and a.now]
         if not live:
             continue
-        assert live[0].command is not None and not live[0].needs_restart
+        assert live[0].now and not live[0].needs_restart
         kinds.append(kind)
-        _apply(live[0].command, m, k, tracker, t)
+        _apply(qmp_of(live[0], not sc.legacy), m, k, tracker, t)
         for n in range(1, 61):
             a = _step(m, k, tracker, t + n * STEP, sc.legacy)
             if m.status in FINISHED:
@@ -880,8 +897,8 @@ def test_postcopy_advice_then_post_copy_verdict():
         _step(m, k, tracker, n * STEP)
     advice = advise(tracker, {"max-bandwidth": sc.bandwidth, "downtime-limit": sc.downtime_ms},
                     {"postcopy-ram": True})
-    assert advice[0].kind == "postcopy" and advice[0].command == ("migrate-start-postcopy", {})
-    _apply(advice[0].command, m, k, tracker, 30.0)
+    assert advice[0].kind == "postcopy" and qmp_of(advice[0]) == ("migrate-start-postcopy", {})
+    _apply(qmp_of(advice[0]), m, k, tracker, 30.0)
     seen = []
     for n in range(1, 41):
         a = _step(m, k, tracker, 30.0 + n * STEP)
@@ -941,7 +958,7 @@ def test_guidance_survives_any_replies(seq, params, caps, modern, limit, bandwid
         if a.eta_s is not None and a.eta_low_s is not None:
             assert a.eta_low_s <= a.eta_s + 1e-9
         for adv in advise(tracker, params, caps, modern):
-            assert adv.kind in ADVICE_KINDS and adv.text and (adv.command is None) == adv.needs_restart
+            assert adv.kind in ADVICE_KINDS and adv.text and (qmp_of(adv) is None) == adv.needs_restart
 
 
 # -- a verdict never claims more than its evidence (issue 11, item 3) ------------------------
@@ -1110,14 +1127,14 @@ def run_with_advice(sc: Scenario, pieces: int = 3) -> AdviceOutcome:
         if len(applied) >= pieces:
             break
         advice = advise(tracker, params, caps, modern=not sc.legacy)
-        now = [x for x in advice if x.command is not None]
+        now = [x for x in advice if x.now]
         if not now:
             told = advice[0].text if advice and advice[0].kind == "nothing-to-tune" else None
             break
-        _apply(now[0].command, m, knobs, tracker, t)
+        _apply(qmp_of(now[0], not sc.legacy), m, knobs, tracker, t)
         params.update({"max-bandwidth": knobs.max_bandwidth, "downtime-limit": knobs.downtime_limit * 1000,
                        "xbzrle-cache-size": knobs.xbzrle_cache_size})
-        take_advice(tracker, now[0])
+        take_advice(tracker, now[0].kind, now[0].text)
         applied.append((t, now[0]))
     finish = m.start + m.total_time_ms / 1000 if m.status == "completed" else None
     return AdviceOutcome(sc, applied, finish, told, follow_ups)
@@ -1161,7 +1178,7 @@ def test_advice_that_did_not_work_is_followed_up_with_the_next_step():
     tracker = tracker_for(STUCK, until=45.0)
     params = dict(PARAMS)
     [adv] = [a for a in advise(tracker, params, {}) if a.kind == "bandwidth"]
-    take_advice(tracker, adv)
+    take_advice(tracker, adv.kind, adv.text)
     assert follow_up(tracker, params, {}).state == "watching"
     # The bandwidth went up, but the guest dirtied more: still 600 MiB at each pass start.
     faster = Run(starts=[600 * MiB] * 12, rates=[200 * MiB] * 12, tp=170 * MiB)

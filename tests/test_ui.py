@@ -531,16 +531,16 @@ async def _apply_advice(src, dst):
         assert isinstance(app.screen, DashboardScreen)
         await wait_until(lambda: app.screen.query_one("#advice").option_count > 0, timeout=20)
         advice = app.screen._advice
-        index = next(i for i, a in enumerate(advice) if a.command is not None)
+        index = next(i for i, a in enumerate(advice) if a.change is not None)
         app.screen.query_one("#advice").highlighted = index
         chosen = advice[index]
         await pilot.press("a")
         assert isinstance(app.screen, ConfirmDialog)
         detail = str(app.screen.query_one(".dialog-detail").render())
-        assert chosen.command[0] in detail
+        [(command, args)] = app.backend.get("src").dialect.set_parameters(chosen.change.parameters)
+        assert command in detail
         await pilot.press("y")
-        await wait_until(lambda: (chosen.command[0], chosen.command[1]) in src.received
-                         or (chosen.command[0], chosen.command[1] or {}) in src.received, timeout=10)
+        await wait_until(lambda: (command, args) in src.received, timeout=10)
         if chosen.kind in ("bandwidth", "downtime"):
             # Followed up: the event log says whether it worked, from the passes after it.
             vm = app.backend.get("src").vm

@@ -49,6 +49,7 @@ from typing import Any, Mapping
 
 from migtui.model.derived import MigrationTracker
 from migtui.model.history import HistoryPoint
+from migtui.model.requests import ParamChange
 from migtui.model.sample import DEFAULT_PAGE_SIZE, FINISHED_STATUSES, MigrationSample
 from migtui.model.units import DOWNTIME_MAX_MS, format_bytes, format_duration, format_ms, format_rate
 
@@ -156,14 +157,21 @@ class Assessment:
 class Advice:
     kind: str  # one of ADVICE_KINDS
     text: str  # concrete, with numbers
-    command: tuple[str, dict[str, Any]] | None  # the QMP that applies it now, in QEMU's units
+    change: ParamChange | None  # what applies it now (QEMU's names and units); the backend sends it
     needs_restart: bool  # only helps the next migration (capabilities are fixed while one runs)
+    postcopy_now: bool = False  # applied by switching this migration to post-copy, not by a parameter
+
+    @property
+    def now(self) -> bool:
+        """Whether it can be applied to the running migration."""
+        return self.change is not None or self.postcopy_now
 
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "text": self.text,
-            "command": None if self.command is None else {"execute": self.command[0], "arguments": self.command[1]},
+            "set": None if self.change is None else self.change.to_json(),
+            "postcopy-now": self.postcopy_now,
             "needs-restart": self.needs_restart,
         }
 
@@ -1292,14 +1300,10 @@ def _pow2_floor(x: float) -> int:
     return 1 << max(0, math.floor(math.log2(max(1.0, x))))
 
 
-def _set(modern: bool, name: str, value: Any) -> tuple[str, dict[str, Any]]:
-    if modern:
-        return "migrate-set-parameters", {name: value}
-    if name == "downtime-limit":
-        return "migrate_set_downtime", {"value": value / 1000}  # seconds, a float
-    if name == "max-bandwidth":
-        return "migrate_set_speed", {"value": value}  # bytes/s
-    return "migrate-set-cache-size", {"value": value}  # xbzrle-cache-size, bytes
+def _set(kind: str, text: str, name: str, value: Any) -> ParamChange:
+    """The change an advice applies: one parameter, by QEMU's name, in QEMU's units. Which
+    command sets it is the backend's (each QEMU version's own), never the model's."""
+    return ParamChange({name: value}, text, advice=kind)
 
 
 def _pass_load(a: _Analysis) -> float | None:
@@ -1436,7 +1440,7 @@ def advise(
     if stalled:
         if bandwidth == 0 and not modern:
             text = f"raise bandwidth to {format_rate(LEGACY_BANDWIDTH)}: a speed of 0 stops this QEMU from sending"
-            return [Advice("bandwidth", text, _set(modern, "max-bandwidth", LEGACY_BANDWIDTH), False)]
+            return [Advice("bandwidth", text, _set("bandwidth", text, "max-bandwidth", LEGACY_BANDWIDTH), False)]
         return []
 
     load = _pass_load(a) or 0.0
@@ -1454,7 +1458,7 @@ def advise(
             text = (f"raise the downtime limit to {format_ms(x)} (now {format_ms(limit_ms)}): each pass starts "
                     f"with about {format_bytes(load)} and QEMU counts on {format_rate(tp)} to send the rest; "
                     f"the guest may pause up to that long")
-            scored.append((score, Advice("downtime", text, _set(modern, "downtime-limit", int(x)), False)))
+            scored.append((score, Advice("downtime", text, _set("downtime", text, "downtime-limit", int(x)), False)))
     # 2. bandwidth, when the limit (not the link) holds it back.
     if tp and bandwidth and not unlimited:
         need = _bandwidth_needed(a, limit_ms, load, readings)
@@ -1469,14 +1473,14 @@ def advise(
                 link = "" if capped else f"; it sends only {format_rate(tp)} now, so the link may be the limit"
                 text = f"raise bandwidth to {format_rate(y)} (now {format_rate(bandwidth)}): {why}{link}"
                 scored.append((0.8 if capped else 0.25,
-                               Advice("bandwidth", text, _set(modern, "max-bandwidth", int(y)), False)))
+                               Advice("bandwidth", text, _set("bandwidth", text, "max-bandwidth", int(y)), False)))
     # 3. post-copy: finishes whatever the dirty rate, if enabled before the start.
     if capabilities.get("postcopy-ram"):
         secs = (a.remaining or 0.0) / tp if tp else None
         how = f" (about {format_duration(secs)} at {format_rate(tp)})" if secs is not None else ""
         text = (f"switch to post-copy now: the destination runs at once and pulls the "
                 f"{format_bytes(a.remaining)} left{how}; if the network fails then, the VM is lost")
-        scored.append((0.85, Advice("postcopy", text, ("migrate-start-postcopy", {}), False)))
+        scored.append((0.85, Advice("postcopy", text, None, False, postcopy_now=True)))
     elif "postcopy-ram" in capabilities:
         text = ("next time enable postcopy-ram on both sides: migrate-start-postcopy then finishes "
                 "a migration whatever the guest dirties")
@@ -1503,7 +1507,7 @@ def advise(
             scored.append((0.2, Advice("multifd", text, None, True)))
     scored.sort(key=lambda item: -item[0])  # stable: equal scores keep the order above
     out = [adv for _, adv in scored]
-    if not any(adv.command is not None and adv.kind != "postcopy" for adv in out):
+    if not any(adv.change is not None and adv.kind != "postcopy" for adv in out):
         # Nothing to set now that the model says would finish it: say so, first.
         ways = ["a restart with " + " or ".join(k for k in ("auto-converge", "multifd", "xbzrle")
                                                  if k in capabilities and not capabilities.get(k))]
@@ -1553,7 +1557,7 @@ def _xbzrle_advice(
         text = (f"{working / page:.0f} pages are dirtied again and again against a cache of {cache / page:.0f} "
                 f"pages, cache-miss rate {_pct(miss)}: set the XBZRLE cache to {format_bytes(z)} "
                 "(it fills during the next pass; keep it for next time)")
-        return (0.6 if miss >= 0.5 else 0.4), Advice("xbzrle-cache", text, _set(modern, "xbzrle-cache-size", z), False)
+        return (0.6 if miss >= 0.5 else 0.4), Advice("xbzrle-cache", text, _set("xbzrle-cache", text, "xbzrle-cache-size", z), False)
     if "xbzrle" in capabilities and working:
         z = _pow2_ceil(working * 1.1)
         if cap_max:
@@ -1597,11 +1601,12 @@ class FollowUp:
     text: str  # one line
 
 
-def take_advice(tracker: MigrationTracker, advice: Advice) -> None:
-    """Note that `advice` was applied now, so that follow_up() can judge it."""
+def take_advice(tracker: MigrationTracker, kind: str, text: str) -> None:
+    """Note that advice of this kind was applied now, so that follow_up() can judge it
+    (the backend calls it once the advice's ParamChange is applied)."""
     last = tracker.last
     a = _analyse(tracker)
-    tracker.advice_taken = AdviceTaken(advice.kind, advice.text, last.time if last is not None else 0.0,
+    tracker.advice_taken = AdviceTaken(kind, text, last.time if last is not None else 0.0,
                                        tracker.derived.passes, _pass_load(a) if a is not None else None)
 
 
@@ -1637,7 +1642,7 @@ def follow_up(
                                              f"from {format_bytes(taken.load)}"))
     if verdict == "not-converging" and passes >= FOLLOW_PASSES and since >= FOLLOW_SECONDS:
         rates = f"{a.dirtying_text()} against {format_rate(a.throughput)} sent" if a is not None else ""
-        fresh = [x for x in advise(tracker, parameters, capabilities, modern) if x.command is not None or
+        fresh = [x for x in advise(tracker, parameters, capabilities, modern) if x.now or
                  x.kind == "nothing-to-tune"]
         nxt = f"; next: {fresh[0].text}" if fresh else ""
         return FollowUp("did-not-work", _one_line(f"{what}: did not work, still not converging {passes} passes "

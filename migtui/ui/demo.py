@@ -265,7 +265,7 @@ class Director:
         if self._offered or type(screen) is not DashboardScreen or screen.key != self.world.star:
             return
         advice = getattr(screen, "_advice", [])
-        now = [i for i, a in enumerate(advice) if a.command is not None]
+        now = [i for i, a in enumerate(advice) if a.now]
         index = next((i for i in now if advice[i].kind == ADVICE_KIND), now[0] if now else None)
         if index is None:
             return  # not yet worked out

@@ -195,10 +195,13 @@ class DashboardScreen(VMActions, Screen):
             return
         box = self.query_one("#advice", OptionList)
         chosen = advice[box.highlighted or 0] if box.display else advice[0]
-        if chosen.change is None:
+        if not chosen.now:
             why = "this needs a new migration (capabilities are fixed while one runs)" if chosen.needs_restart \
                 else "nothing to send"
             self.app.notify(f"{chosen.text}: {why}", severity="warning", timeout=8)
+            return
+        if chosen.postcopy_now:
+            self.action_postcopy()  # the post-copy key's own checks and warning
             return
         try:
             # The same path as the keys: the backend checks the change against this VM and says
@@ -214,8 +217,7 @@ class DashboardScreen(VMActions, Screen):
                                      done=chosen.text)
 
         self.app.push_screen(ConfirmDialog(f"{chosen.text} on {session.vm.name}?",
-                                           f"migtui will send exactly:\n{shown}",
-                                           danger=chosen.kind == "postcopy"), answer)
+                                           f"migtui will send exactly:\n{shown}"), answer)
 
     @on(FleetChanged)
     def _fleet_changed(self, message: FleetChanged) -> None:
