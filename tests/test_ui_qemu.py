@@ -129,7 +129,7 @@ async def test_source_killed_mid_migration_is_unreachable_on_its_dashboard(lab_p
     """kill -9 of the source QEMU while it migrates: the last verdict is history. The VM's
     verdict says unreachable and when it was last seen, and so does its dashboard's line."""
     from migtui.model.requests import MigrationOptions
-from migtui.backend.qmp.controls import start_migration
+    from migtui.backend.qmp.controls import start_migration
     from migtui.ui.screens.dashboard import DashboardScreen
 
     source, destination, _ = lab_pair
@@ -182,7 +182,7 @@ async def test_postcopy_broken_is_an_emergency_and_R_recovers_it_to_completion(l
     """migrate-pause breaks the stream in post-copy: the fleet and the dashboard say so and
     what to do; R shows the exact QMP, y sends it, and the VM completes on the destination."""
     from migtui.model.requests import MigrationOptions
-from migtui.backend.qmp.controls import set_parameters, start_migration, start_postcopy
+    from migtui.backend.qmp.controls import set_parameters, start_migration, start_postcopy
     from migtui.ui.dialogs import ConfirmDialog
     from migtui.ui.screens.dashboard import DashboardScreen
 
