@@ -18,7 +18,9 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest_asyncio
 
-from lab_fixtures import lab_pair, lab_pair_disk, pid_alive, qemu, qemu_required, wait_until  # noqa: F401
+from lab_fixtures import (  # noqa: F401
+    lab_pair, lab_pair_disk, libvirt_hosts, libvirt_required, pid_alive, qemu, qemu_required, wait_until,
+)
 from migtui.model.endpoint import parse_endpoint
 from migtui.backend.messages import BackendMessage
 from migtui.backend.qmp.session import SessionOptions, VMSession

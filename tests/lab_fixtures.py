@@ -10,6 +10,10 @@ installed. The VMs run under TCG so dirty rates are predictable.
 The VMs run the system's QEMU (Debian's 7.2 here). A test marked ``@on_both_qemus``
 runs twice, on it and on QEMU 10.0 (``$MIGTUI_QEMU10``, which ``.ci/qemu10`` installs and
 ``.ci/run`` exports); without 10.0 that half skips, or fails under MIGTUI_REQUIRE_QEMU.
+
+The libvirt tests run on private libvirt hosts (migtui.lab.libvirt_hosts): ``libvirt_required`` and
+``libvirt_hosts`` skip with the reason without root, libvirtd or libvirt-python, and fail under
+MIGTUI_REQUIRE_LIBVIRT (CI sets it, after .ci/libvirt installed them).
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
 from migtui.lab import QEMU_MISSING_MESSAGE, Lab, QemuVM, find_qemu
+from migtui.lab.libvirt_hosts import LibvirtHosts, missing_for_lab
 
 if find_qemu() is None and os.environ.get("MIGTUI_REQUIRE_QEMU"):
     # CI sets this: there, a missing QEMU is a failure, never a silent skip.
@@ -147,10 +152,56 @@ async def lab_pair_paced(qemu: str | None) -> AsyncIterator[tuple[QemuVM, QemuVM
         yield pair
 
 
+LIBVIRT_PYTHON_MISSING_MESSAGE = (
+    "libvirt-python not installed: .venv/bin/pip install -e '.[libvirt]' "
+    "(building it needs Debian's libvirt-dev pkg-config gcc python3-dev)"
+)
+
+
+def libvirt_missing() -> str | None:
+    """None when the libvirt tests can run here, else one line: what is missing and what to install."""
+    missing = missing_for_lab()
+    if missing is None:
+        try:
+            import libvirt  # noqa: F401
+        except ImportError:
+            missing = LIBVIRT_PYTHON_MISSING_MESSAGE
+    return missing
+
+
+def require_libvirt() -> None:
+    """Skip the running test when the libvirt lab cannot run here; fail instead under MIGTUI_REQUIRE_LIBVIRT."""
+    missing = libvirt_missing()
+    if missing is not None:
+        if os.environ.get("MIGTUI_REQUIRE_LIBVIRT"):
+            pytest.fail(f"MIGTUI_REQUIRE_LIBVIRT is set but {missing}")
+        pytest.skip(missing)
+
+
+@pytest.fixture
+def libvirt_required() -> None:
+    """Use (``pytestmark = pytest.mark.usefixtures("libvirt_required")``) on tests that need the libvirt lab."""
+    require_libvirt()
+
+
+@pytest.fixture(scope="module")
+def libvirt_hosts() -> Iterator[LibvirtHosts]:
+    """Two private libvirt hosts (host1, host2), shared by a module's tests and removed after its last one.
+
+    A test removes the domains it made (``destroy_guest``) and leaves both libvirtds running.
+    """
+    require_libvirt()
+    with LibvirtHosts(2) as hosts:
+        yield hosts
+
+
 __all__ = [
     "PACED_DIRTY_BYTES_PER_S",
     "QEMU10_MISSING_MESSAGE",
     "find_qemu10",
+    "libvirt_hosts",
+    "libvirt_missing",
+    "libvirt_required",
     "lab_pair",
     "lab_pair_disk",
     "lab_pair_paced",
@@ -158,6 +209,7 @@ __all__ = [
     "pid_alive",
     "qemu",
     "qemu_required",
+    "require_libvirt",
     "require_qemu10",
     "skip_without_qemu",
     "wait_until",
