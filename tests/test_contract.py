@@ -79,8 +79,8 @@ def _layer(prefix: str) -> list[str]:
 
 def test_the_contract_sees_every_layer():
     """A rename must not make the checks below vacuous."""
-    for layer in ("migtui.model", "migtui.backend.qmp", "migtui.backend.replay", "migtui.ui", "migtui.record",
-                  "migtui.cli"):
+    for layer in ("migtui.model", "migtui.backend.qmp", "migtui.backend.replay", "migtui.backend.libvirt",
+                  "migtui.ui", "migtui.record", "migtui.cli"):
         assert _layer(layer), f"no modules under {layer}"
     assert "migtui.backend.api" in MODULES
     assert "migtui.backend.qmp.session" in _imports(MODULES["migtui.backend.qmp.backend"])
@@ -103,8 +103,31 @@ def test_a_backend_imports_no_textual_and_no_console(module):
 
 def test_the_interface_imports_no_backend():
     bad = sorted(n for n in _imports(MODULES["migtui.backend.api"])
-                 if _in(n, "migtui.backend.qmp", "migtui.backend.replay") or n.split(".")[0] == "qemu")
+                 if _in(n, "migtui.backend.qmp", "migtui.backend.replay", "migtui.backend.libvirt")
+                 or n.split(".")[0] in ("qemu", "libvirt"))
     assert not bad, f"backend.api imports {bad}"
+
+
+_BACKENDS = ("migtui.backend.qmp", "migtui.backend.replay", "migtui.backend.libvirt")
+
+
+@pytest.mark.parametrize("backend", _BACKENDS)
+def test_backends_do_not_import_each_other(backend):
+    others = [b for b in _BACKENDS if b != backend]
+    for module in _layer(backend):
+        bad = sorted(n for n in _imports(MODULES[module]) if _in(n, *others))
+        assert not bad, f"{module} imports {bad}: a backend reaches others only through migtui.backend.api"
+
+
+@pytest.mark.parametrize("module", _layer("migtui.backend.libvirt"))
+def test_the_libvirt_backend_never_takes_a_domains_monitor(module):
+    """libvirt holds each domain's QMP monitor: migtui must not open it (QEMU serves one client) or
+    pass commands through libvirt (qemu-monitor-command taints the domain, custom-monitor)."""
+    source = MODULES[module].read_text()
+    bad = sorted(n for n in _imports(MODULES[module]) if n.split(".")[0] in ("qemu", "libvirt_qemu"))
+    assert not bad, f"{module} imports {bad}"
+    for word in ("qemuMonitorCommand", "qemu-monitor-command", "qemuAgentCommand", ".qmp"):
+        assert word not in source, f"{module} mentions {word}"
 
 
 @pytest.mark.parametrize("module", _layer("migtui.ui") + _layer("migtui.record") + _layer("migtui.cli")

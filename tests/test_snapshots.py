@@ -52,7 +52,7 @@ def test_start_migration_dialog(snap_compare):
 
     async def push(pilot):
         fleet = pilot.app.backend
-        pilot.app.push_screen(StartMigrationDialog(fleet.get("web-03"), fleet.waiting(fleet.get("web-03"))))
+        pilot.app.push_screen(StartMigrationDialog(fleet.get("web-03"), fleet.destinations(fleet.get("web-03"))))
         await still(pilot)
 
     assert snap_compare(app(), terminal_size=(100, 36), run_before=push)

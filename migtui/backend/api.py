@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from migtui.backend.errors import BackendError
@@ -26,7 +26,7 @@ from migtui.model.vm import EventRecord, VMState
 if TYPE_CHECKING:
     from migtui.model.preflight import Prediction
 
-__all__ = ["Backend", "ControlRefused", "Features", "VMHandle", "VMView", "NO_FEATURES", "Unsubscribe"]
+__all__ = ["Backend", "ControlRefused", "Destination", "Features", "HostView", "VMHandle", "VMView", "NO_FEATURES", "Unsubscribe"]
 
 # What callers get to read of a VM. VMState is the model's; only the backend writes it.
 VMView = VMState
@@ -53,6 +53,28 @@ class Features:
 
 
 NO_FEATURES = Features()
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a migration can go, as the start dialog lists it: a QMP VM waiting with -incoming
+    defer, or a libvirt host. `target` is the backend's own object; only its backend reads it."""
+
+    key: str  # unique among one source's destinations
+    label: str  # one line: what it is, which QEMU, where
+    target: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class HostView:
+    """A host a backend watches (a libvirt host): one line of state, apart from its VMs, since a
+    host that is down or empty has no VM to show it by."""
+
+    name: str
+    where: str  # its URI, as the operator gave it
+    connected: bool
+    reason: str | None = None  # why not, in one line
+    vms: int = 0  # how many of its VMs are shown
 
 
 class VMHandle(abc.ABC):
@@ -85,9 +107,10 @@ class VMHandle(abc.ABC):
 
     # ---- controls: each checks, sends, audits and refreshes; raises with one line -----
 
-    async def migrate(self, options: MigrationOptions, destination: VMHandle | None = None,
+    async def migrate(self, options: MigrationOptions, destination: VMHandle | Destination | None = None,
                       uri: str | None = None) -> str:
-        """Start a migration to `destination` (a VM waiting for one) or to `uri`; returns the URI used."""
+        """Start a migration to `destination` (one of Backend.destinations(), or a VM waiting for
+        one) or to `uri`; returns the URI used."""
         raise self.refused("migrate")
 
     async def cancel(self) -> None:
@@ -191,4 +214,13 @@ class Backend(abc.ABC):
     def waiting(self, source: VMHandle) -> list[VMHandle]:
         """VMs waiting for an incoming migration, other than `source`: where it can go."""
         return [h for h in self if h is not source and h.vm.run_state == "inmigrate"]
+
+    def hosts(self) -> list[HostView]:
+        """The hosts this backend watches, each with its state; none for per-VM backends (QMP)."""
+        return []
+
+    def destinations(self, source: VMHandle) -> list[Destination]:
+        """Where `source` can migrate to, for the start dialog; by default the VMs waiting."""
+        return [Destination(h.key, f"{h.vm.name}  (QEMU {h.vm.qemu_version or '?'}, {h.endpoint})", h)
+                for h in self.waiting(source)]
 

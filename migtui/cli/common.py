@@ -17,6 +17,34 @@ def _endpoints(texts: Sequence[str]):
     return [parse_endpoint(t) for t in texts]
 
 
+def split_targets(texts: Sequence[str]):
+    """(QMP endpoints, libvirt targets), each checked: InputError with one line for a bad one."""
+    from migtui.backend.libvirt.target import is_libvirt_target, parse_libvirt_target
+
+    endpoints = _endpoints([t for t in texts if not is_libvirt_target(t)])
+    hosts = [parse_libvirt_target(t) for t in texts if is_libvirt_target(t)]
+    return endpoints, hosts
+
+
+def libvirt_backend(targets, args: argparse.Namespace, options=None):
+    """The libvirt backend on these hosts, or UsageError when libvirt-python is missing."""
+    from migtui.backend.libvirt.events import LibvirtMissing
+    from migtui.config import Config
+
+    try:
+        from migtui.backend.libvirt.backend import LibvirtBackend, LibvirtOptions
+    except LibvirtMissing as err:
+        raise UsageError(str(err)) from None
+    config = getattr(args, "config", None) or Config()
+    if options is None:
+        read_only = bool(getattr(args, "read_only", False) or config.controls_off)
+        options = LibvirtOptions(read_only=read_only, audit=config.audit_log())
+    try:
+        return LibvirtBackend(targets, options=options)
+    except LibvirtMissing as err:
+        raise UsageError(str(err)) from None
+
+
 def _options(args: argparse.Namespace, **extra: Any):
     """Session options from the config file: TLS for TCP endpoints, the audit log."""
     from migtui.config import Config

@@ -49,6 +49,11 @@ async def cmd_lab(args: argparse.Namespace) -> int:
         raise UsageError("--metrics serves the console's VMs; with --no-ui, run migtui exporter on the "
                          "endpoints it prints")
     linux = args.guest == "linux"
+    if args.libvirt:
+        if args.sim or linux or args.qemu or args.disk or args.pairs != "1":
+            raise UsageError("--libvirt runs the lab guest on libvirt hosts: --sim, --guest, --qemu, --disk and "
+                             "--pairs are for the QEMU lab")
+        return await run_libvirt_lab(args)
     qemu, what = (args.qemu, "--qemu") if args.qemu else (os.environ.get(QEMU_ENV) or None, QEMU_ENV)
     if args.sim and args.qemu:
         raise UsageError("--qemu runs real QEMU VMs and --sim simulated ones: give one of them")
@@ -171,3 +176,52 @@ async def run_sim_lab(args: argparse.Namespace) -> int:
             loop.remove_signal_handler(sig)
         if stop.is_set() and not args.no_ui:
             _exit_now(0)
+
+
+async def run_libvirt_lab(args: argparse.Namespace) -> int:
+    """`migtui lab --libvirt`: N private libvirt hosts, a RAM-dirtying domain on the first, the console on
+    them; every domain, daemon and directory goes at the end (q, Ctrl-C, SIGTERM, a closed terminal)."""
+    from migtui.model.units import parse_count
+
+    count = parse_count(args.hosts, "--hosts", 2, 8)
+    from migtui.lab.libvirt_hosts import LibvirtHosts, LibvirtLabError, missing_for_lab
+
+    missing = missing_for_lab()
+    if missing is None:
+        try:
+            import libvirt  # noqa: F401
+        except ImportError:
+            missing = ("libvirt-python is missing: apt-get install libvirt-dev pkg-config gcc python3-dev, "
+                       "then pip install 'migtui[libvirt]'")
+    if missing is not None:
+        print(f"migtui lab --libvirt: {missing}", file=sys.stderr)
+        return 1
+    from migtui.backend.libvirt.backend import LibvirtOptions
+    from migtui.backend.libvirt.target import parse_libvirt_target
+    from migtui.config import Config
+
+    config = getattr(args, "config", None) or Config()
+    try:
+        hosts = LibvirtHosts(count)
+        await asyncio.to_thread(hosts.start)
+    except LibvirtLabError as err:
+        print(f"migtui lab --libvirt: {err}", file=sys.stderr)
+        return 1
+    try:
+        _exit_on_hangup(hosts.close)
+        await asyncio.to_thread(hosts.define_guest, hosts[0], "web-01")
+        print(f"migtui: {count} libvirt hosts, web-01 on {hosts[0].name}", file=sys.stderr)
+
+        def stream(uri: str) -> str | None:
+            # libvirt refuses loopback addresses for the migration stream: a unix socket per migration.
+            host = next((h for h in hosts if h.uri == uri), None)
+            return None if host is None else hosts.migration_uri(host)
+
+        options = LibvirtOptions(read_only=bool(args.read_only or config.controls_off), audit=config.audit_log(),
+                                 migration_uri=stream)
+        return await run_console([], args, [parse_libvirt_target(h.uri) for h in hosts], options)
+    except LibvirtLabError as err:
+        print(f"migtui lab --libvirt: {err}", file=sys.stderr)
+        return 1
+    finally:
+        await asyncio.to_thread(hosts.close)

@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workload", choices=("pgbench", "pgbench-heavy", "build"),
                    help="with --guest linux: pgbench (2 clients, default), pgbench-heavy (16) or build (gcc, make -j2)")
     p.add_argument("--sim", action="store_true", help="a simulated fleet instead (also when QEMU is missing)")
+    p.add_argument("--libvirt", action="store_true",
+                   help="private libvirt hosts on this machine (root; libvirt), a RAM-dirtying domain on the first")
+    p.add_argument("--hosts", default="2", metavar="N", help="with --libvirt: how many hosts (default 2)")
     p.add_argument("--vms", default="12", metavar="N", help="with --sim: how many VMs (default 12)")
     p.add_argument("--dialect", choices=("1.4", "7.2", "10.0", "mixed"), default="mixed",
                    help="with --sim (default mixed: 7.2 and 1.4)")

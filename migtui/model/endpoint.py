@@ -18,7 +18,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.:@+-]{1,64}$")
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     name: str
-    kind: str  # "unix" or "tcp"
+    kind: str  # "unix", "tcp", or "libvirt" (a domain on a libvirt host: path is the host's URI, host its label)
     path: str | None = None
     host: str | None = None
     port: int | None = None
@@ -36,11 +36,15 @@ class Endpoint:
     @property
     def is_local(self) -> bool:
         """Unix sockets and loopback TCP: a destination we can reach by a unix socket too."""
+        if self.kind == "libvirt":
+            return False  # libvirt chooses the migration path itself
         if self.kind == "unix":
             return True
         return _is_loopback(self.host or "")
 
     def __str__(self) -> str:
+        if self.kind == "libvirt":
+            return f"{self.path}#{self.name}"  # a target that names just this domain
         if self.kind == "unix":
             return f"unix:{self.path}"
         host = f"[{self.host}]" if self.host and ":" in self.host else self.host

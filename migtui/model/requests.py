@@ -26,6 +26,9 @@ class MigrationOptions:
     postcopy: bool = False
     multifd: int | None = None
     block: bool = False
+    # libvirt only: keep the domain defined at the destination, and undefine it at the source.
+    persist_destination: bool = False
+    undefine_source: bool = False
 
 
 @dataclass(frozen=True)

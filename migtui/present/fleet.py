@@ -30,10 +30,19 @@ def fleet_cells(vm: VMState) -> tuple[str, ...]:
         str(d.passes) if d.passes is not None and vm.sample and vm.sample.status != "none" else "-",
         downtime_text(vm),
         vm.run_state or "-",
+        host_text(vm),
         vm.qemu_version or "-",
-        str(vm.endpoint),
+        vm.endpoint.path if vm.endpoint.kind == "libvirt" else str(vm.endpoint),
         note_text(vm),
     )
+
+
+def host_text(vm: VMState) -> str:
+    """Where the VM runs: a libvirt domain's host, a TCP monitor's host; "local" for a unix socket."""
+    endpoint = vm.endpoint
+    if endpoint.kind == "unix":
+        return "local"
+    return endpoint.host or "-"
 
 
 # (key, label, width): fixed widths for figures, so a column never jumps as values change.
@@ -49,6 +58,7 @@ FLEET_COLUMNS = (
     ("passes", "pass", 4),
     ("downtime", "downtime exp/lim", 16),
     ("run-state", "run-state", 11),
+    ("host", "host", 10),
     ("qemu", "QEMU", 8),
     ("endpoint", "endpoint", 36),
     ("note", "note", 48),

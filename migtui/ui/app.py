@@ -155,7 +155,8 @@ class MigtuiApp(App[int]):
             self._record(message)
         if isinstance(message, ActionResult) and not message.ok:
             hint = hint_for(str(message.result))
-            self.notify(f"{message.vm}: QEMU refused {message.command}: {message.result}"
+            who = "libvirt" if message.command.startswith("virDomain") else "QEMU"
+            self.notify(f"{message.vm}: {who} refused {message.command}: {message.result}"
                         + (f"\n→ {hint}" if hint else ""), severity="error", timeout=10)
         big = len(self.backend) > 50
         if not big and isinstance(message, VMEvent) and message.event in ("MIGRATION", "SHUTDOWN"):

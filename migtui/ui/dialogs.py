@@ -20,7 +20,7 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 from migtui.model.parameters import check_uri, check_xbzrle_cache_size
 from migtui.model.units import InputError, parse_count, parse_rate, parse_size, parse_time_ms
 from migtui.model.requests import MigrationOptions
-from migtui.backend.api import VMHandle
+from migtui.backend.api import Destination, VMHandle
 
 __all__ = [
     "ConfirmDialog",
@@ -212,20 +212,20 @@ URI_CHOICE = "__uri__"
 class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
     BINDINGS = [Binding("escape", "cancel", "Back")]
 
-    def __init__(self, source: VMHandle, waiting: list[VMHandle]) -> None:
+    def __init__(self, source: VMHandle, destinations: list[Destination]) -> None:
         super().__init__(classes="dialog")
         self.source = source
-        # Destinations: VMs waiting for an incoming migration, the first one by default.
-        self.waiting = waiting
+        # Backend.destinations(): VMs waiting for an incoming migration, or libvirt hosts; the first by default.
+        self.destinations = destinations
 
     def compose(self) -> ComposeResult:
         features = self.source.features
         caps = self.source.vm.capabilities
         params = self.source.vm.parameters
         # Which QEMU each end runs: an older destination may lack the source's machine type.
-        options = [(f"{s.vm.name}  (QEMU {s.vm.qemu_version or '?'}, {s.endpoint})", s.key) for s in self.waiting]
+        options = [(d.label, d.key) for d in self.destinations]
         options.append(("a URI…", URI_CHOICE))
-        default = self.waiting[0].key if self.waiting else URI_CHOICE
+        default = self.destinations[0].key if self.destinations else URI_CHOICE
         with Vertical(classes="dialog-box wide"):
             yield Label(f"Migrate {self.source.vm.name} (QEMU {self.source.vm.qemu_version or '?'})",
                         classes="dialog-title")

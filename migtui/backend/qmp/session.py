@@ -35,7 +35,7 @@ from migtui.model.requests import MigrationOptions, ParamChange
 from migtui.model.history import PassMark
 from migtui.model.sample import MigrationSample, _bad_number, parse_query_migrate
 from migtui.model.vm import Connection, EventRecord, VMState
-from migtui.backend.api import Features, VMHandle
+from migtui.backend.api import Destination, Features, VMHandle
 from migtui.backend.audit import AuditLog, redact
 from migtui.backend.qmp import controls
 from migtui.backend.qmp.client import Client, disconnect
@@ -172,8 +172,10 @@ class VMSession(VMHandle):
                 preflight=d.has("calc-dirty-rate")))
         return cached[1]
 
-    async def migrate(self, options: MigrationOptions, destination: VMHandle | None = None,
+    async def migrate(self, options: MigrationOptions, destination: VMHandle | Destination | None = None,
                       uri: str | None = None) -> str:
+        if isinstance(destination, Destination):
+            destination = destination.target
         if destination is not None and not isinstance(destination, VMSession):
             raise Refused(f"{destination.vm.name} is not reached over QMP: migrate to its URI instead")
         plan = await controls.start_migration(self, options, destination=destination, uri=uri)

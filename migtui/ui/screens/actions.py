@@ -74,16 +74,19 @@ class VMActions:
                        severity="error")
             return
 
+        destinations = app.backend.destinations(session)
+
         def go(request) -> None:
             if request is None:
                 return
-            destination = app.handle(request.destination) if request.destination else None
+            destination = next((d for d in destinations if d.key == request.destination), None)
 
             async def work() -> None:
                 uri = await session.migrate(request.options, destination=destination, uri=request.uri)
                 app.log_for(session.key, "action", "migrate", f"to {uri}")
 
-            app.run_control(session.key, "migrate", work, done=f"migration started to {request.destination or request.uri}")
+            where = destination.label.split("  (")[0] if destination is not None else request.uri
+            app.run_control(session.key, "migrate", work, done=f"migration started to {where}")
 
         def confirmed_exec(request):
             def after(ok: bool | None) -> None:
@@ -103,7 +106,7 @@ class VMActions:
             else:
                 go(request)
 
-        app.push_screen(StartMigrationDialog(session, app.backend.waiting(session)), chosen)
+        app.push_screen(StartMigrationDialog(session, destinations), chosen)
 
     def action_cancel_migration(self) -> None:
         from migtui.ui.dialogs import ConfirmDialog

@@ -70,6 +70,7 @@ class FleetScreen(VMActions, Screen):
         self.sort_column: str | None = None
         self.sort_reverse = False
         self._reported: set[str] = set()
+        self._members: set[str] = set()  # the backend's keys when the rows were last chosen
 
     def compose(self) -> ComposeResult:
         yield Static(id="fleet-header")
@@ -121,6 +122,7 @@ class FleetScreen(VMActions, Screen):
         """Filter and sort again: the table gets a new list of keys, rows are drawn as they show."""
         table = self.table
         table.heading_marks = {self.sort_column: " ↓" if self.sort_reverse else " ↑"} if self.sort_column else {}
+        self._members = set(self.app.backend.handles())
         table.set_rows([s.key for s in self.visible_sessions()])
         table.invalidate(None)  # sort and filter follow the latest figures: so do the rows
         self.update_header()
@@ -145,10 +147,22 @@ class FleetScreen(VMActions, Screen):
             parts.append("READ-ONLY")
         if self.app.insecure:
             parts.append(f"⚠ {len(self.app.insecure)} over remote TCP without TLS")
-        self.query_one("#fleet-header", Static).update(" · ".join(parts))
+        lines = [" · ".join(parts)]
+        hosts = self.app.backend.hosts()
+        if hosts:
+            # A host that is down or empty has no row to show it by: each has its line here.
+            up = [h for h in hosts if h.connected]
+            line = f"{len(hosts)} hosts: " + ", ".join(f"{h.name} ({h.vms})" for h in up)
+            lines.append(line if up else f"{len(hosts)} hosts, none connected")
+            lines += [f"⚠ {h.name} {h.where}: {h.reason or 'connecting'}" for h in hosts if not h.connected]
+        self.query_one("#fleet-header", Static).update("\n".join(lines))
 
     @on(FleetChanged)
     def on_fleet_changed(self, message: FleetChanged) -> None:
+        # A libvirt host's domains come and go (started, stopped, moved in): the rows follow.
+        if self._members != set(self.app.backend.handles()):
+            self.rebuild()
+            return
         self.refresh_rows(message.keys)
 
     # ---- selection and navigation -----------------------------------------

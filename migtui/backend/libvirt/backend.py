@@ -1,0 +1,738 @@
+"""The libvirt backend: every domain on the libvirt hosts an operator names, one row each.
+
+What it costs: nothing per idle domain but events. A domain's job is sampled
+(virDomainGetJobStats) only while it has one, at the active interval, all of one host's in
+one call on its worker thread; a job is found by libvirt's MIGRATION_ITERATION event (QEMU
+syncs its first pass as the migration starts), by the destination domain appearing on
+another watched host, or by the sweep when a host (re)connects. The outcome, with its final
+figures, comes from JOB_COMPLETED, or from the completed job's statistics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import time
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping
+
+from migtui.backend.api import Backend, Destination, HostView, VMHandle
+from migtui.backend.audit import AuditLog
+from migtui.backend.errors import BackendError, NotConnected
+from migtui.backend.libvirt.domain import CAPABILITY_FLAGS, LibvirtDomain, Placement
+from migtui.backend.libvirt.events import ensure_event_thread, import_libvirt
+from migtui.backend.libvirt.host import KEEPALIVE_COUNT, KEEPALIVE_INTERVAL, HostLost, LibvirtHost, describe_libvirt_error
+from migtui.backend.libvirt.target import LibvirtTarget
+from migtui.backend.libvirt.units import JOB_COMPLETED, JOB_NONE, MiB, bandwidth_from_libvirt, bandwidth_to_libvirt, \
+    query_migrate_from_job_stats
+from migtui.backend.messages import ActionResult, Listener, VMEvent, VMUpdated
+from migtui.model.history import PassMark
+from migtui.model.requests import MigrationOptions
+from migtui.model.sample import parse_query_migrate
+from migtui.model.vm import Connection, EventRecord
+
+__all__ = ["LibvirtBackend", "LibvirtOptions", "LibvirtRefused", "READ_ONLY"]
+
+READ_ONLY = "read-only: libvirt was opened with virConnectOpenReadOnly"
+# How long a job that vanished without statistics waits for JOB_COMPLETED or the destination to say how it ended.
+JOB_SETTLE_SECONDS = 2.0
+
+
+class LibvirtRefused(BackendError):
+    """libvirt refused a call; the message is libvirt's own sentence."""
+
+
+class LibvirtOptions:
+    def __init__(self, active_interval: float = 0.5, backoff_max: float = 5.0, read_only: bool = False,
+                 audit: AuditLog | None = None,
+                 migration_uri: Callable[[str], str | None] | None = None,
+                 start_timeout: float = 15.0) -> None:
+        self.active_interval = active_interval  # seconds between job samples while a job runs
+        self.backoff_max = backoff_max
+        self.read_only = read_only
+        self.audit = audit or AuditLog(None)
+        # The migration stream's URI (VIR_MIGRATE_PARAM_URI) for the destination host's libvirt URI,
+        # or None: libvirt picks one. The lab gives a unix socket (libvirt refuses loopback addresses).
+        self.migration_uri = migration_uri
+        self.start_timeout = start_timeout  # how long a started migration may take to show its job
+
+
+class LibvirtBackend(Backend):
+    def __init__(self, targets: Iterable[LibvirtTarget], listener: Listener | None = None,
+                 options: LibvirtOptions | None = None) -> None:
+        super().__init__()
+        self.libvirt = import_libvirt()
+        self.options = options or LibvirtOptions()
+        self.read_only = READ_ONLY if self.options.read_only else None
+        if listener is not None:
+            self.subscribe(listener)
+        self.libvirt_hosts: list[LibvirtHost] = [LibvirtHost(self, t) for t in targets]  # hosts() is their view
+        self.domains: dict[str, LibvirtDomain] = {}  # UUID -> domain, in the order they were found
+        self._keys: dict[str, LibvirtDomain] = {}
+        self._poll: asyncio.Task[None] | None = None
+        self._poll_wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # migtui's own migrations: a thread each (virDomainMigrateToURI3 blocks until the end).
+        self._migrations = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="migtui-libvirt-migrate")
+
+    # ---- Backend ---------------------------------------------------------------
+
+    def handles(self) -> dict[str, VMHandle]:
+        return dict(self._keys)  # type: ignore[arg-type]
+
+    def start(self) -> None:
+        ensure_event_thread()
+        self._loop = asyncio.get_running_loop()
+        for host in self.libvirt_hosts:
+            host.start()
+        if self._poll is None:
+            self._poll = asyncio.create_task(self._poll_loop(), name="migtui-libvirt-poll")
+
+    async def close(self) -> None:
+        if self._poll is not None:
+            self._poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._poll
+            self._poll = None
+        await asyncio.gather(*(h.close() for h in self.libvirt_hosts), return_exceptions=True)
+        self._migrations.shutdown(wait=False, cancel_futures=True)
+
+    def poll_soon(self) -> None:
+        self._poll_wake.set()
+
+    def poll_all(self) -> None:
+        self.poll_soon()
+        for host in self.libvirt_hosts:
+            if not host.connected:
+                host.retry_now()
+
+    def hosts(self) -> list[HostView]:
+        return [HostView(h.label, h.target.shown_uri, h.connected, h.reason,
+                         sum(1 for d in self.domains.values() if d.home is h)) for h in self.libvirt_hosts]
+
+    def host(self, label: str) -> LibvirtHost | None:
+        return next((h for h in self.libvirt_hosts if h.label == label), None)
+
+    def destinations(self, source: VMHandle) -> list[Destination]:
+        if not isinstance(source, LibvirtDomain):
+            return []
+        return [Destination(f"host:{h.label}", f"{h.label}  (libvirt {h.libvirt_version or '?'}, "
+                                               f"QEMU {h.qemu_version or '?'}, {h.target.shown_uri})", h)
+                for h in self.libvirt_hosts if h is not source.home and h.connected]
+
+    def run_state(self, state: int, reason: int, incoming: bool) -> str:
+        """libvirt's domain state in QMP's run-state words, which the console colours and counts."""
+        lv = self.libvirt
+        if incoming:
+            return "inmigrate"
+        if state == lv.VIR_DOMAIN_RUNNING:
+            return "running"
+        if state == lv.VIR_DOMAIN_PAUSED:
+            if reason == lv.VIR_DOMAIN_PAUSED_MIGRATION:
+                return "finish-migrate"  # the source, stopped for the switch-over
+            if reason in (lv.VIR_DOMAIN_PAUSED_POSTCOPY, lv.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED):
+                return "postmigrate"
+            return "paused"
+        return {lv.VIR_DOMAIN_SHUTDOWN: "shutdown", lv.VIR_DOMAIN_SHUTOFF: "shut off",
+                lv.VIR_DOMAIN_CRASHED: "crashed", lv.VIR_DOMAIN_PMSUSPENDED: "suspended"}.get(state, "unknown")
+
+    # ---- connecting a host (called by LibvirtHost._run) ----------------------------
+
+    async def connect_host(self, host: LibvirtHost) -> None:
+        loop = asyncio.get_running_loop()
+        found = await host.call(self._open_and_sweep, host, loop)
+        conn, info, domains = found
+        host.conn = conn
+        host.hostname, host.libvirt_version, host.qemu_version = info
+        if host.target.label is None and host.hostname:
+            label, n = host.hostname, 2
+            while any(h is not host and h.label == label for h in self.libvirt_hosts):
+                label, n = f"{host.hostname}-{n}", n + 1
+            host.label = label
+        seen = set()
+        for uuid, name, dom, state, reason, stats, settings in domains:
+            domain = self._domain(host, uuid, name)
+            if domain is None:
+                continue
+            seen.add(uuid)
+            self._place(domain, host, dom, state, reason, stats)
+            self._apply_settings(domain, settings)
+        # Domains this host had before it went away and has no longer: gone while we could not see.
+        for domain in list(self.domains.values()):
+            if domain.uuid not in seen and host.label in domain.placements:
+                self._unplace(domain, host, "not running on it any more")
+        self.poll_soon()
+
+    def _open_and_sweep(self, host: LibvirtHost, loop: asyncio.AbstractEventLoop):
+        """On the host's thread: open, register for events, list the running and paused domains."""
+        lv = self.libvirt
+        try:
+            if self.options.read_only:
+                conn = lv.openReadOnly(host.uri)
+            else:
+                # No interactive prompt, ever: a host that wants a password is refused with a reason.
+                conn = lv.openAuth(host.uri, [[lv.VIR_CRED_AUTHNAME, lv.VIR_CRED_PASSPHRASE], _no_prompt, None], 0)
+        except lv.libvirtError as err:
+            raise HostLost(describe_libvirt_error(err)) from None
+        if conn is None:
+            raise HostLost("libvirt returned no connection")
+        try:
+            conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
+            conn.registerCloseCallback(self._closed_cb, (host, loop))
+            for event_id, callback in (
+                (lv.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle_cb),
+                (lv.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION, self._iteration_cb),
+                (lv.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, self._job_completed_cb),
+            ):
+                conn.domainEventRegisterAny(None, event_id, callback, (host, loop))
+            hostname = conn.getHostname()
+            info = (hostname, _version(conn.getLibVersion()), _version(conn.getVersion()))
+            domains = []
+            for dom in conn.listAllDomains(lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                if not host.target.wants(dom.name()):
+                    continue
+                with contextlib.suppress(lv.libvirtError):
+                    state, reason = dom.state()
+                    domains.append((dom.UUIDString(), dom.name(), dom, state, reason, _job_stats(lv, dom),
+                                    _read_settings(lv, dom)))
+        except lv.libvirtError as err:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise HostLost(describe_libvirt_error(err)) from None
+        return conn, info, domains
+
+    # ---- libvirt's callbacks: on the event thread; each goes to the loop as it is ----------
+
+    def _closed_cb(self, conn: Any, reason: int, opaque: Any) -> None:
+        host, loop = opaque
+        lv = self.libvirt
+        why = {lv.VIR_CONNECT_CLOSE_REASON_EOF: "libvirtd gone: the connection closed (end of file)",
+               lv.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: f"libvirtd silent: no keepalive answer for "
+                                                      f"{KEEPALIVE_INTERVAL * KEEPALIVE_COUNT} s",
+               lv.VIR_CONNECT_CLOSE_REASON_ERROR: "connection to libvirtd lost (libvirtd gone, or the network)",
+               lv.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by migtui"}.get(reason, f"closed (reason {reason})")
+        with contextlib.suppress(RuntimeError):  # the loop has closed
+            loop.call_soon_threadsafe(host.lost, why)
+
+    def _lifecycle_cb(self, conn: Any, dom: Any, event: int, detail: int, opaque: Any) -> None:
+        host, loop = opaque
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._on_lifecycle, host, dom, dom.UUIDString(), dom.name(), event, detail)
+
+    def _iteration_cb(self, conn: Any, dom: Any, iteration: int, opaque: Any) -> None:
+        host, loop = opaque
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._on_iteration, host, dom, dom.UUIDString(), dom.name(), iteration,
+                                      time.time())
+
+    def _job_completed_cb(self, conn: Any, dom: Any, params: dict, opaque: Any) -> None:
+        host, loop = opaque
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._on_job_completed, host, dom, dom.UUIDString(), dom.name(), dict(params),
+                                      time.time())
+
+    # ---- what events do, on the loop ------------------------------------------------------
+
+    def _on_lifecycle(self, host: LibvirtHost, dom: Any, uuid: str, name: str, event: int, detail: int) -> None:
+        if host.conn is None:
+            return
+        lv = self.libvirt
+        domain = self._domain(host, uuid, name)
+        if domain is None:
+            return
+        what = _lifecycle_text(lv, event, detail)
+        self._log(domain, "event", "lifecycle", f"{what} on {host.label}")
+        self.post(VMEvent(domain.key, "LIFECYCLE", {"event": what, "host": host.label}, time.time()))
+        if event in (lv.VIR_DOMAIN_EVENT_STOPPED, lv.VIR_DOMAIN_EVENT_UNDEFINED):
+            if event == lv.VIR_DOMAIN_EVENT_UNDEFINED and host.label not in domain.placements:
+                return
+            self._unplace(domain, host, what)
+            return
+        placement = domain.placements.get(host.label)
+        if placement is None:
+            domain.placements[host.label] = placement = Placement(host, dom)
+        if event == lv.VIR_DOMAIN_EVENT_STARTED and detail == lv.VIR_DOMAIN_EVENT_STARTED_MIGRATED:
+            placement.incoming = True  # a migration arrives: its source has a job, sample it
+            for other in domain.placements.values():
+                if other is not placement:
+                    other.job = True
+            self.poll_soon()
+        asyncio.ensure_future(self._refresh(domain, host))
+
+    def _on_iteration(self, host: LibvirtHost, dom: Any, uuid: str, name: str, iteration: int, when: float) -> None:
+        domain = self._domain(host, uuid, name)
+        if domain is None:
+            return
+        placement = domain.placements.get(host.label)
+        if placement is None:
+            domain.placements[host.label] = placement = Placement(host, dom)
+        if not placement.job:
+            placement.job = True
+            domain.update_home()
+        domain.vm.tracker.history.mark_pass(PassMark(when, iteration))
+        domain.vm.log_append(EventRecord(when, "event", "MIGRATION_ITERATION", f"pass {iteration}",
+                                         (iteration, iteration)))
+        self.post(VMEvent(domain.key, "MIGRATION_ITERATION", {"iteration": iteration}, when))
+        self.poll_soon()
+        if placement.host is domain.home:
+            # libvirt applies a job's tuning as QEMU starts it, after the job shows: read it once a pass.
+            asyncio.ensure_future(self.refresh_settings(domain))
+
+    def _on_job_completed(self, host: LibvirtHost, dom: Any, uuid: str, name: str, params: dict,
+                          when: float) -> None:
+        domain = self._domain(host, uuid, name)
+        if domain is None:
+            return
+        placement = domain.placements.get(host.label)
+        if placement is not None and placement.incoming:
+            return  # the destination's copy of the statistics: the source's row has them
+        params.setdefault("type", JOB_COMPLETED)
+        self._add_sample(domain, params, when)
+        if placement is not None:
+            placement.job = False
+        domain.update_home()
+        self.post(VMEvent(domain.key, "JOB_COMPLETED", {"host": host.label}, when))
+
+    # ---- domains: found, placed, moved ----------------------------------------------------------
+
+    def _domain(self, host: LibvirtHost, uuid: str, name: str) -> LibvirtDomain | None:
+        """The row for this UUID, made when first seen on a host that wants it."""
+        domain = self.domains.get(uuid)
+        if domain is not None:
+            return domain
+        if not host.target.wants(name):
+            return None
+        key = name if name not in self._keys else f"{name}@{host.label}"
+        domain = LibvirtDomain(self, key, uuid, name, host)
+        domain.vm.capabilities = domain.vm.tracker.capabilities = {c: False for c in CAPABILITY_FLAGS}
+        self.domains[uuid] = domain
+        self._keys[key] = domain
+        self.post(VMUpdated(key, "identity"))
+        return domain
+
+    def _place(self, domain: LibvirtDomain, host: LibvirtHost, dom: Any, state: int, reason: int,
+               stats: Mapping[str, Any] | None) -> None:
+        placement = domain.placements.get(host.label)
+        if placement is None:
+            placement = domain.placements[host.label] = Placement(host, dom)
+        placement.dom, placement.state, placement.reason = dom, state, reason
+        job = bool(stats) and stats.get("type", JOB_NONE) != JOB_NONE
+        placement.job = job
+        if job:
+            operation = stats.get("operation")
+            placement.incoming = operation == self.libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN
+        elif state == self.libvirt.VIR_DOMAIN_RUNNING:
+            placement.incoming = False
+        domain.update_home()
+        self.post(VMUpdated(domain.key, "identity"))
+        if job and not placement.incoming:
+            self._add_sample(domain, stats, time.time())
+        elif domain.vm.sample is None and not placement.incoming:
+            self._record(domain, parse_query_migrate({"status": "none"}, time.time()))  # idle, as QMP says it
+        elif not job and not placement.incoming and domain.vm.in_flight and not self._incoming_elsewhere(domain, placement):
+            # The job ended while migtui could not see it (libvirtd restarted: it cancels the
+            # migrations it was driving): how it ended, as libvirt kept it.
+            completed = (stats or {}).get("completed")
+            if completed:
+                self._add_sample(domain, completed, time.time())
+            else:
+                self._job_vanished(domain)
+
+    @staticmethod
+    def _incoming_elsewhere(domain: LibvirtDomain, placement: Placement) -> bool:
+        """A destination elsewhere still waits for this migration: the source's job is not over."""
+        return any(p.incoming for p in domain.placements.values() if p is not placement)
+
+    def _unplace(self, domain: LibvirtDomain, host: LibvirtHost, why: str) -> None:
+        removed = domain.placements.pop(host.label, None)
+        if removed is not None and not removed.incoming and why != "gone":
+            domain.stopped = f"{why} on {host.label}"  # what libvirt said of the source: the row keeps it
+        if domain.vm.in_flight:
+            # The destination went (the migration failed or was cancelled): ask the source how it ended.
+            for placement in domain.placements.values():
+                asyncio.ensure_future(self._refresh(domain, placement.host))
+        if not domain.placements:
+            migrated = domain.vm.sample is not None and domain.vm.sample.status not in ("none", "unknown")
+            if not migrated:
+                # A domain that stopped with nothing to show: it leaves the fleet.
+                self.domains.pop(domain.uuid, None)
+                self._keys.pop(domain.key, None)
+                self.post(VMUpdated(domain.key, "identity"))
+                return
+            domain.gone = f"{domain.stopped or f'{why} on {host.label}'}; last seen there"
+            if domain.vm.in_flight:
+                # libvirt ended the job with the domain (destroyed, crashed): the figures it last
+                # showed stay, and the migration is over.
+                last = domain.vm.sample
+                self._log(domain, "error", "job", f"the domain stopped mid-migration: {domain.gone}")
+                failed = {**(last.info if last else {}), "status": "failed",
+                          "error-desc": f"the domain stopped mid-migration: {domain.gone}"}
+                self._record(domain, parse_query_migrate(failed, time.time()))
+        domain.update_home()
+        self.post(VMUpdated(domain.key, "identity"))
+
+    async def _refresh(self, domain: LibvirtDomain, host: LibvirtHost) -> None:
+        """Read one domain's state and job again on one host, after an event said it changed."""
+        placement = domain.placements.get(host.label)
+        if placement is None or not host.connected:
+            return
+        try:
+            state, reason, stats = await host.call(_state_and_job, self.libvirt, placement.dom)
+        except self.libvirt.libvirtError as err:
+            if _gone(self.libvirt, err):
+                self._unplace(domain, host, "gone")
+            return
+        except Exception:
+            return
+        self._place(domain, host, placement.dom, state, reason, stats)
+        if stats and stats.get("type", JOB_NONE) != JOB_NONE:
+            self.poll_soon()
+
+    # ---- sampling --------------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._poll_wake.wait(), self.options.active_interval)
+            self._poll_wake.clear()
+            jobs: dict[LibvirtHost, list[LibvirtDomain]] = {}
+            for domain in self.domains.values():
+                placement = domain.job_placement()
+                if placement is not None:
+                    jobs.setdefault(placement.host, []).append(domain)
+            if jobs:
+                await asyncio.gather(*(self._poll_host(h, d) for h, d in jobs.items()), return_exceptions=True)
+
+    async def _poll_host(self, host: LibvirtHost, domains: list[LibvirtDomain]) -> None:
+        items = [(d, d.placements[host.label]) for d in domains if host.label in d.placements]
+        try:
+            results = await host.call(_sample_batch, self.libvirt, host.conn, [p.dom for _, p in items])
+        except HostLost as err:
+            host.lost(str(err))
+            return
+        when = time.time()
+        for (domain, placement), (state, reason, stats, error) in zip(items, results):
+            if error is not None:
+                if error == "gone":
+                    self._unplace(domain, host, "gone")
+                continue
+            placement.state, placement.reason = state, reason
+            job = stats.get("type", JOB_NONE) != JOB_NONE
+            if job and stats.get("operation") == self.libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN:
+                placement.incoming = True
+                placement.job = True
+                domain.update_home()
+                if domain.job_placement() is not placement:
+                    continue
+            if not job:
+                if not domain.vm.in_flight and (domain._migration is not None and not domain._migration.done()
+                                                or self._incoming_elsewhere(domain, placement)):
+                    continue  # the migration is still setting up (the destination prepares): keep asking
+                placement.job = False
+                completed = stats.get("completed")
+                if completed and domain.vm.in_flight:
+                    self._add_sample(domain, completed, when)
+                elif domain.vm.in_flight:
+                    self._job_vanished(domain)
+                domain.update_home()
+                continue
+            self._add_sample(domain, stats, when)
+
+    def _job_vanished(self, domain: LibvirtDomain) -> None:
+        """The job is gone and the source kept no statistics of it (a source domain that left with
+        its migration has none): JOB_COMPLETED or the destination's lifecycle say more, shortly."""
+        if not domain.settling:
+            domain.settling = True
+            asyncio.get_running_loop().call_later(JOB_SETTLE_SECONDS, self._settle, domain)
+
+    def _settle(self, domain: LibvirtDomain) -> None:
+        domain.settling = False
+        if not domain.vm.in_flight or domain.job_placement() is not None:
+            return  # JOB_COMPLETED came, or the job is back in sight
+        last = domain.vm.sample.info if domain.vm.sample else {}
+        if any(p.host is not domain.home and not p.incoming for p in domain.placements.values()) \
+                or domain.home is domain.migrating_to:
+            reply = {**last, "status": "completed"}  # it runs at the destination: the event was missed
+        else:
+            reply = {**last, "status": "cancelled",
+                     "error-desc": "the job ended while migtui could not see it, and libvirt kept no statistics "
+                                   "(a restarted libvirtd cancels the migrations it drove)"}
+        self._record(domain, parse_query_migrate(reply, time.time()))
+
+    def _add_sample(self, domain: LibvirtDomain, stats: Mapping[str, Any], when: float) -> None:
+        reply = query_migrate_from_job_stats(stats, postcopy=domain.postcopy)
+        if domain.postcopy_failed and reply.get("status") in ("active", "postcopy-active"):
+            reply["status"] = "postcopy-paused"  # the stream broke in post-copy
+        if reply.get("status") == "none" and domain.vm.in_flight:
+            self._job_vanished(domain)
+            return
+        self._record(domain, parse_query_migrate(reply, when))
+
+    def _record(self, domain: LibvirtDomain, sample) -> None:
+        vm = domain.vm
+        starts, ends = sample.in_flight and not vm.in_flight, sample.finished and vm.in_flight
+        vm.tracker.add(sample)
+        if starts or ends:
+            # A job's tuning is the job's (migrateToURI3's bandwidth, a downtime set before): read it
+            # as it starts and as it ends, which is when libvirt changes it.
+            asyncio.ensure_future(self.refresh_settings(domain))
+        vm.problems = sample.problems
+        if sample.in_flight:
+            domain.job_seen.set()
+        self.post(VMUpdated(domain.key, "sample", sample=sample))
+
+    # ---- settings --------------------------------------------------------------------------
+
+    def _apply_settings(self, domain: LibvirtDomain, settings: Mapping[str, Any]) -> None:
+        vm = domain.vm
+        vm.parameters = vm.tracker.parameters = {**vm.parameters, **settings}
+        vm.tracker.max_bandwidth = vm.parameters.get("max-bandwidth")
+        vm.tracker.downtime_limit_ms = vm.parameters.get("downtime-limit")
+        self.post_settings(domain)
+
+    def post_settings(self, domain: LibvirtDomain) -> None:
+        vm = domain.vm
+        self.post(VMUpdated(domain.key, "settings", parameters=MappingProxyType(dict(vm.parameters)),
+                            capabilities=MappingProxyType(dict(vm.capabilities))))
+
+    async def refresh_settings(self, domain: LibvirtDomain) -> None:
+        placement = domain.job_placement() or domain.placements.get(domain.home.label)
+        if placement is None or not placement.host.connected:
+            return
+        with contextlib.suppress(Exception):
+            self._apply_settings(domain, await placement.host.call(_read_settings, self.libvirt, placement.dom))
+
+    # ---- controls ----------------------------------------------------------------------------
+
+    async def call_audited(self, domain: LibvirtDomain, host: LibvirtHost, call: str, arguments: dict[str, Any],
+                           fn: Callable[[], Any]) -> Any:
+        """One state-changing libvirt call: on the host's thread, audited, logged, reported."""
+        if not host.connected:
+            raise NotConnected(f"{call}: {host.label} is not connected: {host.reason or 'connecting'}")
+        lv = self.libvirt
+        audit = self.options.audit
+        try:
+            result = await host.call(fn)
+        except lv.libvirtError as err:
+            text = describe_libvirt_error(err)
+            audit.record(domain.vm.name, str(domain.endpoint), call, arguments, False, text)
+            self._log(domain, "error", call, text)
+            self.post(ActionResult(domain.key, call, arguments, False, text, time.time()))
+            raise LibvirtRefused(f"libvirt refused {call}: {text}") from None
+        audit.record(domain.vm.name, str(domain.endpoint), call, arguments, True, result)
+        self._log(domain, "action", call, " ".join(f"{k}={v}" for k, v in arguments.items()) or "ok")
+        self.post(ActionResult(domain.key, call, arguments, True, result, time.time()))
+        return result
+
+    async def start_migration(self, domain: LibvirtDomain, destination: LibvirtHost,
+                              options: MigrationOptions) -> str:
+        """virDomainMigrateToURI3, peer to peer, on a thread and a connection of its own; returns
+        once libvirt shows the job (or refuses), while the migration runs on."""
+        lv = self.libvirt
+        source = domain.home
+        caps = domain.vm.capabilities
+        flags = lv.VIR_MIGRATE_LIVE | lv.VIR_MIGRATE_PEER2PEER
+        params: dict[str, Any] = {}
+        names = ["VIR_MIGRATE_LIVE", "VIR_MIGRATE_PEER2PEER"]
+
+        def flag(name: str) -> None:
+            nonlocal flags
+            flags |= getattr(lv, name)
+            names.append(name)
+
+        if options.xbzrle or caps.get("xbzrle"):
+            flag("VIR_MIGRATE_COMPRESSED")
+            params[lv.VIR_MIGRATE_PARAM_COMPRESSION] = "xbzrle"
+            if options.xbzrle_cache:
+                params[lv.VIR_MIGRATE_PARAM_COMPRESSION_XBZRLE_CACHE] = int(options.xbzrle_cache)
+        if options.auto_converge or caps.get("auto-converge"):
+            flag("VIR_MIGRATE_AUTO_CONVERGE")
+        if options.postcopy or caps.get("postcopy-ram"):
+            flag("VIR_MIGRATE_POSTCOPY")
+        if options.multifd or caps.get("multifd"):
+            flag("VIR_MIGRATE_PARALLEL")
+            if options.multifd:
+                params[lv.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = int(options.multifd)
+        if options.block:
+            flag("VIR_MIGRATE_NON_SHARED_DISK")
+        if options.persist_destination:
+            flag("VIR_MIGRATE_PERSIST_DEST")
+        if options.undefine_source:
+            flag("VIR_MIGRATE_UNDEFINE_SOURCE")
+        if options.bandwidth:
+            params[lv.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth_to_libvirt(options.bandwidth)
+        stream = self.options.migration_uri(destination.uri) if self.options.migration_uri else None
+        if stream:
+            params[lv.VIR_MIGRATE_PARAM_URI] = stream
+        arguments = {"dconnuri": destination.uri, "params": dict(params), "flags": "|".join(names)}
+        placement = domain.placements.get(source.label)
+        if placement is None:
+            raise NotConnected(f"migrate: {domain.vm.name} is not on {source.label} any more")
+        if options.downtime_ms is not None:
+            # Not a migrateToURI3 parameter: set on the domain first, as virsh migrate-setmaxdowntime does.
+            await self.call_audited(domain, source, "virDomainMigrateSetMaxDowntime",
+                                    {"downtime-limit": options.downtime_ms},
+                                    lambda: placement.dom.migrateSetMaxDowntime(int(options.downtime_ms), 0))
+        uuid = domain.uuid
+        loop = asyncio.get_running_loop()
+        started = loop.create_future()
+
+        def run() -> None:
+            conn = None
+            try:
+                conn = lv.openAuth(source.uri, [[lv.VIR_CRED_AUTHNAME, lv.VIR_CRED_PASSPHRASE], _no_prompt, None], 0)
+                dom = conn.lookupByUUIDString(uuid)
+                dom.migrateToURI3(destination.uri, params, flags)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+
+        domain.migrating_to = destination
+        placement.job = True  # sample it from now: the first pass's event may take a while
+        future = asyncio.wrap_future(self._migrations.submit(run), loop=loop)
+        domain._migration = future
+        future.add_done_callback(lambda f: self._migration_ended(domain, destination, arguments, f))
+        self.poll_soon()
+        # Started when libvirt shows the job, or ended (done or refused), whichever comes first.
+        domain.job_seen.clear()
+        seen = asyncio.ensure_future(domain.job_seen.wait())
+        try:
+            await asyncio.wait({future, seen}, timeout=self.options.start_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            seen.cancel()
+        audit = self.options.audit
+        if future.done() and future.exception() is not None:
+            err = future.exception()
+            text = describe_libvirt_error(err)
+            raise LibvirtRefused(f"libvirt refused virDomainMigrateToURI3: {text}")
+        audit.record(domain.vm.name, str(domain.endpoint), "virDomainMigrateToURI3", arguments, True, "started")
+        self._log(domain, "action", "virDomainMigrateToURI3", f"to {destination.label} ({'|'.join(names[2:]) or 'live'})")
+        self.post(ActionResult(domain.key, "virDomainMigrateToURI3", arguments, True, "started", time.time()))
+        return destination.uri
+
+    def _migration_ended(self, domain: LibvirtDomain, destination: LibvirtHost, arguments: dict[str, Any],
+                         future: asyncio.Future[None]) -> None:
+        domain.migrating_to = None
+        if future.cancelled():
+            return
+        err = future.exception()
+        if err is not None:
+            text = describe_libvirt_error(err)
+            self.options.audit.record(domain.vm.name, str(domain.endpoint), "virDomainMigrateToURI3", arguments,
+                                      False, text)
+            self._log(domain, "error", "virDomainMigrateToURI3", text)
+            self.post(ActionResult(domain.key, "virDomainMigrateToURI3", arguments, False, text, time.time()))
+        self.poll_soon()
+
+    # ---- hosts --------------------------------------------------------------------------------
+
+    def host_changed(self, host: LibvirtHost) -> None:
+        """A host connected or went away: its domains' rows say so, and keep their last sample."""
+        if host.reason:
+            for domain in self.domains.values():
+                if domain.home is host:
+                    self._log(domain, "error", str(host.connection), f"{host.label}: {host.reason}")
+        for domain in list(self.domains.values()):
+            if domain.home is host or host.label in domain.placements:
+                domain.update_home()
+        self.post(VMUpdated(f"host:{host.label}", "connection", connection=host.connection, reason=host.reason))
+
+    def _log(self, domain: LibvirtDomain, kind: str, name: str, detail: str) -> None:
+        domain.vm.log_append(EventRecord(time.time(), kind, name, detail))
+
+
+# ---- on a host's thread -----------------------------------------------------------------------
+
+
+def _no_prompt(credentials: list, _opaque: Any) -> int:
+    """libvirt's auth callback: migtui never prompts (the console owns the terminal): refuse."""
+    return -1
+
+
+def _version(number: int) -> str:
+    major, rest = divmod(int(number), 1_000_000)
+    minor, micro = divmod(rest, 1000)
+    return f"{major}.{minor}.{micro}"
+
+
+def _job_stats(lv: Any, dom: Any) -> dict[str, Any]:
+    """The job's statistics; with no job, the last completed job's under "completed" (how a job
+    that ended while migtui could not see it ended)."""
+    try:
+        stats = dom.jobStats()
+    except lv.libvirtError:
+        return {}
+    if stats.get("type", JOB_NONE) == JOB_NONE:
+        with contextlib.suppress(lv.libvirtError):
+            stats = {"type": JOB_NONE, "completed": dom.jobStats(lv.VIR_DOMAIN_JOB_STATS_COMPLETED)}
+    return stats
+
+
+def _state_and_job(lv: Any, dom: Any) -> tuple[int, int, dict[str, Any]]:
+    state, reason = dom.state()
+    return state, reason, _job_stats(lv, dom)
+
+
+def _read_settings(lv: Any, dom: Any) -> dict[str, Any]:
+    """The tuning libvirt reports, in QMP's names and units."""
+    out: dict[str, Any] = {}
+    with contextlib.suppress(lv.libvirtError):
+        out["max-bandwidth"] = bandwidth_from_libvirt(dom.migrateGetMaxSpeed(0))
+    with contextlib.suppress(lv.libvirtError, AttributeError):
+        out["downtime-limit"] = int(dom.migrateGetMaxDowntime(0))
+    with contextlib.suppress(lv.libvirtError, AttributeError):
+        out["xbzrle-cache-size"] = int(dom.migrateGetCompressionCache(0))
+    return out
+
+
+def _gone(lv: Any, err: Any) -> bool:
+    return err.get_error_code() in (lv.VIR_ERR_NO_DOMAIN, lv.VIR_ERR_OPERATION_INVALID)
+
+
+def _sample_batch(lv: Any, conn: Any, doms: list[Any]) -> list[tuple[int, int, dict[str, Any], str | None]]:
+    """Every job of one host in one trip to its thread: (state, reason, stats, error) per domain.
+    A job that ended carries the completed job's statistics under "completed"."""
+    out = []
+    for dom in doms:
+        try:
+            stats = dom.jobStats()
+            state, reason = dom.state()
+            if stats.get("type", JOB_NONE) == JOB_NONE:
+                stats = _job_stats(lv, dom)
+            out.append((state, reason, stats, None))
+        except lv.libvirtError as err:
+            if _gone(lv, err):
+                out.append((0, 0, {}, "gone"))
+                continue
+            if conn is None or not conn.isAlive():
+                raise HostLost(describe_libvirt_error(err)) from None
+            out.append((0, 0, {}, describe_libvirt_error(err)))
+    return out
+
+
+_LIFECYCLE = ("defined", "undefined", "started", "suspended", "resumed", "stopped", "shutdown", "pmsuspended",
+              "crashed")
+
+
+def _lifecycle_text(lv: Any, event: int, detail: int) -> str:
+    word = _LIFECYCLE[event] if 0 <= event < len(_LIFECYCLE) else f"event {event}"
+    details = {
+        lv.VIR_DOMAIN_EVENT_STARTED: {lv.VIR_DOMAIN_EVENT_STARTED_MIGRATED: "migrated in",
+                                      lv.VIR_DOMAIN_EVENT_STARTED_BOOTED: "booted"},
+        lv.VIR_DOMAIN_EVENT_SUSPENDED: {lv.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED: "for the switch-over",
+                                        lv.VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY: "post-copy",
+                                        lv.VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY_FAILED: "post-copy failed"},
+        lv.VIR_DOMAIN_EVENT_RESUMED: {lv.VIR_DOMAIN_EVENT_RESUMED_MIGRATED: "migrated",
+                                      lv.VIR_DOMAIN_EVENT_RESUMED_POSTCOPY: "post-copy"},
+        lv.VIR_DOMAIN_EVENT_STOPPED: {lv.VIR_DOMAIN_EVENT_STOPPED_MIGRATED: "migrated away",
+                                      lv.VIR_DOMAIN_EVENT_STOPPED_DESTROYED: "destroyed",
+                                      lv.VIR_DOMAIN_EVENT_STOPPED_CRASHED: "crashed",
+                                      lv.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN: "shut down",
+                                      lv.VIR_DOMAIN_EVENT_STOPPED_FAILED: "failed"},
+    }.get(event, {})
+    extra = details.get(detail)
+    return f"{word} ({extra})" if extra else word
+

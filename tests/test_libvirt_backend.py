@@ -1,0 +1,242 @@
+"""The libvirt backend against two real libvirt hosts (migtui.lab.libvirt_hosts): listing, migrations
+started by migtui and by virsh, tuning one to converge, abort, post-copy, a libvirtd killed
+mid-migration, a domain destroyed mid-migration, and bad targets. Each test makes its own domain
+and backend; the hosts are the module's."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import time
+import uuid as uuidlib
+
+import pytest
+
+from lab_fixtures import wait_until
+from migtui.backend.audit import AuditLog
+from migtui.backend.errors import BackendError
+from migtui.model.requests import MigrationOptions, ParamChange
+
+pytestmark = pytest.mark.usefixtures("libvirt_required")
+
+MiB = 2**20
+
+
+def _backend(hosts, **options):
+    from migtui.backend.libvirt.backend import LibvirtBackend, LibvirtOptions
+    from migtui.backend.libvirt.target import parse_libvirt_target
+
+    def stream(uri: str) -> str:
+        return hosts.migration_uri(next(h for h in hosts if h.uri == uri))
+
+    messages: list = []
+    backend = LibvirtBackend([parse_libvirt_target(h.uri) for h in hosts], listener=messages.append,
+                             options=LibvirtOptions(migration_uri=stream, **options))
+    return backend, messages
+
+
+@contextlib.asynccontextmanager
+async def _watching(hosts, name: str | None = None, **options):
+    """A fresh domain on host1 (unless name is None) and a started backend on both hosts."""
+    domain = None
+    if name is not None:
+        domain = f"{name}-{uuidlib.uuid4().hex[:6]}"
+        await asyncio.to_thread(hosts.define_guest, hosts[0], domain)
+    backend, messages = _backend(hosts, **options)
+    backend.start()
+    try:
+        await wait_until(lambda: all(h.connected for h in backend.hosts()), 15)
+        if domain is not None:
+            await wait_until(lambda: backend.get(domain) is not None, 10)
+        yield backend, (backend.get(domain) if domain else None), messages
+    finally:
+        await backend.close()
+        if domain is not None:
+            await asyncio.to_thread(hosts.destroy_guest, domain)
+
+
+async def test_both_hosts_and_their_domains_are_listed(libvirt_hosts):
+    async with _watching(libvirt_hosts, "list") as (backend, domain, _):
+        views = {h.name: h for h in backend.hosts()}
+        assert set(views) == {"host1", "host2"}  # libvirt's hostnames, one per host
+        assert views["host1"].vms >= 1 and all(v.connected for v in views.values())
+        assert domain.vm.run_state == "running" and domain.host.label == "host1"
+        assert domain.vm.endpoint.kind == "libvirt" and domain.vm.endpoint.host == "host1"
+        assert domain.vm.qemu_version and domain.vm.qemu_version[0].isdigit()
+        # libvirt's tuning, in QMP's names and units: downtime in ms, the XBZRLE cache in bytes.
+        assert domain.vm.parameters["downtime-limit"] == 300
+        assert domain.vm.parameters["xbzrle-cache-size"] % MiB == 0
+        assert [d.target.label for d in backend.destinations(domain)] == ["host2"]
+        assert domain.features.migrate and domain.features.postcopy
+
+
+async def test_a_migration_started_by_migtui_completes_and_the_row_follows_the_domain(libvirt_hosts, tmp_path):
+    audit = tmp_path / "audit.ndjson"
+    async with _watching(libvirt_hosts, "move", audit=AuditLog(audit)) as (backend, domain, messages):
+        key = domain.key
+        destination = backend.destinations(domain)[0]
+        await domain.migrate(MigrationOptions(bandwidth=1024 * MiB, downtime_ms=2000), destination)
+        await wait_until(lambda: domain.vm.migration_status == "completed", 60)
+        await wait_until(lambda: domain.host.label == "host2" and domain.vm.run_state == "running", 15)
+        assert backend.get(key) is domain and len([d for d in backend if d.vm.name == domain.vm.name]) == 1
+        final = domain.vm.sample
+        assert final.get(None, "downtime") is not None and final.get("ram", "transferred") > 0
+        lines = [json.loads(line) for line in audit.read_text().splitlines()]
+        started = [line for line in lines if line["command"] == "virDomainMigrateToURI3"]
+        assert started and started[0]["ok"] and "VIR_MIGRATE_PEER2PEER" in started[0]["arguments"]["flags"]
+        assert any(getattr(m, "event", None) == "JOB_COMPLETED" for m in messages)
+        # It runs on host2 now, as libvirt says, and is not tainted by a monitor migtui opened.
+        running = libvirt_hosts.virsh(libvirt_hosts[1], "list", "--name").stdout.split()
+        assert domain.vm.name in running
+        log = (libvirt_hosts[1].dir / "log" / "qemu" / f"{domain.vm.name}.log")
+        if log.exists():
+            assert "custom-monitor" not in log.read_text()
+
+
+async def test_a_migration_started_by_virsh_is_shown_live_with_its_passes(libvirt_hosts):
+    async with _watching(libvirt_hosts, "virsh") as (backend, domain, _):
+        hosts = libvirt_hosts
+        virsh = subprocess.Popen(
+            ["virsh", "-c", hosts[0].uri, "migrate", "--live", "--p2p", domain.vm.name, hosts[1].uri,
+             "--migrateuri", hosts.migration_uri(hosts[1]), "--bandwidth", "30"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            await wait_until(lambda: domain.vm.in_flight, 20)
+            await wait_until(lambda: (domain.vm.derived.passes or 0) >= 2, 40)
+            assert domain.vm.derived.throughput_bps and 20 * MiB < domain.vm.derived.throughput_bps < 45 * MiB
+            assert any(r.name == "MIGRATION_ITERATION" for r in domain.vm.log)
+            assert domain.vm.tracker.history.passes  # passes on the graphs' time axis
+            await domain.cancel()
+            await wait_until(lambda: domain.vm.sample.finished, 20)
+            assert domain.vm.migration_status == "cancelled"
+        finally:
+            with contextlib.suppress(BackendError):
+                await domain.cancel()
+            await asyncio.to_thread(virsh.wait, 30)
+
+
+async def test_at_30_MiB_s_and_1_ms_it_does_not_converge_and_raising_the_bandwidth_completes_it(libvirt_hosts):
+    async with _watching(libvirt_hosts, "tune") as (backend, domain, _):
+        await domain.migrate(MigrationOptions(bandwidth=30 * MiB, downtime_ms=1), backend.destinations(domain)[0])
+        assert domain.vm.in_flight
+        await wait_until(lambda: domain.vm.parameters.get("max-bandwidth") == 30 * MiB, 10)
+        assert domain.vm.parameters.get("downtime-limit") == 1
+        verdicts = []
+
+        def judged() -> bool:
+            verdicts.append(domain.vm.assessment().verdict)
+            return verdicts[-1] == "not-converging" or (domain.vm.derived.passes or 0) > 5
+
+        await wait_until(judged, 60)
+        assert verdicts[-1] == "not-converging", (verdicts[-1], domain.vm.derived.passes)
+        assert (domain.vm.derived.passes or 0) <= 5
+        change = ParamChange.of(max_bandwidth=4096 * MiB, downtime_limit=2000)
+        assert domain.check_parameters(change) == [
+            f"virDomainMigrateSetMaxSpeed({domain.vm.name}, 4096 MiB/s) on host1",
+            f"virDomainMigrateSetMaxDowntime({domain.vm.name}, 2000 ms) on host1"]
+        await domain.set_parameters(change)
+        assert domain.vm.parameters["max-bandwidth"] == 4096 * MiB
+        await wait_until(lambda: domain.vm.migration_status == "completed", 60)
+        await wait_until(lambda: domain.host.label == "host2", 15)
+
+
+async def test_post_copy_switch_completes_a_migration_that_cannot_converge(libvirt_hosts):
+    async with _watching(libvirt_hosts, "postcopy") as (backend, domain, _):
+        await domain.migrate(MigrationOptions(bandwidth=30 * MiB, downtime_ms=1, postcopy=True),
+                             backend.destinations(domain)[0])
+        await wait_until(lambda: (domain.vm.derived.passes or 0) >= 2, 40)
+        await domain.start_postcopy()
+        await wait_until(lambda: domain.vm.migration_status in ("postcopy-active", "completed"), 20)
+        await wait_until(lambda: domain.vm.migration_status == "completed", 90)
+        await wait_until(lambda: domain.host.label == "host2" and domain.vm.run_state == "running", 15)
+        assert any(r.name == "virDomainMigrateStartPostCopy" and r.kind == "action" for r in domain.vm.log)
+
+
+async def test_a_killed_libvirtd_shows_its_host_disconnected_and_everything_reconnects(libvirt_hosts):
+    hosts = libvirt_hosts
+    async with _watching(hosts, "kill") as (backend, domain, _):
+        await domain.migrate(MigrationOptions(bandwidth=30 * MiB), backend.destinations(domain)[0])
+        await wait_until(lambda: (domain.vm.derived.passes or 0) >= 1 and domain.vm.sample.get("ram", "transferred"), 30)
+        await asyncio.to_thread(hosts.kill, hosts[0])
+        await wait_until(lambda: not domain.connected, 20)
+        host1, host2 = (next(h for h in backend.hosts() if h.name == n) for n in ("host1", "host2"))
+        assert not host1.connected and "libvirtd" in (host1.reason or "") and host2.connected
+        assert "host1" in domain.vm.reason and "\n" not in domain.vm.reason
+        assert domain.vm.sample is not None  # the last sample stays
+        assert domain.vm.assessment().verdict == "unreachable"
+        # host1 stays down: reconnection attempts say why in one line.
+        await wait_until(lambda: "unreachable" in (next(h for h in backend.hosts() if h.name == "host1").reason or ""), 20)
+        await asyncio.to_thread(hosts.restart, hosts[0])
+        await wait_until(lambda: domain.connected, 30)
+        # libvirtd, restarted, cancels the migration it was driving; the row says how it ended.
+        await wait_until(lambda: domain.vm.sample.finished, 30)
+        assert domain.vm.run_state == "running" and domain.host.label == "host1"
+
+
+async def test_a_domain_destroyed_mid_migration_is_reported_as_libvirt_last_saw_it(libvirt_hosts):
+    async with _watching(libvirt_hosts, "destroy") as (backend, domain, _):
+        await domain.migrate(MigrationOptions(bandwidth=30 * MiB), backend.destinations(domain)[0])
+        await wait_until(lambda: domain.vm.sample.get("ram", "transferred"), 20)
+        transferred = domain.vm.sample.get("ram", "transferred")
+        libvirt_hosts.virsh(libvirt_hosts[0], "destroy", domain.vm.name)
+        await wait_until(lambda: domain.gone is not None, 20)
+        assert backend.get(domain.key) is domain  # the row stays, with what was last seen
+        assert "destroyed" in domain.vm.reason and "host1" in domain.vm.reason
+        assert domain.vm.sample.get("ram", "transferred") >= transferred  # the figures last seen stay
+        assert domain.vm.migration_status == "failed" and "destroyed" in domain.vm.sample.info["error-desc"]
+        assert not domain.features.migrate
+
+
+async def test_read_only_opens_libvirt_read_only_and_refuses_every_control(libvirt_hosts):
+    async with _watching(libvirt_hosts, "ro", read_only=True) as (backend, domain, _):
+        assert not domain.features.migrate and "virConnectOpenReadOnly" in domain.features.why_not
+        with pytest.raises(BackendError, match="read-only"):
+            await domain.set_parameters(ParamChange.of(max_bandwidth=100 * MiB))
+        with pytest.raises(BackendError, match="read-only"):
+            await domain.migrate(MigrationOptions(), backend.destinations(domain)[0] if backend.destinations(domain)
+                                 else None)
+        # Not only migtui's check: the connection itself is read-only, so libvirt refuses too.
+        placement = domain.placements["host1"]
+        import libvirt
+
+        with pytest.raises(libvirt.libvirtError):
+            await placement.host.call(placement.dom.migrateSetMaxSpeed, 100, 0)
+
+
+async def test_an_unreachable_host_gets_one_line_and_the_others_carry_on(libvirt_hosts):
+    from migtui.backend.libvirt.backend import LibvirtBackend
+    from migtui.backend.libvirt.target import parse_libvirt_target
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    backend = LibvirtBackend([parse_libvirt_target(libvirt_hosts[1].uri),
+                              parse_libvirt_target(f"dead=qemu+tcp://127.0.0.1:{port}/system")])
+    backend.start()
+    try:
+        await wait_until(lambda: all(h.reason or h.connected for h in backend.hosts()), 15)
+        views = {h.name: h for h in backend.hosts()}
+        assert views["host2"].connected
+        dead = views["dead"]
+        assert not dead.connected and dead.reason.startswith("libvirtd unreachable") and "\n" not in dead.reason
+    finally:
+        await backend.close()
+
+
+async def test_sampling_costs_nothing_for_idle_domains(libvirt_hosts):
+    """Idle domains are not polled: a backend watching them makes no job-statistics calls."""
+    async with _watching(libvirt_hosts, "idle") as (backend, domain, messages):
+        calls = []
+        original = backend._poll_host
+
+        async def counted(host, domains):
+            calls.append(len(domains))
+            await original(host, domains)
+
+        backend._poll_host = counted
+        started = time.monotonic()
+        await wait_until(lambda: time.monotonic() - started > 1.5, 5)  # three poll intervals pass
+        assert calls == [] and domain.job_placement() is None
