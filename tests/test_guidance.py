@@ -18,8 +18,8 @@ import pytest
 from migtui.backend.qmp.dialect import Dialect
 from migtui.model.requests import ParamChange
 from migtui.model import MigrationTracker, parse_query_migrate
-from migtui.model import guidance
 from migtui.model.guidance import ADVICE_KINDS, VERDICTS, Advice, Assessment, advise, assess, follow_up, take_advice
+from migtui.model.guidance.analysis import _analyse
 from migtui.sim.dialects import query_migrate_14, query_migrate_72
 from migtui.sim.model import FINISHED, DirtyRateProbe, Guest, Knobs, Migration
 
@@ -551,7 +551,7 @@ def run_scenario(sc: Scenario, prior: str = "none") -> Outcome:
         a = assess(tracker)
         if m.status in FINISHED:
             break
-        inside = guidance._analyse(tracker)
+        inside = _analyse(tracker)
         samples.append((t, a, tracker.derived.progress, inside.pass_number, len(inside.judge.recent)))
     finish = m.start + m.total_time_ms / 1000 if m.status == "completed" else None
     judged = [x for x in samples if x[0] <= JUDGED_AT] or samples[:1]
