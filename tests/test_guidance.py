@@ -793,6 +793,35 @@ def test_the_next_migration_of_a_guest_starts_from_what_the_last_one_showed():
 # -- the memo does not change results --------------------------------------------------------
 
 
+def test_each_tracker_owns_its_memo_and_what_it_learned():
+    """Two trackers fed the same next migration: only the one that watched the guest's last
+    migration starts from it, and assessing one leaves the other's memo alone."""
+    sc = next(sc for sc in SCENARIOS if sc.name == "busy")
+    watched, fresh = _new_tracker(sc), _new_tracker(sc)
+    m, _ = _migration(sc, seed=1)
+    t = 0.0
+    while t < HORIZON and m.status not in FINISHED:
+        t += STEP
+        m.advance(t)
+        watched.add(parse_query_migrate(query_migrate_72(m, t, xbzrle=False, cache_size=0), T0 + t))
+        assess(watched)
+    assert watched.memo is not None and fresh.memo is None and fresh.learned is None
+    m, _ = _migration(sc, seed=0)
+    offset = t + 60.0
+    for n in range(1, 4):  # pass 1 of the next migration, assessed on both, in turn
+        m.advance(n * STEP)
+        sample = parse_query_migrate(query_migrate_72(m, n * STEP, xbzrle=False, cache_size=0), T0 + offset + n * STEP)
+        watched.add(sample)
+        fresh.add(sample)
+        on_watched = assess(watched)
+        memo = watched.memo
+        on_fresh = assess(fresh)
+        assert watched.memo is memo and fresh.memo is not memo
+    assert watched.learned is not None and fresh.learned is None
+    assert "the last migration's" in on_watched.why, on_watched.why
+    assert "guesses" in on_fresh.why, on_fresh.why
+
+
 def test_incremental_and_fresh_assessments_agree():
     sc = Scenario("check", 2 * GiB, 150 * MiB, 256 * MiB, 128 * MiB, 300, xbzrle_cache=64 * MiB)
     guest = Guest(ram=sc.ram, dirty_rate=sc.dirty, working_set=sc.ws)

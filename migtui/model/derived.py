@@ -63,6 +63,12 @@ class MigrationTracker:
         # The advice the operator applied to this migration (guidance.AdviceTaken), followed up
         # by guidance.follow_up; a new migration forgets it.
         self.advice_taken: object | None = None
+        # Guidance's own state for this tracker, opaque here (this module does not import it):
+        # the work kept between assessments of the current migration, and what the earlier ones
+        # showed of the guest (the prior for the next). Guidance starts a new memo itself when a
+        # new migration starts, and keeps `learned` across migrations: `add` resets neither.
+        self.memo: object | None = None
+        self.learned: object | None = None
         # Wall time at which QEMU's total-time was 0 for this migration: history runs on QEMU's
         # clock (free of polling jitter, and right for a simulator running faster than real time).
         self._anchor: float | None = None

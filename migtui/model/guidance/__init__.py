@@ -1,9 +1,10 @@
 """Operator guidance: what a migration is doing, when it will end, and what would help.
 
-Pure: computed from a MigrationTracker's history, with no I/O. (A memo keyed weakly
-on the tracker keeps the per-pass work done for earlier calls, so a call costs only
-the samples added since; the results are those of a fresh computation, except that what
-a tracker's previous migration showed is kept only if it was assessed while it ran.)
+Pure: computed from a MigrationTracker's history, with no I/O, and no state of its own.
+(The tracker holds guidance's memo, `tracker.memo`: the per-pass work done for earlier
+calls, so a call costs only the samples added since; the results are those of a fresh
+computation, except that what a tracker's previous migration showed, `tracker.learned`,
+is kept only if it was assessed while it ran.)
 
 The model is QEMU's pre-copy loop. Each pass sends the pages in the dirty bitmap while
 the guest dirties pages again. Between 100 ms send windows QEMU checks whether what

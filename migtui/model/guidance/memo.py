@@ -7,14 +7,13 @@ changes. The results are those of a fresh computation."""
 
 from __future__ import annotations
 
-import weakref
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 from migtui.model.derived import MigrationTracker
 from migtui.model.guidance.passes import _Judge, _Pass, _judge_step, _make_pass
-from migtui.model.guidance.prior import _LEARNED, _Prior
+from migtui.model.guidance.prior import _Prior, learned_by
 from migtui.model.guidance.tunables import (
     DEFAULT_DOWNTIME_MS, KEEP_PASSES, MAX_POINTS, RECENT, TAIL, _PRECOPY, _SENDING,
 )
@@ -122,7 +121,10 @@ class _Memo:
         self.prev, self.prev_number = p, number
 
 
-_MEMOS: weakref.WeakKeyDictionary[MigrationTracker, _Memo] = weakref.WeakKeyDictionary()
+def memo_of(tracker: MigrationTracker) -> _Memo | None:
+    """The memo the tracker holds for guidance (its `memo`, opaque to it)."""
+    memo = tracker.memo
+    return memo if isinstance(memo, _Memo) else None
 
 
 def _new_points(tracker: MigrationTracker, memo: _Memo | None) -> tuple[list[HistoryPoint], bool]:
@@ -156,7 +158,7 @@ def _new_points(tracker: MigrationTracker, memo: _Memo | None) -> tuple[list[His
 def _memo_for(tracker: MigrationTracker) -> _Memo | None:
     last = tracker.last
     limit_ms = float(tracker.downtime_limit_ms) if tracker.downtime_limit_ms else DEFAULT_DOWNTIME_MS
-    memo = _MEMOS.get(tracker)
+    memo = memo_of(tracker)
     if memo is not None and memo.limit_ms != limit_ms:
         memo = None  # a new downtime limit: judge the passes again against it
     new, continues = _new_points(tracker, memo)
@@ -169,16 +171,16 @@ def _memo_for(tracker: MigrationTracker) -> _Memo | None:
     if memo is not None and not continues and new:
         lesson = memo.lesson()  # a new migration: keep what the last one showed
         if lesson is not None:
-            before = _LEARNED.get(tracker)
+            before = learned_by(tracker)
             if lesson.model is None and before is not None and before.model is not None:
                 # A look that saw only the end (a reply that looks like a new migration,
                 # e.g. its disk figures dropped at completion) keeps the dirtying seen before.
                 lesson = replace(before, zero_share=lesson.zero_share if lesson.zero_share is not None
                                  else before.zero_share)
-            _LEARNED[tracker] = lesson
+            tracker.learned = lesson
     if memo is None or not continues:
         if not new:
-            _MEMOS.pop(tracker, None)
+            tracker.memo = None
             return None
         total_ms = last.get(None, "total-time") if last is not None else None
         start = new[0].time
@@ -191,7 +193,7 @@ def _memo_for(tracker: MigrationTracker) -> _Memo | None:
         steady = not any(caps.get(c) for c in ("auto-converge", "dirty-limit", "xbzrle", "compress")) and \
             not (last is not None and last.get(None, "cpu-throttle-percentage"))
         memo = _Memo(last=new[0], start=start, page=page, limit_ms=limit_ms, steady=steady)
-        _MEMOS[tracker] = memo
+        tracker.memo = memo
     for p in new:
         memo.consume(p)
     if last is not None and (last.in_flight or last.finished):

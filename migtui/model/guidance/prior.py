@@ -5,7 +5,6 @@ tracker's previous migration showed."""
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 
 from migtui.model.derived import MigrationTracker
@@ -24,9 +23,12 @@ class _Prior:
     period: float = 1.0  # seconds the rate was measured over, when the working set was not
 
 
-# What each tracker's earlier migrations showed (the dirtying fitted once QEMU had measured
-# it twice, and pass 1's zero pages): the prior for its next migration.
-_LEARNED: weakref.WeakKeyDictionary[MigrationTracker, _Prior] = weakref.WeakKeyDictionary()
+def learned_by(tracker: MigrationTracker) -> _Prior | None:
+    """What the tracker's earlier migrations showed (the dirtying fitted once QEMU had measured
+    it twice, and pass 1's zero pages): the prior for its next migration. The tracker holds it
+    as its `learned`, opaque to it; guidance's memo puts it there when a new migration starts."""
+    learned = tracker.learned
+    return learned if isinstance(learned, _Prior) else None
 
 
 def _plumbed_prior(tracker: MigrationTracker) -> _Dirtying | None:
@@ -67,7 +69,7 @@ def _plumbed_period(tracker: MigrationTracker) -> float:
 
 
 def _prior_for(tracker: MigrationTracker) -> _Prior | None:
-    learned = _LEARNED.get(tracker)
+    learned = learned_by(tracker)
     measured = _plumbed_prior(tracker)
     if measured is None:
         return learned

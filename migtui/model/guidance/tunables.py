@@ -6,8 +6,8 @@ one trades. `_number` reads a QEMU figure that may be absent or not a number."""
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
-
 
 STALL_SAMPLES = 3  # samples without `transferred` growing ...
 STALL_SECONDS = 5.0  # ... spanning at least this long: stalled
@@ -47,8 +47,8 @@ ZERO_PAGE_WIRE = PAGE_HEADER + 1  # a zero page goes out as its header and one b
 PRIOR_MARGIN = 1.5
 # Auto-converge's defaults (QEMU 7.2): cpu-throttle-initial/-increment, max-cpu-throttle, and
 # throttle-trigger-threshold (% of the bytes sent in a sync period that, dirtied twice, throttles).
-THROTTLE_DEFAULTS = {"cpu-throttle-initial": 20.0, "cpu-throttle-increment": 10.0, "max-cpu-throttle": 99.0,
-                     "throttle-trigger-threshold": 50.0}
+THROTTLE_DEFAULTS = MappingProxyType({"cpu-throttle-initial": 20.0, "cpu-throttle-increment": 10.0,
+                                       "max-cpu-throttle": 99.0, "throttle-trigger-threshold": 50.0})
 FIRST_PERIOD_SATURATION = 0.63  # 1 - 1/e: pass 1 lasted about one working-set time constant
 FIRST_PERIOD_SATURATION_HIGH = 0.9  # the band's pessimistic end
 BAND_MIN = 0.1  # the ETA band is at least +-10%: per-pass dirty rates jitter that much
