@@ -161,7 +161,7 @@ def test_progress_going_back_says_why():
 
 def test_eta_when_converging_and_none_when_dirtying_faster_than_sending():
     tracker = MigrationTracker()
-    tracker.downtime_limit_ms = 300
+    tracker.parameters["downtime-limit"] = 300
     tracker.add(active(1.0, 100 * MiB, 400 * MiB))
     d = tracker.add(active(2.0, 200 * MiB, 300 * MiB, dirty_pages=(50 * MiB) // 4096, passes=2))
     # 100 MiB/s out, 50 MiB/s dirtied: net 50 MiB/s to reach the 30 MiB switch-over point.
@@ -346,6 +346,23 @@ def test_an_assessment_can_be_reused_for_a_few_seconds_of_the_same_migration(mon
 
 
 # ---- the VM's log ---------------------------------------------------------------
+
+
+def test_a_vms_settings_are_stored_once_on_its_tracker():
+    from migtui.model.vm import VMState
+
+    vm = VMState(parse_endpoint("unix:/run/vm1.qmp"), "vm1")
+    vm.parameters = {"max-bandwidth": 32 * MiB, "downtime-limit": 300}
+    vm.capabilities = {"auto-converge": False}
+    assert vm.tracker.parameters is vm.parameters and vm.tracker.capabilities is vm.capabilities
+    assert (vm.tracker.max_bandwidth, vm.tracker.downtime_limit_ms) == (32 * MiB, 300)
+    # What QEMU before 2.4 cannot report back is remembered as set, in place: guidance sees it.
+    vm.parameters.update({"max-bandwidth": 8 * MiB, "downtime-limit": 1500})
+    vm.capabilities["auto-converge"] = True
+    assert (vm.tracker.max_bandwidth, vm.tracker.downtime_limit_ms) == (8 * MiB, 1500)
+    assert vm.tracker.capabilities["auto-converge"] is True
+    vm.parameters = {"max-bandwidth": "fast", "downtime-limit": True}  # not numbers: not known
+    assert (vm.tracker.max_bandwidth, vm.tracker.downtime_limit_ms) == (None, None)
 
 
 def test_consecutive_passes_share_one_log_line_and_another_record_ends_the_run():

@@ -351,6 +351,7 @@ def test_cursor_rebuilds_the_vm_at_any_playhead(synthetic):
     passes_at_30 = cursor.vm.derived.passes
     cursor.seek(T0 + 90)
     assert cursor.vm.parameters["max-bandwidth"] == 4 * 2**30  # the change at 60 s is replayed
+    assert cursor.vm.tracker.max_bandwidth == 4 * 2**30  # ... where guidance reads it too
     assert cursor.vm.derived.passes > passes_at_30
     generation = cursor.generation
     cursor.seek(T0 + 30)  # backwards: rebuilt, same numbers as before

@@ -48,8 +48,6 @@ class VMState:
     qemu_version: str | None = None
     run_state: str | None = None
     dialect: str | None = None  # "modern" or "legacy"
-    parameters: dict[str, Any] = field(default_factory=dict)  # QEMU's names: max-bandwidth, ...
-    capabilities: dict[str, bool] = field(default_factory=dict)
     # Where migtui's migrate-incoming told this destination to listen (QEMU runs it once per
     # process): the next start migrates there. Forgotten on reconnect, when it may be a new QEMU.
     incoming_uri: str | None = None
@@ -64,6 +62,24 @@ class VMState:
     problems: tuple[str, ...] = ()  # what was wrong with the last reply
     log_total: int = 0  # records ever appended, passes joined into one line included
     _assessed: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
+
+    # The settings are the tracker's (guidance reads them there): one copy, whoever writes it.
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """Migration parameters by QEMU's names and modern units: max-bandwidth, downtime-limit (ms), ..."""
+        return self.tracker.parameters
+
+    @parameters.setter
+    def parameters(self, value: dict[str, Any]) -> None:
+        self.tracker.parameters = value
+
+    @property
+    def capabilities(self) -> dict[str, bool]:
+        return self.tracker.capabilities
+
+    @capabilities.setter
+    def capabilities(self, value: dict[str, bool]) -> None:
+        self.tracker.capabilities = value
 
     def assessment(self, max_age: float = 0.0):  # -> migtui.model.guidance.Assessment
         """The verdict on the latest migration, computed once per new sample.

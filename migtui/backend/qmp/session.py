@@ -347,7 +347,7 @@ class VMSession(VMHandle):
         vm.run_state = _word(status.get("status")) if isinstance(status, dict) else None
         vm.incoming_uri = None  # maybe a new QEMU: where it listens is read from query-migrate again
         vm.machine = vm.machine_types = None  # and its machine type (controls.refresh_machine)
-        vm.capabilities = vm.tracker.capabilities = caps  # guidance reads auto-converge from them
+        vm.capabilities = caps  # guidance reads auto-converge from them
         await self.refresh_parameters()
         self._shutdown_seen = False
         if "query-block-jobs" in names:
@@ -389,11 +389,7 @@ class VMSession(VMHandle):
             for key in ("max-bandwidth", "downtime-limit"):
                 if key in self.vm.parameters:
                     params[key] = self.vm.parameters[key]
-        self.vm.parameters = params
-        tracker = self.vm.tracker
-        tracker.parameters = params
-        tracker.max_bandwidth = params.get("max-bandwidth")
-        tracker.downtime_limit_ms = params.get("downtime-limit")
+        self.vm.parameters = params  # the tracker's: max_bandwidth and downtime_limit_ms follow
         self._notify(self._settings_message())
 
     async def refresh_capabilities(self) -> None:
@@ -401,7 +397,7 @@ class VMSession(VMHandle):
             return
         reply = await self._query("query-migrate-capabilities")
         if isinstance(reply, list):
-            self.vm.capabilities = self.vm.tracker.capabilities = _capabilities(reply)
+            self.vm.capabilities = _capabilities(reply)
             self._notify(self._settings_message())
 
     # ---- the background loop ---------------------------------------------
