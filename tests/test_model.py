@@ -345,6 +345,47 @@ def test_an_assessment_can_be_reused_for_a_few_seconds_of_the_same_migration(mon
     assert vm.assessment() is not done and calls  # another migration completed between two polls
 
 
+def test_observe_records_a_sample_and_brings_the_verdict_up_to_date(monkeypatch):
+    import migtui.model.guidance as guidance
+    from migtui.model.vm import Connection, VMState
+
+    calls = []
+    real = guidance.assess
+    monkeypatch.setattr(guidance, "assess", lambda tracker: calls.append(1) or real(tracker))
+    vm = VMState(endpoint=parse_endpoint("unix:/x.qmp"), name="x")
+    vm.connection = Connection.CONNECTED
+    vm.observe(parse_query_migrate({"status": "none"}, 999.0))
+    assert vm.sample.status == "none" and not calls  # nothing in flight: nothing to assess
+    first = active(1.0, 100 * MiB, 400 * MiB)
+    vm.observe(first)
+    assert vm.sample is first and vm.derived.progress is not None and len(calls) == 1
+    verdict = vm.assessment()
+    assert len(calls) == 1  # readers only read what observe computed
+    vm.observe(active(2.0, 200 * MiB, 300 * MiB), max_age=5.0)  # a big fleet's backend: a second is fresh enough
+    assert len(calls) == 1 and vm.assessment(max_age=5.0) is verdict
+    vm.observe(active(3.0, 300 * MiB, 200 * MiB), assess=False)  # one of a replay's seek
+    assert len(calls) == 1
+    vm.refresh_assessment()  # ... which assesses once after the last
+    assert len(calls) == 2 and vm.assessment() is not verdict and len(calls) == 2
+    bad = parse_query_migrate({"status": "active", "ram": {"transferred": -5, "remaining": 10}}, 1004.0)
+    vm.observe(bad)
+    assert vm.problems == bad.problems and bad.problems  # what was wrong with the reply is kept
+
+
+def test_a_big_fleet_passes_an_older_verdict_to_observe():
+    from migtui.backend.api import BIG_FLEET, EAGER_ASSESS_EVERY
+    from migtui.backend.qmp.backend import QMPBackend
+
+    small = QMPBackend([parse_endpoint(f"vm{i}=unix:/run/vm{i}.qmp") for i in range(BIG_FLEET)])
+    big = QMPBackend([parse_endpoint(f"vm{i}=unix:/run/vm{i}.qmp") for i in range(BIG_FLEET + 1)])
+    assert small.assess_max_age() == 0.0 and big.assess_max_age() == EAGER_ASSESS_EVERY
+    # Each session asks its backend as samples arrive: a fleet that grows past it is throttled.
+    session = small.get("vm0")
+    assert session.assess_max_age() == 0.0
+    small.add(parse_endpoint("one-more=unix:/run/one-more.qmp"))
+    assert session.assess_max_age() == EAGER_ASSESS_EVERY
+
+
 # ---- the VM's log ---------------------------------------------------------------
 
 

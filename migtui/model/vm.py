@@ -9,6 +9,7 @@ from typing import Any
 
 from migtui.model.derived import MigrationTracker
 from migtui.model.endpoint import Endpoint
+from migtui.model.sample import MigrationSample
 from migtui.model.units import format_duration
 
 __all__ = ["Connection", "EventRecord", "VMState", "unreachable"]
@@ -80,6 +81,28 @@ class VMState:
     @capabilities.setter
     def capabilities(self, value: dict[str, bool]) -> None:
         self.tracker.capabilities = value
+
+    def observe(self, sample: MigrationSample, max_age: float = 0.0, *, assess: bool = True) -> None:
+        """Take a new sample of this VM's migration: what a backend calls for each reply.
+
+        Adds it to the tracker (history and derived figures) and keeps its problems; then,
+        while a migration is in flight, brings the verdict up to date (refresh_assessment),
+        on screen or not, so each look costs a few samples' work and a sort by verdict or ETA
+        never reads whole histories at once. `max_age` is how old, in sample seconds, that
+        verdict may stay (the backend's Backend.assess_max_age(): a few seconds in a big
+        fleet, else 0). assess=False only records: a backend feeding many samples at once (a
+        replay's seek) calls refresh_assessment() once after the last.
+        """
+        self.tracker.add(sample)
+        self.problems = sample.problems
+        if assess:
+            self.refresh_assessment(max_age)
+
+    def refresh_assessment(self, max_age: float = 0.0) -> None:
+        """While a migration is in flight, compute its verdict now if the one held is older
+        than `max_age` (see assessment); readers then only read."""
+        if self.in_flight:
+            self.assessment(max_age=max_age)
 
     def assessment(self, max_age: float = 0.0):  # -> migtui.model.guidance.Assessment
         """The verdict on the latest migration, computed once per new sample.

@@ -354,8 +354,7 @@ class Cursor:
                 run_state = rec.run_states[self._samples]
                 if run_state is not None:
                     self.vm.run_state = run_state
-                self.vm.tracker.add(sample)
-                self.vm.problems = sample.problems
+                self.vm.observe(sample, assess=False)  # the backend assesses once the playhead stops
                 self._samples += 1
         self.time = when
         return changed

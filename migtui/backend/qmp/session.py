@@ -22,7 +22,7 @@ import ssl as ssl_module
 import stat
 import time
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError
 from qemu.qmp.error import ProtocolError
@@ -94,6 +94,11 @@ def _noop(_: BackendMessage) -> None:
     pass
 
 
+def _every_sample() -> float:
+    return 0.0  # a session alone (no backend): bring the verdict up to date on every sample
+
+
+
 class VMSession(VMHandle):
     """One VM over QMP: the QMP backend's VMHandle. Its controls are migtui.backend.qmp.controls."""
 
@@ -108,6 +113,8 @@ class VMSession(VMHandle):
         self.listener = listener or _noop
         self.key = endpoint.name  # stable, even when QEMU's -name replaces the shown name
         self.vm = VMState(endpoint=endpoint, name=endpoint.name, tracker=MigrationTracker(self.options.history_len))
+        # How old a verdict may stay as samples arrive (VMState.observe): its backend's, by fleet size.
+        self.assess_max_age: Callable[[], float] = _every_sample
         self.dialect: Dialect | None = None
         self._client: Client | None = None
         self._wake = _Wake()
@@ -512,8 +519,7 @@ class VMSession(VMHandle):
         vm = self.vm
         was_in_flight = vm.in_flight
         previous_status = vm.migration_status
-        vm.tracker.add(sample)
-        vm.problems = sample.problems
+        vm.observe(sample, self.assess_max_age())
         if vm.connection != Connection.CONNECTED:
             self._set_connection(Connection.CONNECTED, None)
         status = sample.status
