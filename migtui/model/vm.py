@@ -40,6 +40,19 @@ class EventRecord:
 LOG_RECORDS = 200
 
 
+class _TrackersOwn:
+    """A VMState attribute that is its tracker's, read and written there: one copy."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, vm: Any, owner: type | None = None) -> Any:
+        return self if vm is None else getattr(vm.tracker, self.name)
+
+    def __set__(self, vm: Any, value: Any) -> None:
+        setattr(vm.tracker, self.name, value)
+
+
 @dataclass
 class VMState:
     endpoint: Endpoint
@@ -65,22 +78,9 @@ class VMState:
     _assessed: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
 
     # The settings are the tracker's (guidance reads them there): one copy, whoever writes it.
-    @property
-    def parameters(self) -> dict[str, Any]:
-        """Migration parameters by QEMU's names and modern units: max-bandwidth, downtime-limit (ms), ..."""
-        return self.tracker.parameters
-
-    @parameters.setter
-    def parameters(self, value: dict[str, Any]) -> None:
-        self.tracker.parameters = value
-
-    @property
-    def capabilities(self) -> dict[str, bool]:
-        return self.tracker.capabilities
-
-    @capabilities.setter
-    def capabilities(self, value: dict[str, bool]) -> None:
-        self.tracker.capabilities = value
+    # parameters: QEMU's names and modern units (max-bandwidth bytes/s, downtime-limit ms, ...).
+    parameters = _TrackersOwn()
+    capabilities = _TrackersOwn()
 
     def observe(self, sample: MigrationSample, max_age: float = 0.0, *, assess: bool = True) -> None:
         """Take a new sample of this VM's migration: what a backend calls for each reply.
