@@ -76,6 +76,27 @@ async def test_guidance_sees_the_capabilities_and_parameters_in_force(sim, open_
     assert tracker.parameters.get("cpu-throttle-initial") == 30 and tracker.max_bandwidth == 64 * MiB
 
 
+async def test_the_session_assesses_each_sample_in_flight_with_no_one_reading(sim, open_session, monkeypatch):
+    import migtui.model.guidance as guidance
+
+    assessed = []  # the sample each assessment was of
+    real = guidance.assess
+    monkeypatch.setattr(guidance, "assess", lambda tracker: assessed.append(tracker.last) or real(tracker))
+    src = await sim.add_vm("src", ram=256 * MiB, dirty_rate=40 * MiB, working_set=128 * MiB)
+    dst = await sim.add_vm("dst", ram=256 * MiB, incoming=True)
+    session = open_session(src.endpoint, active_interval=0.05)  # no listener: no console, no recorder
+    dest = open_session(dst.endpoint)
+    assert await session.wait_connected(5) and await dest.wait_connected(5), session.vm.reason
+    await start_migration(session, MigrationOptions(bandwidth=8 * MiB), destination=dest)
+    await wait_until(lambda: len(assessed) >= 3 and session.vm.in_flight, timeout=10)
+    # Each in-flight sample was assessed as it arrived (VMState.observe): the latest too, so
+    # a reader's look computes nothing.
+    assert assessed[-1] is session.vm.sample
+    count = len(assessed)
+    session.vm.assessment()
+    assert len(assessed) == count
+
+
 async def test_legacy_migration_runs_to_completion_with_its_fields(sim, open_session):
     src = await sim.add_vm("src", dialect="1.4", ram=256 * MiB, dirty_rate=2 * MiB, working_set=16 * MiB)
     dst = await sim.add_vm("dst", dialect="1.4", ram=256 * MiB, incoming=True)

@@ -6,7 +6,8 @@ lazy ones in functions too), so a change that breaks a layer fails here before i
 - the console, the recorder and the command line reach backends through migtui.backend.api
   (and its errors and messages), never the QMP backend's internals, except the few modules
   that choose a backend (listed, each with why);
-- the recorder never imports the console.
+- the recorder never imports the console;
+- the model keeps no state at module level (a tracker owns its memo).
 """
 
 from __future__ import annotations
@@ -91,6 +92,45 @@ def test_the_model_imports_only_the_standard_library(module):
     bad = sorted(n for n in _imports(MODULES[module])
                  if n.split(".")[0] not in STDLIB and not _in(n, "migtui.model") and n != "__future__")
     assert not bad, f"{module} imports {bad}: the model is pure data and computation"
+
+
+# Calls that make a container someone can change; a module-level one is state every VM shares.
+MUTABLE_CALLS = {"dict", "list", "set", "bytearray", "defaultdict", "OrderedDict", "Counter", "deque", "array",
+                 "WeakKeyDictionary", "WeakValueDictionary", "WeakSet", "ChainMap"}
+MUTABLE_LITERALS = (ast.Dict, ast.List, ast.Set, ast.DictComp, ast.ListComp, ast.SetComp)
+
+
+def _module_state(path: Path) -> list[str]:
+    """Module-level names bound to a mutable container, and functions that rebind a global."""
+    tree = ast.parse(path.read_text(), str(path))
+    found = []
+    for node in tree.body:
+        value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)) else None
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        names = [t.id for t in targets if isinstance(t, ast.Name)]
+        if value is None or names == ["__all__"]:  # __all__ is a list by convention, read by import *
+            continue
+        call = value.func if isinstance(value, ast.Call) else None
+        called = call.id if isinstance(call, ast.Name) else call.attr if isinstance(call, ast.Attribute) else None
+        if isinstance(value, MUTABLE_LITERALS) or called in MUTABLE_CALLS:
+            found.append(f"{', '.join(names) or ast.unparse(node)} (line {node.lineno})")
+    found += [f"global {', '.join(n.names)} (line {n.lineno})" for n in ast.walk(tree) if isinstance(n, ast.Global)]
+    return found
+
+
+@pytest.mark.parametrize("module", _layer("migtui.model"))
+def test_the_model_keeps_no_module_level_state(module):
+    """A tracker owns its memo; tables are frozen (tuples, frozensets, read-only mappings)."""
+    state = _module_state(MODULES[module])
+    assert not state, f"{module} holds state at module level: {state}; put it on the object it belongs to"
+
+
+def test_the_state_check_sees_what_it_looks_for(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("import weakref\n__all__ = ['x']\nTABLE = {'a': 1}\n_SEEN: list[str] = []\n"
+                     "_MEMOS = weakref.WeakKeyDictionary()\nOK = frozenset({1})\nFINE = (1, 2)\n"
+                     "def f():\n    global OK\n")
+    assert [s.split(" ")[0] for s in _module_state(probe)] == ["TABLE", "_SEEN", "_MEMOS", "global"]
 
 
 @pytest.mark.parametrize("module", _layer("migtui.backend"))

@@ -18,8 +18,8 @@ import pytest
 from migtui.backend.qmp.dialect import Dialect
 from migtui.model.requests import ParamChange
 from migtui.model import MigrationTracker, parse_query_migrate
-from migtui.model import guidance
 from migtui.model.guidance import ADVICE_KINDS, VERDICTS, Advice, Assessment, advise, assess, follow_up, take_advice
+from migtui.model.guidance.analysis import _analyse
 from migtui.sim.dialects import query_migrate_14, query_migrate_72
 from migtui.sim.model import FINISHED, DirtyRateProbe, Guest, Knobs, Migration
 
@@ -98,8 +98,8 @@ class Run:
 
 def tracker_for(run: Run, until: float | None = None, bandwidth: float | None = None) -> MigrationTracker:
     tracker = MigrationTracker()
-    tracker.max_bandwidth = run.tp if bandwidth is None else bandwidth
-    tracker.downtime_limit_ms = run.limit_ms
+    tracker.parameters["max-bandwidth"] = run.tp if bandwidth is None else bandwidth
+    tracker.parameters["downtime-limit"] = run.limit_ms
     for t, r in run.replies(until):
         tracker.add(parse_query_migrate(r, T0 + t))
     return tracker
@@ -117,7 +117,7 @@ STUCK = Run(starts=[600 * MiB] * 12, rates=[136 * MiB] * 12)
 
 def verdicts_by_pass(run: Run) -> dict[int, set[str]]:
     tracker = MigrationTracker()
-    tracker.max_bandwidth, tracker.downtime_limit_ms = run.tp, run.limit_ms
+    tracker.parameters.update({"max-bandwidth": run.tp, "downtime-limit": run.limit_ms})
     out: dict[int, set[str]] = {}
     for t, r in run.replies():
         a = feed(tracker, t, r)
@@ -261,7 +261,7 @@ def test_dipping_under_the_threshold_at_a_pass_end_is_not_a_switch_over():
 )
 def test_statuses_map_to_verdicts(r, verdict, fragment):
     tracker = MigrationTracker()
-    tracker.max_bandwidth = 128 * MiB
+    tracker.parameters["max-bandwidth"] = 128 * MiB
     if r.get("status", "none").startswith("postcopy"):
         feed(tracker, 0, reply("active", transferred=GiB - 64 * MiB, remaining=400 * MiB, total=2 * GiB))
     a = feed(tracker, 0.5, r)
@@ -298,7 +298,7 @@ def test_a_new_migration_starts_afresh():
 def test_legacy_replies_without_a_pass_counter():
     # QEMU 1.4 has no dirty-sync-count: passes show as remaining growing again.
     tracker = MigrationTracker()
-    tracker.max_bandwidth, tracker.downtime_limit_ms = STUCK.tp, STUCK.limit_ms
+    tracker.parameters.update({"max-bandwidth": STUCK.tp, "downtime-limit": STUCK.limit_ms})
     for t, r in STUCK.replies(until=50):
         del r["ram"]["dirty-sync-count"]
         a = feed(tracker, t, r)
@@ -506,8 +506,7 @@ def _migration(sc: Scenario, seed: int) -> tuple[Migration, Knobs]:
 
 def _new_tracker(sc: Scenario) -> MigrationTracker:
     tracker = MigrationTracker()
-    tracker.max_bandwidth, tracker.downtime_limit_ms = sc.bandwidth, sc.downtime_ms
-    # What the backend is asked to put on the tracker besides bandwidth and downtime limit.
+    # The settings the backend keeps on the tracker: max_bandwidth and downtime_limit_ms follow.
     tracker.capabilities = {"auto-converge": sc.auto_converge, "xbzrle": bool(sc.xbzrle_cache)}
     tracker.parameters = {"max-bandwidth": sc.bandwidth, "downtime-limit": sc.downtime_ms}
     return tracker
@@ -551,7 +550,7 @@ def run_scenario(sc: Scenario, prior: str = "none") -> Outcome:
         a = assess(tracker)
         if m.status in FINISHED:
             break
-        inside = guidance._analyse(tracker)
+        inside = _analyse(tracker)
         samples.append((t, a, tracker.derived.progress, inside.pass_number, len(inside.judge.recent)))
     finish = m.start + m.total_time_ms / 1000 if m.status == "completed" else None
     judged = [x for x in samples if x[0] <= JUDGED_AT] or samples[:1]
@@ -750,7 +749,7 @@ def test_a_pre_flight_rate_replaces_the_guess_in_pass_1():
     guessed = assess(tracker_for(CONVERGING, until=6.0))
     tracker = MigrationTracker()
     tracker.dirty_rate_prior = 30 * MiB  # what the backend puts there after a pre-flight
-    tracker.max_bandwidth, tracker.downtime_limit_ms = CONVERGING.tp, CONVERGING.limit_ms
+    tracker.parameters.update({"max-bandwidth": CONVERGING.tp, "downtime-limit": CONVERGING.limit_ms})
     for t, r in CONVERGING.replies(until=6.0):
         tracker.add(parse_query_migrate(r, T0 + t))
     a = assess(tracker)
@@ -773,7 +772,7 @@ def test_odd_plumbing_on_the_tracker_is_survived(prior, caps):
     tracker = MigrationTracker()
     tracker.dirty_rate_prior, tracker.capabilities = prior, caps
     tracker.parameters = {"cpu-throttle-initial": "x", "max-cpu-throttle": 1000, "throttle-trigger-threshold": 0}
-    tracker.max_bandwidth, tracker.downtime_limit_ms = CONVERGING.tp, CONVERGING.limit_ms
+    tracker.parameters.update({"max-bandwidth": CONVERGING.tp, "downtime-limit": CONVERGING.limit_ms})
     for t, r in CONVERGING.replies(until=25.0):
         tracker.add(parse_query_migrate(r, T0 + t))
         a = assess(tracker)
@@ -793,13 +792,42 @@ def test_the_next_migration_of_a_guest_starts_from_what_the_last_one_showed():
 # -- the memo does not change results --------------------------------------------------------
 
 
+def test_each_tracker_owns_its_memo_and_what_it_learned():
+    """Two trackers fed the same next migration: only the one that watched the guest's last
+    migration starts from it, and assessing one leaves the other's memo alone."""
+    sc = next(sc for sc in SCENARIOS if sc.name == "busy")
+    watched, fresh = _new_tracker(sc), _new_tracker(sc)
+    m, _ = _migration(sc, seed=1)
+    t = 0.0
+    while t < HORIZON and m.status not in FINISHED:
+        t += STEP
+        m.advance(t)
+        watched.add(parse_query_migrate(query_migrate_72(m, t, xbzrle=False, cache_size=0), T0 + t))
+        assess(watched)
+    assert watched.memo is not None and fresh.memo is None and fresh.learned is None
+    m, _ = _migration(sc, seed=0)
+    offset = t + 60.0
+    for n in range(1, 4):  # pass 1 of the next migration, assessed on both, in turn
+        m.advance(n * STEP)
+        sample = parse_query_migrate(query_migrate_72(m, n * STEP, xbzrle=False, cache_size=0), T0 + offset + n * STEP)
+        watched.add(sample)
+        fresh.add(sample)
+        on_watched = assess(watched)
+        memo = watched.memo
+        on_fresh = assess(fresh)
+        assert watched.memo is memo and fresh.memo is not memo
+    assert watched.learned is not None and fresh.learned is None
+    assert "the last migration's" in on_watched.why, on_watched.why
+    assert "guesses" in on_fresh.why, on_fresh.why
+
+
 def test_incremental_and_fresh_assessments_agree():
     sc = Scenario("check", 2 * GiB, 150 * MiB, 256 * MiB, 128 * MiB, 300, xbzrle_cache=64 * MiB)
     guest = Guest(ram=sc.ram, dirty_rate=sc.dirty, working_set=sc.ws)
     knobs = Knobs(xbzrle=True, xbzrle_cache_size=sc.xbzrle_cache)
     m = Migration(guest, knobs, start=0.0, rng=random.Random(1))
     live = MigrationTracker()
-    live.max_bandwidth, live.downtime_limit_ms = sc.bandwidth, sc.downtime_ms
+    live.parameters.update({"max-bandwidth": sc.bandwidth, "downtime-limit": sc.downtime_ms})
     samples = []
     for n in range(1, 81):
         t = n * STEP
@@ -809,12 +837,12 @@ def test_incremental_and_fresh_assessments_agree():
         a = assess(live)
         if n % 9 == 0:
             fresh = MigrationTracker()
-            fresh.max_bandwidth, fresh.downtime_limit_ms = sc.bandwidth, sc.downtime_ms
+            fresh.parameters.update({"max-bandwidth": sc.bandwidth, "downtime-limit": sc.downtime_ms})
             for s in samples:
                 fresh.add(s)
             assert assess(fresh) == a
     # A new downtime limit re-judges the passes against it.
-    live.downtime_limit_ms = 5000
+    live.parameters["downtime-limit"] = 5000
     assert assess(live).verdict != "not-converging"
 
 
@@ -827,7 +855,7 @@ def _sim(sc: Scenario, **knobs: Any) -> tuple[Migration, Knobs, MigrationTracker
               xbzrle_cache_size=sc.xbzrle_cache or 64 * MiB, zero_bandwidth_unlimited=not sc.legacy,
               seed_expected_downtime=sc.legacy, **knobs)
     tracker = MigrationTracker()
-    tracker.max_bandwidth, tracker.downtime_limit_ms = sc.bandwidth, sc.downtime_ms
+    tracker.parameters.update({"max-bandwidth": sc.bandwidth, "downtime-limit": sc.downtime_ms})
     return Migration(guest, k, start=0.0, rng=random.Random(0)), k, tracker
 
 
@@ -851,9 +879,11 @@ def _apply(command: tuple[str, dict[str, Any]], m: Migration, k: Knobs, tracker:
         return
     for key, value in args.items():
         if key == "downtime-limit":
-            k.downtime_limit, tracker.downtime_limit_ms = value / 1000, value
+            k.downtime_limit = value / 1000
+            tracker.parameters["downtime-limit"] = value
         elif key == "max-bandwidth":
-            k.max_bandwidth, tracker.max_bandwidth = value, value
+            k.max_bandwidth = value
+            tracker.parameters["max-bandwidth"] = value
         elif key == "xbzrle-cache-size":
             k.xbzrle_cache_size = value
 
@@ -913,7 +943,7 @@ def test_first_look_at_a_trimmed_history_still_sees_a_stuck_migration():
     sc = next(sc for sc in SCENARIOS if sc.name == "over-bandwidth")
     m, k, _ = _sim(sc)
     tracker = MigrationTracker(history_len=120)  # the last 60 s
-    tracker.max_bandwidth, tracker.downtime_limit_ms = sc.bandwidth, sc.downtime_ms
+    tracker.parameters.update({"max-bandwidth": sc.bandwidth, "downtime-limit": sc.downtime_ms})
     for n in range(1, 401):
         m.advance(n * STEP)
         tracker.add(parse_query_migrate(query_migrate_72(m, n * STEP, xbzrle=False, cache_size=0), T0 + n * STEP))
@@ -948,7 +978,7 @@ _replies = st.fixed_dictionaries(
        st.booleans(), st.sampled_from([None, 0, 1, 300, 2_000_000]), st.sampled_from([None, 0, 1, 128 * MiB]))
 def test_guidance_survives_any_replies(seq, params, caps, modern, limit, bandwidth):
     tracker = MigrationTracker(history_len=16)
-    tracker.downtime_limit_ms, tracker.max_bandwidth = limit, bandwidth
+    tracker.parameters.update({"downtime-limit": limit, "max-bandwidth": bandwidth})
     t = 0.0
     for dt, r in seq:
         t += dt  # clocks can go backwards
@@ -977,7 +1007,7 @@ def one_reply(passes: int, dirty: float, tp: float, expected_ms: float, remainin
 
 def one_shot(r: dict[str, Any], limit_ms: float, bandwidth: float, caps: dict | None = None) -> Assessment:
     tracker = MigrationTracker()
-    tracker.max_bandwidth, tracker.downtime_limit_ms = bandwidth, limit_ms
+    tracker.parameters.update({"max-bandwidth": bandwidth, "downtime-limit": limit_ms})
     tracker.capabilities = caps or {}
     tracker.add(parse_query_migrate(r, T0))
     return assess(tracker)

@@ -10,7 +10,6 @@ import pytest
 
 from lab_fixtures import lab_pair_paced, qemu_required, wait_until  # noqa: F401 (a fixture)
 from migtui.lab import QemuVM
-from migtui.model import guidance
 from migtui.model.guidance import assess
 from migtui.model.requests import MigrationOptions
 from migtui.backend.qmp.controls import cancel_migration, start_migration
@@ -136,9 +135,10 @@ async def test_eta_at_50_percent_within_30_percent_of_the_real_finish(open_sessi
         prior = await measure_dirty_rate(src, seconds=1)
         assert src.vm.tracker.dirty_rate_prior == [(1.0, prior)]
         side = MigrationTracker()  # the same migration, seen with the pre-flight alone
-        side.max_bandwidth, side.downtime_limit_ms, side.dirty_rate_prior = 16 * 2**20, 300, prior
+        side.dirty_rate_prior = prior
+        side.parameters.update({"max-bandwidth": 16 * 2**20, "downtime-limit": 300})
         seen = await _migrate_recording_eta_at_50(src, dst2, options, side)
-        seen["why"] += f"; known before: {guidance._LEARNED.get(src.vm.tracker)}; final reply {src.vm.sample.info}"
+        seen["why"] += f"; known before: {src.vm.tracker.learned}; final reply {src.vm.sample.info}"
     finally:
         await lab.stop()
     print("with the pre-flight and the earlier migration:", _report(seen))

@@ -117,7 +117,7 @@ def test_a_converging_migration_has_an_eta_inside_its_band():
 
     session.vm.connection = Connection.CONNECTED
     tracker = session.vm.tracker
-    tracker.downtime_limit_ms = 300
+    tracker.parameters["downtime-limit"] = 300
     for i in range(1, 21):  # 100 MiB/s against a guest that dirties 10 MiB/s
         t = 3 + i * 0.5
         sent = int(90 * MiB + 100 * MiB * i * 0.5)

@@ -161,7 +161,7 @@ def test_progress_going_back_says_why():
 
 def test_eta_when_converging_and_none_when_dirtying_faster_than_sending():
     tracker = MigrationTracker()
-    tracker.downtime_limit_ms = 300
+    tracker.parameters["downtime-limit"] = 300
     tracker.add(active(1.0, 100 * MiB, 400 * MiB))
     d = tracker.add(active(2.0, 200 * MiB, 300 * MiB, dirty_pages=(50 * MiB) // 4096, passes=2))
     # 100 MiB/s out, 50 MiB/s dirtied: net 50 MiB/s to reach the 30 MiB switch-over point.
@@ -345,7 +345,65 @@ def test_an_assessment_can_be_reused_for_a_few_seconds_of_the_same_migration(mon
     assert vm.assessment() is not done and calls  # another migration completed between two polls
 
 
+def test_observe_records_a_sample_and_brings_the_verdict_up_to_date(monkeypatch):
+    import migtui.model.guidance as guidance
+    from migtui.model.vm import Connection, VMState
+
+    calls = []
+    real = guidance.assess
+    monkeypatch.setattr(guidance, "assess", lambda tracker: calls.append(1) or real(tracker))
+    vm = VMState(endpoint=parse_endpoint("unix:/x.qmp"), name="x")
+    vm.connection = Connection.CONNECTED
+    vm.observe(parse_query_migrate({"status": "none"}, 999.0))
+    assert vm.sample.status == "none" and not calls  # nothing in flight: nothing to assess
+    first = active(1.0, 100 * MiB, 400 * MiB)
+    vm.observe(first)
+    assert vm.sample is first and vm.derived.progress is not None and len(calls) == 1
+    verdict = vm.assessment()
+    assert len(calls) == 1  # readers only read what observe computed
+    vm.observe(active(2.0, 200 * MiB, 300 * MiB), max_age=5.0)  # a big fleet's backend: a second is fresh enough
+    assert len(calls) == 1 and vm.assessment(max_age=5.0) is verdict
+    vm.observe(active(3.0, 300 * MiB, 200 * MiB), assess=False)  # one of a replay's seek
+    assert len(calls) == 1
+    vm.refresh_assessment()  # ... which assesses once after the last
+    assert len(calls) == 2 and vm.assessment() is not verdict and len(calls) == 2
+    bad = parse_query_migrate({"status": "active", "ram": {"transferred": -5, "remaining": 10}}, 1004.0)
+    vm.observe(bad)
+    assert vm.problems == bad.problems and bad.problems  # what was wrong with the reply is kept
+
+
+def test_a_big_fleet_passes_an_older_verdict_to_observe():
+    from migtui.backend.api import BIG_FLEET, EAGER_ASSESS_EVERY
+    from migtui.backend.qmp.backend import QMPBackend
+
+    small = QMPBackend([parse_endpoint(f"vm{i}=unix:/run/vm{i}.qmp") for i in range(BIG_FLEET)])
+    big = QMPBackend([parse_endpoint(f"vm{i}=unix:/run/vm{i}.qmp") for i in range(BIG_FLEET + 1)])
+    assert small.assess_max_age() == 0.0 and big.assess_max_age() == EAGER_ASSESS_EVERY
+    # Each session asks its backend as samples arrive: a fleet that grows past it is throttled.
+    session = small.get("vm0")
+    assert session.assess_max_age() == 0.0
+    small.add(parse_endpoint("one-more=unix:/run/one-more.qmp"))
+    assert session.assess_max_age() == EAGER_ASSESS_EVERY
+
+
 # ---- the VM's log ---------------------------------------------------------------
+
+
+def test_a_vms_settings_are_stored_once_on_its_tracker():
+    from migtui.model.vm import VMState
+
+    vm = VMState(parse_endpoint("unix:/run/vm1.qmp"), "vm1")
+    vm.parameters = {"max-bandwidth": 32 * MiB, "downtime-limit": 300}
+    vm.capabilities = {"auto-converge": False}
+    assert vm.tracker.parameters is vm.parameters and vm.tracker.capabilities is vm.capabilities
+    assert (vm.tracker.max_bandwidth, vm.tracker.downtime_limit_ms) == (32 * MiB, 300)
+    # What QEMU before 2.4 cannot report back is remembered as set, in place: guidance sees it.
+    vm.parameters.update({"max-bandwidth": 8 * MiB, "downtime-limit": 1500})
+    vm.capabilities["auto-converge"] = True
+    assert (vm.tracker.max_bandwidth, vm.tracker.downtime_limit_ms) == (8 * MiB, 1500)
+    assert vm.tracker.capabilities["auto-converge"] is True
+    vm.parameters = {"max-bandwidth": "fast", "downtime-limit": True}  # not numbers: not known
+    assert (vm.tracker.max_bandwidth, vm.tracker.downtime_limit_ms) == (None, None)
 
 
 def test_consecutive_passes_share_one_log_line_and_another_record_ends_the_run():

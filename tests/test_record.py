@@ -342,6 +342,24 @@ def test_bad_files_get_one_line_errors(tmp_path, case):
     assert expected in message
 
 
+def test_the_replay_backend_assesses_once_per_move(synthetic, monkeypatch):
+    import migtui.model.guidance as guidance
+    from migtui.backend.replay import ReplayBackend
+
+    calls = []
+    real = guidance.assess
+    monkeypatch.setattr(guidance, "assess", lambda tracker: calls.append(tracker.last) or real(tracker))
+    backend = ReplayBackend.of(load_recording(synthetic), paused=True)
+    (key, playback), = backend.playbacks.items()
+    posted = []
+    backend.subscribe(posted.append)
+    assert playback.move(T0 + 30)  # 61 samples fed, one assessment: of the last, before the post
+    vm = backend.get(key).vm
+    assert vm.in_flight and calls == [vm.sample] and posted[-1].sample is vm.sample
+    vm.assessment()
+    assert len(calls) == 1  # the console only reads
+
+
 def test_cursor_rebuilds_the_vm_at_any_playhead(synthetic):
     recording = load_recording(synthetic)
     cursor = Cursor(recording)
@@ -351,6 +369,7 @@ def test_cursor_rebuilds_the_vm_at_any_playhead(synthetic):
     passes_at_30 = cursor.vm.derived.passes
     cursor.seek(T0 + 90)
     assert cursor.vm.parameters["max-bandwidth"] == 4 * 2**30  # the change at 60 s is replayed
+    assert cursor.vm.tracker.max_bandwidth == 4 * 2**30  # ... where guidance reads it too
     assert cursor.vm.derived.passes > passes_at_30
     generation = cursor.generation
     cursor.seek(T0 + 30)  # backwards: rebuilt, same numbers as before

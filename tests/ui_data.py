@@ -36,8 +36,6 @@ def _identify(session, name, version="7.2.22", run_state="running", dialect=DIAL
     vm.connection = Connection.CONNECTED
     vm.capabilities = {c: c == "events" for c in sorted(dialect.capabilities)}
     vm.parameters = dict(PARAMS_72) if dialect.modern else {"xbzrle-cache-size": 64 * MiB}
-    vm.tracker.max_bandwidth = vm.parameters.get("max-bandwidth")
-    vm.tracker.downtime_limit_ms = vm.parameters.get("downtime-limit")
     session.dialect = dialect
 
 

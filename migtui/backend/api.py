@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Backend", "ControlRefused", "Destination", "Features", "HostView", "VMHandle", "VMView", "NO_FEATURES", "Unsubscribe"]
 
+# A fleet bigger than BIG_FLEET has its verdicts brought up to date at most every
+# EAGER_ASSESS_EVERY s of samples (the console assesses the rows it draws on every sample).
+BIG_FLEET = 50
+EAGER_ASSESS_EVERY = 2.0
+
 # What callers get to read of a VM. VMState is the model's; only the backend writes it.
 VMView = VMState
 Unsubscribe = Callable[[], None]
@@ -210,6 +215,11 @@ class Backend(abc.ABC):
 
     def __len__(self) -> int:
         return len(self.handles())
+
+    def assess_max_age(self) -> float:
+        """How old (sample seconds) a VM's verdict may stay as its samples arrive: what the
+        backend passes to VMState.observe. 0 (every sample) but in a big fleet."""
+        return EAGER_ASSESS_EVERY if len(self) > BIG_FLEET else 0.0
 
     def waiting(self, source: VMHandle) -> list[VMHandle]:
         """VMs waiting for an incoming migration, other than `source`: where it can go."""

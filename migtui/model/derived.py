@@ -51,21 +51,37 @@ class MigrationTracker:
         self.history = History(history_len)
         self.last: MigrationSample | None = None
         self.derived = Derived()
-        # The settings that decide the switch-over; the backend keeps them current.
-        self.max_bandwidth: float | None = None  # bytes/s
-        self.downtime_limit_ms: float | None = None
-        # What guidance reads beyond the samples: the capabilities and parameters in force
-        # (auto-converge changes the passes ahead), and a dirty rate measured before the
-        # migration (calc-dirty-rate: [(calc-time s, bytes/s)]) for pass 1, which has none.
-        self.capabilities: dict[str, bool] = {}
+        # The VM's migration settings, held here alone (VMState's are these): the parameters in
+        # QEMU's names and modern units (downtime-limit in ms, max-bandwidth in bytes/s, whatever
+        # the QEMU; before 2.4 what migtui last set) and the capabilities. The backend keeps them
+        # current; they decide the switch-over, and auto-converge changes the passes ahead.
         self.parameters: dict[str, object] = {}
+        self.capabilities: dict[str, bool] = {}
+        # A dirty rate measured before the migration (calc-dirty-rate: [(calc-time s, bytes/s)])
+        # for pass 1, which has none.
         self.dirty_rate_prior: list[tuple[float, float]] | None = None
         # The advice the operator applied to this migration (guidance.AdviceTaken), followed up
         # by guidance.follow_up; a new migration forgets it.
         self.advice_taken: object | None = None
+        # Guidance's own state for this tracker, opaque here (this module does not import it):
+        # the work kept between assessments of the current migration, and what the earlier ones
+        # showed of the guest (the prior for the next). Guidance starts a new memo itself when a
+        # new migration starts, and keeps `learned` across migrations: `add` resets neither.
+        self.memo: object | None = None
+        self.learned: object | None = None
         # Wall time at which QEMU's total-time was 0 for this migration: history runs on QEMU's
         # clock (free of polling jitter, and right for a simulator running faster than real time).
         self._anchor: float | None = None
+
+    @property
+    def max_bandwidth(self) -> float | None:
+        """max-bandwidth, bytes/s (None: not known)."""
+        return counter(self.parameters, "max-bandwidth")
+
+    @property
+    def downtime_limit_ms(self) -> float | None:
+        """downtime-limit, ms (None: not known)."""
+        return counter(self.parameters, "downtime-limit")
 
     @property
     def started_at(self) -> float | None:

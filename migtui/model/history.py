@@ -18,6 +18,7 @@ import struct
 from array import array
 from bisect import bisect_left
 from collections import deque
+from itertools import repeat
 from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Iterator, Sequence
@@ -72,58 +73,65 @@ _PASSES = _NUMBERS.index("passes")
 _PACKED = struct.Struct(f"<qB{len(_NUMBERS)}d")
 _NAN = float("nan")
 
-# QEMU's statuses, coded in one byte; a status QEMU adds later gets the next code.
-_STATUS_CODES: dict[str, int] = {}
-_STATUSES: list[str] = []
-
-
-def _status_code(status: str) -> int:
-    code = _STATUS_CODES.get(status)
-    if code is None:
-        if len(_STATUSES) >= 255:
-            return _status_code("unknown")
-        code = _STATUS_CODES[status] = len(_STATUSES)
-        _STATUSES.append(status)
-    return code
-
-
 _numbers_of = attrgetter(*_NUMBERS)
 
 
-def _pack(seq: int, point: HistoryPoint) -> bytes:
-    return _PACKED.pack(seq, _status_code(point.status), *[_NAN if v is None else v for v in _numbers_of(point)])
+class _Statuses:
+    """QEMU's statuses, coded in one byte: each in the order a history first sees it, so a
+    status QEMU adds later gets the next code. One per history: the model keeps no tables
+    that grow across VMs."""
+
+    __slots__ = ("codes", "names")
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
+        self.names: list[str] = []  # only ever appended to: a code, once given, stays
+
+    def code(self, status: str) -> int:
+        code = self.codes.get(status)
+        if code is None:
+            if len(self.names) >= 255:
+                return self.code("unknown")
+            code = self.codes[status] = len(self.names)
+            self.names.append(status)
+        return code
 
 
-def _unpack(packed: bytes) -> HistoryPoint:
+def _pack(seq: int, point: HistoryPoint, statuses: _Statuses) -> bytes:
+    return _PACKED.pack(seq, statuses.code(point.status), *[_NAN if v is None else v for v in _numbers_of(point)])
+
+
+def _unpack(packed: bytes, names: Sequence[str]) -> HistoryPoint:
     seq, code, *numbers = _PACKED.unpack(packed)
     values = [None if v != v else v for v in numbers]  # NaN is the only value unequal to itself
     passes = values[_PASSES]
     if passes is not None:
         values[_PASSES] = int(passes)
-    return HistoryPoint(values[0], _STATUSES[code], *values[1:], seq=seq)
+    return HistoryPoint(values[0], names[code], *values[1:], seq=seq)
 
 
 class _Points(Sequence[HistoryPoint]):
     """A read-only view, oldest first; points are unpacked only as they are read."""
 
-    __slots__ = ("_packed",)
+    __slots__ = ("_packed", "_names")
 
-    def __init__(self, packed: list[bytes]) -> None:
+    def __init__(self, packed: list[bytes], names: Sequence[str]) -> None:
         self._packed = packed
+        self._names = names
 
     def __len__(self) -> int:
         return len(self._packed)
 
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):
-            return [_unpack(p) for p in self._packed[index]]
-        return _unpack(self._packed[index])
+            return [_unpack(p, self._names) for p in self._packed[index]]
+        return _unpack(self._packed[index], self._names)
 
     def __iter__(self) -> Iterator[HistoryPoint]:
-        return map(_unpack, self._packed)
+        return map(_unpack, self._packed, repeat(self._names))
 
     def __reversed__(self) -> Iterator[HistoryPoint]:
-        return map(_unpack, reversed(self._packed))
+        return map(_unpack, reversed(self._packed), repeat(self._names))
 
 
 class History:
@@ -143,6 +151,7 @@ class History:
         self._archive_seqs: list[int] = []
         self._stride = 1
         self._seq = 0  # points ever appended; never reset, so a seq is never reused
+        self._statuses = _Statuses()  # never reset either: packed points hold its codes
         # Pass marks as two arrays: a non-converging hour has over a thousand of them.
         self._pass_times = array("d")
         self._pass_numbers = array("d")  # floats: QEMU's counter is any JSON integer
@@ -160,7 +169,7 @@ class History:
     def append(self, point: HistoryPoint) -> None:
         seq = self._seq
         self._seq += 1
-        packed = _pack(seq, point)
+        packed = _pack(seq, point, self._statuses)
         self._recent.append(packed)
         if self._archive_cap and seq % self._stride == 0:
             self._archive.append(packed)
@@ -187,10 +196,10 @@ class History:
     @property
     def points(self) -> _Points:
         """Every point held, oldest first (a snapshot: later appends do not show in it)."""
-        return _Points(self._packed())
+        return _Points(self._packed(), self._statuses.names)
 
     def last(self) -> HistoryPoint | None:
-        return _unpack(self._recent[-1]) if self._recent else None
+        return _unpack(self._recent[-1], self._statuses.names) if self._recent else None
 
     @property
     def passes(self) -> list[PassMark]:

@@ -7,19 +7,20 @@ the type QEMU reported for it.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any, Mapping
 
 from migtui.model.units import InputError, parse_count, parse_rate, parse_size, parse_time_ms
 
 __all__ = ["FRIENDLY_NAMES", "parse_parameter", "check_xbzrle_cache_size", "check_uri", "URI_SCHEMES"]
 
-FRIENDLY_NAMES = {
+FRIENDLY_NAMES = MappingProxyType({
     "bandwidth": "max-bandwidth",
     "speed": "max-bandwidth",
     "downtime": "downtime-limit",
     "xbzrle-cache": "xbzrle-cache-size",
     "cache-size": "xbzrle-cache-size",
-}
+})
 URI_SCHEMES = ("tcp:", "unix:", "exec:", "fd:")
 
 

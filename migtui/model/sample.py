@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Mapping
 
 __all__ = [
@@ -72,7 +73,7 @@ def _bad_number(value: object) -> str | None:
     return None
 
 
-_EMPTY: Mapping[str, Any] = {}
+_EMPTY: Mapping[str, Any] = MappingProxyType({})  # shared by every sample: read-only
 
 
 def counter(where: Mapping[str, Any], key: str) -> float | None:

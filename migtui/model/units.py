@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from types import MappingProxyType
 
 __all__ = [
     "InputError",
@@ -32,7 +33,7 @@ _SIZE_FORMS = "a size such as 512K, 100M, 1.5G or 2T (binary: K=KiB), or plain b
 _RATE_FORMS = "a rate such as 100M, 100M/s, 1G/s or 125MiB/s (binary: M=MiB), or plain bytes/s"
 _TIME_FORMS = "a time such as 300ms, 0.5s or 2s"
 
-_MULTIPLIERS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+_MULTIPLIERS = MappingProxyType({"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40})
 _SIZE_RE = re.compile(
     r"^\s*(?P<num>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>[KMGT]?)(?:I?B)?\s*(?P<per>/\s*S)?\s*$"
 )

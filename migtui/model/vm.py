@@ -9,6 +9,7 @@ from typing import Any
 
 from migtui.model.derived import MigrationTracker
 from migtui.model.endpoint import Endpoint
+from migtui.model.sample import MigrationSample
 from migtui.model.units import format_duration
 
 __all__ = ["Connection", "EventRecord", "VMState", "unreachable"]
@@ -39,6 +40,19 @@ class EventRecord:
 LOG_RECORDS = 200
 
 
+class _TrackersOwn:
+    """A VMState attribute that is its tracker's, read and written there: one copy."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, vm: Any, owner: type | None = None) -> Any:
+        return self if vm is None else getattr(vm.tracker, self.name)
+
+    def __set__(self, vm: Any, value: Any) -> None:
+        setattr(vm.tracker, self.name, value)
+
+
 @dataclass
 class VMState:
     endpoint: Endpoint
@@ -48,8 +62,6 @@ class VMState:
     qemu_version: str | None = None
     run_state: str | None = None
     dialect: str | None = None  # "modern" or "legacy"
-    parameters: dict[str, Any] = field(default_factory=dict)  # QEMU's names: max-bandwidth, ...
-    capabilities: dict[str, bool] = field(default_factory=dict)
     # Where migtui's migrate-incoming told this destination to listen (QEMU runs it once per
     # process): the next start migrates there. Forgotten on reconnect, when it may be a new QEMU.
     incoming_uri: str | None = None
@@ -64,6 +76,33 @@ class VMState:
     problems: tuple[str, ...] = ()  # what was wrong with the last reply
     log_total: int = 0  # records ever appended, passes joined into one line included
     _assessed: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
+
+    # The settings are the tracker's (guidance reads them there): one copy, whoever writes it.
+    # parameters: QEMU's names and modern units (max-bandwidth bytes/s, downtime-limit ms, ...).
+    parameters = _TrackersOwn()
+    capabilities = _TrackersOwn()
+
+    def observe(self, sample: MigrationSample, max_age: float = 0.0, *, assess: bool = True) -> None:
+        """Take a new sample of this VM's migration: what a backend calls for each reply.
+
+        Adds it to the tracker (history and derived figures) and keeps its problems; then,
+        while a migration is in flight, brings the verdict up to date (refresh_assessment),
+        on screen or not, so each look costs a few samples' work and a sort by verdict or ETA
+        never reads whole histories at once. `max_age` is how old, in sample seconds, that
+        verdict may stay (the backend's Backend.assess_max_age(): a few seconds in a big
+        fleet, else 0). assess=False only records: a backend feeding many samples at once (a
+        replay's seek) calls refresh_assessment() once after the last.
+        """
+        self.tracker.add(sample)
+        self.problems = sample.problems
+        if assess:
+            self.refresh_assessment(max_age)
+
+    def refresh_assessment(self, max_age: float = 0.0) -> None:
+        """While a migration is in flight, compute its verdict now if the one held is older
+        than `max_age` (see assessment); readers then only read."""
+        if self.in_flight:
+            self.assessment(max_age=max_age)
 
     def assessment(self, max_age: float = 0.0):  # -> migtui.model.guidance.Assessment
         """The verdict on the latest migration, computed once per new sample.

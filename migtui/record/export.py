@@ -51,7 +51,7 @@ def csv_rows(recording: Recording) -> list[dict[str, Any]]:
     """One row per sample. Throughput and dirty rate are computed as the replay dashboard computes them."""
     tracker = MigrationTracker(history_len=16)
     limit = recording.header.get("parameters", {}) if isinstance(recording.header.get("parameters"), dict) else {}
-    tracker.downtime_limit_ms = limit.get("downtime-limit")
+    tracker.parameters = {"downtime-limit": limit.get("downtime-limit")}
     first = recording.samples[0].time if recording.samples else 0.0
     rows = []
     for sample in recording.samples:

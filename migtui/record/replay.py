@@ -301,11 +301,9 @@ class Cursor:
         params = line.get("parameters")
         caps = line.get("capabilities")
         if isinstance(params, dict):
-            self.vm.parameters = self.vm.tracker.parameters = dict(params)
-            self.vm.tracker.max_bandwidth = _num(params.get("max-bandwidth"))
-            self.vm.tracker.downtime_limit_ms = _num(params.get("downtime-limit"))
+            self.vm.parameters = dict(params)  # the tracker's: max_bandwidth and downtime_limit_ms follow
         if isinstance(caps, dict):
-            self.vm.capabilities = self.vm.tracker.capabilities = {str(k): bool(v) for k, v in caps.items()}
+            self.vm.capabilities = {str(k): bool(v) for k, v in caps.items()}
 
     def _apply_event(self, line: dict[str, Any]) -> None:
         vm = self.vm
@@ -356,8 +354,7 @@ class Cursor:
                 run_state = rec.run_states[self._samples]
                 if run_state is not None:
                     self.vm.run_state = run_state
-                self.vm.tracker.add(sample)
-                self.vm.problems = sample.problems
+                self.vm.observe(sample, assess=False)  # the backend assesses once the playhead stops
                 self._samples += 1
         self.time = when
         return changed

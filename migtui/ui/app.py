@@ -23,7 +23,7 @@ from migtui.model.hints import hint_for
 from migtui.model.units import InputError
 from migtui.backend.api import Backend, VMHandle
 from migtui.backend.errors import BackendError, QMPRefused
-from migtui.backend.messages import ActionResult, BackendMessage, VMEvent, VMUpdated
+from migtui.backend.messages import ActionResult, BackendMessage, VMEvent
 from migtui.record import Recorder
 from migtui.ui.controls import COMMANDS, CONTROL_ACTIONS
 from migtui.ui.guard import keep_running
@@ -35,7 +35,6 @@ __all__ = ["MigtuiApp", "CONTROL_ACTIONS"]  # CONTROL_ACTIONS: from migtui.ui.co
 FLUSH_DELAY = 0.03  # coalescing window: well under the 100 ms an operator notices
 FREEZE_AFTER = 10.0  # s after start: the fleet has connected
 REFREEZE_EVERY = 600.0  # s
-EAGER_ASSESS_EVERY = 2.0  # s of samples
 
 
 class MigtuiApp(App[int]):
@@ -143,14 +142,6 @@ class MigtuiApp(App[int]):
     def _on_backend(self, message: BackendMessage) -> None:
         """Called by the backend on our loop; must stay cheap."""
         self._dirty.add(message.vm)
-        if isinstance(message, VMUpdated) and message.what == "sample":
-            # Every migration is assessed as its samples arrive, on screen or not (in a big
-            # fleet at most every EAGER_ASSESS_EVERY s; rows on screen on every sample when
-            # drawn): each look then costs a few samples' work, and a sort by verdict or ETA
-            # never reads whole histories at once.
-            session = self.backend.get(message.vm)
-            if session is not None and session.vm.in_flight:
-                session.vm.assessment(max_age=EAGER_ASSESS_EVERY if len(self.backend) > 50 else 0.0)
         if self.recorder is not None:
             self._record(message)
         if isinstance(message, ActionResult) and not message.ok:

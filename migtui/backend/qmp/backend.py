@@ -36,6 +36,7 @@ class QMPBackend(Backend):
         session = VMSession(endpoint, self.post, options or self.options)
         session.key = key
         session.vm.name = key
+        session.assess_max_age = self.assess_max_age  # the fleet's size decides how often
         self.sessions[key] = session
         return session
 

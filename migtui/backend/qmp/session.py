@@ -22,7 +22,7 @@ import ssl as ssl_module
 import stat
 import time
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError
 from qemu.qmp.error import ProtocolError
@@ -94,6 +94,11 @@ def _noop(_: BackendMessage) -> None:
     pass
 
 
+def _every_sample() -> float:
+    return 0.0  # a session alone (no backend): bring the verdict up to date on every sample
+
+
+
 class VMSession(VMHandle):
     """One VM over QMP: the QMP backend's VMHandle. Its controls are migtui.backend.qmp.controls."""
 
@@ -108,6 +113,8 @@ class VMSession(VMHandle):
         self.listener = listener or _noop
         self.key = endpoint.name  # stable, even when QEMU's -name replaces the shown name
         self.vm = VMState(endpoint=endpoint, name=endpoint.name, tracker=MigrationTracker(self.options.history_len))
+        # How old a verdict may stay as samples arrive (VMState.observe): its backend's, by fleet size.
+        self.assess_max_age: Callable[[], float] = _every_sample
         self.dialect: Dialect | None = None
         self._client: Client | None = None
         self._wake = _Wake()
@@ -349,7 +356,7 @@ class VMSession(VMHandle):
         vm.run_state = _word(status.get("status")) if isinstance(status, dict) else None
         vm.incoming_uri = None  # maybe a new QEMU: where it listens is read from query-migrate again
         vm.machine = vm.machine_types = None  # and its machine type (controls.refresh_machine)
-        vm.capabilities = vm.tracker.capabilities = caps  # guidance reads auto-converge from them
+        vm.capabilities = caps  # guidance reads auto-converge from them
         await self.refresh_parameters()
         self._shutdown_seen = False
         if "query-block-jobs" in names:
@@ -391,11 +398,7 @@ class VMSession(VMHandle):
             for key in ("max-bandwidth", "downtime-limit"):
                 if key in self.vm.parameters:
                     params[key] = self.vm.parameters[key]
-        self.vm.parameters = params
-        tracker = self.vm.tracker
-        tracker.parameters = params
-        tracker.max_bandwidth = params.get("max-bandwidth")
-        tracker.downtime_limit_ms = params.get("downtime-limit")
+        self.vm.parameters = params  # the tracker's: max_bandwidth and downtime_limit_ms follow
         self._notify(self._settings_message())
 
     async def refresh_capabilities(self) -> None:
@@ -403,7 +406,7 @@ class VMSession(VMHandle):
             return
         reply = await self._query("query-migrate-capabilities")
         if isinstance(reply, list):
-            self.vm.capabilities = self.vm.tracker.capabilities = _capabilities(reply)
+            self.vm.capabilities = _capabilities(reply)
             self._notify(self._settings_message())
 
     # ---- the background loop ---------------------------------------------
@@ -518,8 +521,7 @@ class VMSession(VMHandle):
         vm = self.vm
         was_in_flight = vm.in_flight
         previous_status = vm.migration_status
-        vm.tracker.add(sample)
-        vm.problems = sample.problems
+        vm.observe(sample, self.assess_max_age())
         if vm.connection != Connection.CONNECTED:
             self._set_connection(Connection.CONNECTED, None)
         status = sample.status

@@ -134,7 +134,9 @@ class ReplayBackend(Backend):
 
     def _moved(self, key: str):
         def post() -> None:
-            last = self._handles[key].vm.sample
+            vm = self._handles[key].vm
+            vm.refresh_assessment(self.assess_max_age())  # once per move, however many samples it fed
+            last = vm.sample
             self.post(VMUpdated(key, "sample", sample=last))
 
         return post

@@ -1,0 +1,183 @@
+"""When a pre-copy migration should switch over, as a point and a band.
+
+Pass 1, before QEMU reports a dirty rate, from what it has sent and a prior (or a guess);
+later passes by running the fitted dirtying model forward, at both ends of its band."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import median
+
+from migtui.model.guidance.analysis import _Analysis
+from migtui.model.guidance.dirtying import _Dirtying, _first_period, _run
+from migtui.model.guidance.passes import _Pass
+from migtui.model.guidance.prior import _Prior
+from migtui.model.guidance.tunables import (
+    BAND_MIN, FIRST_PASS_RATIO, FIRST_PASS_RATIO_HIGH, FIRST_PERIOD_SATURATION_HIGH, PAGE_HEADER, PRIOR_MARGIN,
+    RECENT, UNKNOWN_ZERO_SHARE, ZERO_PAGE_WIRE,
+)
+
+
+@dataclass(frozen=True)
+class _Eta:
+    eta: float | None
+    low: float | None = None
+    high: float | None = None
+    first_pass: bool = False
+    passes: int | None = None  # more passes expected after this one
+    basis: _Prior | None = None  # pass 1: the prior behind the later passes, if any
+
+
+def _first_pass_eta(a: _Analysis, cur: _Pass, drain: float, leftover: float) -> _Eta:
+    """Pass 1, before QEMU reports a dirty rate: the rest of this pass from what it has sent
+    (pages, zero pages nearly free; block migration's disk first), then the passes after it
+    from a prior when one is known (a pre-flight measurement, the guest's last migration),
+    else from a guess that the guest dirties a share of what is sent."""
+    tp = a.throughput or 0.0
+    thr = a.threshold or 0.0
+    last, page = a.points[-1], a.page
+    full = (page + PAGE_HEADER) / page  # wire bytes per byte of a page with data
+    zero_cost = ZERO_PAGE_WIRE / page
+    prior = a.prior
+    known_z = prior.zero_share if prior is not None else None
+    remaining = a.remaining or 0.0
+    disk = last.disk_remaining or 0.0
+    ram = last.ram_remaining if last.ram_remaining is not None else max(0.0, remaining - disk)
+    ram_total = a.last.get("ram", "total") or ram
+    normal = a.last.get("ram", "normal")
+    # The pass ends once what is left fits under the threshold (less a window's slack).
+    ending = max(0.0, ram - leftover) / ram if ram > 0 else 0.0
+
+    def ram_time(z: float) -> float:
+        return ram * ((1 - z) * full + z * zero_cost) / tp * ending
+
+    if disk > 0:
+        # Block migration sends the disk before any RAM: nothing says yet how much of the
+        # RAM is zero pages, unless the last migration did.
+        t_disk = disk / tp
+        z = known_z if known_z is not None else UNKNOWN_ZERO_SHARE
+        rest = t_disk + ram_time(z)
+        rest_low = t_disk + ram_time(known_z if known_z is not None else 1.0)
+        rest_high = t_disk + ram_time(known_z if known_z is not None else 0.0)
+    else:
+        # Pages per second so far, zero pages included: the rest has the same mix ...
+        rest = max(0.0, remaining - leftover) / (_ram_drain(cur) or drain)
+        if known_z is not None and normal is not None and ram_total:
+            # ... unless the last migration said how many pages hold data: those left go at
+            # the wire rate, the zero pages (often all together at the top) nearly free.
+            data_left = min(ram, max(0.0, (1 - known_z) * ram_total - normal * page))
+            rest = ((data_left * full + (ram - data_left) * zero_cost) / tp) * ending
+        rest_low = rest_high = rest
+    elapsed = max(0.0, last.time - min(cur.start_time, a.start if a.start is not None else cur.start_time))
+    # The later passes send only what the guest re-dirties: whole pages, at the wire rate.
+    later_drain = tp / full
+    z_now = known_z if known_z is not None else a.zero_share
+    bound = ram_total * (1 - z_now) if z_now is not None and z_now < 1 else ram_total
+    bound = max(bound, page)  # a guest cannot dirty more distinct pages than hold data
+
+    def bounded(model: _Dirtying) -> _Dirtying:
+        if model.working_set is None or model.working_set > bound:
+            return _Dirtying(model.rate, bound)
+        return model
+
+    def spans(model: _Dirtying, period: float) -> tuple[_Dirtying, _Dirtying, _Dirtying]:
+        """(point, optimistic, pessimistic) models for a rate measured over `period` with no
+        working set: that is at least what the period dirtied and at most the pages holding
+        data; with nothing else known, the middle of the two on a log scale."""
+        if model.working_set is not None or model.rate <= 0:
+            return model, model, model
+        small = min(bound, max(page, model.rate * period))
+        return (_Dirtying(model.rate, math.sqrt(small * bound)), _Dirtying(model.rate, small),
+                _Dirtying(model.rate, bound))
+
+    th = a.throttle
+
+    def later(model: _Dirtying, rest: float) -> float | None:
+        pass1 = elapsed + rest
+        model = bounded(model)
+        first = model.dirtied(pass1)
+        high = 0
+        if th is not None and pass1 >= 1.0 and first > th.trigger * pass1 * tp:
+            high = 1  # QEMU's check at the sync that ends pass 1
+        out = _run(first, later_drain, model, thr, th, (0.0, 0.0, 0.0, high))
+        return None if out is None else rest + out[0]
+
+    if prior is None or prior.model is None:
+        def guess(ratio: float, rest: float) -> float | None:
+            return later(_Dirtying(ratio * later_drain, None), rest)
+
+        return _Eta(guess(FIRST_PASS_RATIO, rest), rest_low, guess(FIRST_PASS_RATIO_HIGH, rest_high), True)
+    model, optimist, pessimist = spans(prior.model, prior.period)
+    eta = later(model, rest)
+    low = later(optimist.scaled(1 - BAND_MIN), rest_low)
+    margin = (1 + BAND_MIN) * (PRIOR_MARGIN if prior.source == "the pre-flight's" else 1.0)
+    high = later(pessimist.scaled(margin), rest_high)
+    if eta is not None:
+        low = min(low if low is not None else eta, eta * (1 - BAND_MIN))
+        high = None if high is None else max(high, eta * (1 + BAND_MIN))
+    else:
+        low = rest_low if low is None else low
+    return _Eta(eta, low, high, True, basis=prior)
+
+
+def _ram_drain(cur: _Pass) -> float | None:
+    """How fast `remaining` falls while RAM is sent: block migration's disk phase aside."""
+    drains = []
+    pts = cur.points
+    for a, b in zip(pts, pts[1:]):
+        dt = b.time - a.time
+        if dt <= 0 or a.remaining is None or b.remaining is None or b.remaining > a.remaining:
+            continue
+        if (a.disk_remaining or 0.0) > 0 or (b.disk_remaining or 0.0) > 0:
+            continue
+        drains.append((a.remaining - b.remaining) / dt)
+    return median(drains[-RECENT:]) if drains else None
+
+
+def _precopy_eta(a: _Analysis) -> _Eta:
+    """When a pre-copy migration should switch over; eta None when it will not converge."""
+    cur = a.passes[-1] if a.passes else None
+    remaining, tp = a.remaining, a.throughput
+    if cur is None or remaining is None or not tp:
+        return _Eta(None)
+    thr, slack = a.threshold or 0.0, a.slack
+    leftover = thr - slack
+    prev = a.passes[-2] if len(a.passes) > 1 else None
+    rest_drain = cur.drain or (prev.later_drain if prev else None) or a.drain or tp
+    rest = max(0.0, remaining - leftover) / rest_drain
+    pass_time = max(0.0, a.points[-1].time - cur.start_time) + rest
+    if a.model is None:
+        return _first_pass_eta(a, cur, rest_drain, leftover)
+    drain = cur.later_drain or a.drain or tp  # the latest: XBZRLE warms up, bandwidth changes
+
+    def one(drain: float, model: _Dirtying) -> tuple[float, int] | None:
+        out = _run(model.dirtied(pass_time), drain, model, thr, a.throttle)
+        return None if out is None else (rest + out[0], out[1])
+
+    model = a.model
+    j = a.judge
+    single = len(j.recent) == 1 and j.longest == j.shortest
+    known = a.prior.model if a.prior is not None else None
+    if single and known is not None and a.prior.measured_ws and known.working_set and known.rate > 0:
+        # One period cannot tell a working set from a steady rate; the guest's last
+        # migration (or a pre-flight over two periods) could.
+        (t1, d1), = j.recent
+        w = known.working_set
+        if d1 * t1 < w * 0.999:
+            model = _Dirtying(-w * math.log1p(-d1 * t1 / w) / t1, w)
+    mid = one(drain, model)
+    if mid is None:
+        return _Eta(None)
+    eta = mid[0]
+    low_model, high_model = model.scaled(1 - BAND_MIN), model.scaled(1 + BAND_MIN)
+    if single and model is a.model:
+        # From pass 1 alone: from no working set at all to one nearly all dirtied.
+        (t1, d1), = j.recent
+        low_model = _Dirtying(d1 * (1 - BAND_MIN), None)
+        high_model = _first_period(t1, d1 * (1 + BAND_MIN), FIRST_PERIOD_SATURATION_HIGH)
+    low_run = one(max(a.drains or [drain]), low_model)
+    high_run = one(min(a.drains or [drain]), high_model)
+    low = min(eta * (1 - BAND_MIN), low_run[0] if low_run else eta)
+    high = None if high_run is None else max(eta * (1 + BAND_MIN), high_run[0])
+    return _Eta(eta, low, high, False, mid[1])
