@@ -48,7 +48,8 @@ class Console:
         handle = self.backend.get(self.source)
         await wait_until(lambda: handle.vm.sample is not None, timeout=10)
         if handle.features.migrate:
-            await handle.migrate(MigrationOptions(bandwidth=1024 * MiB), destination=self.backend.get("dst1"))
+            # Slow enough (256 MiB at 32 MiB/s: 0.4 s at the simulator's 20x) for several samples in flight.
+            await handle.migrate(MigrationOptions(bandwidth=32 * MiB), destination=self.backend.get("dst1"))
         await wait_until(lambda: handle.vm.migration_status == "completed", timeout=30)
 
 

@@ -240,3 +240,42 @@ async def test_sampling_costs_nothing_for_idle_domains(libvirt_hosts):
         started = time.monotonic()
         await wait_until(lambda: time.monotonic() - started > 1.5, 5)  # three poll intervals pass
         assert calls == [] and domain.job_placement() is None
+
+
+async def test_the_console_on_two_hosts_m_migrates_b_makes_it_converge(libvirt_hosts):
+    """As a new user would: the fleet lists the domain with its host; m, Enter migrates it to the
+    other host; it does not converge at 30 MiB/s; b 4G makes it complete; the row follows it."""
+    from migtui.ui.app import MigtuiApp
+    from migtui.ui.dialogs import StartMigrationDialog, ValueDialog
+    from migtui.ui.widgets.fleet_table import FleetTable
+
+    async with _watching(libvirt_hosts, "console") as (backend, domain, _):
+        app = MigtuiApp(backend, start_fleet=False)  # _watching started it
+
+        def cell(column: str) -> str:
+            return app.screen.query_one("#fleet", FleetTable).get_cell(domain.key, column)
+
+        async with app.run_test(size=(120, 36)) as pilot:
+            await wait_until(lambda: domain.key in app.screen.query_one("#fleet", FleetTable).row_keys, 10)
+            assert cell("host") == "host1" and cell("run-state") == "running"
+            header = str(app.screen.query_one("#fleet-header").render())
+            assert "2 hosts: host1 (1), host2 (0)" in header
+            await pilot.press("m")
+            assert isinstance(app.screen, StartMigrationDialog)
+            shown = str(app.screen.query_one("#destination").query_one("SelectCurrent").query_one("#label").render())
+            assert shown.startswith("host2  (libvirt ")
+            assert not app.screen.query("#uri")  # libvirt migrates host to host, not to a typed URI
+            app.screen.query_one("#bandwidth").value = "30M"
+            await pilot.pause()
+            await pilot.press("enter")
+            await wait_until(lambda: cell("status") == "active", 20)
+            await wait_until(lambda: cell("verdict") == "not-converging", 60)
+            await pilot.press("b")
+            assert isinstance(app.screen, ValueDialog)
+            app.screen.query_one("#value").value = "4G"
+            await pilot.pause()
+            await pilot.press("enter")
+            await wait_until(lambda: any(r.name == "virDomainMigrateSetMaxSpeed" for r in domain.vm.log), 10)
+            assert [r.kind for r in domain.vm.log if r.name == "virDomainMigrateSetMaxSpeed"] == ["action"]
+            await wait_until(lambda: cell("status") == "completed", 60)
+            await wait_until(lambda: cell("host") == "host2" and cell("run-state") == "running", 15)

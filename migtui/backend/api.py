@@ -54,6 +54,8 @@ class Features:
     recover_postcopy: bool = False
     block_migration: bool = False  # copy the disks with the migration (blk)
     preflight: bool = False  # measure the dirty rate and predict, before migrating
+    migrate_to_uri: bool = False  # migrate to a URI the operator types (QMP), not only to a listed destination
+    persist: bool = False  # keep the domain defined at the destination, undefine it at the source (libvirt)
     why_not: str | None = None  # why nothing can be done at all (a recording, read-only)
 
 

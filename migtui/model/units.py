@@ -134,8 +134,17 @@ def format_bytes(n: float | None) -> str:
     raise AssertionError("unreachable")
 
 
+# A rate no link carries: libvirt sets QEMU's max-bandwidth to its largest value (8 EiB/s) when
+# no bandwidth is given, meaning no limit.
+UNLIMITED_RATE = 2**62
+
+
 def format_rate(bytes_per_s: float | None) -> str:
-    return "-" if bytes_per_s is None else f"{format_bytes(bytes_per_s)}/s"
+    if bytes_per_s is None:
+        return "-"
+    if bytes_per_s >= UNLIMITED_RATE:
+        return "unlimited"
+    return f"{format_bytes(bytes_per_s)}/s"
 
 
 def format_duration(seconds: float | None) -> str:

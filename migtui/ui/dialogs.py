@@ -224,17 +224,21 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
         params = self.source.vm.parameters
         # Which QEMU each end runs: an older destination may lack the source's machine type.
         options = [(d.label, d.key) for d in self.destinations]
-        options.append(("a URI…", URI_CHOICE))
-        default = self.destinations[0].key if self.destinations else URI_CHOICE
+        if features.migrate_to_uri:
+            options.append(("a URI…", URI_CHOICE))
+        default = self.destinations[0].key if self.destinations else URI_CHOICE if features.migrate_to_uri \
+            else Select.BLANK
         with Vertical(classes="dialog-box wide"):
             yield Label(f"Migrate {self.source.vm.name} (QEMU {self.source.vm.qemu_version or '?'})",
                         classes="dialog-title")
             with Grid(classes="form"):
                 yield Label("destination")
-                yield Select(options, value=default, allow_blank=False, id="destination", compact=True)
-                yield Label("URI")
-                yield Input(compact=True, placeholder="tcp:HOST:PORT, unix:PATH, exec:CMD or fd:NAME", id="uri",
-                            disabled=default != URI_CHOICE)
+                yield Select(options, value=default, allow_blank=not options, id="destination", compact=True,
+                             prompt="no other host is connected")
+                if features.migrate_to_uri:
+                    yield Label("URI")
+                    yield Input(compact=True, placeholder="tcp:HOST:PORT, unix:PATH, exec:CMD or fd:NAME", id="uri",
+                                disabled=default != URI_CHOICE)
                 yield Label("bandwidth")
                 yield Input(compact=True, placeholder=f"now {_rate(params.get('max-bandwidth'))}; e.g. 1G", id="bandwidth")
                 yield Label("downtime limit")
@@ -256,6 +260,9 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
                 yield Label("block")
                 yield Checkbox("copy the disks too (blk)", False, id="block",
                                disabled=not features.block_migration)
+                if features.persist:
+                    yield Label("persist")
+                    yield Checkbox("define it at the destination, undefine it here", False, id="persist")
             yield Label("", id="start-error", classes="field-error")
             yield Label("", id="preflight")
             with Horizontal(classes="dialog-buttons"):
@@ -278,6 +285,8 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
         """The request, or InputError naming the first bad field."""
         destination = self.query_one("#destination", Select).value
         uri = None
+        if destination == Select.BLANK:
+            raise InputError("destination: no other host is connected to migrate to")
         if destination == URI_CHOICE:
             uri = self._value("uri")
             check_uri(uri)
@@ -293,6 +302,8 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
             postcopy=self._flag("postcopy"),
             multifd=parse_count(multifd, "multifd", 1, 255) if multifd else None,
             block=self._flag("block"),
+            **({"persist_destination": self._flag("persist"), "undefine_source": self._flag("persist")}
+               if self.source.features.persist else {}),
         )
         return MigrationRequest(options, str(destination) if destination else None, uri)
 
@@ -310,7 +321,8 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
 
     @on(Select.Changed, "#destination")
     def _destination_changed(self, event: Select.Changed) -> None:
-        self.query_one("#uri", Input).disabled = event.value != URI_CHOICE
+        for box in self.query("#uri").results(Input):
+            box.disabled = event.value != URI_CHOICE
         self._validate()
 
     @on(Input.Changed)

@@ -11,7 +11,6 @@ figures, comes from JOB_COMPLETED, or from the completed job's statistics.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import time
 from types import MappingProxyType
@@ -24,6 +23,7 @@ from migtui.backend.libvirt.domain import CAPABILITY_FLAGS, LibvirtDomain, Place
 from migtui.backend.libvirt.events import ensure_event_thread, import_libvirt
 from migtui.backend.libvirt.host import KEEPALIVE_COUNT, KEEPALIVE_INTERVAL, HostLost, LibvirtHost, describe_libvirt_error
 from migtui.backend.libvirt.target import LibvirtTarget
+from migtui.backend.libvirt.threads import in_daemon_thread
 from migtui.backend.libvirt.units import JOB_COMPLETED, JOB_NONE, MiB, bandwidth_from_libvirt, bandwidth_to_libvirt, \
     query_migrate_from_job_stats
 from migtui.backend.messages import ActionResult, Listener, VMEvent, VMUpdated
@@ -73,8 +73,6 @@ class LibvirtBackend(Backend):
         self._poll: asyncio.Task[None] | None = None
         self._poll_wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        # migtui's own migrations: a thread each (virDomainMigrateToURI3 blocks until the end).
-        self._migrations = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="migtui-libvirt-migrate")
 
     # ---- Backend ---------------------------------------------------------------
 
@@ -96,7 +94,6 @@ class LibvirtBackend(Backend):
                 await self._poll
             self._poll = None
         await asyncio.gather(*(h.close() for h in self.libvirt_hosts), return_exceptions=True)
-        self._migrations.shutdown(wait=False, cancel_futures=True)
 
     def poll_soon(self) -> None:
         self._poll_wake.set()
@@ -305,7 +302,7 @@ class LibvirtBackend(Backend):
             return None
         key = name if name not in self._keys else f"{name}@{host.label}"
         domain = LibvirtDomain(self, key, uuid, name, host)
-        domain.vm.capabilities = domain.vm.tracker.capabilities = {c: False for c in CAPABILITY_FLAGS}
+        domain.vm.capabilities = {c: False for c in CAPABILITY_FLAGS}
         self.domains[uuid] = domain
         self._keys[key] = domain
         self.post(VMUpdated(key, "identity"))
@@ -472,12 +469,11 @@ class LibvirtBackend(Backend):
     def _record(self, domain: LibvirtDomain, sample) -> None:
         vm = domain.vm
         starts, ends = sample.in_flight and not vm.in_flight, sample.finished and vm.in_flight
-        vm.tracker.add(sample)
+        vm.observe(sample, self.assess_max_age())
         if starts or ends:
             # A job's tuning is the job's (migrateToURI3's bandwidth, a downtime set before): read it
             # as it starts and as it ends, which is when libvirt changes it.
             asyncio.ensure_future(self.refresh_settings(domain))
-        vm.problems = sample.problems
         if sample.in_flight:
             domain.job_seen.set()
         self.post(VMUpdated(domain.key, "sample", sample=sample))
@@ -486,9 +482,7 @@ class LibvirtBackend(Backend):
 
     def _apply_settings(self, domain: LibvirtDomain, settings: Mapping[str, Any]) -> None:
         vm = domain.vm
-        vm.parameters = vm.tracker.parameters = {**vm.parameters, **settings}
-        vm.tracker.max_bandwidth = vm.parameters.get("max-bandwidth")
-        vm.tracker.downtime_limit_ms = vm.parameters.get("downtime-limit")
+        vm.parameters = {**vm.parameters, **settings}
         self.post_settings(domain)
 
     def post_settings(self, domain: LibvirtDomain) -> None:
@@ -575,8 +569,6 @@ class LibvirtBackend(Backend):
                                     {"downtime-limit": options.downtime_ms},
                                     lambda: placement.dom.migrateSetMaxDowntime(int(options.downtime_ms), 0))
         uuid = domain.uuid
-        loop = asyncio.get_running_loop()
-        started = loop.create_future()
 
         def run() -> None:
             conn = None
@@ -591,7 +583,8 @@ class LibvirtBackend(Backend):
 
         domain.migrating_to = destination
         placement.job = True  # sample it from now: the first pass's event may take a while
-        future = asyncio.wrap_future(self._migrations.submit(run), loop=loop)
+        # A daemon thread of its own: virDomainMigrateToURI3 blocks until the migration ends.
+        future = in_daemon_thread(run, name=f"migtui-libvirt-migrate-{domain.vm.name}")
         domain._migration = future
         future.add_done_callback(lambda f: self._migration_ended(domain, destination, arguments, f))
         self.poll_soon()

@@ -150,7 +150,7 @@ class LibvirtDomain(VMHandle):
         if not self.connected:
             return Features(why_not=self.vm.reason or "not connected")
         return Features(migrate=True, cancel=True, set_parameters=True, set_capabilities=True, postcopy=True,
-                        block_migration=True)
+                        block_migration=True, persist=True)
 
     def poll_now(self) -> None:
         self.backend.poll_soon()
@@ -219,9 +219,7 @@ class LibvirtDomain(VMHandle):
             else:
                 fn = lambda v=value: dom.migrateSetCompressionCache(int(v), 0)  # noqa: E731
             await self.backend.call_audited(self, placement.host, call, {name: value}, fn)
-        self.vm.parameters = self.vm.tracker.parameters = {**self.vm.parameters, **change.parameters}
-        self.vm.tracker.max_bandwidth = self.vm.parameters.get("max-bandwidth")
-        self.vm.tracker.downtime_limit_ms = self.vm.parameters.get("downtime-limit")
+        self.vm.parameters = {**self.vm.parameters, **change.parameters}
         if change.advice is not None:
             from migtui.model.guidance import take_advice
 
@@ -235,7 +233,7 @@ class LibvirtDomain(VMHandle):
         if unknown:
             raise Refused(f"libvirt migrations take {', '.join(CAPABILITY_FLAGS)} as flags, not {', '.join(unknown)}")
         caps = {**self.vm.capabilities, **{k: bool(v) for k, v in capabilities.items()}}
-        self.vm.capabilities = self.vm.tracker.capabilities = caps
+        self.vm.capabilities = caps
         chosen = ", ".join(f"{CAPABILITY_FLAGS[k]}={'on' if v else 'off'}" for k, v in capabilities.items())
         self.log("action", "capabilities", f"for the next migration (libvirt takes them as flags): {chosen}")
         self.backend.post_settings(self)

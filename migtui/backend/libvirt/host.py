@@ -9,12 +9,12 @@ migration). The connection's close callback and keepalive tell a dead libvirtd w
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
 from migtui.backend.libvirt.target import LibvirtTarget
+from migtui.backend.libvirt.threads import SerialWorker
 from migtui.model.vm import Connection
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ __all__ = ["LibvirtHost", "HostLost", "describe_libvirt_error"]
 
 # A libvirtd silent this long (keepalive: every 5 s, 3 missed) is closed by libvirt itself.
 KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 3
+CLOSE_TIMEOUT = 2.0  # seconds a closing connection may take before migtui lets go of it
 
 
 class HostLost(Exception):
@@ -45,7 +46,7 @@ class LibvirtHost:
         self.conn: Any = None  # libvirt.virConnect, the watch connection
         self.connected_event = asyncio.Event()
         self._lost = asyncio.Event()
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="migtui-libvirt")
+        self._worker = SerialWorker(f"migtui-libvirt-{self.label}")
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._closing = False
@@ -65,7 +66,7 @@ class LibvirtHost:
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run fn on this host's worker thread; libvirt's errors come back as they are."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await self._worker.call(fn, *args)
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -82,9 +83,10 @@ class LibvirtHost:
             self._task = None
         conn, self.conn = self.conn, None
         if conn is not None:
+            # Bounded: a silent libvirtd must not hold up quitting (keepalive ends it within 15 s anyway).
             with contextlib.suppress(Exception):
-                await self.call(_close_connection, conn)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+                await asyncio.wait_for(self.call(_close_connection, conn), CLOSE_TIMEOUT)
+        self._worker.stop()
 
     def retry_now(self) -> None:
         self._wake.set()
@@ -114,7 +116,7 @@ class LibvirtHost:
             conn, self.conn = self.conn, None
             if conn is not None:
                 with contextlib.suppress(Exception):
-                    await self.call(_close_connection, conn)
+                    await asyncio.wait_for(self.call(_close_connection, conn), CLOSE_TIMEOUT)
             if self._closing:
                 return
             self._wake.clear()

@@ -176,7 +176,7 @@ class VMSession(VMHandle):
                 migrate=d.has("migrate"), cancel=d.has("migrate_cancel"), set_parameters=True,
                 set_capabilities=d.has("migrate-set-capabilities"), postcopy=d.has("migrate-start-postcopy"),
                 recover_postcopy=d.has("migrate-recover"), block_migration=d.has_block_migration,
-                preflight=d.has("calc-dirty-rate")))
+                preflight=d.has("calc-dirty-rate"), migrate_to_uri=d.has("migrate")))
         return cached[1]
 
     async def migrate(self, options: MigrationOptions, destination: VMHandle | Destination | None = None,

@@ -71,10 +71,11 @@ class FleetScreen(VMActions, Screen):
         self.sort_reverse = False
         self._reported: set[str] = set()
         self._members: set[str] = set()  # the backend's keys when the rows were last chosen
+        self._order: list[int] | None = None  # the columns' order, when not FLEET_COLUMNS' own
 
     def compose(self) -> ComposeResult:
         yield Static(id="fleet-header")
-        yield FleetTable(FLEET_COLUMNS, self.row, on_error=self._row_error, id="fleet")
+        yield FleetTable(self._columns(), self.row, on_error=self._row_error, id="fleet")
         yield FilterInput(placeholder="filter: name, endpoint, status or verdict (Enter keeps it, Esc clears)",
                           id="filter")
         yield MigtuiFooter()
@@ -93,10 +94,23 @@ class FleetScreen(VMActions, Screen):
 
     # ---- rows --------------------------------------------------------------
 
+    def _columns(self):
+        """FLEET_COLUMNS; on a fleet of hosts (libvirt), the host right after the VM, where it is seen."""
+        order = list(range(len(FLEET_COLUMNS)))
+        if self.app.backend.hosts():
+            host = next(i for i, c in enumerate(FLEET_COLUMNS) if c[0] == "host")
+            order.remove(host)
+            order.insert(1, host)
+        self._order = order if order != sorted(order) else None
+        return [FLEET_COLUMNS[i] for i in order]
+
     def row(self, key: str) -> tuple[tuple[str, ...], str]:
         """A VM's cells and the style of its row, asked for by the table when the row is in view."""
         vm = self.app.backend.get(key).vm
-        return fleet_cells(vm), category_style(status_category(vm), self.app.theme_variables)
+        cells = fleet_cells(vm)
+        if self._order is not None:
+            cells = tuple(cells[i] for i in self._order)
+        return cells, category_style(status_category(vm), self.app.theme_variables)
 
     def _row_error(self, error: BaseException) -> None:
         if repr(error) not in self._reported:  # once per bug, not once per row and frame

@@ -339,7 +339,9 @@ class ThroughputGraph(MigrationGraph):
             content.series.append(_Series(_scaled(sent, divisor), self.color("throughput"), f"sent {format_rate(last_sent)}"))
         title = "throughput vs dirty rate"
         if limit is not None:
-            title += f" · limit {format_rate(limit)}" + ("" if draw_limit else " (off scale)")
+            unlimited = format_rate(limit) == "unlimited"
+            title += " · no bandwidth limit" if unlimited else \
+                f" · limit {format_rate(limit)}" + ("" if draw_limit else " (off scale)")
         if last_sent is not None and last_dirty is not None and last_dirty >= last_sent > 0:
             title += " · dirty ≥ sent: not converging"
         content.title = title

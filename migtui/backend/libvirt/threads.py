@@ -1,0 +1,70 @@
+"""Daemon threads for libvirt's blocking calls, with results as asyncio futures.
+
+Not concurrent.futures: its workers are joined at interpreter exit, so a call stuck on a
+silent libvirtd, or a virDomainMigrateToURI3 that runs for the whole migration, would keep
+migtui from quitting. A daemon thread never holds the process: `q` quits at once, and the
+migration goes on under libvirt, which drives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from typing import Any, Callable
+
+__all__ = ["SerialWorker", "in_daemon_thread"]
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+def _run(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], fn: Callable[..., Any], args: tuple) -> None:
+    try:
+        value, ok = fn(*args), True
+    except BaseException as err:  # handed to the awaiting side as it is
+        value, ok = err, False
+    try:
+        loop.call_soon_threadsafe(_settle, future, ok, value)
+    except RuntimeError:
+        pass  # the loop has closed: nobody waits any more
+
+
+class SerialWorker:
+    """One daemon thread running calls in order: a host's watch connection, one call at a time."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            _run(*job)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((loop, future, fn, args))
+        return future
+
+    def stop(self) -> None:
+        """No more calls; the thread ends after the one it runs (or, stuck, with the process)."""
+        self._queue.put(None)
+
+
+def in_daemon_thread(fn: Callable[..., Any], *args: Any, name: str = "migtui-libvirt") -> asyncio.Future[Any]:
+    """fn(*args) on a daemon thread of its own; its result (or exception) as a future."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    threading.Thread(target=_run, args=(loop, future, fn, args), name=name, daemon=True).start()
+    return future
