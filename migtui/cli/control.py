@@ -7,6 +7,7 @@ import asyncio
 import sys
 from typing import Sequence
 
+from migtui.backend.libvirt.target import is_libvirt_target
 from migtui.cli.common import _connect, _refuse_if_read_only, make_recorder
 from migtui.cli.parser import UsageError
 
@@ -40,6 +41,15 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
     if args.record and (args.check or not args.wait):
         raise UsageError("--record FILE records what --wait follows: add --wait (and no --check)")
     options = _migration_options(args)  # every value is checked before connecting
+    if args.migrate_uri is not None and not is_libvirt_target(args.source):
+        raise UsageError("--migrate-uri is for libvirt domains; a QMP source takes --uri")
+    if is_libvirt_target(args.source):
+        if args.uri is not None or args.record:
+            raise UsageError("a libvirt domain migrates with --to HOST-URI (libvirt picks the stream); "
+                             "--uri and --record are for QMP endpoints")
+        from migtui.cli.hosts import migrate
+
+        return await migrate(args, options)
     if args.uri is not None:
         check_uri(args.uri)
     following = args.wait and not args.check
@@ -145,6 +155,15 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
     from migtui.backend.qmp.controls import cancel_migration
 
     _refuse_if_read_only(args, "cancel")
+    if is_libvirt_target(args.source):
+        from migtui.cli.hosts import control
+
+        async def cancel(handle) -> str:
+            status = handle.vm.migration_status
+            await handle.cancel()
+            return f"{handle.vm.name}: abort sent (status was {status})"
+
+        return await control(args, "cancel", cancel)
     session = await _connect(args.source, args)
     try:
         await cancel_migration(session)
@@ -170,6 +189,19 @@ async def cmd_set(args: argparse.Namespace) -> int:
 
     _refuse_if_read_only(args, "set")
     pairs = _assignments(args.assignments)
+    if is_libvirt_target(args.source):
+        from migtui.cli.hosts import control
+        from migtui.model.requests import ParamChange
+
+        if not pairs:
+            raise UsageError("give NAME=VALUE, e.g. bandwidth=1G downtime=500ms xbzrle-cache=256M")
+
+        async def tune(handle) -> str:
+            params = dict(parse_parameter(n, v, handle.vm.parameters) for n, v in pairs)
+            await handle.set_parameters(ParamChange(params, why="migtui set"))
+            return " ".join(f"{k}={handle.vm.parameters.get(k, v)}" for k, v in params.items())
+
+        return await control(args, "set", tune)
     session = await _connect(args.source, args)
     try:
         params = dict(parse_parameter(n, v, session.vm.parameters) for n, v in pairs)
@@ -192,6 +224,17 @@ async def cmd_caps(args: argparse.Namespace) -> int:
         caps[name] = lowered == "on"
     if caps:
         _refuse_if_read_only(args, "caps")
+    if is_libvirt_target(args.source):
+        from migtui.cli.hosts import control
+
+        if caps:
+            raise UsageError("libvirt takes capabilities as flags when a migration starts: give them to "
+                             "migtui migrate (--xbzrle, --auto-converge, --postcopy, --multifd N)")
+
+        async def flags(handle) -> str:
+            return " ".join(f"{k}={'on' if v else 'off'}" for k, v in sorted(handle.vm.capabilities.items()))
+
+        return await control(args, "caps", flags)
     session = await _connect(args.source, args)
     try:
         if caps:
@@ -207,6 +250,14 @@ async def cmd_postcopy(args: argparse.Namespace) -> int:
     from migtui.backend.qmp.controls import start_postcopy
 
     _refuse_if_read_only(args, "postcopy")
+    if is_libvirt_target(args.source):
+        from migtui.cli.hosts import control
+
+        async def switch(handle) -> str:
+            await handle.start_postcopy()
+            return f"{handle.vm.name}: switched to post-copy"
+
+        return await control(args, "postcopy", switch)
     session = await _connect(args.source, args)
     try:
         await session.sample()

@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     def targets(p: argparse.ArgumentParser, nargs: str = "+") -> None:
-        p.add_argument("targets", nargs=nargs, metavar="TARGET", help="[NAME=]unix:PATH, PATH or tcp:HOST:PORT")
+        p.add_argument("targets", nargs=nargs, metavar="TARGET", help="[NAME=]unix:PATH, PATH or tcp:HOST:PORT (QMP), or a libvirt host: "
+                       "qemu+ssh://[USER@]HOST/system, qemu+tcp://, qemu+tls://, qemu:///system, "
+                       "optionally #DOMAIN[,PATTERN...]")
 
     p = sub.add_parser("status", help="one sample per target, then exit")
     p.add_argument("--json", action="store_true", help="one JSON object per target")
@@ -52,8 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="start a migration")
     p.add_argument("source", metavar="SOURCE")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--to", metavar="TARGET", help="a destination VM waiting with -incoming defer")
+    where.add_argument("--to", metavar="TARGET", help="a destination VM waiting with -incoming defer, or for a libvirt domain the destination host's URI")
     where.add_argument("--uri", metavar="URI", help="tcp:HOST:PORT, unix:PATH, exec:CMD or fd:NAME")
+    p.add_argument("--migrate-uri", metavar="URI", help="libvirt only: the migration stream's URI "
+                   "(VIR_MIGRATE_PARAM_URI, as virsh's --migrateuri); default: libvirt picks one")
     p.add_argument("--bandwidth", metavar="SIZE", help="max bandwidth, e.g. 1G or 100M/s (bytes/s)")
     p.add_argument("--downtime", metavar="TIME", help="downtime limit, e.g. 300ms or 2s")
     p.add_argument("--xbzrle", action="store_true", help="turn on XBZRLE")
@@ -172,7 +176,9 @@ def build_console_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="migtui", description="Open the console on these VMs' QMP monitors.")
     add_console_options(parser)
     add_metrics_option(parser)
-    parser.add_argument("targets", nargs="*", metavar="TARGET", help="[NAME=]unix:PATH, PATH or tcp:HOST:PORT")
+    parser.add_argument("targets", nargs="*", metavar="TARGET", help="[NAME=]unix:PATH, PATH or tcp:HOST:PORT (QMP), or a libvirt host: "
+                       "qemu+ssh://[USER@]HOST/system, qemu+tcp://, qemu+tls://, qemu:///system, "
+                       "optionally #DOMAIN[,PATTERN...]")
     return parser
 
 

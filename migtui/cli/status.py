@@ -9,7 +9,8 @@ import sys
 import time
 from typing import Any, Awaitable
 
-from migtui.cli.common import _endpoints, _options, _warn_remote
+from migtui.cli.common import _options, _warn_remote
+from migtui.cli.parser import UsageError
 
 
 def _state_json(target: str, session, error: str | None = None) -> dict[str, Any]:
@@ -62,7 +63,15 @@ async def cmd_status(args: argparse.Namespace) -> int:
         from migtui.model.units import parse_time_ms
 
         window_s = parse_time_ms(args.window, "--window") / 1000
-    endpoints = _endpoints(args.targets)
+    from migtui.cli.common import split_targets
+
+    endpoints, hosts = split_targets(args.targets)
+    if hosts:
+        if endpoints:
+            raise UsageError("status takes QMP endpoints or libvirt hosts, not both at once; run it once for each")
+        from migtui.cli.hosts import status_lines
+
+        return await status_lines(hosts, args)
     _warn_remote(endpoints, args)
     options = _options(args)
     sessions = [VMSession(e, options=options) for e in endpoints]

@@ -7,7 +7,8 @@ import asyncio
 import sys
 import time
 
-from migtui.cli.common import _check_metrics, _endpoints, _options, _start_metrics, _stop_metrics, _warn_remote
+from migtui.cli.common import _check_metrics, _options, _start_metrics, _stop_metrics, _warn_remote, split_targets
+from migtui.cli.parser import UsageError
 from migtui.cli.status import error_of, print_state
 
 
@@ -22,7 +23,14 @@ async def cmd_watch(args: argparse.Namespace) -> int:
 
         count = parse_count(args.count, "--count", 1, 10**9)
     _check_metrics(args)
-    endpoints = _endpoints(args.targets)
+    endpoints, hosts = split_targets(args.targets)
+    if hosts:
+        if endpoints or args.metrics is not None:
+            raise UsageError("watch on libvirt hosts takes only libvirt targets (and no --metrics: use the "
+                             "console's --metrics)")
+        from migtui.cli.hosts import watch_rounds
+
+        return await watch_rounds(hosts, args, interval, count)
     _warn_remote(endpoints, args)
     options = _options(args, autopoll=False, active_interval=interval)
     sessions = [VMSession(e, options=options) for e in endpoints]

@@ -27,6 +27,7 @@ from migtui.backend.libvirt.threads import in_daemon_thread
 from migtui.backend.libvirt.units import JOB_COMPLETED, JOB_NONE, MiB, bandwidth_from_libvirt, bandwidth_to_libvirt, \
     query_migrate_from_job_stats
 from migtui.backend.messages import ActionResult, Listener, VMEvent, VMUpdated
+from migtui.backend.wake import Wake
 from migtui.model.history import PassMark
 from migtui.model.requests import MigrationOptions
 from migtui.model.sample import parse_query_migrate
@@ -71,7 +72,7 @@ class LibvirtBackend(Backend):
         self.domains: dict[str, LibvirtDomain] = {}  # UUID -> domain, in the order they were found
         self._keys: dict[str, LibvirtDomain] = {}
         self._poll: asyncio.Task[None] | None = None
-        self._poll_wake = asyncio.Event()
+        self._poll_wake = Wake()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- Backend ---------------------------------------------------------------
@@ -390,8 +391,7 @@ class LibvirtBackend(Backend):
 
     async def _poll_loop(self) -> None:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._poll_wake.wait(), self.options.active_interval)
+            await self._poll_wake.wait(self.options.active_interval)
             self._poll_wake.clear()
             jobs: dict[LibvirtHost, list[LibvirtDomain]] = {}
             for domain in self.domains.values():
@@ -520,7 +520,7 @@ class LibvirtBackend(Backend):
         return result
 
     async def start_migration(self, domain: LibvirtDomain, destination: LibvirtHost,
-                              options: MigrationOptions) -> str:
+                              options: MigrationOptions, stream: str | None = None) -> str:
         """virDomainMigrateToURI3, peer to peer, on a thread and a connection of its own; returns
         once libvirt shows the job (or refuses), while the migration runs on."""
         lv = self.libvirt
@@ -556,7 +556,8 @@ class LibvirtBackend(Backend):
             flag("VIR_MIGRATE_UNDEFINE_SOURCE")
         if options.bandwidth:
             params[lv.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth_to_libvirt(options.bandwidth)
-        stream = self.options.migration_uri(destination.uri) if self.options.migration_uri else None
+        if stream is None and self.options.migration_uri is not None:
+            stream = self.options.migration_uri(destination.uri)
         if stream:
             params[lv.VIR_MIGRATE_PARAM_URI] = stream
         arguments = {"dconnuri": destination.uri, "params": dict(params), "flags": "|".join(names)}

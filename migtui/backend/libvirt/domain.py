@@ -171,9 +171,10 @@ class LibvirtDomain(VMHandle):
     async def migrate(self, options: MigrationOptions, destination: VMHandle | Destination | None = None,
                       uri: str | None = None) -> str:
         self._ready("migrate")
-        if uri is not None:
-            raise Refused(f"{self.vm.name} is a libvirt domain: migrate it to another libvirt host, not to a URI")
         target = destination.target if isinstance(destination, Destination) else destination
+        if uri is not None and target is None:
+            raise Refused(f"{self.vm.name} is a libvirt domain: migrate it to another libvirt host (a URI given "
+                          "with one is the migration stream's, as virsh's --migrateuri)")
         from migtui.backend.libvirt.host import LibvirtHost
 
         if not isinstance(target, LibvirtHost):
@@ -184,7 +185,7 @@ class LibvirtDomain(VMHandle):
             raise NotConnected(f"migrate: {target.label} is not connected: {target.reason or 'connecting'}")
         if self.vm.in_flight or (self._migration is not None and not self._migration.done()):
             raise Refused(f"{self.vm.name} is already migrating: cancel it first")
-        return await self.backend.start_migration(self, target, options)
+        return await self.backend.start_migration(self, target, options, stream=uri)
 
     async def cancel(self) -> None:
         self._ready("cancel")

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from migtui.backend.libvirt.target import LibvirtTarget
 from migtui.backend.libvirt.threads import SerialWorker
+from migtui.backend.wake import Wake
 from migtui.model.vm import Connection
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class LibvirtHost:
         self._lost = asyncio.Event()
         self._worker = SerialWorker(f"migtui-libvirt-{self.label}")
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._wake = Wake()
         self._closing = False
 
     @property
@@ -120,8 +121,7 @@ class LibvirtHost:
             if self._closing:
                 return
             self._wake.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), backoff)
+            await self._wake.wait(backoff)  # retry_now() cuts it short
             backoff = min(backoff * 2, self.backend.options.backoff_max)
 
     def _set_state(self, state: Connection, reason: str | None) -> None:

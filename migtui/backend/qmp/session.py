@@ -42,6 +42,7 @@ from migtui.backend.qmp.client import Client, disconnect
 from migtui.backend.qmp.dialect import Dialect, migrate_args_from_schema, parse_version
 from migtui.backend.errors import ConnectFailed, NotConnected, QMPRefused, Refused
 from migtui.backend.messages import ActionResult, BackendMessage, Listener, VMEvent, VMUpdated
+from migtui.backend.wake import Wake
 
 if TYPE_CHECKING:
     from migtui.model.preflight import Prediction
@@ -117,7 +118,7 @@ class VMSession(VMHandle):
         self.assess_max_age: Callable[[], float] = _every_sample
         self.dialect: Dialect | None = None
         self._client: Client | None = None
-        self._wake = _Wake()
+        self._wake = Wake()
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -708,54 +709,6 @@ class VMSession(VMHandle):
             self.listener(message)
         except Exception:  # a listener's bug must not take the session down
             logging.getLogger(__name__).exception("listener failed")
-
-
-class _Wake:
-    """poll_now()'s flag, and a wait for it with a timeout: one future and one timer per wait.
-
-    Not asyncio.wait_for: on Python 3.11 it drops a cancellation that arrives
-    as the event fires, and the session could then never be closed. Awaiting
-    a plain future takes a cancellation as it comes, and costs no Task (the
-    poll loop waits here once per poll interval, for every VM). One waiter at
-    a time: the poll loop, or _run() between reconnects.
-    """
-
-    __slots__ = ("_flag", "_waiter")
-
-    def __init__(self) -> None:
-        self._flag = False
-        self._waiter: asyncio.Future[None] | None = None
-
-    def set(self) -> None:
-        self._flag = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def clear(self) -> None:
-        self._flag = False
-
-    def is_set(self) -> bool:
-        return self._flag
-
-    async def wait(self, timeout: float) -> None:
-        """Return when set() is called, or after `timeout` seconds."""
-        if self._flag:
-            return
-        loop = asyncio.get_running_loop()
-        waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(timeout, _resolve, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            if self._waiter is waiter:
-                self._waiter = None
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 # Parameters migtui reads as figures (guidance, the dashboard, the start dialog).
