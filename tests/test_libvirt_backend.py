@@ -279,3 +279,33 @@ async def test_the_console_on_two_hosts_m_migrates_b_makes_it_converge(libvirt_h
             assert [r.kind for r in domain.vm.log if r.name == "virDomainMigrateSetMaxSpeed"] == ["action"]
             await wait_until(lambda: cell("status") == "completed", 60)
             await wait_until(lambda: cell("host") == "host2" and cell("run-state") == "running", 15)
+
+
+async def test_k_chooses_the_flags_of_the_next_migration(libvirt_hosts):
+    """In libvirt, capabilities are flags given at the start: `k` says so, works during a migration, and
+    the next migration migtui starts carries them."""
+    from migtui.ui.app import MigtuiApp
+    from migtui.ui.dialogs import CapabilitiesDialog
+
+    async with _watching(libvirt_hosts, "caps") as (backend, domain, _):
+        await domain.migrate(MigrationOptions(bandwidth=30 * MiB), backend.destinations(domain)[0])
+        app = MigtuiApp(backend, start_fleet=False)
+        async with app.run_test(size=(120, 36)) as pilot:
+            await wait_until(lambda: domain.key in app.screen.query_one("#fleet").row_keys, 10)
+            await pilot.press("k")
+            assert isinstance(app.screen, CapabilitiesDialog)
+            assert "next migration" in str(app.screen.query_one("#at-start").render())
+            box = app.screen.query_one("#cap-auto-converge")
+            assert not box.disabled  # not locked by the migration running
+            box.value = True
+            await pilot.click("#apply")
+            await wait_until(lambda: domain.vm.capabilities.get("auto-converge") is True, 5)
+            await domain.cancel()
+            await wait_until(lambda: domain.vm.sample.finished and not domain.migrating, 20)
+            await domain.migrate(MigrationOptions(bandwidth=30 * MiB), backend.destinations(domain)[0])
+            flags = [r.detail for r in domain.vm.log if r.name == "virDomainMigrateToURI3" and r.kind == "action"]
+            assert "AUTO_CONVERGE" in flags[-1] and "AUTO_CONVERGE" not in flags[0], flags
+            await domain.cancel()
+        # The console closed the backend as it quit: a control now fails at once, it does not hang.
+        with pytest.raises(BackendError):
+            await domain.placements["host1"].host.call(lambda: None)

@@ -56,6 +56,9 @@ class Features:
     preflight: bool = False  # measure the dirty rate and predict, before migrating
     migrate_to_uri: bool = False  # migrate to a URI the operator types (QMP), not only to a listed destination
     persist: bool = False  # keep the domain defined at the destination, undefine it at the source (libvirt)
+    # Capabilities are flags a migration takes when it starts (libvirt): set_capabilities chooses
+    # them for the next one, and works while one runs.
+    capabilities_at_start: bool = False
     why_not: str | None = None  # why nothing can be done at all (a recording, read-only)
 
 

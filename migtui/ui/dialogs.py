@@ -169,9 +169,13 @@ class CapabilitiesDialog(ModalScreen[dict[str, bool]]):
 
     def compose(self) -> ComposeResult:
         vm = self.session.vm
-        locked = vm.in_flight
+        at_start = self.session.features.capabilities_at_start
+        locked = vm.in_flight and not at_start
         with Vertical(classes="dialog-box wide"):
             yield Label(f"Capabilities of {vm.name}", classes="dialog-title")
+            if at_start:
+                yield Label("libvirt takes these as flags when a migration starts: they apply to the next "
+                            "migration migtui starts, not to one running.", id="at-start")
             if locked:
                 yield Label(
                     f"Locked: a migration is running (status {vm.migration_status}); QEMU refuses capability "

@@ -81,6 +81,11 @@ class LibvirtDomain(VMHandle):
         return self.home
 
     @property
+    def migrating(self) -> bool:
+        """migtui's own virDomainMigrateToURI3 for it is still running (it returns after the job ends)."""
+        return self._migration is not None and not self._migration.done()
+
+    @property
     def connected(self) -> bool:
         return self.gone is None and self.home.connected
 
@@ -150,7 +155,7 @@ class LibvirtDomain(VMHandle):
         if not self.connected:
             return Features(why_not=self.vm.reason or "not connected")
         return Features(migrate=True, cancel=True, set_parameters=True, set_capabilities=True, postcopy=True,
-                        block_migration=True, persist=True)
+                        block_migration=True, persist=True, capabilities_at_start=True)
 
     def poll_now(self) -> None:
         self.backend.poll_soon()
@@ -183,8 +188,10 @@ class LibvirtDomain(VMHandle):
             raise Refused(f"{self.vm.name} already runs on {target.label}: choose another host")
         if not target.connected:
             raise NotConnected(f"migrate: {target.label} is not connected: {target.reason or 'connecting'}")
-        if self.vm.in_flight or (self._migration is not None and not self._migration.done()):
+        if self.vm.in_flight:
             raise Refused(f"{self.vm.name} is already migrating: cancel it first")
+        if self.migrating:
+            raise Refused(f"{self.vm.name}: libvirt is still ending its last migration; try again in a moment")
         return await self.backend.start_migration(self, target, options, stream=uri)
 
     async def cancel(self) -> None:

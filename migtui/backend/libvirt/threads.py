@@ -13,7 +13,13 @@ import queue
 import threading
 from typing import Any, Callable
 
-__all__ = ["SerialWorker", "in_daemon_thread"]
+from migtui.backend.errors import NotConnected
+
+__all__ = ["SerialWorker", "WorkerStopped", "in_daemon_thread"]
+
+
+class WorkerStopped(NotConnected):
+    """A call after the host's connection was closed (the backend was closed)."""
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -30,6 +36,10 @@ def _run(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], fn: Calla
         value, ok = fn(*args), True
     except BaseException as err:  # handed to the awaiting side as it is
         value, ok = err, False
+    _answer(loop, future, ok, value)
+
+
+def _answer(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], ok: bool, value: Any) -> None:
     try:
         loop.call_soon_threadsafe(_settle, future, ok, value)
     except RuntimeError:
@@ -40,6 +50,7 @@ class SerialWorker:
     """One daemon thread running calls in order: a host's watch connection, one call at a time."""
 
     def __init__(self, name: str) -> None:
+        self._stopped = False
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -49,16 +60,24 @@ class SerialWorker:
             job = self._queue.get()
             if job is None:
                 return
+            if self._stopped:
+                loop, future, _, _ = job  # queued before stop(): never run, never left waiting
+                _answer(loop, future, False, WorkerStopped("the connection was closed"))
+                continue
             _run(*job)
 
     def call(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put((loop, future, fn, args))
+        if self._stopped:
+            future.set_exception(WorkerStopped("the connection was closed"))
+        else:
+            self._queue.put((loop, future, fn, args))
         return future
 
     def stop(self) -> None:
-        """No more calls; the thread ends after the one it runs (or, stuck, with the process)."""
+        """No more calls (they fail at once); the thread ends after the one it runs (or, stuck, with the process)."""
+        self._stopped = True
         self._queue.put(None)
 
 
