@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import uuid as uuidlib
@@ -95,3 +96,37 @@ def test_bad_and_unreachable_targets_get_one_line(libvirt_hosts):
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and says in lines[0] and "Traceback" not in done.stderr, (args, done.stderr)
+
+
+def test_migtui_lab_libvirt_in_a_terminal_then_q_leaves_nothing(tmp_path):
+    """The README's many-hosts command, in a real terminal: two hosts and web-01 show, q quits,
+    and no libvirtd, QEMU or directory of the lab is left."""
+    import glob
+    import shutil
+    import time
+
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (apt-get install tmux)")
+    before = set(glob.glob("/tmp/migtui-lab-*-libvirt-*"))
+    session = f"migtui-libvirt-{uuidlib.uuid4().hex[:6]}"
+    command = f"{sys.executable} -m migtui lab --libvirt; echo EXITED $? > {tmp_path}/rc"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "30", command], check=True)
+    try:
+        screen, deadline = "", time.monotonic() + 40
+        while time.monotonic() < deadline and not ("web-01" in screen and "2 hosts: host1 (1), host2 (0)" in screen):
+            time.sleep(0.1)  # polling the terminal, with a deadline
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
+                                    text=True).stdout
+        assert "web-01" in screen and "2 hosts: host1 (1), host2 (0)" in screen, screen
+        made = set(glob.glob("/tmp/migtui-lab-*-libvirt-*")) - before
+        assert len(made) == 1
+        lab = made.pop()
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (tmp_path / "rc").exists():
+            time.sleep(0.1)
+        assert (tmp_path / "rc").read_text().strip() == "EXITED 0"
+        left = subprocess.run(["pgrep", "-f", lab], capture_output=True, text=True).stdout.split()
+        assert left == [] and not os.path.exists(lab), (left, lab)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
