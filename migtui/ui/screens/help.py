@@ -13,15 +13,15 @@ HELP = """\
 
 | key | action |
 | --- | --- |
-| `m` | start a migration (to a VM waiting with `-incoming defer`, or a URI) |
+| `m` | start a migration (to a VM waiting with `-incoming defer`, a URI, or for a libvirt domain another host) |
 | `c` | cancel the migration (confirm with `y`) |
 | `b` | bandwidth: `max-bandwidth`, bytes/s (`1G` = 1 GiB/s) |
 | `d` | downtime limit: `downtime-limit`, e.g. `300ms`, `2s` |
 | `x` | XBZRLE cache size (a power of two) |
-| `k` | capabilities (locked while a migration runs) |
+| `k` | capabilities (QMP: locked while a migration runs; libvirt: the flags of the next migration) |
 | `p` | switch to post-copy (confirm; needs post-copy ticked at start) |
 | `R` | recover a post-copy whose stream broke (postcopy-paused; confirm; shows the exact QMP) |
-| `a` | on the dashboard: apply the selected advice (confirm; shows the exact QMP command) |
+| `a` | on the dashboard: apply the selected advice (confirm; shows the exact QMP command or libvirt call) |
 | `enter` | dashboard of the selected VM |
 | `escape` | back |
 | `/` | filter the fleet by name, endpoint, status or verdict; `o` cycles the sort column |
