@@ -96,7 +96,7 @@ def _sum(a: float | None, b: float | None) -> float | None:
 def _row(key: str, session, local_host: str, max_age: float) -> _Row:
     vm: VMState = session.vm
     endpoint = session.endpoint
-    host = endpoint.host if endpoint.kind == "tcp" else local_host
+    host = endpoint.host if endpoint.kind in ("tcp", "libvirt") else local_host  # libvirt: the domain's host
     labels = (key, host or "", str(endpoint), BACKEND)
     assessment = vm.assessment(max_age=max_age)
     sample = vm.sample

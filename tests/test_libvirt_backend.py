@@ -117,8 +117,14 @@ async def test_a_migration_started_by_virsh_is_shown_live_with_its_passes(libvir
             await asyncio.to_thread(virsh.wait, 30)
 
 
-async def test_at_30_MiB_s_and_1_ms_it_does_not_converge_and_raising_the_bandwidth_completes_it(libvirt_hosts):
+async def test_at_30_MiB_s_and_1_ms_it_does_not_converge_and_raising_the_bandwidth_completes_it(libvirt_hosts,
+                                                                                              tmp_path):
+    from migtui.record import Recorder
+    from migtui.record.replay import load_recording
+
     async with _watching(libvirt_hosts, "tune") as (backend, domain, _):
+        recorder = Recorder(tmp_path / "recordings")
+        backend.subscribe(lambda m: recorder.observe(backend.get(m.vm), m) if backend.get(m.vm) else None)
         await domain.migrate(MigrationOptions(bandwidth=30 * MiB, downtime_ms=1), backend.destinations(domain)[0])
         assert domain.vm.in_flight
         await wait_until(lambda: domain.vm.parameters.get("max-bandwidth") == 30 * MiB, 10)
@@ -132,6 +138,11 @@ async def test_at_30_MiB_s_and_1_ms_it_does_not_converge_and_raising_the_bandwid
         await wait_until(judged, 60)
         assert verdicts[-1] == "not-converging", (verdicts[-1], domain.vm.derived.passes)
         assert (domain.vm.derived.passes or 0) <= 5
+        # Guidance's advice goes through libvirt's calls: every change it proposes is one libvirt can make.
+        advice = [a for a in domain.vm.advice() if a.change is not None]
+        assert advice
+        for item in advice:
+            assert domain.check_parameters(item.change), item
         change = ParamChange.of(max_bandwidth=4096 * MiB, downtime_limit=2000)
         assert domain.check_parameters(change) == [
             f"virDomainMigrateSetMaxSpeed({domain.vm.name}, 4096 MiB/s) on host1",
@@ -140,6 +151,11 @@ async def test_at_30_MiB_s_and_1_ms_it_does_not_converge_and_raising_the_bandwid
         assert domain.vm.parameters["max-bandwidth"] == 4096 * MiB
         await wait_until(lambda: domain.vm.migration_status == "completed", 60)
         await wait_until(lambda: domain.host.label == "host2", 15)
+        await wait_until(lambda: recorder.finished, 10)
+        recorder.close()
+        recording = load_recording(recorder.finished[-1].path)
+        assert recording.header["backend"] == "libvirt" and recording.header["host"] == "host1"
+        assert recording.summary is not None and recording.summary.get("status") == "completed"
 
 
 async def test_post_copy_switch_completes_a_migration_that_cannot_converge(libvirt_hosts):

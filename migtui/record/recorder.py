@@ -3,7 +3,8 @@
 The recorder is a backend listener (no Textual): it sees every sample, event
 and action of every VM and writes, per migration,
 
-    {"type": "header", "format": "migtui-recording", "vm", "name", "endpoint", "qemu", "dialect",
+    {"type": "header", "format": "migtui-recording", "vm", "name", "endpoint", "backend" (qmp or
+     libvirt), "host" (libvirt), "qemu", "dialect",
      "role", "run-state", "started", "parameters", "capabilities", ...}
     {"type": "sample", "vm", "time", "migration": {query-migrate as returned}, "derived": {...},
      "run-state" (when it changed), "problems" (when the reply had some)}
@@ -468,7 +469,11 @@ class Recorder:
         self._tracks[key] = track
         header = {
             "type": "header", "format": FORMAT, "version": VERSION, "migtui": __version__,
-            "vm": key, "name": vm.name, "endpoint": str(vm.endpoint), "qemu": vm.qemu_version,
+            "vm": key, "name": vm.name, "endpoint": str(vm.endpoint),
+            # Which backend saw it: QMP directly, or libvirt (and on which host).
+            "backend": "libvirt" if vm.endpoint.kind == "libvirt" else "qmp",
+            **({"host": vm.endpoint.host} if vm.endpoint.kind == "libvirt" else {}),
+            "qemu": vm.qemu_version,
             "dialect": vm.dialect, "role": "incoming" if vm.run_state == "inmigrate" else "outgoing",
             "run-state": vm.run_state, "started": sample.time,
             "parameters": redact(track.parameters), "capabilities": track.capabilities,

@@ -251,6 +251,9 @@ def _brief(data: Any) -> str:
 def _endpoint(header: dict[str, Any]) -> Endpoint:
     key = str(header.get("vm") or "replay")
     text = str(header.get("endpoint") or "")
+    if header.get("backend") == "libvirt":
+        host = header.get("host") if isinstance(header.get("host"), str) else None
+        return Endpoint(key, "libvirt", text.split("#", 1)[0], host, named=True)
     try:
         parsed = parse_endpoint(text)
         return Endpoint(key, parsed.kind, parsed.path, parsed.host, parsed.port, named=True)
