@@ -1,10 +1,21 @@
-"""A flag a poll loop waits on with a timeout, safe to cancel (shared by the backends)."""
+"""The asyncio pieces the backends share: a flag a poll loop waits on with a timeout, safe to
+cancel, and stopping a background task."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
-__all__ = ["Wake"]
+__all__ = ["Wake", "stop_task"]
+
+
+async def stop_task(task: asyncio.Task | None) -> None:
+    """Cancel a background task and wait until it has ended, whatever it ended with."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
 
 
 class Wake:

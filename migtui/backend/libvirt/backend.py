@@ -24,14 +24,14 @@ from migtui.backend.libvirt.events import ensure_event_thread, import_libvirt
 from migtui.backend.libvirt.host import KEEPALIVE_COUNT, KEEPALIVE_INTERVAL, HostLost, LibvirtHost, describe_libvirt_error
 from migtui.backend.libvirt.target import LibvirtTarget
 from migtui.backend.libvirt.threads import in_daemon_thread
-from migtui.backend.libvirt.units import JOB_COMPLETED, JOB_NONE, MiB, bandwidth_from_libvirt, bandwidth_to_libvirt, \
+from migtui.backend.libvirt.units import JOB_COMPLETED, JOB_NONE, bandwidth_from_libvirt, bandwidth_to_libvirt, \
     query_migrate_from_job_stats
 from migtui.backend.messages import ActionResult, Listener, VMEvent, VMUpdated
-from migtui.backend.wake import Wake
+from migtui.backend.wake import Wake, stop_task
 from migtui.model.history import PassMark
 from migtui.model.requests import MigrationOptions
 from migtui.model.sample import parse_query_migrate
-from migtui.model.vm import Connection, EventRecord
+from migtui.model.vm import EventRecord
 
 __all__ = ["LibvirtBackend", "LibvirtOptions", "LibvirtRefused", "READ_ONLY"]
 
@@ -89,11 +89,8 @@ class LibvirtBackend(Backend):
             self._poll = asyncio.create_task(self._poll_loop(), name="migtui-libvirt-poll")
 
     async def close(self) -> None:
-        if self._poll is not None:
-            self._poll.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._poll
-            self._poll = None
+        task, self._poll = self._poll, None
+        await stop_task(task)
         await asyncio.gather(*(h.close() for h in self.libvirt_hosts), return_exceptions=True)
 
     def poll_soon(self) -> None:

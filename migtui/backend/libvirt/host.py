@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from migtui.backend.libvirt.target import LibvirtTarget
 from migtui.backend.libvirt.threads import SerialWorker
-from migtui.backend.wake import Wake
+from migtui.backend.wake import Wake, stop_task
 from migtui.model.vm import Connection
 
 if TYPE_CHECKING:
@@ -77,11 +77,8 @@ class LibvirtHost:
 
     async def close(self) -> None:
         self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
         conn, self.conn = self.conn, None
         if conn is not None:
             # Bounded: a silent libvirtd must not hold up quitting (keepalive ends it within 15 s anyway).

@@ -12,7 +12,6 @@ Built on qemu.qmp's QMPClient. The rules that keep an on-call console alive:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import json
 import logging
@@ -42,7 +41,7 @@ from migtui.backend.qmp.client import Client, disconnect
 from migtui.backend.qmp.dialect import Dialect, migrate_args_from_schema, parse_version
 from migtui.backend.errors import ConnectFailed, NotConnected, QMPRefused, Refused
 from migtui.backend.messages import ActionResult, BackendMessage, Listener, VMEvent, VMUpdated
-from migtui.backend.wake import Wake
+from migtui.backend.wake import Wake, stop_task
 
 if TYPE_CHECKING:
     from migtui.model.preflight import Prediction
@@ -143,11 +142,8 @@ class VMSession(VMHandle):
 
     async def close(self) -> None:
         self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
         await self._drop()
 
     async def wait_connected(self, timeout: float) -> bool:
