@@ -325,3 +325,26 @@ async def test_k_chooses_the_flags_of_the_next_migration(libvirt_hosts):
         # The console closed the backend as it quit: a control now fails at once, it does not hang.
         with pytest.raises(BackendError):
             await domain.placements["host1"].host.call(lambda: None)
+
+
+async def test_the_console_shows_a_host_that_goes_down_and_comes_back(libvirt_hosts):
+    """libvirt's callbacks come from its own thread: the console must still redraw on them alone
+    (an idle fleet has no poll to carry the change), with the host's line in the header."""
+    from migtui.ui.app import MigtuiApp
+
+    hosts = libvirt_hosts
+    name = f"down-{uuidlib.uuid4().hex[:6]}"
+    await asyncio.to_thread(hosts.define_guest, hosts[0], name)
+    backend, _ = _backend(hosts)
+    app = MigtuiApp(backend)  # which starts it, as the console does (and closes it as it quits)
+    try:
+        async with app.run_test(size=(100, 24)):
+            header = lambda: str(app.screen.query_one("#fleet-header").render())  # noqa: E731
+            await wait_until(lambda: "host1 (1)" in header() and not app._flush_scheduled, 10)
+            await asyncio.to_thread(hosts.kill, hosts[0])
+            await wait_until(lambda: "⚠ host1" in header(), 10)
+            assert "1 disconnected" in header() and "libvirtd" in header()
+            await asyncio.to_thread(hosts.restart, hosts[0])
+            await wait_until(lambda: "⚠" not in header() and "host1 (1)" in header(), 30)
+    finally:
+        await asyncio.to_thread(hosts.destroy_guest, name)

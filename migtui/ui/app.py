@@ -154,11 +154,11 @@ class MigtuiApp(App[int]):
             self.flush()  # status changes go out at once: they are what operators wait for
             return
         if not self._flush_scheduled:
-            self._flush_scheduled = True
             # A big fleet repaints less often: its samples arrive once a second anyway, and each
             # repaint re-renders every visible cell of the table.
             delay = FLUSH_DELAY if not big else 0.25 if len(self.backend) <= 200 else 1.0
             self.set_timer(delay, self.flush)
+            self._flush_scheduled = True  # after: a timer that could not be set must not stop every repaint
 
     def _record(self, message: BackendMessage) -> None:
         """Write the message to the migration's recording; show the summary when a migration ends."""

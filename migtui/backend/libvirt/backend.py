@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
@@ -74,6 +75,7 @@ class LibvirtBackend(Backend):
         self._poll: asyncio.Task[None] | None = None
         self._poll_wake = Wake()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._context = contextvars.copy_context()
 
     # ---- Backend ---------------------------------------------------------------
 
@@ -83,6 +85,9 @@ class LibvirtBackend(Backend):
     def start(self) -> None:
         ensure_event_thread()
         self._loop = asyncio.get_running_loop()
+        # libvirt's callbacks come from its own thread, with no context: run them in the starter's,
+        # so subscribers see the context vars they set up (Textual's active app, say).
+        self._context = contextvars.copy_context()
         for host in self.libvirt_hosts:
             host.start()
         if self._poll is None:
@@ -208,24 +213,25 @@ class LibvirtBackend(Backend):
                lv.VIR_CONNECT_CLOSE_REASON_ERROR: "connection to libvirtd lost (libvirtd gone, or the network)",
                lv.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by migtui"}.get(reason, f"closed (reason {reason})")
         with contextlib.suppress(RuntimeError):  # the loop has closed
-            loop.call_soon_threadsafe(host.lost, why)
+            loop.call_soon_threadsafe(host.lost, why, context=self._context)
 
     def _lifecycle_cb(self, conn: Any, dom: Any, event: int, detail: int, opaque: Any) -> None:
         host, loop = opaque
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._on_lifecycle, host, dom, dom.UUIDString(), dom.name(), event, detail)
+            loop.call_soon_threadsafe(self._on_lifecycle, host, dom, dom.UUIDString(), dom.name(), event, detail,
+                                      context=self._context)
 
     def _iteration_cb(self, conn: Any, dom: Any, iteration: int, opaque: Any) -> None:
         host, loop = opaque
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(self._on_iteration, host, dom, dom.UUIDString(), dom.name(), iteration,
-                                      time.time())
+                                      time.time(), context=self._context)
 
     def _job_completed_cb(self, conn: Any, dom: Any, params: dict, opaque: Any) -> None:
         host, loop = opaque
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(self._on_job_completed, host, dom, dom.UUIDString(), dom.name(), dict(params),
-                                      time.time())
+                                      time.time(), context=self._context)
 
     # ---- what events do, on the loop ------------------------------------------------------
 
