@@ -79,7 +79,8 @@ async def test_set_and_cancel_reach_a_migration_started_elsewhere(libvirt_hosts,
         done = await asyncio.to_thread(migtui, "cancel", source)
         assert done.returncode == 0 and "abort sent" in done.stdout, done.stderr
         out, _ = await asyncio.to_thread(virsh.communicate, timeout=30)
-        assert virsh.returncode != 0 and "cancel" in out.lower()
+        assert virsh.returncode != 0, out  # its migration was aborted (what virsh says varies with the moment)
+        assert domain in hosts.virsh(hosts[0], "list", "--name").stdout.split()  # still on host1
     finally:
         if virsh.poll() is None:
             virsh.kill()

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from textual._context import active_app  # the app a callback runs as (see _on_backend)
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -140,7 +141,21 @@ class MigtuiApp(App[int]):
     # ---- backend to screen -------------------------------------------------
 
     def _on_backend(self, message: BackendMessage) -> None:
-        """Called by the backend on our loop; must stay cheap."""
+        """Called by the backend on our loop; must stay cheap.
+
+        Whatever context the backend calls from (one started before the console, a libvirt
+        callback), this runs as the app: its timers and notifications need Textual's active app.
+        """
+        if active_app.get(None) is not self:
+            token = active_app.set(self)
+            try:
+                self._on_backend_message(message)
+            finally:
+                active_app.reset(token)
+            return
+        self._on_backend_message(message)
+
+    def _on_backend_message(self, message: BackendMessage) -> None:
         self._dirty.add(message.vm)
         if self.recorder is not None:
             self._record(message)

@@ -401,7 +401,11 @@ class LibvirtBackend(Backend):
                 placement = domain.job_placement()
                 if placement is not None:
                     jobs.setdefault(placement.host, []).append(domain)
-            if jobs:
+            if len(jobs) == 1:  # the usual case: no gather task to wake for
+                host, domains = next(iter(jobs.items()))
+                with contextlib.suppress(Exception):
+                    await self._poll_host(host, domains)
+            elif jobs:
                 await asyncio.gather(*(self._poll_host(h, d) for h, d in jobs.items()), return_exceptions=True)
 
     async def _poll_host(self, host: LibvirtHost, domains: list[LibvirtDomain]) -> None:
@@ -417,7 +421,8 @@ class LibvirtBackend(Backend):
                 if error == "gone":
                     self._unplace(domain, host, "gone")
                 continue
-            placement.state, placement.reason = state, reason
+            if state is not None:
+                placement.state, placement.reason = state, reason
             job = stats.get("type", JOB_NONE) != JOB_NONE
             if job and stats.get("operation") == self.libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN:
                 placement.incoming = True
@@ -689,15 +694,18 @@ def _gone(lv: Any, err: Any) -> bool:
     return err.get_error_code() in (lv.VIR_ERR_NO_DOMAIN, lv.VIR_ERR_OPERATION_INVALID)
 
 
-def _sample_batch(lv: Any, conn: Any, doms: list[Any]) -> list[tuple[int, int, dict[str, Any], str | None]]:
+def _sample_batch(lv: Any, conn: Any, doms: list[Any]) -> list[tuple[int | None, int, dict[str, Any], str | None]]:
     """Every job of one host in one trip to its thread: (state, reason, stats, error) per domain.
-    A job that ended carries the completed job's statistics under "completed"."""
+    A job that ended carries the completed job's statistics under "completed". The state is read
+    only then (state None otherwise): while the job runs, lifecycle events carry its changes
+    (post-copy, the switch-over), and a second call per sample would double the round trips."""
     out = []
     for dom in doms:
         try:
             stats = dom.jobStats()
-            state, reason = dom.state()
+            state, reason = None, 0
             if stats.get("type", JOB_NONE) == JOB_NONE:
+                state, reason = dom.state()
                 stats = _job_stats(lv, dom)
             out.append((state, reason, stats, None))
         except lv.libvirtError as err:
