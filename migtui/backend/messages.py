@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from migtui.model.sample import MigrationSample
     from migtui.model.vm import Connection
 
-__all__ = ["VMUpdated", "VMEvent", "ActionResult", "BackendMessage", "Listener"]
+__all__ = ["VMUpdated", "VMEvent", "ActionResult", "BackendMessage", "Listener", "settings_update"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,14 @@ class VMUpdated:
     reason: str | None = None  # "connection": why it is not connected, in one line
     parameters: Mapping[str, Any] | None = None  # "settings": QEMU's names and units
     capabilities: Mapping[str, bool] | None = None  # "settings"
+
+
+def settings_update(key: str, parameters: Mapping[str, Any], capabilities: Mapping[str, bool]) -> VMUpdated:
+    """A "settings" VMUpdated carrying read-only copies of the VM's parameters and capabilities."""
+    from types import MappingProxyType
+
+    return VMUpdated(key, "settings", parameters=MappingProxyType(dict(parameters)),
+                     capabilities=MappingProxyType(dict(capabilities)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -297,6 +297,7 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
             destination = None
         cache = self._value("xbzrle-cache")
         multifd = self._value("multifd")
+        persist = self.source.features.persist and self._flag("persist")  # libvirt only: one box for both flags
         options = MigrationOptions(
             bandwidth=parse_rate(self._value("bandwidth"), "bandwidth") if self._value("bandwidth") else None,
             downtime_ms=parse_time_ms(self._value("downtime"), "downtime") if self._value("downtime") else None,
@@ -306,8 +307,8 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
             postcopy=self._flag("postcopy"),
             multifd=parse_count(multifd, "multifd", 1, 255) if multifd else None,
             block=self._flag("block"),
-            **({"persist_destination": self._flag("persist"), "undefine_source": self._flag("persist")}
-               if self.source.features.persist else {}),
+            persist_destination=persist,
+            undefine_source=persist,
         )
         return MigrationRequest(options, str(destination) if destination else None, uri)
 

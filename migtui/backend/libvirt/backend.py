@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import contextvars
 import time
-from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
 from migtui.backend.api import Backend, Destination, HostView, VMHandle
@@ -27,7 +26,7 @@ from migtui.backend.libvirt.target import LibvirtTarget
 from migtui.backend.libvirt.threads import in_daemon_thread
 from migtui.backend.libvirt.units import JOB_COMPLETED, JOB_NONE, bandwidth_from_libvirt, bandwidth_to_libvirt, \
     query_migrate_from_job_stats
-from migtui.backend.messages import ActionResult, Listener, VMEvent, VMUpdated
+from migtui.backend.messages import ActionResult, Listener, VMEvent, VMUpdated, settings_update
 from migtui.backend.wake import Wake, stop_task
 from migtui.model.history import PassMark
 from migtui.model.requests import MigrationOptions
@@ -74,7 +73,6 @@ class LibvirtBackend(Backend):
         self._keys: dict[str, LibvirtDomain] = {}
         self._poll: asyncio.Task[None] | None = None
         self._poll_wake = Wake()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._context = contextvars.copy_context()
 
     # ---- Backend ---------------------------------------------------------------
@@ -84,7 +82,6 @@ class LibvirtBackend(Backend):
 
     def start(self) -> None:
         ensure_event_thread()
-        self._loop = asyncio.get_running_loop()
         # libvirt's callbacks come from its own thread, with no context: run them in the starter's,
         # so subscribers see the context vars they set up (Textual's active app, say).
         self._context = contextvars.copy_context()
@@ -110,9 +107,6 @@ class LibvirtBackend(Backend):
     def hosts(self) -> list[HostView]:
         return [HostView(h.label, h.target.shown_uri, h.connected, h.reason,
                          sum(1 for d in self.domains.values() if d.home is h)) for h in self.libvirt_hosts]
-
-    def host(self, label: str) -> LibvirtHost | None:
-        return next((h for h in self.libvirt_hosts if h.label == label), None)
 
     def destinations(self, source: VMHandle) -> list[Destination]:
         if not isinstance(source, LibvirtDomain):
@@ -171,8 +165,7 @@ class LibvirtBackend(Backend):
             if self.options.read_only:
                 conn = lv.openReadOnly(host.uri)
             else:
-                # No interactive prompt, ever: a host that wants a password is refused with a reason.
-                conn = lv.openAuth(host.uri, [[lv.VIR_CRED_AUTHNAME, lv.VIR_CRED_PASSPHRASE], _no_prompt, None], 0)
+                conn = _open(lv, host.uri)
         except lv.libvirtError as err:
             raise HostLost(describe_libvirt_error(err)) from None
         if conn is None:
@@ -212,26 +205,25 @@ class LibvirtBackend(Backend):
                                                       f"{KEEPALIVE_INTERVAL * KEEPALIVE_COUNT} s",
                lv.VIR_CONNECT_CLOSE_REASON_ERROR: "connection to libvirtd lost (libvirtd gone, or the network)",
                lv.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by migtui"}.get(reason, f"closed (reason {reason})")
+        self._to_loop(loop, host.lost, why)
+
+    def _to_loop(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+        """Run fn(*args) on the loop, in the starter's context (libvirt's thread has none)."""
         with contextlib.suppress(RuntimeError):  # the loop has closed
-            loop.call_soon_threadsafe(host.lost, why, context=self._context)
+            loop.call_soon_threadsafe(fn, *args, context=self._context)
 
     def _lifecycle_cb(self, conn: Any, dom: Any, event: int, detail: int, opaque: Any) -> None:
         host, loop = opaque
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._on_lifecycle, host, dom, dom.UUIDString(), dom.name(), event, detail,
-                                      context=self._context)
+        self._to_loop(loop, self._on_lifecycle, host, dom, dom.UUIDString(), dom.name(), event, detail)
 
     def _iteration_cb(self, conn: Any, dom: Any, iteration: int, opaque: Any) -> None:
         host, loop = opaque
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._on_iteration, host, dom, dom.UUIDString(), dom.name(), iteration,
-                                      time.time(), context=self._context)
+        self._to_loop(loop, self._on_iteration, host, dom, dom.UUIDString(), dom.name(), iteration, time.time())
 
     def _job_completed_cb(self, conn: Any, dom: Any, params: dict, opaque: Any) -> None:
         host, loop = opaque
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._on_job_completed, host, dom, dom.UUIDString(), dom.name(), dict(params),
-                                      time.time(), context=self._context)
+        self._to_loop(loop, self._on_job_completed, host, dom, dom.UUIDString(), dom.name(), dict(params),
+                      time.time())
 
     # ---- what events do, on the loop ------------------------------------------------------
 
@@ -243,7 +235,7 @@ class LibvirtBackend(Backend):
         if domain is None:
             return
         what = _lifecycle_text(lv, event, detail)
-        self._log(domain, "event", "lifecycle", f"{what} on {host.label}")
+        domain.log("event", "lifecycle", f"{what} on {host.label}")
         self.post(VMEvent(domain.key, "LIFECYCLE", {"event": what, "host": host.label}, time.time()))
         if event in (lv.VIR_DOMAIN_EVENT_STOPPED, lv.VIR_DOMAIN_EVENT_UNDEFINED):
             if event == lv.VIR_DOMAIN_EVENT_UNDEFINED and host.label not in domain.placements:
@@ -366,7 +358,7 @@ class LibvirtBackend(Backend):
                 # libvirt ended the job with the domain (destroyed, crashed): the figures it last
                 # showed stay, and the migration is over.
                 last = domain.vm.sample
-                self._log(domain, "error", "job", f"the domain stopped mid-migration: {domain.gone}")
+                domain.log("error", "job", f"the domain stopped mid-migration: {domain.gone}")
                 failed = {**(last.info if last else {}), "status": "failed",
                           "error-desc": f"the domain stopped mid-migration: {domain.gone}"}
                 self._record(domain, parse_query_migrate(failed, time.time()))
@@ -431,8 +423,7 @@ class LibvirtBackend(Backend):
                 if domain.job_placement() is not placement:
                     continue
             if not job:
-                if not domain.vm.in_flight and (domain._migration is not None and not domain._migration.done()
-                                                or self._incoming_elsewhere(domain, placement)):
+                if not domain.vm.in_flight and (domain.migrating or self._incoming_elsewhere(domain, placement)):
                     continue  # the migration is still setting up (the destination prepares): keep asking
                 placement.job = False
                 completed = stats.get("completed")
@@ -494,9 +485,7 @@ class LibvirtBackend(Backend):
         self.post_settings(domain)
 
     def post_settings(self, domain: LibvirtDomain) -> None:
-        vm = domain.vm
-        self.post(VMUpdated(domain.key, "settings", parameters=MappingProxyType(dict(vm.parameters)),
-                            capabilities=MappingProxyType(dict(vm.capabilities))))
+        self.post(settings_update(domain.key, domain.vm.parameters, domain.vm.capabilities))
 
     async def refresh_settings(self, domain: LibvirtDomain) -> None:
         placement = domain.job_placement() or domain.placements.get(domain.home.label)
@@ -512,20 +501,22 @@ class LibvirtBackend(Backend):
         """One state-changing libvirt call: on the host's thread, audited, logged, reported."""
         if not host.connected:
             raise NotConnected(f"{call}: {host.label} is not connected: {host.reason or 'connecting'}")
-        lv = self.libvirt
-        audit = self.options.audit
         try:
             result = await host.call(fn)
-        except lv.libvirtError as err:
+        except self.libvirt.libvirtError as err:
             text = describe_libvirt_error(err)
-            audit.record(domain.vm.name, str(domain.endpoint), call, arguments, False, text)
-            self._log(domain, "error", call, text)
-            self.post(ActionResult(domain.key, call, arguments, False, text, time.time()))
+            self._report(domain, call, arguments, False, text, text)
             raise LibvirtRefused(f"libvirt refused {call}: {text}") from None
-        audit.record(domain.vm.name, str(domain.endpoint), call, arguments, True, result)
-        self._log(domain, "action", call, " ".join(f"{k}={v}" for k, v in arguments.items()) or "ok")
-        self.post(ActionResult(domain.key, call, arguments, True, result, time.time()))
+        self._report(domain, call, arguments, True, result,
+                     " ".join(f"{k}={v}" for k, v in arguments.items()) or "ok")
         return result
+
+    def _report(self, domain: LibvirtDomain, call: str, arguments: dict[str, Any], ok: bool, result: Any,
+                logged: str) -> None:
+        """A state-changing call's outcome: the audit line, the VM's log line, the ActionResult."""
+        self.options.audit.record(domain.vm.name, str(domain.endpoint), call, arguments, ok, result)
+        domain.log("action" if ok else "error", call, logged)
+        self.post(ActionResult(domain.key, call, arguments, ok, result, time.time()))
 
     async def start_migration(self, domain: LibvirtDomain, destination: LibvirtHost,
                               options: MigrationOptions, stream: str | None = None) -> str:
@@ -582,7 +573,7 @@ class LibvirtBackend(Backend):
         def run() -> None:
             conn = None
             try:
-                conn = lv.openAuth(source.uri, [[lv.VIR_CRED_AUTHNAME, lv.VIR_CRED_PASSPHRASE], _no_prompt, None], 0)
+                conn = _open(lv, source.uri)
                 dom = conn.lookupByUUIDString(uuid)
                 dom.migrateToURI3(destination.uri, params, flags)
             finally:
@@ -605,14 +596,11 @@ class LibvirtBackend(Backend):
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             seen.cancel()
-        audit = self.options.audit
         if future.done() and future.exception() is not None:
-            err = future.exception()
-            text = describe_libvirt_error(err)
-            raise LibvirtRefused(f"libvirt refused virDomainMigrateToURI3: {text}")
-        audit.record(domain.vm.name, str(domain.endpoint), "virDomainMigrateToURI3", arguments, True, "started")
-        self._log(domain, "action", "virDomainMigrateToURI3", f"to {destination.label} ({'|'.join(names[2:]) or 'live'})")
-        self.post(ActionResult(domain.key, "virDomainMigrateToURI3", arguments, True, "started", time.time()))
+            # _migration_ended reports it (audit, log, ActionResult); the caller gets libvirt's reason.
+            raise LibvirtRefused(f"libvirt refused virDomainMigrateToURI3: {describe_libvirt_error(future.exception())}")
+        self._report(domain, "virDomainMigrateToURI3", arguments, True, "started",
+                     f"to {destination.label} ({'|'.join(names[2:]) or 'live'})")
         return destination.uri
 
     def _migration_ended(self, domain: LibvirtDomain, destination: LibvirtHost, arguments: dict[str, Any],
@@ -623,10 +611,7 @@ class LibvirtBackend(Backend):
         err = future.exception()
         if err is not None:
             text = describe_libvirt_error(err)
-            self.options.audit.record(domain.vm.name, str(domain.endpoint), "virDomainMigrateToURI3", arguments,
-                                      False, text)
-            self._log(domain, "error", "virDomainMigrateToURI3", text)
-            self.post(ActionResult(domain.key, "virDomainMigrateToURI3", arguments, False, text, time.time()))
+            self._report(domain, "virDomainMigrateToURI3", arguments, False, text, text)
         self.poll_soon()
 
     # ---- hosts --------------------------------------------------------------------------------
@@ -636,14 +621,11 @@ class LibvirtBackend(Backend):
         if host.reason:
             for domain in self.domains.values():
                 if domain.home is host:
-                    self._log(domain, "error", str(host.connection), f"{host.label}: {host.reason}")
+                    domain.log("error", str(host.connection), f"{host.label}: {host.reason}")
         for domain in list(self.domains.values()):
             if domain.home is host or host.label in domain.placements:
                 domain.update_home()
         self.post(VMUpdated(f"host:{host.label}", "connection", connection=host.connection, reason=host.reason))
-
-    def _log(self, domain: LibvirtDomain, kind: str, name: str, detail: str) -> None:
-        domain.vm.log_append(EventRecord(time.time(), kind, name, detail))
 
 
 # ---- on a host's thread -----------------------------------------------------------------------
@@ -652,6 +634,11 @@ class LibvirtBackend(Backend):
 def _no_prompt(credentials: list, _opaque: Any) -> int:
     """libvirt's auth callback: migtui never prompts (the console owns the terminal): refuse."""
     return -1
+
+
+def _open(lv: Any, uri: str) -> Any:
+    """A read-write connection; no interactive prompt, ever: a host that wants a password is refused with a reason."""
+    return lv.openAuth(uri, [[lv.VIR_CRED_AUTHNAME, lv.VIR_CRED_PASSPHRASE], _no_prompt, None], 0)
 
 
 def _version(number: int) -> str:
@@ -664,12 +651,16 @@ def _job_stats(lv: Any, dom: Any) -> dict[str, Any]:
     """The job's statistics; with no job, the last completed job's under "completed" (how a job
     that ended while migtui could not see it ended)."""
     try:
-        stats = dom.jobStats()
+        return _with_completed(lv, dom, dom.jobStats())
     except lv.libvirtError:
         return {}
+
+
+def _with_completed(lv: Any, dom: Any, stats: dict[str, Any]) -> dict[str, Any]:
+    """`stats` as read; with no job, the last completed job's statistics under "completed"."""
     if stats.get("type", JOB_NONE) == JOB_NONE:
         with contextlib.suppress(lv.libvirtError):
-            stats = {"type": JOB_NONE, "completed": dom.jobStats(lv.VIR_DOMAIN_JOB_STATS_COMPLETED)}
+            return {"type": JOB_NONE, "completed": dom.jobStats(lv.VIR_DOMAIN_JOB_STATS_COMPLETED)}
     return stats
 
 
@@ -706,7 +697,7 @@ def _sample_batch(lv: Any, conn: Any, doms: list[Any]) -> list[tuple[int | None,
             state, reason = None, 0
             if stats.get("type", JOB_NONE) == JOB_NONE:
                 state, reason = dom.state()
-                stats = _job_stats(lv, dom)
+                stats = _with_completed(lv, dom, stats)
             out.append((state, reason, stats, None))
         except lv.libvirtError as err:
             if _gone(lv, err):

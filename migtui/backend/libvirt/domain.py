@@ -10,7 +10,6 @@ domain's QMP monitor (libvirt holds it, and marks a domain tainted when commands
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -20,7 +19,7 @@ from migtui.backend.libvirt.units import MiB, bandwidth_to_libvirt
 from migtui.backend.messages import VMUpdated
 from migtui.model.endpoint import Endpoint
 from migtui.model.requests import MigrationOptions, ParamChange
-from migtui.model.vm import Connection, EventRecord, VMState
+from migtui.model.vm import Connection, VMState
 
 if TYPE_CHECKING:
     from migtui.backend.libvirt.backend import LibvirtBackend
@@ -253,9 +252,6 @@ class LibvirtDomain(VMHandle):
             raise Refused(f"{self.vm.name} has no outgoing migration to switch to post-copy")
         await self.backend.call_audited(self, placement.host, "virDomainMigrateStartPostCopy", {},
                                         lambda: placement.dom.migrateStartPostCopy(0))
-
-    def log(self, kind: str, name: str, detail: str) -> None:
-        self.vm.log_append(EventRecord(time.time(), kind, name, detail))
 
     def __repr__(self) -> str:
         return f"<LibvirtDomain {self.key} on {self.home.label}>"

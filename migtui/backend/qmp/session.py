@@ -20,7 +20,6 @@ import socket
 import ssl as ssl_module
 import stat
 import time
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError
@@ -40,7 +39,7 @@ from migtui.backend.qmp import controls
 from migtui.backend.qmp.client import Client, disconnect
 from migtui.backend.qmp.dialect import Dialect, migrate_args_from_schema, parse_version
 from migtui.backend.errors import ConnectFailed, NotConnected, QMPRefused, Refused
-from migtui.backend.messages import ActionResult, BackendMessage, Listener, VMEvent, VMUpdated
+from migtui.backend.messages import ActionResult, BackendMessage, Listener, VMEvent, VMUpdated, settings_update
 from migtui.backend.wake import Wake, stop_task
 
 if TYPE_CHECKING:
@@ -692,9 +691,7 @@ class VMSession(VMHandle):
         self._notify(VMUpdated(self.key, "connection", connection=state, reason=reason))
 
     def _settings_message(self) -> VMUpdated:
-        vm = self.vm
-        return VMUpdated(self.key, "settings", parameters=MappingProxyType(dict(vm.parameters)),
-                         capabilities=MappingProxyType(dict(vm.capabilities)))
+        return settings_update(self.key, self.vm.parameters, self.vm.capabilities)
 
     def _log(self, kind: str, name: str, detail: str, when: float | None = None,
              passes: tuple[int, int] | None = None) -> None:
