@@ -67,7 +67,10 @@ async def test_set_and_cancel_reach_a_migration_started_elsewhere(libvirt_hosts,
                               "--migrateuri", hosts.migration_uri(hosts[1]), "--bandwidth", "20"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        await wait_until(lambda: "Unbounded" in _job(hosts, hosts[0], domain), 20)
+        # Until QEMU sends (the job shows from libvirt's prepare on, and virsh's --bandwidth 20
+        # is applied as QEMU starts: a set before that would be overwritten by it).
+        await wait_until(lambda: "Memory processed" in _job(hosts, hosts[0], domain)
+                         and hosts.virsh(hosts[0], "migrate-getspeed", domain).stdout.strip() == "20", 20)
         source = f"{hosts[0].uri}#{domain}"
         done = await asyncio.to_thread(migtui, "set", source, "bandwidth=25M")
         assert done.returncode == 0, done.stderr
