@@ -60,7 +60,7 @@ class LibvirtDomain(VMHandle):
         self.backend = backend
         self.key = key
         self.uuid = uuid
-        self.endpoint = Endpoint(name=name, kind="libvirt", path=host.target.shown_uri, host=host.label, named=True)
+        self.endpoint = _endpoint(name, host)
         self.vm = VMState(endpoint=self.endpoint, name=name)
         self.vm.dialect = "libvirt"
         self.vm.run_state = None
@@ -111,9 +111,7 @@ class LibvirtDomain(VMHandle):
             self.gone = None
             if chosen.host is not self.home:
                 self.home = chosen.host
-                self.endpoint = Endpoint(name=self.endpoint.name, kind="libvirt", path=chosen.host.target.shown_uri,
-                                         host=chosen.host.label, named=True)
-                vm.endpoint = self.endpoint
+                self.endpoint = vm.endpoint = _endpoint(self.endpoint.name, chosen.host)
             vm.run_state = self.backend.run_state(chosen.state, chosen.reason, chosen.incoming)
             vm.qemu_version = chosen.host.qemu_version
         host = self.home
@@ -131,19 +129,18 @@ class LibvirtDomain(VMHandle):
     def postcopy(self) -> bool:
         """Whether libvirt says the domain is in post-copy on either end (it says so in the state's reason)."""
         lv = self.backend.libvirt
-        for p in self.placements.values():
-            if (p.state, p.reason) in ((lv.VIR_DOMAIN_PAUSED, lv.VIR_DOMAIN_PAUSED_POSTCOPY),
-                                       (lv.VIR_DOMAIN_RUNNING, lv.VIR_DOMAIN_RUNNING_POSTCOPY)):
-                return True
-        return False
+        return self._in_state(lv.VIR_DOMAIN_PAUSED_POSTCOPY, lv.VIR_DOMAIN_RUNNING_POSTCOPY)
 
     @property
     def postcopy_failed(self) -> bool:
         lv = self.backend.libvirt
-        return any((p.state, p.reason) in (
-            (lv.VIR_DOMAIN_PAUSED, lv.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED),
-            (lv.VIR_DOMAIN_RUNNING, lv.VIR_DOMAIN_RUNNING_POSTCOPY_FAILED))
-            for p in self.placements.values())
+        return self._in_state(lv.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED, lv.VIR_DOMAIN_RUNNING_POSTCOPY_FAILED)
+
+    def _in_state(self, paused_reason: int, running_reason: int) -> bool:
+        """Paused for `paused_reason` on one end, or running for `running_reason`."""
+        lv = self.backend.libvirt
+        wanted = ((lv.VIR_DOMAIN_PAUSED, paused_reason), (lv.VIR_DOMAIN_RUNNING, running_reason))
+        return any((p.state, p.reason) in wanted for p in self.placements.values())
 
     # ---- the VMHandle ---------------------------------------------------------
 
@@ -255,6 +252,11 @@ class LibvirtDomain(VMHandle):
 
     def __repr__(self) -> str:
         return f"<LibvirtDomain {self.key} on {self.home.label}>"
+
+
+def _endpoint(name: str, host: LibvirtHost) -> Endpoint:
+    """Where the domain is now: its host's URI and label."""
+    return Endpoint(name=name, kind="libvirt", path=host.target.shown_uri, host=host.label, named=True)
 
 
 def _libvirt_value(name: str, value: Any) -> str:
