@@ -13,21 +13,23 @@ guest), so that ten of them leave the two cores to what is measured.
    `time.process_time()` of this process (every thread: the loop, the host's worker, libvirt's
    event thread), in interleaved rounds, the order rotated.
    Paced, the headline: for 6 s each, at 20 Hz,
-     migtui     the backend's own poll loop at active_interval 0.05 s: virDomainGetJobStats and
-                virDomainGetState on the host's worker thread, the conversion to query-migrate's
-                shape, parse_query_migrate, VMState.observe (tracker, history, the assessment as
-                samples arrive) and the VMUpdated post to a subscriber: the whole path
+     migtui     the backend's own sampling at active_interval 0.05 s: the host's worker thread
+                times its batches, calls virDomainGetJobStats and hands the batch to the loop
+                in one call; there the conversion to query-migrate's shape, parse_query_migrate,
+                VMState.observe (tracker, history, the verdict: again for a new pass, status or
+                settings, else at most once a second of samples) and the VMUpdated post to a
+                subscriber: the whole path
      bare       `dom.jobStats()` then `time.sleep(0.05)` in a loop on a worker thread, on a
                 connection of its own
    each less the same process's CPU over a round with nobody sampling (the baseline), per
    sample; also each thread's share, and the model step's (wrapping _add_sample and the
    assessment, thread time on the loop).
    Unpaced, to take the path apart: N samples back to back of
-     migtui     `await backend._poll_host(host, [domain])`. The assessment walks the current
-                pass's samples, so back to back (hundreds of samples per pass instead of 7 at
-                the default 2 Hz) it costs far more than in use: not a goal figure
-     batch      `await host.call(_sample_batch, ...)`: migtui's two libvirt calls and the hop to
-                the worker thread and back, no model
+     migtui     `await backend._poll_host(host, [domain])`: the same model step, with a trip
+                to the worker thread and back on the loop (the worker times no batch here);
+                back to back, hot caches: not a goal figure
+     batch      `await host.call(_sample_batch, ...)`: migtui's jobStats() call (state() only
+                once a job ended) and the trip to the worker thread and back, no model
      bare       `dom.jobStats()` in a loop on a worker thread; bare+state: with `dom.state()` too
    and `virsh -c URI domjobinfo NAME`, one process per query: wall time, and CPU of the
    child (getrusage(RUSAGE_CHILDREN) before and after each).
@@ -237,11 +239,13 @@ async def sampling(hosts: Any, samples: int, rounds: int, virsh_queries: int, pa
             thread_cpu = await asyncio.to_thread(bare_loop, n, state)
             return (time.process_time() - c0) / n, (time.perf_counter() - w0) / n, thread_cpu / n
 
-        def bare_paced_loop(seconds: float) -> int:
+        def bare_paced_loop(seconds: float, hop: asyncio.AbstractEventLoop | None = None) -> int:
             bare_dom = bare["dom"]
             n, end = 0, time.perf_counter() + seconds
             while time.perf_counter() < end:
-                bare_dom.jobStats()
+                stats = bare_dom.jobStats()
+                if hop is not None:  # the floor of any design that reads on a thread and shows on a loop
+                    hop.call_soon_threadsafe(len, stats)
                 n += 1
                 time.sleep(interval)
             return n
@@ -250,7 +254,7 @@ async def sampling(hosts: Any, samples: int, rounds: int, virsh_queries: int, pa
             """(CPU seconds, samples, wall seconds) over `seconds` of wall time: the backend's own poll loop at
             `interval`, a paced bare loop on a thread, or nobody sampling (the baseline)."""
             before = posted[0]
-            if which == "bare":
+            if which.startswith("bare"):
                 await asyncio.to_thread(bare_connect)
             threads0 = thread_cpu()
             c0, w0 = time.process_time(), time.perf_counter()
@@ -267,6 +271,8 @@ async def sampling(hosts: Any, samples: int, rounds: int, virsh_queries: int, pa
                 n = posted[0] - before
             elif which == "bare":
                 n = await asyncio.to_thread(bare_paced_loop, seconds)
+            elif which == "bare+hop":
+                n = await asyncio.to_thread(bare_paced_loop, seconds, asyncio.get_running_loop())
             else:
                 await asyncio.sleep(seconds)
             cpu, wall = time.process_time() - c0, time.perf_counter() - w0
@@ -281,13 +287,13 @@ async def sampling(hosts: Any, samples: int, rounds: int, virsh_queries: int, pa
             await run(20)
         per: dict[str, list[tuple[float, float, float]]] = {k: [] for k in clients}
         names = list(clients)
-        paced_names = ["idle", "migtui", "bare"]
+        paced_names = ["idle", "migtui", "bare", "bare+hop"]
         paced_raw: dict[str, list[tuple[float, int, float]]] = {k: [] for k in paced_names}
         by_thread: dict[str, list[dict[str, float]]] = {k: [] for k in paced_names}
         for r in range(rounds):
             for k in names[r % len(names):] + names[:r % len(names)]:  # order rotated
                 per[k].append(await clients[k](samples))
-            for k in paced_names[r % 3:] + paced_names[:r % 3]:
+            for k in paced_names[r % len(paced_names):] + paced_names[:r % len(paced_names)]:
                 paced_raw[k].append(await paced(k, paced_seconds))
         if profile:  # one more paced migtui round under cProfile (the loop's thread: where the model runs)
             import cProfile
@@ -321,7 +327,7 @@ async def sampling(hosts: Any, samples: int, rounds: int, virsh_queries: int, pa
     us = {f"unpaced {k}": [c * 1e6 for c, _, _ in v] for k, v in per.items()}
     wall_us = {f"unpaced {k}": [w * 1e6 for _, w, _ in v] for k, v in per.items()}
     # Paced: CPU per sample above the baseline (the same process, nobody sampling) of the same round.
-    for k in ("migtui", "bare"):
+    for k in ("migtui", "bare", "bare+hop"):
         us[f"paced {k}"] = [(cpu - idle_cpu / idle_wall * wall) / n * 1e6
                             for (cpu, n, wall), (idle_cpu, _, idle_wall) in zip(paced_raw[k], paced_raw["idle"]) if n]
     values: dict[str, Any] = {
@@ -347,6 +353,7 @@ async def sampling(hosts: Any, samples: int, rounds: int, virsh_queries: int, pa
     m = {k: median(v) for k, v in us.items()}
     ratios = {
         "paced migtui / paced bare": m["paced migtui"] / m["paced bare"],
+        "paced bare+hop / paced bare": m["paced bare+hop"] / m["paced bare"],
         "unpaced batch / unpaced bare": m["unpaced batch"] / m["unpaced bare"],
         "unpaced migtui / unpaced bare": m["unpaced migtui"] / m["unpaced bare"],
         "virsh CPU / paced migtui CPU": median(virsh_cpu) * 1e6 / m["paced migtui"],
@@ -594,6 +601,7 @@ def table(out: dict[str, Any]) -> str:
         hz = f"{1 / s['params']['paced_interval_s']:g} Hz"
         for k, label in (("paced migtui", f"migtui: its poll loop at {hz}, the whole path"),
                          ("paced bare", f"bare: jobStats() loop on a thread, {hz}"),
+                         ("paced bare+hop", f"bare, each sample handed to the loop, {hz}"),
                          ("unpaced migtui", "migtui: _poll_host back to back (see docs)"),
                          ("unpaced batch", "migtui: _sample_batch via the host's thread"),
                          ("unpaced bare", "bare: jobStats() back to back on a thread"),

@@ -242,20 +242,22 @@ async def test_an_unreachable_host_gets_one_line_and_the_others_carry_on(libvirt
         await backend.close()
 
 
-async def test_sampling_costs_nothing_for_idle_domains(libvirt_hosts):
+async def test_sampling_costs_nothing_for_idle_domains(libvirt_hosts, monkeypatch):
     """Idle domains are not polled: a backend watching them makes no job-statistics calls."""
+    from migtui.backend.libvirt import backend as backend_module
+
+    calls = []
+    original = backend_module._sample_batch
+
+    def counted(lv, conn, doms):  # every batch, the worker's own and the loop's, goes through it
+        calls.append(len(doms))
+        return original(lv, conn, doms)
+
+    monkeypatch.setattr(backend_module, "_sample_batch", counted)
     async with _watching(libvirt_hosts, "idle") as (backend, domain, messages):
-        calls = []
-        original = backend._poll_host
-
-        async def counted(host, domains):
-            calls.append(len(domains))
-            await original(host, domains)
-
-        backend._poll_host = counted
         started = time.monotonic()
         await wait_until(lambda: time.monotonic() - started > 1.5, 5)  # three poll intervals pass
-        assert calls == [] and domain.job_placement() is None
+        assert calls == [] and domain.job_placement() is None and all(not h.sampled for h in backend.libvirt_hosts)
 
 
 async def test_the_console_on_two_hosts_m_migrates_b_makes_it_converge(libvirt_hosts):

@@ -39,6 +39,12 @@ class EventRecord:
 
 LOG_RECORDS = 200
 
+# The verdict and ETA are brought up to date at most this often (sample seconds) while a
+# migration keeps its status and its pass: they move with passes and rates, not with each
+# reply, and at a fast poll re-assessing every reply cost more than the rest of a sample's
+# path. A new status, a new pass or new settings bring them up to date at once.
+VERDICT_REFRESH_S = 1.0
+
 
 class _TrackersOwn:
     """A VMState attribute that is its tracker's, read and written there: one copy."""
@@ -50,6 +56,8 @@ class _TrackersOwn:
         return self if vm is None else getattr(vm.tracker, self.name)
 
     def __set__(self, vm: Any, value: Any) -> None:
+        if getattr(vm.tracker, self.name) != value:
+            vm._assessed = None  # the verdict weighs the settings: new ones, a new verdict
         setattr(vm.tracker, self.name, value)
 
 
@@ -75,7 +83,8 @@ class VMState:
     log: deque[EventRecord] = field(default_factory=lambda: deque(maxlen=LOG_RECORDS))
     problems: tuple[str, ...] = ()  # what was wrong with the last reply
     log_total: int = 0  # records ever appended, passes joined into one line included
-    _assessed: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
+    _assessed: tuple[Any, Any, Any] | None = field(default=None, repr=False, compare=False)  # (sample, verdict, pass)
+    _shown: tuple[Any, Any, Any] | None = field(default=None, repr=False, compare=False)  # (sample, verdict, aged)
 
     # The settings are the tracker's (guidance reads them there): one copy, whoever writes it.
     # parameters: QEMU's names and modern units (max-bandwidth bytes/s, downtime-limit ms, ...).
@@ -105,30 +114,41 @@ class VMState:
             self.assessment(max_age=max_age)
 
     def assessment(self, max_age: float = 0.0):  # -> migtui.model.guidance.Assessment
-        """The verdict on the latest migration, computed once per new sample.
+        """The verdict on the latest migration: computed again for a new status, pass or
+        settings, else at most every VERDICT_REFRESH_S of samples.
 
         max_age > 0 accepts one computed from an earlier sample of the same migration up to
-        that many seconds older (sample time): a big fleet's sort need not assess every VM.
+        that many seconds older (sample time), across passes: a big fleet's sort need not
+        assess every VM.
         """
         from migtui.model.guidance import assess
 
         last = self.tracker.last
+        passes = self.tracker.derived.passes
         cached = self._assessed
         if cached is not None and cached[0] is not last:
             before = cached[0]
-            if last is None or before is None or before.status != last.status:
+            age = None if last is None or before is None else last.time - before.time
+            if age is None or before.status != last.status:
                 cached = None
             elif not last.in_flight and before.info == last.info:
                 pass  # idle or finished, and QEMU repeats itself: nothing can have changed
-            elif not (max_age > 0 and 0 <= last.time - before.time <= max_age):
+            elif max_age > 0 and 0 <= age <= max_age:
+                pass
+            elif not (cached[2] == passes and 0 <= age < VERDICT_REFRESH_S):
                 cached = None
         if cached is None:
-            cached = self._assessed = (last, assess(self.tracker))
+            cached = self._assessed = (last, assess(self.tracker), passes)
+        shown = self._shown
+        if shown is None or shown[0] is not last or shown[1] is not cached[1]:
+            # One held from an earlier sample: its ETAs count down to the sample now.
+            age = last.time - cached[0].time if last is not None and cached[0] is not None else 0.0
+            shown = self._shown = (last, cached[1], cached[1].aged(age) if last is not None and last.in_flight else cached[1])
         # Any state but connected, once a migration was seen: reconnect attempts go through
         # `connecting`, and the last verdict is no truer then.
         if last is not None and last.in_flight and self.connection != Connection.CONNECTED:
-            return unreachable(cached[1], last.time, self.connection, self.reason)
-        return cached[1]
+            return unreachable(shown[2], last.time, self.connection, self.reason)
+        return shown[2]
 
     def advice(self):  # -> list[migtui.model.guidance.Advice]
         from migtui.model.guidance import advise

@@ -2,7 +2,8 @@
 
 What it costs: nothing per idle domain but events. A domain's job is sampled
 (virDomainGetJobStats) only while it has one, at the active interval, all of one host's in
-one call on its worker thread; a job is found by libvirt's MIGRATION_ITERATION event (QEMU
+one batch that the host's worker thread times itself, waking the event loop once per batch;
+a job is found by libvirt's MIGRATION_ITERATION event (QEMU
 syncs its first pass as the migration starts), by the destination domain appearing on
 another watched host, or by the sweep when a host (re)connects. The outcome, with its final
 figures, comes from JOB_COMPLETED, or from the completed job's statistics.
@@ -27,7 +28,6 @@ from migtui.backend.libvirt.threads import in_daemon_thread
 from migtui.backend.libvirt.units import JOB_COMPLETED, JOB_NONE, bandwidth_from_libvirt, bandwidth_to_libvirt, \
     query_migrate_from_job_stats
 from migtui.backend.messages import ActionResult, Listener, VMEvent, VMUpdated, settings_update
-from migtui.backend.wake import Wake, stop_task
 from migtui.model.history import PassMark
 from migtui.model.requests import MigrationOptions
 from migtui.model.sample import parse_query_migrate
@@ -71,8 +71,8 @@ class LibvirtBackend(Backend):
         self.libvirt_hosts: list[LibvirtHost] = [LibvirtHost(self, t) for t in targets]  # hosts() is their view
         self.domains: dict[str, LibvirtDomain] = {}  # UUID -> domain, in the order they were found
         self._keys: dict[str, LibvirtDomain] = {}
-        self._poll: asyncio.Task[None] | None = None
-        self._poll_wake = Wake()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._plan_queued = False
         self._context = contextvars.copy_context()
 
     # ---- Backend ---------------------------------------------------------------
@@ -85,18 +85,19 @@ class LibvirtBackend(Backend):
         # libvirt's callbacks come from its own thread, with no context: run them in the starter's,
         # so subscribers see the context vars they set up (Textual's active app, say).
         self._context = contextvars.copy_context()
+        self._loop = asyncio.get_running_loop()
         for host in self.libvirt_hosts:
             host.start()
-        if self._poll is None:
-            self._poll = asyncio.create_task(self._poll_loop(), name="migtui-libvirt-poll")
+            host.sample_every(lambda host=host: self._sample_on_thread(host))
 
     async def close(self) -> None:
-        task, self._poll = self._poll, None
-        await stop_task(task)
         await asyncio.gather(*(h.close() for h in self.libvirt_hosts), return_exceptions=True)
 
     def poll_soon(self) -> None:
-        self._poll_wake.set()
+        """Sample every job now (a pass began, a job appeared): once, however many ask at once."""
+        if not self._plan_queued and self._loop is not None:
+            self._plan_queued = True
+            self._loop.call_soon(self._plan, True)
 
     def poll_all(self) -> None:
         self.poll_soon()
@@ -384,34 +385,57 @@ class LibvirtBackend(Backend):
 
     # ---- sampling --------------------------------------------------------------------------
 
-    async def _poll_loop(self) -> None:
-        while True:
-            await self._poll_wake.wait(self.options.active_interval)
-            self._poll_wake.clear()
-            jobs: dict[LibvirtHost, list[LibvirtDomain]] = {}
-            for domain in self.domains.values():
-                placement = domain.job_placement()
-                if placement is not None:
-                    jobs.setdefault(placement.host, []).append(domain)
-            if len(jobs) == 1:  # the usual case: no gather task to wake for
-                host, domains = next(iter(jobs.items()))
-                with contextlib.suppress(Exception):
-                    await self._poll_host(host, domains)
-            elif jobs:
-                await asyncio.gather(*(self._poll_host(h, d) for h, d in jobs.items()), return_exceptions=True)
+    def _plan(self, now: bool = False) -> None:
+        """Tell each host's worker which jobs to sample (the ones whose job placement it holds);
+        `now`: sample them at once. A host given jobs after none starts sampling at once."""
+        self._plan_queued = False
+        jobs: dict[LibvirtHost, list[tuple[LibvirtDomain, Placement]]] = {h: [] for h in self.libvirt_hosts}
+        for domain in self.domains.values():
+            placement = domain.job_placement()
+            if placement is not None and placement.host in jobs:
+                jobs[placement.host].append((domain, placement))
+        for host, items in jobs.items():
+            started = bool(items) and not host.sampled
+            host.sampled = tuple(items)
+            if items and (now or started):
+                host.kick_sampling()
+
+    def _sample_on_thread(self, host: LibvirtHost) -> float | None:
+        """On the host's worker thread: one batch of its jobs, handed to the loop in one call.
+        Returns the seconds to the next batch, or None (no job: sleep until kicked)."""
+        items, conn, loop = host.sampled, host.conn, self._loop
+        if not items or conn is None or loop is None:
+            return None
+        when = time.time()
+        try:
+            results = _sample_batch(self.libvirt, conn, [p.dom for _, p in items])
+        except HostLost as err:
+            self._to_loop(loop, host.lost, str(err))
+            return None
+        except Exception:  # a libvirt-python surprise: try again next time
+            return self.options.active_interval
+        self._to_loop(loop, self._on_batch, host, items, results, when)
+        return self.options.active_interval
 
     async def _poll_host(self, host: LibvirtHost, domains: list[LibvirtDomain]) -> None:
-        items = [(d, d.placements[host.label]) for d in domains if host.label in d.placements]
+        """One batch of these domains' jobs from the loop (the worker times its own batches)."""
+        items = tuple((d, d.placements[host.label]) for d in domains if host.label in d.placements)
         try:
             results = await host.call(_sample_batch, self.libvirt, host.conn, [p.dom for _, p in items])
         except HostLost as err:
             host.lost(str(err))
             return
-        when = time.time()
+        self._on_batch(host, items, results, time.time())
+
+    def _on_batch(self, host: LibvirtHost, items: tuple[tuple[LibvirtDomain, Placement], ...],
+                  results: list[tuple[int | None, int, dict[str, Any], str | None]], when: float) -> None:
+        """A batch of one host's job statistics, on the loop: samples, and jobs that ended."""
+        changed = False
         for (domain, placement), (state, reason, stats, error) in zip(items, results):
             if error is not None:
                 if error == "gone":
                     self._unplace(domain, host, "gone")
+                    changed = True
                 continue
             if state is not None:
                 placement.state, placement.reason = state, reason
@@ -421,11 +445,13 @@ class LibvirtBackend(Backend):
                 placement.job = True
                 domain.update_home()
                 if domain.job_placement() is not placement:
+                    changed = True
                     continue
             if not job:
                 if not domain.vm.in_flight and (domain.migrating or self._incoming_elsewhere(domain, placement)):
                     continue  # the migration is still setting up (the destination prepares): keep asking
                 placement.job = False
+                changed = True
                 completed = stats.get("completed")
                 if completed and domain.vm.in_flight:
                     self._add_sample(domain, completed, when)
@@ -434,6 +460,8 @@ class LibvirtBackend(Backend):
                 domain.update_home()
                 continue
             self._add_sample(domain, stats, when)
+        if changed:
+            self._plan()
 
     def _job_vanished(self, domain: LibvirtDomain) -> None:
         """The job is gone and the source kept no statistics of it (a source domain that left with

@@ -48,6 +48,9 @@ class LibvirtHost:
         self.connected_event = asyncio.Event()
         self._lost = asyncio.Event()
         self._worker = SerialWorker(f"migtui-libvirt-{self.label}")
+        # The jobs the worker samples, as (LibvirtDomain, Placement) pairs: set on the loop
+        # (LibvirtBackend._plan), read by the worker's tick; a tuple, replaced whole.
+        self.sampled: tuple[Any, ...] = ()
         self._task: asyncio.Task[None] | None = None
         self._wake = Wake()
         self._closing = False
@@ -68,6 +71,13 @@ class LibvirtHost:
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run fn on this host's worker thread; libvirt's errors come back as they are."""
         return await self._worker.call(fn, *args)
+
+    def sample_every(self, tick: Callable[[], float | None]) -> None:
+        """Run tick() on the worker thread between calls, again after the seconds it returns."""
+        self._worker.every(tick)
+
+    def kick_sampling(self) -> None:
+        self._worker.kick()
 
     # ---- lifecycle -------------------------------------------------------------
 

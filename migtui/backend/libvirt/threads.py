@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from typing import Any, Callable
 
 from migtui.backend.errors import NotConnected
@@ -46,25 +47,58 @@ def _answer(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], ok: bo
         pass  # the loop has closed: nobody waits any more
 
 
+_TICK = object()  # a queue entry: run the periodic tick now
+
+
 class SerialWorker:
-    """One daemon thread running calls in order: a host's watch connection, one call at a time."""
+    """One daemon thread running calls in order: a host's watch connection, one call at a time.
+
+    Between calls it can run a periodic tick of its own (a host's job sampling): the thread
+    sleeps and samples as a bare loop would, and wakes the event loop once per batch, where
+    a poll task on the loop cost four loop iterations per sample (timer, task, result, task).
+    """
 
     def __init__(self, name: str) -> None:
         self._stopped = False
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._tick: Callable[[], float | None] | None = None
+        self._kicked = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
+        next_tick: float | None = None
         while True:
-            job = self._queue.get()
+            timeout = None if next_tick is None else max(0.0, next_tick - time.monotonic())
+            try:
+                job = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                job = _TICK
             if job is None:
                 return
+            if job is _TICK:
+                self._kicked = False
+                tick = self._tick
+                pause = None if tick is None or self._stopped else tick()
+                next_tick = None if pause is None else time.monotonic() + pause
+                continue
             if self._stopped:
                 loop, future, _, _ = job  # queued before stop(): never run, never left waiting
                 _answer(loop, future, False, WorkerStopped("the connection was closed"))
                 continue
             _run(*job)
+
+    def every(self, tick: Callable[[], float | None]) -> None:
+        """Run tick() on this thread now and then again after the seconds it returns, between
+        calls, until it returns None; kick() starts it again."""
+        self._tick = tick
+        self.kick()
+
+    def kick(self) -> None:
+        """Run the tick now (once, however many kicks come before it runs)."""
+        if not self._kicked and not self._stopped:
+            self._kicked = True
+            self._queue.put(_TICK)
 
     def call(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()

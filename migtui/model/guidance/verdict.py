@@ -4,7 +4,7 @@ once QEMU is gone or silent."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from migtui.model.derived import MigrationTracker
@@ -49,6 +49,17 @@ class Assessment:
             "implied-downtime-ms": r(self.implied_downtime_ms, 0),
             "fitted-dirty-bytes-per-s": r(self.fitted_dirty_bytes_per_s, 0),
         }
+
+
+    def aged(self, seconds: float) -> Assessment:
+        """The same verdict `seconds` later: its ETAs count down (the finish it foresaw stays put)."""
+        if seconds <= 0 or self.eta_s is None and self.eta_low_s is None and self.eta_high_s is None:
+            return self
+
+        def less(eta: float | None) -> float | None:
+            return None if eta is None else max(0.0, eta - seconds)
+
+        return replace(self, eta_s=less(self.eta_s), eta_low_s=less(self.eta_low_s), eta_high_s=less(self.eta_high_s))
 
 
 # -- the verdict -------------------------------------------------------------------------------
