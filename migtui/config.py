@@ -8,6 +8,12 @@
     record-max-mb = 500           # ... and the oldest beyond this total (0: no size limit)
     [keys]                        # remap any action: action = "key[,key]"
     migrate = "M"
+    [autopilot.web]               # a named autopilot policy (migtui.model.autopilot)
+    max-downtime = "800ms"        # caps it never exceeds
+    max-bandwidth = "2G"
+    steps = ["bandwidth", "downtime", "xbzrle-cache", "throttle", "postcopy", "abort"]
+    deadline-per-gib = "800s"     # or deadline = "20m"
+    at-deadline = "abort"         # or "postcopy", "nothing"
     [tls]                         # QMP over TCP with TLS (QEMU's tls-creds-x509)
     ca-file = "~/pki/ca-cert.pem"
     cert-file = "~/pki/client-cert.pem"   # optional: a client certificate
@@ -22,6 +28,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from migtui.model.autopilot import Policy, parse_policy
 from migtui.model.units import InputError
 
 __all__ = ["Config", "load_config", "config_path", "ConfigError"]
@@ -45,6 +52,7 @@ class Config:
     record: bool = True
     record_keep_days: int = 30
     record_max_mb: int = 500
+    policies: dict[str, Policy] = field(default_factory=dict)  # [autopilot.NAME], beside the built-in ones
 
     def retention(self):  # -> migtui.record.Retention
         """How long and how much of the recordings directory to keep (0 in the file: no limit)."""
@@ -131,6 +139,14 @@ def load_config(path: Path | None = None) -> Config:
     if unknown:
         raise ConfigError(f"{path}: [tls] has unknown {', '.join(sorted(unknown))}; it takes ca-file, cert-file, key-file")
 
+    tables = data.get("autopilot", {})
+    if not isinstance(tables, dict) or not all(isinstance(v, dict) for v in tables.values()):
+        raise ConfigError(f"{path}: [autopilot.NAME] tables, each a policy, e.g. [autopilot.web] max-downtime = \"1s\"")
+    try:
+        policies = {name: parse_policy(name, table) for name, table in tables.items()}
+    except InputError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
     def as_path(value: str | None) -> Path | None:
         return None if value is None else Path(os.path.expanduser(value))
 
@@ -138,4 +154,4 @@ def load_config(path: Path | None = None) -> Config:
                   audit_file=as_path(audit_file), tls_ca_file=as_path(tls.get("ca-file")),
                   tls_cert_file=as_path(tls.get("cert-file")), tls_key_file=as_path(tls.get("key-file")),
                   record=record, record_keep_days=limits["record-keep-days"],
-                  record_max_mb=limits["record-max-mb"])
+                  record_max_mb=limits["record-max-mb"], policies=policies)

@@ -171,7 +171,7 @@ def test_the_libvirt_backend_never_takes_a_domains_monitor(module):
 
 
 @pytest.mark.parametrize("module", _layer("migtui.ui") + _layer("migtui.record") + _layer("migtui.cli")
-                         + ["migtui.metrics"])
+                         + ["migtui.metrics", "migtui.autopilot"])
 def test_consumers_reach_backends_only_through_the_interface(module):
     if _chooses(module):
         pytest.skip(CHOOSES_A_BACKEND[next(c for c in CHOOSES_A_BACKEND if _in(module, c))])
@@ -180,8 +180,8 @@ def test_consumers_reach_backends_only_through_the_interface(module):
     assert not bad, f"{module} imports backend internals {bad}; use migtui.backend.api"
 
 
-@pytest.mark.parametrize("module", _layer("migtui.record"))
-def test_the_recorder_never_imports_the_console(module):
+@pytest.mark.parametrize("module", _layer("migtui.record") + ["migtui.autopilot"])
+def test_the_recorder_and_the_autopilot_never_import_the_console(module):
     bad = sorted(n for n in _imports(MODULES[module]) if _in(n, "migtui.ui", "textual", "migtui.cli"))
     assert not bad, f"{module} imports {bad}"
 

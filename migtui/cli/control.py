@@ -38,6 +38,11 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
 
     if not args.check:
         _refuse_if_read_only(args, "migrate")
+    if args.autopilot is not None:
+        if args.check:
+            raise UsageError("--autopilot steers a migration; --check migrates nothing")
+        args.wait = True  # the autopilot steers from this process: it follows the migration to its end
+        _policy(args)  # an unknown policy is refused before connecting
     if args.record and (args.check or not args.wait):
         raise UsageError("--record FILE records what --wait follows: add --wait (and no --check)")
     options = _migration_options(args)  # every value is checked before connecting
@@ -58,6 +63,7 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
         else await _connect(args.source, args)
     destination = None
     recorder = None
+    pilot = None
     try:
         if args.check:
             return await _preflight(source, options)
@@ -69,17 +75,67 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
                 # Before the migrate command: it and QEMU's setup event belong to the recording.
                 source.listener = lambda message: recorder.observe(source, message)
                 source.start()
+            if args.autopilot is not None:
+                pilot = _engage(args, _one_session_backend(source), source.key)
         plan = await start_migration(source, options, destination=destination, uri=args.uri)
         print(f"migtui: {source.vm.name}: migrating to {plan.uri}", file=sys.stderr)
         if not args.wait:
             return 0
         return await _follow(source, recorder)
     finally:
+        if pilot is not None:
+            pilot.close()
         if recorder is not None:
             recorder.close()  # interrupted: the recording still ends with a summary
         await source.close()
         if destination is not None:
             await destination.close()
+
+
+def _policy(args: argparse.Namespace):
+    """The --autopilot policy by name, from the built-in ones and the config's; UsageError if none."""
+    from migtui.config import load_config
+    from migtui.model.autopilot import BUILTIN_POLICIES
+
+    policies = {**BUILTIN_POLICIES, **load_config().policies}
+    if args.autopilot not in policies:
+        raise UsageError(f"--autopilot {args.autopilot}: no such policy; there are: {', '.join(sorted(policies))} "
+                         "(add more as [autopilot.NAME] in the config)")
+    return policies
+
+
+def _one_session_backend(source):
+    """A QMP backend around the one session --wait follows, for the autopilot to listen to."""
+    from migtui.backend.qmp.backend import QMPBackend
+
+    backend = QMPBackend([])
+    backend.sessions[source.key] = source
+    before = source.listener
+
+    def both(message) -> None:
+        before(message)
+        backend.post(message)
+
+    source.listener = both
+    return backend
+
+
+def _engage(args: argparse.Namespace, backend, key: str):
+    """The autopilot on the source, with its steps printed as they come (and audited)."""
+    from migtui.autopilot import AUTOPILOT_EVENT, Autopilot
+    from migtui.backend.messages import VMEvent
+    from migtui.config import load_config
+
+    config = load_config()
+    pilot = Autopilot(backend, config.policies, audit=config.audit_log())
+
+    def say(message) -> None:
+        if isinstance(message, VMEvent) and message.event == AUTOPILOT_EVENT:
+            print(f"migtui: {message.vm}: autopilot {message.data['step']}: {message.data['why']}", file=sys.stderr)
+
+    backend.subscribe(say)
+    pilot.engage(key, args.autopilot)
+    return pilot
 
 
 async def _preflight(source, options) -> int:

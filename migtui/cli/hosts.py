@@ -108,7 +108,12 @@ async def migrate(args: argparse.Namespace, options) -> int:
         raise UsageError("--check (pre-flight) measures through QMP; libvirt has no dirty-rate call migtui uses yet")
     to = parse_libvirt_target(args.to)
     backend, handle = await one_domain(args.source, args, [to])
+    pilot = None
     try:
+        if args.autopilot is not None:
+            from migtui.cli.control import _engage
+
+            pilot = _engage(args, backend, handle.key)
         destination = next((d for d in backend.destinations(handle) if d.target.uri == to.uri), None)
         if destination is None:
             raise UsageError(f"--to {args.to}: " + (", ".join(host_errors(backend)) or "the domain already runs there"))
@@ -126,6 +131,8 @@ async def migrate(args: argparse.Namespace, options) -> int:
         print(state_line(handle.vm), flush=True)
         return 0 if handle.vm.migration_status == "completed" else 1
     finally:
+        if pilot is not None:
+            pilot.close()
         await backend.close()
 
 

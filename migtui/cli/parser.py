@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--multifd", metavar="N", help="multifd with N channels (both sides)")
     p.add_argument("--block", action="store_true", help="block migration: copy the disks too (blk)")
     p.add_argument("--wait", action="store_true", help="follow it; exit 0 on completed, 1 on failed or cancelled")
+    p.add_argument("--autopilot", metavar="POLICY", help="finish it under this policy if it gets stuck (cautious, "
+                   "finish, or an [autopilot.NAME] of the config); implies --wait: the steering runs here")
     add_record_options(p, "with --wait: record the migration into this NDJSON file (default: a new file in "
                        "$XDG_STATE_HOME/migtui/recordings)")
     p.add_argument("--check", action="store_true", help="pre-flight only: measure the guest's dirty rate and "

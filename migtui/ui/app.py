@@ -19,6 +19,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from migtui.autopilot import Autopilot
 from migtui.config import Config
 from migtui.model.hints import hint_for
 from migtui.model.units import InputError
@@ -84,6 +85,9 @@ class MigtuiApp(App[int]):
         self.insecure: list[str] = []  # VMs reached over non-loopback TCP without TLS
         self._flush_scheduled = False
         self._unsubscribe = backend.subscribe(self._on_backend)
+        # The autopilot steers only where controls are on; it listens after the app (its steps show next frame).
+        self.autopilot: Autopilot | None = None if self.read_only else Autopilot(
+            backend, self.config.policies, audit=self.config.audit_log())
         if self.config.keys:
             self.set_keymap({f"migtui.{k}" if not k.startswith("migtui.") else k: v for k, v in self.config.keys.items()})
 
@@ -134,6 +138,8 @@ class MigtuiApp(App[int]):
         if self._after_full_collection in gc.callbacks:
             gc.callbacks.remove(self._after_full_collection)
         self._unsubscribe()  # no screen is left to tell
+        if self.autopilot is not None:
+            self.autopilot.close()
         await self.backend.close()
         if self.recorder is not None:
             self.recorder.close()  # migrations still running end their recording with a summary
@@ -199,6 +205,12 @@ class MigtuiApp(App[int]):
             self.screen.post_message(FleetChanged(changed))
 
     # ---- what the operator acts on -----------------------------------------
+
+    def operator_takes_over(self, key: str, what: str) -> None:
+        """The operator's own control on a VM on autopilot: it lets go first (the operator wins)."""
+        if self.autopilot is not None and self.autopilot.engaged(key):
+            self.autopilot.release(key, f"the operator took over ({what})")
+            self.notify(f"{key}: autopilot off: you took over ({what})", timeout=8)
 
     def handle(self, key: str | None) -> VMHandle | None:
         return None if key is None else self.backend.get(key)

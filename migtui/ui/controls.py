@@ -10,7 +10,7 @@ __all__ = ["CONTROL_ACTIONS", "COMMANDS"]
 # Actions that change a VM; --read-only makes all of them unreachable.
 CONTROL_ACTIONS = frozenset(
     {"start_migration", "cancel_migration", "set_bandwidth", "set_downtime", "set_xbzrle_cache",
-     "capabilities", "postcopy", "recover_postcopy", "apply_advice"}
+     "capabilities", "postcopy", "recover_postcopy", "apply_advice", "autopilot"}
 )
 
 # Every action in the command palette, with the key that does the same.
@@ -24,6 +24,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("postcopy", "Switch to post-copy (p)", "Switch the running migration to post-copy, after confirmation"),
     ("recover_postcopy", "Recover post-copy (R)",
      "Resume a post-copy migration whose stream broke (migrate-recover, then migrate resume), after showing the QMP"),
+    ("autopilot", "Autopilot (A)",
+     "Put the selected VM's migration on autopilot under a policy (caps, steps, deadline), or hand it back"),
     ("apply_advice", "Apply advice (a)", "Apply the selected advice on the dashboard, after showing its QMP command"),
     ("open_dashboard", "Open dashboard (enter)", "Graphs, parameters and log of the selected VM"),
     ("filter", "Filter VMs (/)", "Show only VMs whose name, endpoint or status match"),

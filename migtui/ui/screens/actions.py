@@ -29,6 +29,7 @@ class VMActions:
         Binding("x", "set_xbzrle_cache", "XBZRLE", id="migtui.xbzrle"),
         Binding("k", "capabilities", "Caps", id="migtui.capabilities"),
         Binding("p", "postcopy", "Post-copy", id="migtui.postcopy"),
+        Binding("A", "autopilot", "Autopilot", show=False, id="migtui.autopilot"),  # in help and ctrl+p: the footer is full at 80 columns
         # Off the footer: the emergency line says the key when it applies.
         Binding("R", "recover_postcopy", "Recover", show=False, id="migtui.recover"),
         Binding("r", "poll_now", "Poll", id="migtui.poll"),
@@ -122,6 +123,7 @@ class VMActions:
 
         def answer(ok: bool | None) -> None:
             if ok:
+                app.operator_takes_over(session.key, "cancel")
                 app.run_control(session.key, "cancel", session.cancel, done="cancel sent")
 
         app.push_screen(
@@ -148,6 +150,7 @@ class VMActions:
 
         def answer(ok: bool | None) -> None:
             if ok:
+                app.operator_takes_over(session.key, "post-copy")
                 app.run_control(session.key, "post-copy", session.start_postcopy, done="switched to post-copy")
 
         app.push_screen(
@@ -211,6 +214,7 @@ class VMActions:
 
         def answer(value) -> None:
             if value is not None:
+                app.operator_takes_over(session.key, f"{name} {show(value)}")
                 app.run_control(session.key, what, lambda: session.set_parameters(ParamChange({name: value})),
                                 done=f"{name} set")
 
@@ -244,6 +248,39 @@ class VMActions:
                                done="capabilities set")
 
         app.push_screen(CapabilitiesDialog(session), answer)
+
+    def action_autopilot(self) -> None:
+        """Put the VM's migration (running or the next one) on autopilot under a policy, or hand it back."""
+        from migtui.ui.dialogs import ValueDialog
+
+        session = self._session("autopilot", need_connection=False)
+        if session is None:
+            return
+        app = self.app  # type: ignore[attr-defined]
+        autopilot = app.autopilot
+        if autopilot is None:
+            app.notify("autopilot: off with read-only controls", severity="warning")
+            return
+        if autopilot.engaged(session.key):
+            autopilot.release(session.key)
+            app.notify(f"{session.vm.name}: autopilot off, the migration is yours", timeout=8)
+            return
+        names = sorted(autopilot.policies)
+
+        def parse(text: str) -> str:
+            name = text.strip() or "cautious"
+            if name not in autopilot.policies:
+                raise InputError(f"no policy {name!r}; there are: {', '.join(names)}")
+            return name
+
+        def answer(name) -> None:
+            if name is not None:
+                pilot = autopilot.engage(session.key, name)
+                app.notify(f"{session.vm.name}: autopilot on: {pilot.policy.summary()}", timeout=10)
+
+        shown = "; ".join(autopilot.policies[n].summary() for n in names)
+        app.push_screen(ValueDialog(f"autopilot for {session.vm.name}", f"policy ({shown})", "off",
+                                    f"{' or '.join(names)}; Enter: cautious", parse), answer)
 
     def action_poll_now(self) -> None:
         session = self.app.handle(self.current_key())  # type: ignore[attr-defined]

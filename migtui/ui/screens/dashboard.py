@@ -156,6 +156,10 @@ class DashboardScreen(VMActions, Screen):
         fu = vm.follow_up()
         box = self.query_one("#advice", OptionList)
         box.border_subtitle = fu.text if fu is not None else ""
+        autopilot = self.app.autopilot
+        if autopilot is not None and autopilot.state(self.key) is not None:
+            box.border_subtitle = f"autopilot {autopilot.state(self.key)} (A: hand back)" \
+                if autopilot.engaged(self.key) else f"autopilot {autopilot.state(self.key)}"
         state = None if fu is None else (fu.state, fu.text if fu.state == "did-not-work" else "")
         if state != self._follow_state:
             self._follow_state = state

@@ -108,6 +108,10 @@ class FleetScreen(VMActions, Screen):
         """A VM's cells and the style of its row, asked for by the table when the row is in view."""
         vm = self.app.backend.get(key).vm
         cells = fleet_cells(vm)
+        autopilot = self.app.autopilot
+        if autopilot is not None and autopilot.engaged(key):
+            # AP after the migration's status; what it does in the note (the operator's why).
+            cells = (cells[0], f"{cells[1]} AP", *cells[2:-1], f"autopilot {autopilot.state(key)}")
         if self._order is not None:
             cells = tuple(cells[i] for i in self._order)
         return cells, category_style(status_category(vm), self.app.theme_variables)

@@ -1,0 +1,58 @@
+"""What the model predicts for settings that are not the current ones: the autopilot's
+question, "would this converge?", asked before anything is sent."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from migtui.model.derived import MigrationTracker
+from migtui.model.guidance.advice import _ladder, _predicted_to_converge, _readings
+from migtui.model.guidance.analysis import _analyse, _pass_load
+
+__all__ = ["WhatIf", "converges_at", "ladder", "limit_holds_back"]
+
+
+def ladder(start: float, stop: float) -> list[float]:
+    """Candidate values from `start` up to `stop`, 10 % apart, `stop` last."""
+    return _ladder(start, stop)
+
+
+def limit_holds_back(tracker: MigrationTracker, bandwidth: float | None) -> bool:
+    """QEMU sends at about its max-bandwidth: a higher limit would send faster (else the link,
+    or the guest, is what holds it back, and raising the limit changes nothing)."""
+    a = _analyse(tracker)
+    tp = a.throughput if a is not None else None
+    return bool(tp and bandwidth and tp >= 0.8 * bandwidth)
+
+
+class WhatIf:
+    """The model's answer for other settings, from one reading of the evidence (analysed once:
+    a search over bandwidth and downtime asks it hundreds of times)."""
+
+    def __init__(self, tracker: MigrationTracker, parameters: Mapping[str, Any]) -> None:
+        a = _analyse(tracker)
+        self._a = a
+        self._load = _pass_load(a) if a is not None else None
+        self._readings = _readings(a, self._load) if a is not None and self._load else []
+        now = parameters.get("max-bandwidth")
+        self._now = float(now) if isinstance(now, (int, float)) and not isinstance(now, bool) else None
+
+    def converges(self, bandwidth: float | None, downtime_ms: float) -> bool | None:
+        """Whether the passes get under the threshold at this max-bandwidth (bytes/s; None: as now)
+        and downtime limit (ms), at the pessimistic end of every reading of the evidence (as
+        advice does). None: no evidence yet (pass 1, nothing sent)."""
+        a, load = self._a, self._load
+        tp = a.throughput if a is not None else None
+        if a is None or not tp or not load:
+            return None
+        wire = tp
+        if bandwidth is not None and self._now and tp >= 0.8 * self._now:
+            wire = tp * bandwidth / self._now  # the limit holds it back: it sends in proportion
+        drain = wire * (a.drain or tp) / tp  # bytes of remaining drained per wire byte (zero pages, XBZRLE)
+        return all(_predicted_to_converge(a, m, load, drain, wire * downtime_ms / 1000) for m in self._readings)
+
+
+def converges_at(tracker: MigrationTracker, parameters: Mapping[str, Any], bandwidth: float | None,
+                 downtime_ms: float) -> bool | None:
+    """WhatIf(tracker, parameters).converges(bandwidth, downtime_ms), for one question."""
+    return WhatIf(tracker, parameters).converges(bandwidth, downtime_ms)
