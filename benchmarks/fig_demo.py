@@ -40,9 +40,10 @@ def _first_caption(screen: str) -> bool:
 
 
 def _demo_command(env: dict[str, str], python_flags: tuple[str, ...] = ()) -> list[str]:
+    """The command for tmux, whose server has its own environment: this checkout's migtui (PYTHONPATH)."""
     argv = [MIGTUI] if MIGTUI and not python_flags else [PYTHON, *python_flags, "-m", "migtui"]
     return ["env", f"MIGTUI_CONFIG={env['MIGTUI_CONFIG']}", f"TERM={env.get('TERM', 'xterm-256color')}",
-            f"XDG_RUNTIME_DIR={env['XDG_RUNTIME_DIR']}", *argv, "demo"]
+            f"XDG_RUNTIME_DIR={env['XDG_RUNTIME_DIR']}", f"PYTHONPATH={env['PYTHONPATH']}", *argv, "demo"]
 
 
 def _one_run(tmux: Tmux, session: str, command: list[str]) -> dict[str, float | None]:
