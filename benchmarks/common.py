@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -198,6 +198,55 @@ class Timer:
 
     def elapsed(self) -> tuple[float, float]:
         return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+class Tmux:
+    """A tmux server of our own (its -L socket), for figures that read what a terminal shows."""
+
+    def __init__(self) -> None:
+        self.socket = f"migtui-bench-{os.getpid()}-{id(self)}"
+
+    def __call__(self, *args: str, check: bool = True) -> str:
+        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=check,
+                              timeout=30).stdout
+
+    def start_server(self) -> None:
+        """A keeper session holds our private server up between runs (it would exit when empty)."""
+        self("new-session", "-d", "-s", "keeper", "-x", "80", "-y", "24", "--", "cat")
+
+    def open(self, session: str, command: Sequence[str], width: int, height: int) -> float:
+        """Starts `command` in a new session of that size; returns perf_counter() from just before
+        tmux was asked (a busy server can refuse a new session: retried, the clock restarted)."""
+        for attempt in range(3):
+            began = time.perf_counter()
+            try:
+                self("new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), "--", *command)
+                return began
+            except subprocess.CalledProcessError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.2)
+        raise AssertionError("unreachable")
+
+    def watch(self, session: str, began: float, marks: dict[str, Callable[[str], bool]],
+              timeout: float = 20.0) -> dict[str, float | None]:
+        """Polls `capture-pane` every 20 ms until each mark (name -> test of the screen's text) has
+        held once, or `timeout`: for each, seconds from `began` to the first capture where it held."""
+        seen: dict[str, float | None] = dict.fromkeys(marks)
+        while time.perf_counter() - began < timeout and None in seen.values():
+            screen = self("capture-pane", "-p", "-t", session, check=False)
+            now = time.perf_counter() - began
+            for name, test in marks.items():
+                if seen[name] is None and test(screen):
+                    seen[name] = now
+            time.sleep(0.02)  # polling the screen, with a deadline
+        return seen
+
+    def kill_server(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=30)
+        # tmux leaves the socket file of a killed server behind: remove ours.
+        base = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}"
+        (base / self.socket).unlink(missing_ok=True)
 
 
 # ---- the simulator, in its own process ---------------------------------------

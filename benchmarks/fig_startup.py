@@ -13,14 +13,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from common import MIGTUI, PYTHON, SimProcess, bench_env, goal, median, summary
+from common import MIGTUI, PYTHON, SimProcess, Tmux, bench_env, goal, median, summary
 
 
 def _version_runs(n: int, env: dict[str, str]) -> list[float]:
@@ -37,57 +36,25 @@ def _version_runs(n: int, env: dict[str, str]) -> list[float]:
     return times
 
 
-class _Tmux:
-    def __init__(self) -> None:
-        self.socket = f"migtui-bench-{os.getpid()}"
-
-    def __call__(self, *args: str, check: bool = True) -> str:
-        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=check,
-                              timeout=30).stdout
-
-    def start_server(self) -> None:
-        """A keeper session holds our private server up between runs (it would exit when empty)."""
-        self("new-session", "-d", "-s", "keeper", "-x", "80", "-y", "24", "--", "cat")
-
-    def kill_server(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=30)
-        # tmux leaves the socket file of a killed server behind: remove ours.
-        base = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}"
-        (base / self.socket).unlink(missing_ok=True)
-
-
-def _first_frame(tmux: _Tmux, session: str, endpoints: list[str], env: dict[str, str],
+def _first_frame(tmux: Tmux, session: str, endpoints: list[str], env: dict[str, str],
                  timeout: float = 20.0) -> tuple[float | None, float | None]:
     names = [e.split("=", 1)[0] for e in endpoints]
     argv = [MIGTUI] if MIGTUI else [PYTHON, "-m", "migtui"]
     command = ["env", f"MIGTUI_CONFIG={env['MIGTUI_CONFIG']}", f"TERM={env.get('TERM', 'xterm-256color')}",
                *argv, *endpoints]
-    began = time.perf_counter()
-    for attempt in range(3):
-        try:
-            tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "45", "--", *command)
-            break
-        except subprocess.CalledProcessError:
-            if attempt == 2:
-                raise
-            time.sleep(0.2)
-            began = time.perf_counter()
-    rows_at = connected_at = None
+
+    def rows(screen: str) -> bool:
+        return all(name in screen for name in names)
+
+    began = tmux.open(session, command, 160, 45)
     try:
-        while time.perf_counter() - began < timeout:
-            screen = tmux("capture-pane", "-p", "-t", session, check=False)
-            now = time.perf_counter() - began
-            shown = sum(1 for name in names if name in screen)
-            if shown == len(names):
-                if rows_at is None:
-                    rows_at = now
-                if f"{len(names)} VMs" in screen and "connecting" not in screen:
-                    connected_at = now
-                    break
-            time.sleep(0.02)
+        seen = tmux.watch(session, began, {
+            "rows": rows,
+            "connected": lambda s: rows(s) and f"{len(names)} VMs" in s and "connecting" not in s,
+        }, timeout)
     finally:
         tmux("kill-session", "-t", session, check=False)
-    return rows_at, connected_at
+    return seen["rows"], seen["connected"]
 
 
 def run(quick: bool, tmp: Path) -> dict[str, Any]:
@@ -97,7 +64,7 @@ def run(quick: bool, tmp: Path) -> dict[str, Any]:
     rows: list[float] = []
     connected: list[float] = []
     failures = 0
-    tmux = _Tmux()
+    tmux = Tmux()
     with SimProcess(10, 10, env, tmp / "sim10.log") as sim:
         endpoints = sim.start()
         try:

@@ -10,6 +10,7 @@ Figures (see BENCHMARKS.md and each fig_*.py for exactly what is measured):
   render     5. dashboard graphs redraw cost (graphs.redraw_cost)
   startup    6. `migtui --version`, and the console's first frame with 10 VMs
   metrics    7. a Prometheus scrape of 100 simulated VMs: wall time, loop time, CPU
+  demo       9. `migtui demo` start-up to its first caption at 80x24, and its import part
 
 --quick runs every figure at a small size (about two minutes in all); without it,
 the full sizes (1000 VMs, 7 pairs of migrations, more rounds everywhere).
@@ -49,8 +50,9 @@ FIGURES = {
     "render": "fig_render",
     "startup": "fig_startup",
     "metrics": "fig_metrics",
+    "demo": "fig_demo",
 }
-ORDER = ["render", "startup", "metrics", "sampling", "event", "observer", "fleet"]
+ORDER = ["render", "startup", "demo", "metrics", "sampling", "event", "observer", "fleet"]
 TIMEOUT_QUICK = {"fleet": 180, "observer": 120, "sampling": 120}
 TIMEOUT_FULL = {"fleet": 1500, "observer": 600, "sampling": 400}
 

@@ -9,6 +9,7 @@ rules without a browser.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -91,6 +92,34 @@ class Served:
         return err
 
 
+@contextlib.asynccontextmanager
+async def chromium_page(tmp_path: Path, served: Served, outside: list[str]):
+    """A page in headless chromium that reads the terminal's buffer and fetches only from `served`
+    (anything else is aborted and listed in `outside`)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        context = await pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 760})
+        try:
+            page = context.pages[0] if context.pages else await context.new_page()
+
+            async def only_loopback(route):
+                # The page must work with nothing from elsewhere (and a test sends nothing elsewhere).
+                if route.request.url.startswith(served.url) or route.request.url.startswith("ws://127.0.0.1"):
+                    await route.continue_()
+                else:
+                    outside.append(route.request.url)
+                    await route.abort()
+
+            await page.route("**/*", only_loopback)
+            await page.add_init_script(CATCH_TERMINAL)
+            yield page
+        finally:
+            await context.close()
+
+
 async def screen(page) -> str:
     return await page.evaluate(SCREEN_TEXT) or ""
 
@@ -109,63 +138,43 @@ async def wait_for_text(page, pattern: str, timeout: float = 30.0) -> str:
 
 async def test_serve_sim_in_chromium_draws_the_fleet_takes_keys_and_audits_the_visitor(tmp_path):
     browser_or_skip()
-    from playwright.async_api import async_playwright
-
     # --speedup: the stuck migration shows sooner; --no-record: no recording paths in the screenshot.
     served = Served(tmp_path / "state", "--sim", "--speedup", "3", "--no-record")
     outside: list[str] = []
     try:
-        async with async_playwright() as pw:
-            context = await pw.chromium.launch_persistent_context(
-                str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
-                args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 760})
-            try:
-                page = context.pages[0] if context.pages else await context.new_page()
+        async with chromium_page(tmp_path, served, outside) as page:
+            await page.goto(served.url)
+            # The fleet is drawn: all 12 VMs connected, a migration that will not converge among them.
+            text = await wait_for_text(page, r"12 VMs · (?!.*connecting).*migrating")
+            await wait_for_text(page, r"not-converging")
+            assert re.search(r"^ *db01 +active +not-converging", text + await screen(page), re.M)
+            await page.screenshot(path=str(ROOT / "screenshots" / "serve-fleet.png"))
 
-                async def only_loopback(route):
-                    # The page must work with nothing from elsewhere (and a test sends nothing elsewhere).
-                    if route.request.url.startswith(served.url) or route.request.url.startswith("ws://127.0.0.1"):
-                        await route.continue_()
-                    else:
-                        outside.append(route.request.url)
-                        await route.abort()
+            await page.mouse.click(640, 380)  # the terminal takes the keys
+            await page.keyboard.press("/")
+            await page.keyboard.type("not-")
+            text = await wait_for_text(page, r"filter 'not-': 1 shown")
+            rows = [line for line in text.splitlines() if re.match(r" *[a-z]+\d\d +\S", line)]
+            assert len(rows) == 1 and rows[0].split()[0] == "db01", rows
+            await page.keyboard.press("Enter")  # keeps the filter
+            await page.keyboard.press("Enter")  # opens the dashboard of the one shown
+            text = await wait_for_text(page, r"NOT-CONVERGING:")
+            assert "db01" in text.splitlines()[0] and "advice" in text
 
-                await page.route("**/*", only_loopback)
-                await page.add_init_script(CATCH_TERMINAL)
-                await page.goto(served.url)
-                # The fleet is drawn: all 12 VMs connected, a migration that will not converge among them.
-                text = await wait_for_text(page, r"12 VMs · (?!.*connecting).*migrating")
-                await wait_for_text(page, r"not-converging")
-                assert re.search(r"^ *db01 +active +not-converging", text + await screen(page), re.M)
-                await page.screenshot(path=str(ROOT / "screenshots" / "serve-fleet.png"))
-
-                await page.mouse.click(640, 380)  # the terminal takes the keys
-                await page.keyboard.press("/")
-                await page.keyboard.type("not-")
-                text = await wait_for_text(page, r"filter 'not-': 1 shown")
-                rows = [line for line in text.splitlines() if re.match(r" *[a-z]+\d\d +\S", line)]
-                assert len(rows) == 1 and rows[0].split()[0] == "db01", rows
-                await page.keyboard.press("Enter")  # keeps the filter
-                await page.keyboard.press("Enter")  # opens the dashboard of the one shown
-                text = await wait_for_text(page, r"NOT-CONVERGING:")
-                assert "db01" in text.splitlines()[0] and "advice" in text
-
-                # An action from the browser reaches the audit log with the visitor's address.
-                await page.keyboard.press("b")
-                await wait_for_text(page, r"bandwidth for db01")  # the dialog
-                await page.keyboard.type("4G")
-                await page.keyboard.press("Enter")
-                await wait_for_text(page, r"max-bandwidth +4\.0 GiB/s")  # the dashboard shows QEMU's new value
-                await wait_until(lambda: any(a["command"] in ("migrate-set-parameters", "migrate_set_speed")
-                                             for a in served.audit()), timeout=20)
-                opened = next(a for a in served.audit() if a["command"] == "web-session-open")
-                change = next(a for a in served.audit() if a["command"] in ("migrate-set-parameters",
-                                                                             "migrate_set_speed"))
-                assert opened["web"]["client"].startswith("127.0.0.1:")
-                assert change["vm"] == "db01" and change["web"] == opened["web"]  # same visitor, same visit
-                assert change["pid"] != opened["pid"]  # written by the visit's own console process
-            finally:
-                await context.close()
+            # An action from the browser reaches the audit log with the visitor's address.
+            await page.keyboard.press("b")
+            await wait_for_text(page, r"bandwidth for db01")  # the dialog
+            await page.keyboard.type("4G")
+            await page.keyboard.press("Enter")
+            await wait_for_text(page, r"max-bandwidth +4\.0 GiB/s")  # the dashboard shows QEMU's new value
+            await wait_until(lambda: any(a["command"] in ("migrate-set-parameters", "migrate_set_speed")
+                                         for a in served.audit()), timeout=20)
+            opened = next(a for a in served.audit() if a["command"] == "web-session-open")
+            change = next(a for a in served.audit() if a["command"] in ("migrate-set-parameters",
+                                                                         "migrate_set_speed"))
+            assert opened["web"]["client"].startswith("127.0.0.1:")
+            assert change["vm"] == "db01" and change["web"] == opened["web"]  # same visitor, same visit
+            assert change["pid"] != opened["pid"]  # written by the visit's own console process
         # Closing the page ends the visit: its process quits and the audit log says so.
         await wait_until(lambda: any(a["command"] == "web-session-close" for a in served.audit()), timeout=20)
         closed = next(a for a in served.audit() if a["command"] == "web-session-close")
@@ -175,6 +184,38 @@ async def test_serve_sim_in_chromium_draws_the_fleet_takes_keys_and_audits_the_v
     assert outside == [], f"the page fetched from elsewhere: {outside}"
     assert "Traceback" not in err, err
 
+
+
+def caption_pattern(n: int, step) -> str:
+    """Step n's caption line, as the demo draws it at the top: waiting or done (live counts: any number)."""
+    texts = [re.escape(t).replace(r"\{star\}", "db01").replace(r"\{in_flight\}", r"\d+")
+             for t in (step.waiting, step.caption)]
+    return rf"(?m)^ {n}/5 (?:{'|'.join(texts)}) +→ next *$"
+
+
+async def test_serve_demo_in_chromium_starts_on_its_first_caption_and_steps_on_the_presenters_key(tmp_path):
+    """`migtui serve demo`: each visit tells the story from its start; a presenter's key moves it on."""
+    browser_or_skip()
+    from migtui.ui.story import STORY
+
+    served = Served(tmp_path / "state", "demo")
+    outside: list[str] = []
+    try:
+        async with chromium_page(tmp_path, served, outside) as page:
+            await page.goto(served.url)
+            # Step 1 on top (not --auto: it waits for the presenter), the fleet under it.
+            text = await wait_for_text(page, caption_pattern(1, STORY[0]) + r"(?s:.*)^ *db01 ")
+            assert re.search(r"^ *web01 ", text, re.M)
+            await page.mouse.click(640, 380)  # the terminal takes the keys
+            await page.keyboard.press("ArrowRight")
+            text = await wait_for_text(page, caption_pattern(2, STORY[1]))
+            # Step 2's view: db01's dashboard, the fleet gone.
+            body = text.splitlines()[1:]
+            assert "db01" in body[0] and not any(re.match(r" *web01 ", line) for line in body), text
+    finally:
+        err = served.stop()
+    assert outside == [], f"the page fetched from elsewhere: {outside}"
+    assert "Traceback" not in err, err
 
 # ---- safety rules, without a browser ----------------------------------------------
 

@@ -6,12 +6,17 @@ recorder, the replay) at a high --speed, so that a whole telling takes seconds.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 import time
 
 import pytest
 
-from lab_fixtures import wait_until
+from lab_fixtures import pid_alive, qemu_required, wait_until
 from migtui.cli import main
 from migtui.ui.demo import DEMO_THEME, SimWorld, make_app
 from migtui.ui.dialogs import ConfirmDialog
@@ -164,3 +169,55 @@ def test_demo_refuses_a_bad_speed_in_one_line(capsys):
     assert main(["demo", "--speed", "0"]) == 2
     err = capsys.readouterr().err
     assert "--speed" in err and len(err.strip().splitlines()) == 1
+
+
+# ---- on the real lab ----------------------------------------------------------------
+
+
+def _tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, timeout=30).stdout
+
+
+@qemu_required
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
+def test_demo_real_in_a_terminal_finds_the_stuck_migration_and_applies_the_advice_to_real_qemu(tmp_path):
+    """`migtui demo --real --auto` as a presenter runs it, at 80x24: real QEMU VMs (the lab), src1
+    not converging at 32 MiB/s, the advice confirmed and sent to QEMU, then q leaves nothing."""
+    session = f"migtui-demo-real-{os.getpid()}"
+    state = tmp_path / "state"
+    command = (f"XDG_RUNTIME_DIR={tmp_path} XDG_STATE_HOME={state} {sys.executable} -m migtui demo --real --auto "
+               f"--speed 4; echo EXITED $? > {tmp_path}/rc")
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", command], check=True)
+    screens: dict[str, list[str]] = {}  # each caption line (in the order shown), with its screens
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(c.startswith(" 3/5 Applied:") for c in screens):
+            screen = _tmux("capture-pane", "-p", "-t", session)
+            caption = screen.split("\n", 1)[0].split("▌")[0].rstrip()  # ▌: the edge of a toast over it
+            screens.setdefault(caption, []).append(screen)
+            time.sleep(0.1)  # polling the terminal, with a deadline
+        captions = list(screens)
+        stuck = next((c for c in captions if c.startswith(" 2/5 src1 is stuck: NOT-CONVERGING")), None)
+        applying = next((c for c in captions if c.startswith(" 3/5 Applying the advice")), None)
+        applied = next((c for c in captions if c.startswith(" 3/5 Applied:")), None)
+        assert stuck and applying and applied, captions
+        assert captions.index(stuck) < captions.index(applying) < captions.index(applied), captions
+        # The verdict with its why, on src1's own dashboard; the confirmation shows the QMP command.
+        assert any(re.search(r"NOT-CONVERGING: .+", s) and "src1" in s.splitlines()[1] for s in screens[stuck])
+        assert any("migrate-set-parameters" in s for s in screens[applying]), screens[applying]
+        # It reached real QEMU: after the demo's own start at 32 MiB/s, a higher max-bandwidth, accepted.
+        audit = [json.loads(line) for line in (state / "migtui" / "audit.ndjson").read_text().splitlines()]
+        sets = [a for a in audit if a["vm"] == "src1" and a["command"] == "migrate-set-parameters"]
+        assert sets[0]["arguments"] == {"max-bandwidth": 32 * 2**20}
+        assert len(sets) == 2 and sets[1]["ok"] and sets[1]["arguments"]["max-bandwidth"] > 32 * 2**20, sets
+        pids = [int(p) for p in subprocess.run(["pgrep", "-f", f"qemu-system-x86_64 .*-pidfile {tmp_path}/"],
+                                               capture_output=True, text=True).stdout.split()]
+        assert len(pids) == 4  # the lab's two pairs
+        _tmux("send-keys", "-t", session, "q")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (tmp_path / "rc").exists():
+            time.sleep(0.1)  # polling for the exit, with a deadline
+        assert (tmp_path / "rc").read_text().strip() == "EXITED 0"
+        assert not any(pid_alive(pid) for pid in pids)
+    finally:
+        _tmux("kill-session", "-t", session)

@@ -24,7 +24,7 @@ import tempfile
 import time
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.binding import Binding
 from textual.css.query import NoMatches
@@ -39,13 +39,17 @@ from migtui.record import Recorder
 from migtui.ui.app import MigtuiApp
 from migtui.ui.dialogs import ConfirmDialog
 from migtui.ui.guard import keep_running
-from migtui.ui.replay import Playback, ReplayDashboard
-from migtui.ui.screens.dashboard import DashboardScreen
 from migtui.ui.screens.fleet import FleetScreen
 from migtui.ui.story import (ADVICE_KIND, CONFIRM_HOLD, REPLAY_SPEED, SIM_FLEET, SIM_SEED, SIM_SPEEDUP, STORY,
                              SimVMSpec, Step)
 from migtui.ui.widgets.caption import Caption
 
+if TYPE_CHECKING:
+    from migtui.ui.replay import Playback
+
+# The dashboard and the replay (migtui.ui.screens.dashboard, migtui.ui.replay) are imported where
+# the story first shows them: with their graphs (plotext) they are ~35 ms of start-up that the
+# first step, the fleet, does not draw, and the demo's start is its first impression.
 __all__ = ["DemoApp", "Director", "SimWorld", "LabWorld", "make_app", "run_demo", "DEMO_THEME"]
 
 DEMO_THEME = "migtui-high-contrast"  # projectors wash colours out
@@ -205,7 +209,7 @@ class Director:
             self.auto, self.paused = True, False  # without --auto, space plays on from here
         else:
             self.paused = not self.paused
-        if self.playback is not None and isinstance(self.app.screen, ReplayDashboard):
+        if self.playback is not None and self._on_replay():
             if self.playback.paused == (not self.paused) and not self.playback.at_end:
                 self.app.screen.action_toggle_pause()  # the replay holds with the story
         self.tick()
@@ -218,7 +222,7 @@ class Director:
         elif view in ("dashboard", "advice"):
             await self._to_dashboard()
         elif view == "replay":
-            if not isinstance(self.app.screen, ReplayDashboard):
+            if not self._on_replay():
                 await self._to_dashboard()
                 self._push_replay()
 
@@ -227,7 +231,14 @@ class Director:
         while len(app.screen_stack) > 1 and not isinstance(app.screen, FleetScreen):
             await app.pop_screen()
 
+    def _on_replay(self) -> bool:
+        from migtui.ui.replay import ReplayDashboard
+
+        return isinstance(self.app.screen, ReplayDashboard)
+
     async def _to_dashboard(self) -> None:
+        from migtui.ui.screens.dashboard import DashboardScreen
+
         app = self.app
         top = app.screen
         if type(top) is DashboardScreen and top.key == self.world.star:
@@ -241,6 +252,8 @@ class Director:
         await app.push_screen(DashboardScreen(self.world.star))
 
     def _push_replay(self) -> None:
+        from migtui.ui.replay import Playback, ReplayDashboard
+
         if self.playback is None:
             path = self._recording()
             if path is None:
@@ -261,6 +274,8 @@ class Director:
 
     def _offer_advice(self) -> None:
         """The dashboard's own advice path: the first advice that can be applied now, confirmed."""
+        from migtui.ui.screens.dashboard import DashboardScreen
+
         screen = self.app.screen
         if self._offered or type(screen) is not DashboardScreen or screen.key != self.world.star:
             return
@@ -312,7 +327,7 @@ class Director:
         elif step.ready == "completed":
             met = vm.migration_status == "completed" and self._recording() is not None
         elif step.ready == "replay-end":
-            met = self.playback is not None and self.playback.at_end and isinstance(self.app.screen, ReplayDashboard)
+            met = self.playback is not None and self.playback.at_end and self._on_replay()
         else:
             met = False
         if met:
@@ -335,14 +350,14 @@ class Director:
                 self._answer_yes()
         if step.view == "replay" and self.playback is None:
             self._push_replay()
-        self._caption(step, ready)
+        self._caption(ready)
         if (self.auto and not self.paused and ready and self.ready_at is not None
                 and now - self.ready_at >= step.dwell / self.speed):
             if self.index < len(STORY) - 1:
                 self.app.run_worker(self.next(), group="demo-step", exclusive=True)
             elif not self.finished:
                 self.finished = True
-                self._caption(step, ready)
+                self._caption(ready)
 
     def caption_text(self, step: Step, ready: bool) -> str:
         in_flight = sum(1 for s in self.app.backend if status_category(s.vm) in ("migrating", "post-copy"))
@@ -358,12 +373,18 @@ class Director:
             return "→ next"
         return "‖ paused" if self.paused else "▶ auto"
 
-    def _caption(self, step: Step, ready: bool) -> None:
+    def caption_parts(self, ready: bool | None = None) -> tuple[str, str, str]:
+        """The caption's step ("2/5"), text and state, for the current step (`ready`: as known so far)."""
+        step = self.step
+        ready = step.key in self.reached if ready is None else ready
+        return f"{self.index + 1}/{len(STORY)}", self.caption_text(step, ready), self.state_text()
+
+    def _caption(self, ready: bool) -> None:
         try:
             caption = self.app.screen.query_one(Caption)
         except NoMatches:
             return
-        caption.show(f"{self.index + 1}/{len(STORY)}", self.caption_text(step, ready), self.state_text())
+        caption.show(*self.caption_parts(ready))
 
 
 class DemoApp(MigtuiApp):
@@ -399,13 +420,15 @@ class DemoApp(MigtuiApp):
     def push_screen(self, screen: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(screen, Screen) and not screen.is_mounted and screen not in self._captioned:
             self._captioned.add(screen)
-            screen.compose_add_child(Caption())  # composed with it: no frame without the caption
+            # Composed with it, already written: no frame without the caption (the very first
+            # frame has the story's first one, before the story begins).
+            screen.compose_add_child(Caption(*self.director.caption_parts()))
         return super().push_screen(screen, *args, **kwargs)
 
     def _caption_on(self, screen: Screen) -> None:
         if screen not in self._captioned:  # a screen pushed by name, or the default one
             self._captioned.add(screen)
-            screen.mount(Caption())
+            screen.mount(Caption(*self.director.caption_parts()))
         self.director.tick()
 
     async def action_demo_next(self) -> None:

@@ -21,11 +21,11 @@ class Caption(Static):
     }
     """
 
-    def __init__(self) -> None:
+    def __init__(self, step_text: str = "", caption: str = "", state: str = "") -> None:
         super().__init__(id="demo-caption")
-        self.step_text = ""  # "2/5"
-        self.caption = ""
-        self.state = ""  # "▶ auto", "‖ paused", "→ next"
+        self.step_text = step_text  # "2/5"
+        self.caption = caption
+        self.state = state  # "▶ auto", "‖ paused", "→ next"
 
     def show(self, step_text: str, caption: str, state: str) -> None:
         if (step_text, caption, state) != (self.step_text, self.caption, self.state):
