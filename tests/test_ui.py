@@ -754,3 +754,43 @@ def test_the_dashboard_header_shows_what_qemu_splits_out():
                                        1000.5))
     first, _ = header_lines(vm)
     assert "sent in downtime 3.0 MiB" in first and "throttle" not in first, first
+
+
+@pytest.mark.parametrize("dialect", ["7.2", "10.0"])
+async def test_R_recovers_a_simulated_postcopy_whose_stream_broke(tmp_path, dialect):
+    """The simulator's post-copy recovery, for demos: a stream broken in post-copy parks both
+    ends; R shows the QMP, y sends migrate-recover then migrate with resume, and it completes."""
+    fleet = SimFleet(tmp_path / "sim", speedup=1.0, seed=5)
+    try:
+        src = await fleet.add_vm("src", dialect=dialect, ram=128 * MiB, dirty_rate=64 * MiB)
+        dst = await fleet.add_vm("dst", dialect=dialect, ram=128 * MiB, incoming=True)
+        app = MigtuiApp(QMPBackend([parse_endpoint(vm.endpoint) for vm in (src, dst)],
+                                   options=SessionOptions(active_interval=0.1)))
+        async with app.run_test(size=(160, 40)) as pilot:
+            await connected(app)
+            source, destination = app.backend.get("src"), app.backend.get("dst")
+            await controls.start_migration(source, MigrationOptions(bandwidth=32 * MiB, postcopy=True),
+                                           destination=destination)
+            await controls.set_parameters(source, {"max-postcopy-bandwidth": 2 * MiB})  # still in post-copy when broken
+            await wait_until(lambda: source.vm.migration_status == "active", timeout=10)
+            await controls.start_postcopy(source)
+            await wait_until(lambda: dst.status == "postcopy-active", timeout=10)
+            src.break_stream()
+            table = app.screen.query_one("#fleet", FleetTable)
+            await wait_until(lambda: table.get_cell("src", "status") == table.get_cell("dst", "status")
+                             == "postcopy-paused", timeout=10)
+            await controls.set_parameters(source, {"max-postcopy-bandwidth": 0})
+            await pilot.press("R")
+            await wait_until(lambda: isinstance(app.screen, ConfirmDialog), timeout=5)
+            shown = " ".join(str(w.render()) for w in app.screen.query(".dialog-detail"))
+            assert '1. on dst (destination): {"execute": "migrate-recover"' in shown, shown
+            assert '"resume": true' in shown
+            assert "migrate-recover" not in [name for name, _ in dst.received]  # nothing before y
+            await pilot.press("y")
+            await wait_until(lambda: source.vm.migration_status == "completed", timeout=20)
+            await wait_until(lambda: destination.vm.migration_status == "completed"
+                             and destination.vm.run_state == "running", timeout=10)
+            assert [name for name, _ in dst.received if name == "migrate-recover"] == ["migrate-recover"]
+            assert ("migrate", True) in [(n, a.get("resume")) for n, a in src.received]
+    finally:
+        await fleet.stop()

@@ -113,7 +113,7 @@ class QMPCommands:
         if resume:
             if m is None or m.status != "postcopy-paused":
                 raise QMPError("Cannot resume if there is no paused migration")
-            self._apply(m.resume_postcopy(now))
+            self._resume_postcopy(m, uri, now)
             return {}
         if m is not None and m.running:
             raise QMPError("There's a migration process in progress")
@@ -247,12 +247,47 @@ class QMPCommands:
         return {}
 
     def _cmd_migrate_pause(self) -> dict[str, Any]:
+        ten = self.dialect.version >= (10, 0, 0)
+        pausable = ("postcopy-active", "postcopy-recover") if ten else ("postcopy-active",)
+        source = self.incoming_source
+        if self.migration is None and source is not None and self.incoming_status in pausable:
+            # On the destination: it shuts the stream, and the source sees the channel break.
+            assert source.migration is not None
+            source._apply(source.migration.pause_postcopy(self.fleet.now(), "Channel error: Input/output error"))
+            return {}
         m = self.migration
-        if m is None or m.status != "postcopy-active":
+        if m is None or m.status not in pausable:
             raise QMPError("migrate-pause is currently only supported during "
-                           "postcopy-active state")
+                           + ("postcopy-active or postcopy-recover state" if ten else "postcopy-active state"))
         self._apply(m.pause_postcopy(self.fleet.now()))
         return {}
+
+    def _cmd_migrate_recover(self, uri: str) -> dict[str, Any]:
+        """On a destination paused in post-copy: listen on `uri` for the source's resume (again
+        and elsewhere if asked twice, as QEMU does)."""
+        if self.incoming_status != "postcopy-paused":
+            raise QMPError("Migrate recover can only be run when postcopy is paused.")
+        if not uri.startswith(MIGRATION_SCHEMES_72):
+            raise QMPError(f"unknown migration protocol: {uri}")
+        if self.fleet.listening_on(uri) not in (None, self):
+            raise QMPError("Failed to bind socket: Address already in use")
+        self.fleet.stop_listening(self)
+        self._listen(uri)
+        if self.dialect.version < (10, 0, 0) and self.caps.get("events"):
+            self.emit("MIGRATION", {"status": "setup"})  # 7.2 says setup, and query-migrate still paused
+        return {}
+
+    def _resume_postcopy(self, m: Migration, uri: str, now: float) -> None:
+        """migrate with resume: reconnect to the destination listening at `uri` (migrate-recover)."""
+        ten = self.dialect.version >= (10, 0, 0)
+        dest = self.fleet.listening_on(uri)
+        if dest is None or dest is not self._dest or dest.incoming_status != "postcopy-paused":
+            where = uri.partition(":")[2]
+            self._apply(m.resume_postcopy(now, recover_setup=ten,
+                                          refused=f"Failed to connect to '{where}': No such file or directory"))
+            return
+        self.fleet.connect_migration(uri)
+        self._apply(m.resume_postcopy(now, recover_setup=ten))
 
     def _cmd_calc_dirty_rate(self, calc_time: int, sample_pages: int = 512,
                              mode: str = "page-sampling") -> dict[str, Any]:

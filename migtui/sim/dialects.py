@@ -173,6 +173,7 @@ COMMANDS_72: dict[str, ArgSpec] = {
     "migrate-continue": {"state": ("str", True)},
     "migrate-start-postcopy": {},
     "migrate-pause": {},
+    "migrate-recover": {"uri": ("str", True)},
     "calc-dirty-rate": {"calc-time": ("int", True), "sample-pages": ("int", False),
                         "mode": ("str", False)},
     "query-dirty-rate": {},
@@ -180,7 +181,7 @@ COMMANDS_72: dict[str, ArgSpec] = {
     "cont": {},
     "quit": {},
 }
-OOB_COMMANDS_72 = frozenset({"migrate-pause"})
+OOB_COMMANDS_72 = frozenset({"migrate-pause", "migrate-recover"})
 
 COMMANDS_10: dict[str, ArgSpec] = {
     **COMMANDS_72,
@@ -392,7 +393,9 @@ def query_migrate_72(m: Migration | None, now: float, *, xbzrle: bool,
         return {"status": "cancelled"}
     info: dict[str, Any] = {"status": m.status, "setup-time": int(m.setup_time_ms),
                             "total-time": int(m.total_time(now)), "ram": _stats_72(m, skipped=not ten)}
-    if m.status == "completed" or (ten and m.status == "postcopy-active" and m.downtime_ms is not None):
+    if ten and m.status == "postcopy-paused" and m.error_desc:
+        info["error-desc"] = m.error_desc  # 10.0 says why it paused (7.2 does not)
+    if m.status == "completed" or (ten and m.status.startswith("postcopy") and m.downtime_ms is not None):
         info["downtime"] = int(m.downtime_ms or 0)
         if m.throttle and m.status != "completed":
             info["cpu-throttle-percentage"] = m.throttle

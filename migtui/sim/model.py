@@ -240,18 +240,33 @@ class Migration:
             self.postcopy_at = now
         return self.drain_events()
 
-    def pause_postcopy(self, now: float) -> list[ModelEvent]:
+    def pause_postcopy(self, now: float, desc: str = "Postcopy migration is paused by the user") -> list[ModelEvent]:
+        """The stream broke (or migrate-pause): nothing is sent until a resume; `desc` is
+        why, as 10.0 reports it in error-desc."""
         self.advance(now)
-        if self.status == "postcopy-active":
+        if self.status in ("postcopy-active", "postcopy-recover"):
+            self.error_desc = desc
             self._set_status(now, "postcopy-paused")
         return self.drain_events()
 
-    def resume_postcopy(self, now: float) -> list[ModelEvent]:
+    def resume_postcopy(self, now: float, recover_setup: bool = False,
+                        refused: str | None = None) -> list[ModelEvent]:
+        """migrate with resume: through postcopy-recover (10.0 first says postcopy-recover-setup)
+        back to postcopy-active; with `refused` (nothing listens there), back to postcopy-paused
+        with that reason."""
         self.advance(now)
         if self.status == "postcopy-paused":
+            if recover_setup:
+                self._set_status(now, "postcopy-recover-setup")
+            if refused is not None:
+                if recover_setup:  # 7.2 stays paused and says nothing
+                    self.error_desc = refused
+                    self._set_status(now, "postcopy-paused")
+                return self.drain_events()
+            self.error_desc = None
             self._set_status(now, "postcopy-recover")
             self._set_status(now, "postcopy-active")
-            self.t = now
+            self.t = now  # nothing was sent while paused
         return self.drain_events()
 
     def continue_switchover(self, now: float) -> list[ModelEvent]:

@@ -147,8 +147,9 @@ class SimVM(QMPMonitor, FaultSwitches, QMPCommands):
             if dest.incoming_status == "none":
                 dest._incoming_set("setup", ev.t)  # 10.0 said so when it began to listen
             dest._incoming_set("active", ev.t)
-        elif status == "postcopy-active":
-            dest._incoming_set("postcopy-active", ev.t)
+        elif status in ("postcopy-active", "postcopy-paused", "postcopy-recover"):
+            if dest.incoming_status != status:  # a resume refused leaves it paused, unannounced
+                dest._incoming_set(status, ev.t)  # both ends pause, recover and resume together
         elif status == "completed":
             dest._incoming_resume(ev.t)  # 7.2 runs the guest before announcing completion
             dest._incoming_set("completed", ev.t)
