@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--postcopy", action="store_true", help="allow a switch to post-copy (postcopy-ram on both sides)")
     p.add_argument("--multifd", metavar="N", help="multifd with N channels (both sides)")
     p.add_argument("--block", action="store_true", help="block migration: copy the disks too (blk)")
+    p.add_argument("--dirty-limit", metavar="RATE", help="cap each vCPU's dirtying at RATE MB/s (QEMU's "
+                   "dirty-limit with vcpu-dirty-limit, 8.1+, on KVM with -accel kvm,dirty-ring-size=N), e.g. 50")
     p.add_argument("--wait", action="store_true", help="follow it; exit 0 on completed, 1 on failed or cancelled")
     add_record_options(p, "with --wait: record the migration into this NDJSON file (default: a new file in "
                        "$XDG_STATE_HOME/migtui/recordings)")

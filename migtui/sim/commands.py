@@ -99,12 +99,13 @@ class QMPCommands:
             if item["capability"] not in new:
                 raise QMPError(self.dialect.bad_enum("capability", item["capability"]))
             new[item["capability"]] = item["state"]
-        _check_caps(new, self.dialect)
+        _check_caps(new, self.dialect, self.guest)
         self.caps = new
         self.knobs.xbzrle = new["xbzrle"]
         self.knobs.auto_converge = new.get("auto-converge", False)
         self.knobs.postcopy_ram = new.get("postcopy-ram", False)
         self.knobs.pause_before_switchover = new.get("pause-before-switchover", False)
+        self.knobs.dirty_limit = new.get("dirty-limit", False)
         return {}
 
     def _cmd_migrate(self, uri: str, blk: bool = False, inc: bool = False,
@@ -190,7 +191,15 @@ class QMPCommands:
         raise QMPError(self.dialect.already_negotiated("qmp_capabilities"), "CommandNotFound")
 
     def _cmd_query_qmp_schema(self) -> list[dict[str, Any]]:
-        return dialects.qmp_schema_72(self.dialect.commands)
+        return dialects.qmp_schema_72(self.dialect.commands, self.dialect.parameter_enums)
+
+    def _cmd_query_kvm(self) -> dict[str, Any]:
+        return {"enabled": self.guest.kvm or self.guest.dirty_ring, "present": True}
+
+    def _cmd_query_cpus_fast(self) -> list[dict[str, Any]]:
+        return [{"cpu-index": i, "qom-path": f"/machine/unattached/device[{i}]", "thread-id": 1000 + i,
+                 "props": {"core-id": 0, "thread-id": 0, "socket-id": i}, "target": "x86_64"}
+                for i in range(self.guest.vcpus)]
 
     def _cmd_query_migrate_parameters(self) -> dict[str, Any]:
         return dict(self.params)
@@ -210,6 +219,7 @@ class QMPCommands:
         k.throttle_max = p["max-cpu-throttle"]
         k.throttle_trigger = p["throttle-trigger-threshold"]
         k.max_postcopy_bandwidth = p["max-postcopy-bandwidth"]
+        k.vcpu_dirty_limit = p.get("vcpu-dirty-limit", k.vcpu_dirty_limit)
         return {}
 
     def _cmd_migrate_incoming(self, uri: str, exit_on_error: bool = True) -> dict[str, Any]:
@@ -314,9 +324,15 @@ class QMPCommands:
         return info
 
 
-def _check_caps(caps: dict[str, bool], dialect: Dialect) -> None:
+def _check_caps(caps: dict[str, bool], dialect: Dialect, guest: Guest) -> None:
     """A few of migrate_caps_check()'s rules: 7.2's (as Debian's 7.2 answers: it takes postcopy-ram
-    with compress), and 10.0's, which refuses multifd with xbzrle (8.2) or post-copy (8.1)."""
+    with compress), and 10.0's, which refuses multifd with xbzrle (8.2) or post-copy (8.1), and
+    the dirty limit with auto-converge or off a KVM dirty ring (8.1)."""
+    if caps.get("dirty-limit"):
+        if caps.get("auto-converge"):
+            raise QMPError("dirty-limit conflicts with auto-converge either of then available currently")
+        if not guest.dirty_ring:
+            raise QMPError("dirty-limit requires KVM with accelerator property 'dirty-ring-size' set")
     if caps.get("postcopy-ram") and caps.get("x-ignore-shared"):
         raise QMPError("Postcopy is not compatible with ignore-shared")
     if caps.get("multifd") and caps.get("compress"):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from migtui.model.parameters import check_uri
+from migtui.model.parameters import DIRTY_LIMIT_UNIT, check_uri
 from migtui.model.requests import MigrationOptions, ParamChange
 from migtui.model.sample import FINISHED_STATUSES, IN_FLIGHT_STATUSES
 from migtui.backend.qmp.dialect import Command, Dialect, Unsupported
@@ -126,6 +126,10 @@ def plan_migration(
         caps["multifd"] = True
     if options.block and not src.has_block_migration:
         raise Unsupported(f"QEMU {src.version_text} has no block migration (blk was removed in 9.1)")
+    if options.dirty_limit is not None:
+        src.require_capability("dirty-limit", "cap the guest's dirty rate (QEMU 8.1+ has dirty-limit)")
+        caps["dirty-limit"] = True
+    _refuse_dirty_limit_without_kvm(source, src, caps)
     _refuse_together(source, src, caps)
 
     params: dict[str, Any] = {}
@@ -137,6 +141,8 @@ def plan_migration(
         params["xbzrle-cache-size"] = options.xbzrle_cache
     if options.multifd is not None:
         params["multifd-channels"] = options.multifd
+    if options.dirty_limit is not None:
+        params["vcpu-dirty-limit"] = options.dirty_limit
     src_cmds = src.set_capabilities(caps) + src.set_parameters(params)
 
     dest_cmds: list[Command] = []
@@ -258,6 +264,14 @@ def _refuse_together(session: VMSession, dialect: Dialect, caps: Mapping[str, bo
     way_out = f"; {already[0]} is on there already: turn it off first" if already else ""
     raise Unsupported(f"QEMU {dialect.version_text} on {session.vm.name} refuses {one} with {other} "
                       f"({sentence!r}){way_out}")
+
+
+def _refuse_dirty_limit_without_kvm(session: VMSession, dialect: Dialect, caps: Mapping[str, bool]) -> None:
+    """QEMU takes dirty-limit only on KVM with a dirty ring; a VM that query-kvm says runs without
+    KVM is refused here (whether the ring is on, QMP cannot tell: QEMU then says so itself)."""
+    if caps.get("dirty-limit") and session.vm.kvm is False:
+        raise Unsupported(f"QEMU {dialect.version_text} on {session.vm.name} offers dirty-limit only on KVM "
+                          "with -accel kvm,dirty-ring-size=N, and this VM runs without KVM")
 
 
 def _listening_uri(source: VMSession, destination: VMSession) -> str | None:
@@ -453,7 +467,10 @@ async def set_capabilities(session: VMSession, caps: Mapping[str, bool]) -> None
             f"capabilities cannot change while a migration runs (status {session.vm.migration_status}); "
             "QEMU would refuse: cancel first or wait for it to finish"
         )
-    for command, args in dialect.set_capabilities(caps):
+    commands = dialect.set_capabilities(caps)  # a capability this QEMU lacks is refused first
+    _refuse_dirty_limit_without_kvm(session, dialect, caps)
+    _refuse_together(session, dialect, caps)
+    for command, args in commands:
         await session.execute(command, args)
     await session.refresh_capabilities()
 
@@ -570,4 +587,6 @@ async def preflight(session: VMSession, options: MigrationOptions):  # -> migtui
     params = session.vm.parameters
     bandwidth = options.bandwidth or params.get("max-bandwidth") or 32 * 2**20
     downtime = options.downtime_ms or params.get("downtime-limit") or 300
-    return predict(dirty, bandwidth, downtime, ram)
+    vcpus = session.vm.vcpus
+    cap = vcpus * options.dirty_limit * DIRTY_LIMIT_UNIT if options.dirty_limit and vcpus else None
+    return predict(dirty, bandwidth, downtime, ram, cap)
