@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disk", action="store_true", help="give both sides qcow2 disks for block migration")
     p.add_argument("--no-ui", action="store_true", help="print the endpoints and wait for Ctrl-C")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto", help="default: kvm when usable")
+    p.add_argument("--dirty-ring", metavar="N", help="KVM's dirty ring of N entries per vCPU (-accel "
+                   "kvm,dirty-ring-size=N, a power of two from 1024 to 65536): what QEMU 8.1+'s dirty limit needs")
     p.add_argument("--qemu", metavar="PATH", help="the QEMU binary (or a script running one) every VM runs "
                    "(default: $MIGTUI_QEMU, else qemu-system-x86_64 on PATH)")
     p.add_argument("--guest", choices=("tiny", "linux"), default="tiny",

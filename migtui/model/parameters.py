@@ -2,7 +2,7 @@
 
 Friendly names (`bandwidth=100M`) map to QEMU's (`max-bandwidth`); any other
 name QEMU reports in `query-migrate-parameters` is accepted with a value of
-the type QEMU reported for it.
+the type QEMU reported for it, and an enum one only with a value its schema lists.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from typing import Any, Mapping
 
 from migtui.model.units import InputError, parse_count, parse_rate, parse_size, parse_time_ms
 
+__all__ = ["FRIENDLY_NAMES", "parse_parameter", "parse_dirty_limit", "check_xbzrle_cache_size", "check_uri",
+           "URI_SCHEMES", "DIRTY_LIMIT_UNIT"]
+
 # QEMU's vcpu-dirty-limit is in "MB/s" per vCPU, counted in 2**20 bytes (dirtylimit.c shifts by 20).
 DIRTY_LIMIT_UNIT = 2**20
 _DIRTY_LIMIT_FORMS = "MB/s per vCPU as QEMU takes it: a whole number of at least 1, e.g. 50 or 50M/s"
-
-__all__ = ["FRIENDLY_NAMES", "parse_parameter", "parse_dirty_limit", "check_xbzrle_cache_size", "check_uri",
-           "URI_SCHEMES"]
 
 FRIENDLY_NAMES = MappingProxyType({
     "bandwidth": "max-bandwidth",
@@ -65,7 +65,7 @@ def parse_parameter(name: str, text: str, current: Mapping[str, Any] | None = No
     qemu_name = FRIENDLY_NAMES.get(name, name)
     if qemu_name == "vcpu-dirty-limit":
         if current is not None and qemu_name not in current:
-            raise InputError(f"{name}: this VM's QEMU has no vcpu-dirty-limit (QEMU 8.1+ has it, over QMP)")
+            raise InputError(f"{name}: this VM's QEMU has no vcpu-dirty-limit (QEMU 8.1+ has it)")
         return qemu_name, parse_dirty_limit(text, name)
     if choices and qemu_name in choices:
         value = text.strip()

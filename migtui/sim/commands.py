@@ -81,6 +81,8 @@ class QMPCommands:
         info: dict[str, Any] = {}
         if self.incoming_status != "none":
             info["status"] = self.incoming_status
+        if self.incoming_status == "failed" and self.incoming_error:
+            info["error-desc"] = self.incoming_error
         if self.incoming_uri is not None and self.incoming_status != "completed":
             info["socket-address"] = [_socket_address(self.incoming_uri)]
         return info
@@ -225,13 +227,14 @@ class QMPCommands:
     def _cmd_migrate_incoming(self, uri: str, exit_on_error: bool = True) -> dict[str, Any]:
         if self._run_state != "inmigrate":
             raise QMPError("'-incoming' was not specified on the command line")
-        if self.incoming_uri is not None:
+        if self.incoming_uri is not None or self.incoming_status == "failed":
             raise QMPError("The incoming migration has already been started")
         if not uri.startswith(MIGRATION_SCHEMES_72):
             raise QMPError(f"unknown migration protocol: {uri}")
         if self.fleet.listening_on(uri) is not None:
             raise QMPError("Failed to bind socket: Address already in use")
         self._listen(uri)
+        self.exit_on_error = exit_on_error
         if self.dialect.version >= (10, 0, 0):
             self._incoming_set("setup", self.fleet.now())  # 10.0 says setup while it listens
         return {}

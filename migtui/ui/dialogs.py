@@ -267,9 +267,11 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
                 if "dirty-limit" in caps:  # QEMU 8.1+; an older one (or libvirt) has no such row
                     yield Label("dirty limit")
                     no_kvm = self.source.vm.kvm is False
+                    hint = (f"on at {params.get('vcpu-dirty-limit')} MB/s per vCPU; e.g. 50" if caps["dirty-limit"]
+                            else "MB/s per vCPU, e.g. 50; empty = off (KVM with dirty-ring-size)")
                     yield Input(compact=True, id="dirty-limit", disabled=no_kvm,
                                 placeholder="needs KVM with dirty-ring-size: this VM runs without KVM" if no_kvm
-                                else "MB/s per vCPU, e.g. 50; empty = off (KVM with dirty-ring-size)")
+                                else hint)
                 if features.persist:
                     yield Label("persist")
                     yield Checkbox("define it at the destination, undefine it here", False, id="persist")

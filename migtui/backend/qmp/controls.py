@@ -8,7 +8,8 @@ never leaves a VM half-configured.
 A start sends what can be refused and undone first, and what cannot be undone
 last: the source's capabilities and parameters, then the destination's paired
 capabilities (postcopy-ram, multifd) and multifd-channels, then migrate-incoming
-on the destination (QEMU runs it once per process: it cannot be taken back), and
+on the destination (QEMU runs it once per process: it cannot be taken back; 9.1+ is told
+exit-on-error false, so a failed incoming stays up to say why), and
 migrate on the source. When a step is refused, the source's capabilities and
 parameters are put back as they were, and so are the destination's unless this
 start got it listening; a destination left listening (migrate refused or failed)
@@ -192,7 +193,12 @@ def plan_migration(
             uri = listen_uri
         else:
             uri = destination_uri(source, destination)
-            dest_cmds.append(("migrate-incoming", {"uri": uri}))
+            incoming: dict[str, Any] = {"uri": uri}
+            if dst.incoming_args is not None and "exit-on-error" in dst.incoming_args:
+                # 9.1+: a failed incoming leaves the destination up (it never runs the half-loaded
+                # guest: it stays inmigrate) with QEMU's error in query-migrate, instead of exiting.
+                incoming["exit-on-error"] = False
+            dest_cmds.append(("migrate-incoming", incoming))
 
     assert uri is not None
     migrate_args: dict[str, Any] = {"uri": uri}
