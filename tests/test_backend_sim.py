@@ -463,3 +463,48 @@ async def test_event_memory_stays_bounded_over_many_passes(sim, open_session):
     # Every event arrived, but neither qemu.qmp's own history nor the VM's log keeps them all.
     assert len(session._client.events.history) <= EVENT_HISTORY
     assert len(session.vm.log) <= LOG_RECORDS and session.vm.log_total > LOG_RECORDS
+
+
+async def test_the_dirty_limit_is_refused_unsent_where_qemu_would_and_holds_the_guest_where_it_runs(sim, open_session):
+    """QEMU 8.1+'s dirty limit, on the simulator's 10.0 (the lab's KVM dirty ring cannot run it:
+    see README). What migtui knows refuses first: a QEMU without the capability, a VM that
+    query-kvm says runs without KVM, auto-converge with it; where it runs, it caps the guest."""
+    from migtui.backend.errors import Refused
+
+    old = await sim.add_vm("old", ram=256 * MiB)  # 7.2: no dirty-limit capability
+    tcg = await sim.add_vm("tcg", dialect="10.0", ram=256 * MiB)
+    kvm = await sim.add_vm("kvm", dialect="10.0", ram=512 * MiB, dirty_rate=200 * MiB, working_set=256 * MiB,
+                           vcpus=2, dirty_ring=True)
+    sessions = [open_session(vm.endpoint) for vm in (old, tcg, kvm)]
+    for s in sessions:
+        assert await s.wait_connected(5)
+    s_old, s_tcg, s_kvm = sessions
+    assert (s_kvm.vm.vcpus, s_kvm.vm.kvm, s_tcg.vm.kvm) == (2, True, False)  # query-cpus-fast, query-kvm
+    sink = "exec:cat > /dev/null"
+    with pytest.raises(Unsupported, match=r"^QEMU 7\.2\.0 cannot cap the guest's dirty rate .*no dirty-limit capability"):
+        await start_migration(s_old, MigrationOptions(dirty_limit=50), uri=sink)
+    with pytest.raises(Unsupported, match=r"offers dirty-limit only on KVM with -accel kvm,dirty-ring-size=N, "
+                                          r"and this VM runs without KVM$"):
+        await start_migration(s_tcg, MigrationOptions(dirty_limit=50), uri=sink)
+    with pytest.raises(Unsupported, match="without KVM"):
+        await set_capabilities(s_tcg, {"dirty-limit": True})
+    with pytest.raises(Unsupported, match=r"refuses dirty-limit with auto-converge \('dirty-limit conflicts with "
+                                          r"auto-converge either of then available currently'\)"):
+        await start_migration(s_kvm, MigrationOptions(dirty_limit=50, auto_converge=True), uri=sink)
+    for vm in (old, tcg, kvm):
+        assert not [n for n, _ in control_commands(vm) if n != "migrate-set-capabilities"], vm.name
+        assert [a for n, a in control_commands(vm)] == [caps_events()], vm.name  # only the session's events
+    await start_migration(s_kvm, MigrationOptions(bandwidth=64 * MiB, dirty_limit=10), uri=sink)
+    sent = control_commands(kvm)[1:]
+    assert sent[:2] == [("migrate-set-capabilities", {"capabilities": [{"capability": "dirty-limit", "state": True}]}),
+                        ("migrate-set-parameters", {"max-bandwidth": 64 * MiB, "vcpu-dirty-limit": 10})]
+    with pytest.raises(Refused, match="while a migration runs"):
+        await set_capabilities(s_kvm, {"auto-converge": True})
+    # Held to 2 vCPUs x 10 MB/s once QEMU's throttle check fires: it converges, which 200 MiB/s would not.
+    await wait_until(lambda: s_kvm.vm.sample.get(None, "dirty-limit-throttle-time-per-round") is not None, timeout=10)
+    await wait_until(lambda: (s_kvm.vm.sample.get("ram", "dirty-pages-rate") or 0) * 4096 <= 21 * MiB, timeout=10)
+    await wait_until(lambda: s_kvm.vm.migration_status == "completed", timeout=20)
+
+
+def caps_events() -> dict:
+    return {"capabilities": [{"capability": "events", "state": True}]}

@@ -92,3 +92,34 @@ def test_capability_pairs_refused_by_version():
             for v in ((7, 2, 0), (8, 1, 0), (10, 0, 2), (10, 1, 0))] == [False, True, True, False]
     assert replace(MODERN_72, version=(0, 0, 0)).refused_together(both) is None  # unknown version: QEMU decides
     assert not MODERN_72.fixes_multifd_at_incoming and replace(MODERN_72, version=(8, 1, 0)).fixes_multifd_at_incoming
+
+
+def test_enum_parameters_come_from_the_schema():
+    from migtui.backend.qmp.dialect import parameter_choices_from_schema
+    from migtui.sim.dialects import DIALECTS, qmp_schema_72
+
+    schema = [  # as real 10.0 lists it: enum types by number, values and members both
+        {"name": "migrate-set-parameters", "meta-type": "command", "arg-type": "7"},
+        {"name": "7", "meta-type": "object", "members": [{"name": "mode", "type": "9"},
+                                                         {"name": "max-bandwidth", "type": "int"},
+                                                         {"name": "zero-page-detection", "type": "8"}]},
+        {"name": "8", "meta-type": "enum", "values": ["none", "legacy", "multifd"]},
+        {"name": "9", "meta-type": "enum", "members": [{"name": "normal"}, {"name": "cpr-reboot"}]},
+        {"name": "int", "meta-type": "builtin", "json-type": "int"},
+    ]
+    assert parameter_choices_from_schema(schema) == {"mode": ("normal", "cpr-reboot"),
+                                                     "zero-page-detection": ("none", "legacy", "multifd")}
+    assert parameter_choices_from_schema("junk") == {} and parameter_choices_from_schema([{"name": 3}]) == {}
+    ten = DIALECTS["10.0"]
+    assert parameter_choices_from_schema(qmp_schema_72(ten.commands, ten.parameter_enums)) == {
+        k: v for k, v in ten.parameter_enums.items()}
+    assert migrate_args_from_schema(qmp_schema_72(ten.commands), "migrate-incoming") == {"uri", "exit-on-error"}
+
+
+def test_the_dirty_limit_with_auto_converge_is_refused_from_81():
+    from dataclasses import replace
+
+    both = {"dirty-limit": True, "auto-converge": True}
+    assert replace(MODERN_72, version=(8, 1, 0)).refused_together(both) == (
+        "dirty-limit", "auto-converge", "dirty-limit conflicts with auto-converge either of then available currently")
+    assert replace(MODERN_72, version=(8, 1, 0)).refused_together({**both, "auto-converge": False}) is None

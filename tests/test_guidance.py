@@ -1264,3 +1264,91 @@ def test_a_pass_start_is_never_said_to_hold_more_than_the_ram():
     assert "each holds 2.0 GiB" in a.why, a.why
     down = [x for x in advise(tracker, PARAMS, {}) if x.kind == "downtime"]
     assert down and "about 2.0 GiB" in down[0].text, down
+
+
+# -- the dirty limit (QEMU 8.1+) ---------------------------------------------------------------
+
+
+def _dirty_limited(vcpus: int, limit_mb: int) -> tuple[Migration, Knobs, MigrationTracker, dict, dict]:
+    """The over-bandwidth guest (200 MiB/s against 128 MiB/s) with the dirty limit on, at a limit
+    that does not bite (vcpus x limit above what it dirties)."""
+    sc = next(sc for sc in SCENARIOS if sc.name == "over-bandwidth")
+    m, k, tracker = _sim(sc, dirty_limit=True, vcpu_dirty_limit=limit_mb)
+    m.guest.vcpus = tracker.vcpus = vcpus
+    caps = {"dirty-limit": True, "auto-converge": False, "xbzrle": False, "postcopy-ram": False, "multifd": False}
+    tracker.capabilities = dict(caps)
+    params = {"max-bandwidth": sc.bandwidth, "downtime-limit": sc.downtime_ms, "vcpu-dirty-limit": limit_mb}
+    tracker.parameters.update(params)
+    return m, k, tracker, params, caps
+
+
+def test_a_dirty_limit_on_is_the_first_advice_and_lowering_it_makes_the_simulator_converge():
+    m, k, tracker, params, caps = _dirty_limited(vcpus=4, limit_mb=100)  # 400 MiB/s allowed: no bite
+    t = 0.0
+    for n in range(1, int(JUDGED_AT / STEP) + 1):
+        t = n * STEP
+        verdict = _step(m, k, tracker, t).verdict
+    assert verdict == "not-converging"
+    advice = advise(tracker, params, caps)
+    first = advice[0]
+    assert first.kind == "dirty-limit" and first.now and not first.needs_restart, [a.text for a in advice]
+    mb = first.change.parameters["vcpu-dirty-limit"]
+    assert isinstance(mb, int) and 1 <= mb < 100
+    assert first.text.startswith(f"lower vcpu-dirty-limit to {mb} MB/s (now 100 MB/s)")
+    assert f"{4 * mb} MiB/s (4 vCPUs)" in first.text
+    # QEMU's command for it: migrate-set-parameters with QEMU's name, in MB/s.
+    assert qmp_of(first) == ("migrate-set-parameters", {"vcpu-dirty-limit": mb})
+    k.vcpu_dirty_limit = params["vcpu-dirty-limit"] = tracker.parameters["vcpu-dirty-limit"] = mb
+    for n in range(1, 121):
+        a = _step(m, k, tracker, t + n * STEP)
+        if m.status in FINISHED:
+            break
+    assert m.status == "completed", a
+    assert m.dirty_quota == 4 * mb * MiB  # the simulator's QEMU held the guest to it
+
+
+def test_a_dirty_limit_is_modelled_as_the_guests_dirtying_capped_at_vcpus_times_it():
+    # Judged on the same passes, a lower limit predicts convergence where a higher one did not.
+    from migtui.model.guidance.advice import _dirty_limit_needed, _predicted_to_converge, _readings
+    from migtui.model.guidance.analysis import _pass_load
+
+    m, k, tracker, params, caps = _dirty_limited(vcpus=2, limit_mb=200)
+    for n in range(1, int(JUDGED_AT / STEP) + 1):
+        _step(m, k, tracker, n * STEP)
+    a = _analyse(tracker)
+    assert a is not None and a.dirty_cap == 2 * 200 * MiB
+    load = _pass_load(a)
+    readings = _readings(a, load)
+    tp = a.throughput
+    mb = _dirty_limit_needed(a, 300, load, readings, 2, 200)
+    assert mb is not None and mb * 2 * MiB < tp  # the cap it needs is under what is sent
+    drain, thr = a.drain or tp, tp * 0.3
+    assert all(_predicted_to_converge(a, r, load, drain, thr, 2 * mb * MiB) for r in readings)
+    assert not all(_predicted_to_converge(a, r, load, drain, thr, 2 * 200 * MiB) for r in readings)
+
+
+def test_dirty_limit_next_time_where_qemu_has_it_and_never_without_kvm():
+    sc = next(sc for sc in SCENARIOS if sc.name == "over-bandwidth")
+    m, k, tracker = _sim(sc)
+    tracker.vcpus = 2
+    for n in range(1, int(JUDGED_AT / STEP) + 1):
+        _step(m, k, tracker, n * STEP)
+    caps = {"dirty-limit": False, "auto-converge": False, "xbzrle": False, "postcopy-ram": False}
+    params = {"max-bandwidth": sc.bandwidth, "downtime-limit": sc.downtime_ms}
+    kinds = [a.kind for a in advise(tracker, params, caps) if a.needs_restart]
+    assert kinds.index("dirty-limit") < kinds.index("auto-converge")  # preferred where QEMU has it
+    nxt = next(a for a in advise(tracker, params, caps) if a.kind == "dirty-limit")
+    assert nxt.change is None and "kvm,dirty-ring-size=N" in nxt.text and "MB/s per vCPU" in nxt.text
+    tracker.kvm = False  # query-kvm: this VM runs without KVM, where QEMU refuses it
+    assert "dirty-limit" not in [a.kind for a in advise(tracker, params, caps)]
+    assert "dirty-limit" not in [a.kind for a in advise(tracker, params, {"auto-converge": False})]  # 7.2
+
+
+def test_the_pre_flight_caps_the_measured_dirty_rate_at_the_dirty_limit():
+    from migtui.model.preflight import predict
+
+    assert not predict(200 * MiB, 128 * MiB, 300, 512 * MiB).converges
+    capped = predict(200 * MiB, 128 * MiB, 300, 512 * MiB, dirty_cap=2 * 20 * MiB)
+    assert capped.converges and "capped at 40.0 MiB/s by the dirty limit" in capped.sentence
+    still = predict(200 * MiB, 128 * MiB, 300, 512 * MiB, dirty_cap=4 * 100 * MiB)
+    assert not still.converges and "or a lower dirty limit" in still.sentence

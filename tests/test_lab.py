@@ -108,6 +108,18 @@ def test_icount_shift_reaches_the_qemu_command_line(tmp_path: Path) -> None:
         Lab(accel="kvm", icount_shift=7)
 
 
+def test_a_dirty_ring_reaches_kvms_accel_option(tmp_path: Path) -> None:
+    vm = QemuVM("src", tmp_path, tmp_path / "k", accel="kvm", dirty_ring=4096, qemu="q")
+    argv = vm.command()
+    assert argv[argv.index("-accel") + 1] == "kvm,dirty-ring-size=4096"
+    with pytest.raises(ValueError, match="accel='kvm'"):
+        QemuVM("src", tmp_path, tmp_path / "k", dirty_ring=4096)  # TCG has no dirty ring
+    with pytest.raises(ValueError, match="1024, 2048"):
+        QemuVM("src", tmp_path, tmp_path / "k", accel="kvm", dirty_ring=1000)
+    with pytest.raises(ValueError, match="KVM's"):
+        Lab(accel="tcg", dirty_ring=4096)
+
+
 def test_parse_mem_and_minimum() -> None:
     assert parse_mem("128M") == 128 << 20
     assert parse_mem("1G") == 1 << 30

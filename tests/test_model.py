@@ -450,3 +450,33 @@ def test_qemus_all_zero_reply_after_completion_is_the_same_migration_ending():
     assert tracker.started_at == started
     assert d.elapsed_s == pytest.approx(7.0)
     assert tracker.history.last().time == pytest.approx(1007.0)
+
+
+def test_the_dirty_limit_is_qemus_mb_per_second_per_vcpu():
+    from migtui.model.parameters import parse_dirty_limit
+
+    assert parse_dirty_limit("50") == 50
+    assert parse_dirty_limit("50M/s") == parse_dirty_limit("50MiB/s") == 50
+    assert parse_dirty_limit("1G") == 1024
+    assert parse_parameter("dirty-limit", "20", {"vcpu-dirty-limit": 1}) == ("vcpu-dirty-limit", 20)
+    for bad, fragment in (("0", "out of range"), ("1.5M", "whole number of MB/s"), ("fast", "not understood"),
+                          ("-3", "not understood"), ("512K", "whole number of MB/s")):
+        with pytest.raises(InputError, match=fragment) as err:
+            parse_dirty_limit(bad)
+        assert "at least 1, e.g. 50 or 50M/s" in str(err.value) and "\n" not in str(err.value)
+    # A QEMU before 8.1 has no such parameter: said here, not by QEMU.
+    with pytest.raises(InputError, match=r"no vcpu-dirty-limit \(QEMU 8\.1\+"):
+        parse_parameter("vcpu-dirty-limit", "20", {"max-bandwidth": 1})
+
+
+def test_an_enum_parameter_takes_only_what_the_vms_qemu_lists():
+    choices = {"zero-page-detection": ("none", "legacy", "multifd"), "mode": ("normal", "cpr-reboot", "cpr-transfer")}
+    current = {"zero-page-detection": "multifd", "mode": "normal"}
+    assert parse_parameter("zero-page-detection", " legacy ", current, choices) == ("zero-page-detection", "legacy")
+    assert parse_parameter("mode", "cpr-transfer", current, choices) == ("mode", "cpr-transfer")
+    with pytest.raises(InputError) as err:
+        parse_parameter("zero-page-detection", "fast", current, choices)
+    assert str(err.value) == "zero-page-detection: 'fast' is not one this QEMU takes; give one of: none, legacy, multifd"
+    with pytest.raises(InputError, match="give one of: normal, cpr-reboot, cpr-transfer"):
+        parse_parameter("mode", "Normal", current, choices)
+    assert parse_parameter("mode", "anything", current) == ("mode", "anything")  # no schema: QEMU judges

@@ -878,3 +878,75 @@ async def test_endpoint_and_serve(runtime_dir: Path) -> None:
         assert stuck.status == "active"
     finally:
         await fleet.stop()
+
+
+@pytest.mark.parametrize("dialect", ["7.2", "10.0"])
+async def test_postcopy_stream_break_pauses_both_ends_and_recovers_as_real_qemu(
+        make_fleet: Callable[..., SimFleet], dialect: str) -> None:
+    """A stream broken in post-copy parks both ends in postcopy-paused; migrate-recover on the
+    destination and migrate with resume on the source take them through postcopy-recover to
+    completion. Replies, refusals and the MIGRATION events per end are real QEMU's (7.2 and
+    10.0 captured on lab pairs: migrate-pause, a resume to an address nobody listens on,
+    migrate-recover, the resume)."""
+    ten = dialect == "10.0"
+    clock = FakeClock()
+    fleet = make_fleet(clock=clock)
+    src = await fleet.add_vm("src", dialect=dialect, ram=128 * MiB, dirty_rate=64 * MiB)
+    dst = await fleet.add_vm("dst", dialect=dialect, ram=128 * MiB, incoming=True)
+    rec = f"unix:{fleet.runtime_dir}/rec.sock"
+    async with qmp(src) as s, qmp(dst) as d:
+        for c in (s, d):
+            await c.execute("migrate-set-capabilities", caps(events=True, postcopy_ram=True))
+        pause_refused = ("migrate-pause is currently only supported during "
+                         + ("postcopy-active or postcopy-recover state" if ten else "postcopy-active state"))
+        assert await error_of(s.execute("migrate-pause")) == ("GenericError", pause_refused)
+        assert await error_of(d.execute("migrate-recover", {"uri": rec})) == (
+            "GenericError", "Migrate recover can only be run when postcopy is paused.")
+        await s.execute("migrate-set-parameters", {"max-bandwidth": 32 * MiB, "max-postcopy-bandwidth": 4 * MiB})
+        await d.execute("migrate-incoming", {"uri": f"unix:{fleet.runtime_dir}/in.sock"})
+        await s.execute("migrate", {"uri": dst.incoming_uri})
+        clock.advance(1)
+        await s.execute("migrate-start-postcopy")
+        clock.advance(1)
+        assert src.status == dst.status == "postcopy-active"
+        dst.break_stream()  # the fault, seen from the destination's end
+        assert src.status == dst.status == "postcopy-paused"
+        info = await s.execute("query-migrate")
+        assert info["status"] == "postcopy-paused"
+        assert info.get("error-desc") == ("Channel error: Input/output error" if ten else None)
+        assert ("downtime" in info) is ten and ("expected-downtime" in info) is not ten
+        assert (await d.execute("query-migrate"))["status"] == "postcopy-paused"
+        assert (await d.execute("query-status"))["status"] == "running"  # the guest runs there
+        assert (await s.execute("query-status"))["status"] == "finish-migrate"
+        for client, cmd, args, desc in [
+            (s, "migrate-pause", {}, pause_refused),
+            (s, "migrate-recover", {"uri": rec}, "Migrate recover can only be run when postcopy is paused."),
+            (s, "migrate", {"uri": rec}, "There's a migration process in progress"),
+            (d, "migrate", {"uri": rec, "resume": True}, "Cannot resume if there is no paused migration"),
+        ]:
+            assert await error_of(client.execute(cmd, args)) == ("GenericError", desc)
+        # A resume to where nobody listens: 10.0 tries and parks again saying why, 7.2 just stays.
+        assert await s.execute("migrate", {"uri": f"unix:{fleet.runtime_dir}/nobody.sock", "resume": True}) == {}
+        info = await s.execute("query-migrate")
+        assert info["status"] == "postcopy-paused"
+        assert info.get("error-desc") == (
+            f"Failed to connect to '{fleet.runtime_dir}/nobody.sock': No such file or directory" if ten else None)
+        assert await d.execute("migrate-recover", {"uri": rec}) == {}
+        info = await d.execute("query-migrate")
+        assert info == {"status": "postcopy-paused", "socket-address": [{"path": rec[5:], "type": "unix"}]}
+        await s.execute("migrate-set-parameters", {"max-postcopy-bandwidth": 0})
+        assert await s.execute("migrate", {"uri": rec, "resume": True}) == {}
+        clock.advance(5)
+        assert (await s.execute("query-migrate"))["status"] == "completed"
+        assert (await d.execute("query-migrate"))["status"] == "completed"
+        assert (await d.execute("query-status"))["status"] == "running"
+
+        def statuses(c: Client) -> list[str]:
+            seen = [e["data"]["status"] for e in history(c) if e["event"] == "MIGRATION"]
+            return seen[seen.index("postcopy-paused"):]
+
+        assert statuses(s) == (["postcopy-paused", "postcopy-recover-setup", "postcopy-paused",
+                                "postcopy-recover-setup", "postcopy-recover", "postcopy-active", "completed"]
+                               if ten else ["postcopy-paused", "postcopy-recover", "postcopy-active", "completed"])
+        assert statuses(d) == (["postcopy-paused", "postcopy-recover", "postcopy-active", "completed"] if ten
+                               else ["postcopy-paused", "setup", "postcopy-recover", "postcopy-active", "completed"])

@@ -754,3 +754,116 @@ def test_the_dashboard_header_shows_what_qemu_splits_out():
                                        1000.5))
     first, _ = header_lines(vm)
     assert "sent in downtime 3.0 MiB" in first and "throttle" not in first, first
+
+
+def test_the_dashboard_shows_the_dirty_limit_and_how_long_it_holds_the_vcpus():
+    # QEMU 8.1+ reports the dirty limit's figures (microseconds) only while it throttles.
+    from migtui.model import MigrationTracker, parse_query_migrate
+    from migtui.model.endpoint import parse_endpoint
+    from migtui.model.vm import Connection, VMState
+    from migtui.ui.screens.dashboard import header_lines, parameter_lines
+
+    vm = VMState(parse_endpoint("src=unix:/nonexistent"), "src", connection=Connection.CONNECTED)
+    vm.tracker = MigrationTracker()
+    vm.capabilities = {"dirty-limit": True, "auto-converge": False}
+    vm.parameters = {"max-bandwidth": 128 * MiB, "downtime-limit": 300, "vcpu-dirty-limit": 20}
+    vm.vcpus = 4
+    assert "vcpu-dirty-limit  20 MB/s x 4 vCPUs" in parameter_lines(vm)
+    ram = {"transferred": 500 * MiB, "remaining": 100 * MiB, "total": GiB, "dirty-sync-count": 6}
+    vm.tracker.add(parse_query_migrate({"status": "active", "total-time": 9000, "ram": ram}, 1000.0))
+    assert "dirty limit" not in header_lines(vm)[0]  # not throttling yet
+    vm.tracker.add(parse_query_migrate({"status": "active", "total-time": 9500, "ram": ram,
+                                        "dirty-limit-throttle-time-per-round": 12500,
+                                        "dirty-limit-ring-full-time": 800}, 1000.5))
+    assert "dirty limit: vCPUs held 12.5ms per round, ring full every 0.8ms" in header_lines(vm)[0]
+    vm.capabilities = {"dirty-limit": False}
+    assert not [line for line in parameter_lines(vm) if "vcpu-dirty-limit" in line]
+
+
+@pytest.mark.parametrize("dialect", ["7.2", "10.0"])
+async def test_R_recovers_a_simulated_postcopy_whose_stream_broke(tmp_path, dialect):
+    """The simulator's post-copy recovery, for demos: a stream broken in post-copy parks both
+    ends; R shows the QMP, y sends migrate-recover then migrate with resume, and it completes."""
+    fleet = SimFleet(tmp_path / "sim", speedup=1.0, seed=5)
+    try:
+        src = await fleet.add_vm("src", dialect=dialect, ram=128 * MiB, dirty_rate=64 * MiB)
+        dst = await fleet.add_vm("dst", dialect=dialect, ram=128 * MiB, incoming=True)
+        app = MigtuiApp(QMPBackend([parse_endpoint(vm.endpoint) for vm in (src, dst)],
+                                   options=SessionOptions(active_interval=0.1)))
+        async with app.run_test(size=(160, 40)) as pilot:
+            await connected(app)
+            source, destination = app.backend.get("src"), app.backend.get("dst")
+            await controls.start_migration(source, MigrationOptions(bandwidth=32 * MiB, postcopy=True),
+                                           destination=destination)
+            await controls.set_parameters(source, {"max-postcopy-bandwidth": 2 * MiB})  # still in post-copy when broken
+            await wait_until(lambda: source.vm.migration_status == "active", timeout=10)
+            await controls.start_postcopy(source)
+            await wait_until(lambda: dst.status == "postcopy-active", timeout=10)
+            src.break_stream()
+            table = app.screen.query_one("#fleet", FleetTable)
+            await wait_until(lambda: table.get_cell("src", "status") == table.get_cell("dst", "status")
+                             == "postcopy-paused", timeout=10)
+            await controls.set_parameters(source, {"max-postcopy-bandwidth": 0})
+            await pilot.press("R")
+            await wait_until(lambda: isinstance(app.screen, ConfirmDialog), timeout=5)
+            shown = " ".join(str(w.render()) for w in app.screen.query(".dialog-detail"))
+            assert '1. on dst (destination): {"execute": "migrate-recover"' in shown, shown
+            assert '"resume": true' in shown
+            assert "migrate-recover" not in [name for name, _ in dst.received]  # nothing before y
+            await pilot.press("y")
+            await wait_until(lambda: source.vm.migration_status == "completed", timeout=20)
+            await wait_until(lambda: destination.vm.migration_status == "completed"
+                             and destination.vm.run_state == "running", timeout=10)
+            assert [name for name, _ in dst.received if name == "migrate-recover"] == ["migrate-recover"]
+            assert ("migrate", True) in [(n, a.get("resume")) for n, a in src.received]
+    finally:
+        await fleet.stop()
+
+
+async def test_the_start_dialog_offers_the_dirty_limit_only_where_qemu_has_it(tmp_path):
+    """10.0 on KVM with a dirty ring: a dirty limit row, checked as typed, refused with auto-converge;
+    10.0 without KVM: the row, disabled, saying why; 7.2 (no dirty-limit capability): no row."""
+    fleet = SimFleet(tmp_path / "sim", speedup=1.0, seed=2)
+    try:
+        kvm = await fleet.add_vm("kvm", dialect="10.0", ram=256 * MiB, dirty_rate=8 * MiB, vcpus=2, dirty_ring=True)
+        tcg = await fleet.add_vm("tcg", dialect="10.0", ram=256 * MiB)
+        old = await fleet.add_vm("old", ram=256 * MiB)
+        dst = await fleet.add_vm("dst", dialect="10.0", ram=256 * MiB, incoming=True, vcpus=2, dirty_ring=True)
+        app = console(kvm, tcg, old, dst)
+        async with app.run_test(size=(120, 44)) as pilot:
+            await connected(app)
+            def row(dialog) -> tuple:
+                boxes = list(dialog.query("#dirty-limit").results(Input))
+                return (len(boxes), boxes[0].disabled if boxes else None, boxes[0].placeholder if boxes else None)
+
+            for key, expect in (("old", (0, None, None)), ("tcg", (1, True, "this VM runs without KVM"))):
+                dialog = StartMigrationDialog(app.backend.get(key), app.backend.destinations(app.backend.get(key)))
+                await app.push_screen(dialog)
+                await pilot.pause()
+                count, disabled, placeholder = row(dialog)
+                assert (count, disabled) == expect[:2] and (expect[2] or "") in (placeholder or ""), key
+                dialog.dismiss(None)
+                await pilot.pause()
+            assert rows(app)[0] == "kvm"
+            await pilot.press("m")  # the first row's
+            dialog = app.screen
+            count, disabled, placeholder = row(dialog)
+            assert (count, disabled) == (1, False) and "MB/s per vCPU" in placeholder
+            error = dialog.query_one("#start-error", Label)
+            for value, fragment in (("0", "out of range"), ("lots", "not understood"), ("1.5M", "whole number")):
+                await type_into(pilot, "#dirty-limit", value)
+                assert fragment in str(error.render()) and dialog.query_one("#start", Button).disabled
+            await type_into(pilot, "#dirty-limit", "20")
+            dialog.query_one("#auto-converge", Checkbox).value = True
+            await pilot.pause()
+            assert "QEMU refuses it with auto-converge" in str(error.render())
+            dialog.query_one("#auto-converge", Checkbox).value = False
+            await pilot.pause()
+            assert str(error.render()) == ""
+            await pilot.press("enter")
+            await wait_until(lambda: "migrate" in sent(kvm), timeout=10)
+            assert ("migrate-set-parameters", {"vcpu-dirty-limit": 20}) in kvm.received
+            assert kvm.caps["dirty-limit"] and not kvm.caps["auto-converge"]
+            assert sent(tcg) == [] and sent(old) == []
+    finally:
+        await fleet.stop()

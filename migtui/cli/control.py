@@ -13,7 +13,7 @@ from migtui.cli.parser import UsageError
 
 
 def _migration_options(args: argparse.Namespace):
-    from migtui.model.parameters import check_xbzrle_cache_size
+    from migtui.model.parameters import check_xbzrle_cache_size, parse_dirty_limit
     from migtui.model.units import parse_count, parse_rate, parse_size, parse_time_ms
     from migtui.model.requests import MigrationOptions
 
@@ -29,6 +29,7 @@ def _migration_options(args: argparse.Namespace):
         postcopy=args.postcopy,
         multifd=None if args.multifd is None else parse_count(args.multifd, "--multifd", 1, 255),
         block=args.block,
+        dirty_limit=None if args.dirty_limit is None else parse_dirty_limit(args.dirty_limit, "--dirty-limit"),
     )
 
 
@@ -260,7 +261,8 @@ async def cmd_set(args: argparse.Namespace) -> int:
         return await control(args, "set", tune)
     session = await _connect(args.source, args)
     try:
-        params = dict(parse_parameter(n, v, session.vm.parameters) for n, v in pairs)
+        choices = session.dialect.parameter_choices if session.dialect is not None else None
+        params = dict(parse_parameter(n, v, session.vm.parameters, choices) for n, v in pairs)
         await set_parameters(session, params)
         shown = {k: session.vm.parameters.get(k, v) for k, v in params.items()}
         print(" ".join(f"{k}={v}" for k, v in shown.items()))

@@ -35,6 +35,14 @@ def _check_lab_args(args: argparse.Namespace) -> tuple[int, int]:
             raise UsageError("--mem: the lab guest dirties up to 100 MiB; give at least 128M")
     parse_count(args.vms, "--vms", 1, 5000)
     parse_number(args.speedup, "--speedup", 0.01, 1000, "a factor ")
+    if args.dirty_ring is not None:
+        from migtui.lab.qemu import DIRTY_RING_SIZES
+
+        sizes = ", ".join(map(str, DIRTY_RING_SIZES))
+        if args.sim or args.libvirt or args.accel == "tcg":
+            raise UsageError("--dirty-ring is KVM's: it needs the QEMU lab on KVM (not --sim, --libvirt or --accel tcg)")
+        if parse_count(args.dirty_ring, "--dirty-ring", 1, 2**20) not in DIRTY_RING_SIZES:
+            raise UsageError(f"--dirty-ring: {args.dirty_ring} is not a ring size KVM takes; give one of {sizes}")
     return pairs, mem
 
 
@@ -95,7 +103,8 @@ async def cmd_lab(args: argparse.Namespace) -> int:
 
     main = None if args.no_ui else console
     code = await run_lab_no_ui(pairs, f"{mem // 2**20}M", args.disk, accel=args.accel, main=main,
-                               out=sys.stderr if main else None, qemu=qemu, linux=guest)
+                               out=sys.stderr if main else None, qemu=qemu, linux=guest,
+                               dirty_ring=None if args.dirty_ring is None else int(args.dirty_ring))
     if main is not None and not finished:
         _exit_now(code)
     return code

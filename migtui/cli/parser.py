@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--postcopy", action="store_true", help="allow a switch to post-copy (postcopy-ram on both sides)")
     p.add_argument("--multifd", metavar="N", help="multifd with N channels (both sides)")
     p.add_argument("--block", action="store_true", help="block migration: copy the disks too (blk)")
+    p.add_argument("--dirty-limit", metavar="RATE", help="cap each vCPU's dirtying at RATE MB/s (QEMU's "
+                   "dirty-limit with vcpu-dirty-limit, 8.1+, on KVM with -accel kvm,dirty-ring-size=N), e.g. 50")
     p.add_argument("--wait", action="store_true", help="follow it; exit 0 on completed, 1 on failed or cancelled")
     p.add_argument("--autopilot", metavar="POLICY", help="finish it under this policy if it gets stuck (cautious, "
                    "finish, or an [autopilot.NAME] of the config); implies --wait: the steering runs here")
@@ -97,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disk", action="store_true", help="give both sides qcow2 disks for block migration")
     p.add_argument("--no-ui", action="store_true", help="print the endpoints and wait for Ctrl-C")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto", help="default: kvm when usable")
+    p.add_argument("--dirty-ring", metavar="N", help="KVM's dirty ring of N entries per vCPU (-accel "
+                   "kvm,dirty-ring-size=N, a power of two from 1024 to 65536): what QEMU 8.1+'s dirty limit needs")
     p.add_argument("--qemu", metavar="PATH", help="the QEMU binary (or a script running one) every VM runs "
                    "(default: $MIGTUI_QEMU, else qemu-system-x86_64 on PATH)")
     p.add_argument("--guest", choices=("tiny", "linux"), default="tiny",

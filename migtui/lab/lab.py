@@ -94,6 +94,7 @@ class Lab:
         icount_shift: int | None = None,
         qemu: str | None = None,
         linux: LinuxGuest | None = None,
+        dirty_ring: int | None = None,
     ) -> None:
         if pairs < 0:
             raise ValueError("pairs must be >= 0")
@@ -107,6 +108,8 @@ class Lab:
             raise ValueError(f"accel must be auto, kvm or tcg, not {accel!r}")
         if icount_shift is not None and accel == "kvm":
             raise ValueError("icount_shift needs accel tcg (-icount counts TCG's instructions)")
+        if dirty_ring is not None and (accel == "tcg" or icount_shift is not None or page_delay):
+            raise ValueError("dirty_ring is KVM's: it needs accel kvm (or auto, on a machine with KVM)")
         guest_image(page_delay)  # a bad page_delay fails here, not in start()
         self.pairs = pairs
         self.mem = mem
@@ -117,6 +120,7 @@ class Lab:
         self.accel_note: str | None = None  # why the lab did not use what was asked, if so
         self.page_delay = page_delay
         self.icount_shift = icount_shift
+        self.dirty_ring = dirty_ring  # every VM's -accel kvm,dirty-ring-size=N (QEMU's dirty limit needs it)
         self._accel_request = accel
         self._parent_dir = Path(runtime_dir) if runtime_dir is not None else None
         self._dir: Path | None = None
@@ -172,6 +176,8 @@ class Lab:
             self.accel = "kvm" if kvm_usable() else "tcg"
         else:
             self.accel = self._accel_request
+        if self.dirty_ring is not None and self.accel != "kvm":
+            raise QemuError("a KVM dirty ring needs KVM, and /dev/kvm is not usable here")
 
         parent = self._parent_dir or _default_parent_dir()
         remove_stale_labs(parent)
@@ -232,6 +238,7 @@ class Lab:
             qemu=qemu or self._qemu,
             icount_shift=self.icount_shift,  # both ends alike: the icount state migrates
             machine=machine,
+            dirty_ring=self.dirty_ring,
             **self._linux_boot(),
         )
         self.vms.append(vm)  # before start, so stop() reaps it whatever happens
@@ -334,6 +341,7 @@ async def run_lab_no_ui(
     main: Callable[[Lab], Awaitable[int]] | None = None,
     qemu: str | None = None,
     linux: LinuxGuest | None = None,
+    dirty_ring: int | None = None,
 ) -> int:
     """Run a lab until SIGINT/SIGTERM/SIGHUP, printing one line per VM.
 
@@ -342,7 +350,8 @@ async def run_lab_no_ui(
     could not start (the reason goes to stderr).
     """
     out = out if out is not None else sys.stdout
-    lab = Lab(pairs=pairs, mem=mem, disk=disk, accel=accel, qemu=qemu, linux=linux)  # may raise ValueError
+    lab = Lab(pairs=pairs, mem=mem, disk=disk, accel=accel, qemu=qemu, linux=linux,
+              dirty_ring=dirty_ring)  # may raise ValueError
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -372,7 +381,9 @@ async def run_lab_no_ui(
         if linux is not None:
             print(f"migtui lab: Linux guest, workload {linux.workload.name}: {linux.workload.what}", file=out)
         print(
-            f"migtui lab: {len(lab.vms)} VMs ({lab.accel}, QEMU {lab.qemu_version}) in {lab.runtime_dir}; "
+            f"migtui lab: {len(lab.vms)} VMs ({lab.accel}"
+            f"{f' with a dirty ring of {lab.dirty_ring}' if lab.dirty_ring else ''}, QEMU {lab.qemu_version}) "
+            f"in {lab.runtime_dir}; "
             "stop with Ctrl-C",
             file=out,
         )

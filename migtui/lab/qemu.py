@@ -27,6 +27,9 @@ _POLL_INTERVAL = 0.025  # seconds between readiness checks
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
 _PR_SET_PDEATHSIG = 1
 ICOUNT_SHIFT_MAX = 10  # QEMU 7.2: one guest instruction per 2**10 ns of virtual time at most
+# KVM's dirty ring, per vCPU (-accel kvm,dirty-ring-size=N): what QEMU 8.1+'s dirty limit needs.
+# QEMU takes a power of two; the kernel's ring holds 1024 to 65536 entries.
+DIRTY_RING_SIZES = tuple(1 << n for n in range(10, 17))
 
 
 class QemuError(RuntimeError):
@@ -158,9 +161,13 @@ class QemuVM:
         initrd: Path | None = None,
         append: str | None = None,
         ready_marker: bytes = READY_MARKER,
+        dirty_ring: int | None = None,
     ) -> None:
         if not name or "/" in name or "," in name:
             raise ValueError(f"bad VM name: {name!r}")
+        if dirty_ring is not None and (accel != "kvm" or dirty_ring not in DIRTY_RING_SIZES):
+            raise ValueError(f"dirty_ring needs accel='kvm' and one of {', '.join(map(str, DIRTY_RING_SIZES))}")
+        self.dirty_ring = dirty_ring
         self.name = name
         self.runtime_dir = Path(runtime_dir)
         self.kernel = Path(kernel)
@@ -239,7 +246,7 @@ class QemuVM:
             qemu,
             "-name", self.name,
             "-machine", self.machine,
-            "-accel", self.accel,
+            "-accel", self.accel + (f",dirty-ring-size={self.dirty_ring}" if self.dirty_ring else ""),
             "-m", self.mem,
             "-nodefaults",
             "-no-user-config",

@@ -57,6 +57,10 @@ class MigrationTracker:
         # current; they decide the switch-over, and auto-converge changes the passes ahead.
         self.parameters: dict[str, object] = {}
         self.capabilities: dict[str, bool] = {}
+        # The guest's vCPUs (query-cpus-fast) and whether it runs on KVM (query-kvm): the dirty
+        # limit caps each vCPU, and QEMU offers it only on KVM. None: not known.
+        self.vcpus: int | None = None
+        self.kvm: bool | None = None
         # A dirty rate measured before the migration (calc-dirty-rate: [(calc-time s, bytes/s)])
         # for pass 1, which has none.
         self.dirty_rate_prior: list[tuple[float, float]] | None = None

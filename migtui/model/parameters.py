@@ -2,7 +2,7 @@
 
 Friendly names (`bandwidth=100M`) map to QEMU's (`max-bandwidth`); any other
 name QEMU reports in `query-migrate-parameters` is accepted with a value of
-the type QEMU reported for it.
+the type QEMU reported for it, and an enum one only with a value its schema lists.
 """
 
 from __future__ import annotations
@@ -12,7 +12,12 @@ from typing import Any, Mapping
 
 from migtui.model.units import InputError, parse_count, parse_rate, parse_size, parse_time_ms
 
-__all__ = ["FRIENDLY_NAMES", "parse_parameter", "check_xbzrle_cache_size", "check_uri", "URI_SCHEMES"]
+__all__ = ["FRIENDLY_NAMES", "parse_parameter", "parse_dirty_limit", "check_xbzrle_cache_size", "check_uri",
+           "URI_SCHEMES", "DIRTY_LIMIT_UNIT"]
+
+# QEMU's vcpu-dirty-limit is in "MB/s" per vCPU, counted in 2**20 bytes (dirtylimit.c shifts by 20).
+DIRTY_LIMIT_UNIT = 2**20
+_DIRTY_LIMIT_FORMS = "MB/s per vCPU as QEMU takes it: a whole number of at least 1, e.g. 50 or 50M/s"
 
 FRIENDLY_NAMES = MappingProxyType({
     "bandwidth": "max-bandwidth",
@@ -20,6 +25,7 @@ FRIENDLY_NAMES = MappingProxyType({
     "downtime": "downtime-limit",
     "xbzrle-cache": "xbzrle-cache-size",
     "cache-size": "xbzrle-cache-size",
+    "dirty-limit": "vcpu-dirty-limit",
 })
 URI_SCHEMES = ("tcp:", "unix:", "exec:", "fd:")
 
@@ -31,10 +37,42 @@ def check_xbzrle_cache_size(value: int, what: str = "xbzrle-cache") -> int:
     return value
 
 
-def parse_parameter(name: str, text: str, current: Mapping[str, Any] | None = None) -> tuple[str, Any]:
-    """('bandwidth', '100M') -> ('max-bandwidth', 104857600). Raises InputError."""
+def parse_dirty_limit(text: str, what: str = "dirty-limit") -> int:
+    """'50' or '50M/s' -> 50: vcpu-dirty-limit, MB/s per vCPU (QEMU refuses under 1)."""
+    stripped = str(text).strip()
+    if stripped.isdigit():
+        value = int(stripped)
+    else:
+        try:
+            rate = parse_rate(stripped, what)
+        except InputError:
+            raise InputError(f"{what}: {stripped!r} is not understood; give {_DIRTY_LIMIT_FORMS}") from None
+        if rate % DIRTY_LIMIT_UNIT:
+            raise InputError(f"{what}: {stripped!r} is not a whole number of MB/s; give {_DIRTY_LIMIT_FORMS}")
+        value = rate // DIRTY_LIMIT_UNIT
+    if not 1 <= value < 2**43:  # QEMU: "must be greater than 1 MB/s"; the top keeps bytes/s in 63 bits
+        raise InputError(f"{what}: {stripped!r} is out of range; give {_DIRTY_LIMIT_FORMS}")
+    return value
+
+
+def parse_parameter(name: str, text: str, current: Mapping[str, Any] | None = None,
+                    choices: Mapping[str, tuple[str, ...]] | None = None) -> tuple[str, Any]:
+    """('bandwidth', '100M') -> ('max-bandwidth', 104857600). Raises InputError.
+
+    `choices` are the values of each enum parameter, as the VM's QEMU lists them in its
+    schema (zero-page-detection, mode, multifd-compression): another value is refused here."""
     name = name.strip()
     qemu_name = FRIENDLY_NAMES.get(name, name)
+    if qemu_name == "vcpu-dirty-limit":
+        if current is not None and qemu_name not in current:
+            raise InputError(f"{name}: this VM's QEMU has no vcpu-dirty-limit (QEMU 8.1+ has it)")
+        return qemu_name, parse_dirty_limit(text, name)
+    if choices and qemu_name in choices:
+        value = text.strip()
+        if value not in choices[qemu_name]:
+            raise InputError(f"{name}: {value!r} is not one this QEMU takes; give one of: "
+                             f"{', '.join(choices[qemu_name])}")
+        return qemu_name, value
     if qemu_name == "max-bandwidth":
         return qemu_name, parse_rate(text, name)
     if qemu_name == "downtime-limit":

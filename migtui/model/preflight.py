@@ -30,16 +30,23 @@ class Prediction:
 SAMPLING_MARGIN = 1.5
 
 
-def predict(dirty_bps: float, bandwidth_bps: float, downtime_ms: float, ram_bytes: float) -> Prediction:
+def predict(dirty_bps: float, bandwidth_bps: float, downtime_ms: float, ram_bytes: float,
+            dirty_cap: float | None = None) -> Prediction:
+    """`dirty_cap` is what a dirty limit lets the guest dirty (vCPUs x vcpu-dirty-limit, bytes/s):
+    QEMU holds the guest's dirtying under it once the migration does not converge."""
     threshold = bandwidth_bps * downtime_ms / 1000
     measured = dirty_bps
     dirty_bps = dirty_bps * SAMPLING_MARGIN
+    capped = ""
+    if dirty_cap is not None and dirty_cap < dirty_bps:
+        dirty_bps = dirty_cap
+        capped = f", capped at {format_rate(dirty_cap)} by the dirty limit"
     if dirty_bps >= bandwidth_bps:
         need = max(dirty_bps * 1.5, bandwidth_bps)
         return Prediction(False, f"the guest dirties {format_rate(measured)} (up to {format_rate(dirty_bps)} "
-                                 f"during a migration), too close to the {format_rate(bandwidth_bps)} of "
+                                 f"during a migration{capped}), too close to the {format_rate(bandwidth_bps)} of "
                                  f"bandwidth: it will not converge; give at least {format_rate(need)}, "
-                                 "or use post-copy", None)
+                                 + ("or a lower dirty limit" if dirty_cap is not None else "or use post-copy"), None)
     # First pass sends all RAM; each later pass sends what was dirtied during the previous one.
     first = ram_bytes / bandwidth_bps
     left = dirty_bps * first
@@ -53,6 +60,6 @@ def predict(dirty_bps: float, bandwidth_bps: float, downtime_ms: float, ram_byte
     if passes > 1000:
         return Prediction(False, f"dirtying {format_rate(dirty_bps)} against {format_rate(bandwidth_bps)}: "
                                  f"it would take over 1000 passes to fit in {format_ms(downtime_ms)}", None)
-    return Prediction(True, f"dirtying {format_rate(dirty_bps)} against {format_rate(bandwidth_bps)}: "
+    return Prediction(True, f"dirtying {format_rate(dirty_bps)}{capped} against {format_rate(bandwidth_bps)}: "
                             f"converges in about {passes + 1} passes, {format_duration(total)}, "
                             f"with a downtime under {format_ms(downtime_ms)}", total)

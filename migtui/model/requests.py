@@ -26,6 +26,9 @@ class MigrationOptions:
     postcopy: bool = False
     multifd: int | None = None
     block: bool = False
+    # vcpu-dirty-limit in QEMU's MB/s (2**20 bytes) per vCPU: turns on the dirty-limit capability
+    # (QEMU 8.1+, KVM with a dirty ring), which caps each vCPU's dirtying instead of its CPU time.
+    dirty_limit: int | None = None
     # libvirt only: keep the domain defined at the destination, and undefine it at the source.
     persist_destination: bool = False
     undefine_source: bool = False

@@ -38,6 +38,8 @@ FINISHED_STATUSES = frozenset({"completed", "failed", "cancelled"})
 _TOP_NUMBERS = (
     "total-time", "expected-downtime", "downtime", "setup-time",
     "cpu-throttle-percentage", "postcopy-blocktime",
+    # 8.1+, while the dirty limit throttles: microseconds per dirty-ring-full round.
+    "dirty-limit-throttle-time-per-round", "dirty-limit-ring-full-time",
 )
 _SECTIONS = ("ram", "disk", "xbzrle-cache", "compression", "vfio")
 # Members QEMU defines as numbers. Unknown members are kept as they come.

@@ -90,6 +90,8 @@ class VMState:
     # parameters: QEMU's names and modern units (max-bandwidth bytes/s, downtime-limit ms, ...).
     parameters = _TrackersOwn()
     capabilities = _TrackersOwn()
+    vcpus = _TrackersOwn()
+    kvm = _TrackersOwn()
 
     def observe(self, sample: MigrationSample, max_age: float = 0.0, *, assess: bool = True) -> None:
         """Take a new sample of this VM's migration: what a backend calls for each reply.

@@ -81,6 +81,8 @@ class QMPCommands:
         info: dict[str, Any] = {}
         if self.incoming_status != "none":
             info["status"] = self.incoming_status
+        if self.incoming_status == "failed" and self.incoming_error:
+            info["error-desc"] = self.incoming_error
         if self.incoming_uri is not None and self.incoming_status != "completed":
             info["socket-address"] = [_socket_address(self.incoming_uri)]
         return info
@@ -99,12 +101,13 @@ class QMPCommands:
             if item["capability"] not in new:
                 raise QMPError(self.dialect.bad_enum("capability", item["capability"]))
             new[item["capability"]] = item["state"]
-        _check_caps(new, self.dialect)
+        _check_caps(new, self.dialect, self.guest)
         self.caps = new
         self.knobs.xbzrle = new["xbzrle"]
         self.knobs.auto_converge = new.get("auto-converge", False)
         self.knobs.postcopy_ram = new.get("postcopy-ram", False)
         self.knobs.pause_before_switchover = new.get("pause-before-switchover", False)
+        self.knobs.dirty_limit = new.get("dirty-limit", False)
         return {}
 
     def _cmd_migrate(self, uri: str, blk: bool = False, inc: bool = False,
@@ -113,7 +116,7 @@ class QMPCommands:
         if resume:
             if m is None or m.status != "postcopy-paused":
                 raise QMPError("Cannot resume if there is no paused migration")
-            self._apply(m.resume_postcopy(now))
+            self._resume_postcopy(m, uri, now)
             return {}
         if m is not None and m.running:
             raise QMPError("There's a migration process in progress")
@@ -190,7 +193,15 @@ class QMPCommands:
         raise QMPError(self.dialect.already_negotiated("qmp_capabilities"), "CommandNotFound")
 
     def _cmd_query_qmp_schema(self) -> list[dict[str, Any]]:
-        return dialects.qmp_schema_72(self.dialect.commands)
+        return dialects.qmp_schema_72(self.dialect.commands, self.dialect.parameter_enums)
+
+    def _cmd_query_kvm(self) -> dict[str, Any]:
+        return {"enabled": self.guest.kvm or self.guest.dirty_ring, "present": True}
+
+    def _cmd_query_cpus_fast(self) -> list[dict[str, Any]]:
+        return [{"cpu-index": i, "qom-path": f"/machine/unattached/device[{i}]", "thread-id": 1000 + i,
+                 "props": {"core-id": 0, "thread-id": 0, "socket-id": i}, "target": "x86_64"}
+                for i in range(self.guest.vcpus)]
 
     def _cmd_query_migrate_parameters(self) -> dict[str, Any]:
         return dict(self.params)
@@ -210,18 +221,20 @@ class QMPCommands:
         k.throttle_max = p["max-cpu-throttle"]
         k.throttle_trigger = p["throttle-trigger-threshold"]
         k.max_postcopy_bandwidth = p["max-postcopy-bandwidth"]
+        k.vcpu_dirty_limit = p.get("vcpu-dirty-limit", k.vcpu_dirty_limit)
         return {}
 
     def _cmd_migrate_incoming(self, uri: str, exit_on_error: bool = True) -> dict[str, Any]:
         if self._run_state != "inmigrate":
             raise QMPError("'-incoming' was not specified on the command line")
-        if self.incoming_uri is not None:
+        if self.incoming_uri is not None or self.incoming_status == "failed":
             raise QMPError("The incoming migration has already been started")
         if not uri.startswith(MIGRATION_SCHEMES_72):
             raise QMPError(f"unknown migration protocol: {uri}")
         if self.fleet.listening_on(uri) is not None:
             raise QMPError("Failed to bind socket: Address already in use")
         self._listen(uri)
+        self.exit_on_error = exit_on_error
         if self.dialect.version >= (10, 0, 0):
             self._incoming_set("setup", self.fleet.now())  # 10.0 says setup while it listens
         return {}
@@ -247,12 +260,47 @@ class QMPCommands:
         return {}
 
     def _cmd_migrate_pause(self) -> dict[str, Any]:
+        ten = self.dialect.version >= (10, 0, 0)
+        pausable = ("postcopy-active", "postcopy-recover") if ten else ("postcopy-active",)
+        source = self.incoming_source
+        if self.migration is None and source is not None and self.incoming_status in pausable:
+            # On the destination: it shuts the stream, and the source sees the channel break.
+            assert source.migration is not None
+            source._apply(source.migration.pause_postcopy(self.fleet.now(), "Channel error: Input/output error"))
+            return {}
         m = self.migration
-        if m is None or m.status != "postcopy-active":
+        if m is None or m.status not in pausable:
             raise QMPError("migrate-pause is currently only supported during "
-                           "postcopy-active state")
+                           + ("postcopy-active or postcopy-recover state" if ten else "postcopy-active state"))
         self._apply(m.pause_postcopy(self.fleet.now()))
         return {}
+
+    def _cmd_migrate_recover(self, uri: str) -> dict[str, Any]:
+        """On a destination paused in post-copy: listen on `uri` for the source's resume (again
+        and elsewhere if asked twice, as QEMU does)."""
+        if self.incoming_status != "postcopy-paused":
+            raise QMPError("Migrate recover can only be run when postcopy is paused.")
+        if not uri.startswith(MIGRATION_SCHEMES_72):
+            raise QMPError(f"unknown migration protocol: {uri}")
+        if self.fleet.listening_on(uri) not in (None, self):
+            raise QMPError("Failed to bind socket: Address already in use")
+        self.fleet.stop_listening(self)
+        self._listen(uri)
+        if self.dialect.version < (10, 0, 0) and self.caps.get("events"):
+            self.emit("MIGRATION", {"status": "setup"})  # 7.2 says setup, and query-migrate still paused
+        return {}
+
+    def _resume_postcopy(self, m: Migration, uri: str, now: float) -> None:
+        """migrate with resume: reconnect to the destination listening at `uri` (migrate-recover)."""
+        ten = self.dialect.version >= (10, 0, 0)
+        dest = self.fleet.listening_on(uri)
+        if dest is None or dest is not self._dest or dest.incoming_status != "postcopy-paused":
+            where = uri.partition(":")[2]
+            self._apply(m.resume_postcopy(now, recover_setup=ten,
+                                          refused=f"Failed to connect to '{where}': No such file or directory"))
+            return
+        self.fleet.connect_migration(uri)
+        self._apply(m.resume_postcopy(now, recover_setup=ten))
 
     def _cmd_calc_dirty_rate(self, calc_time: int, sample_pages: int = 512,
                              mode: str = "page-sampling") -> dict[str, Any]:
@@ -279,9 +327,15 @@ class QMPCommands:
         return info
 
 
-def _check_caps(caps: dict[str, bool], dialect: Dialect) -> None:
+def _check_caps(caps: dict[str, bool], dialect: Dialect, guest: Guest) -> None:
     """A few of migrate_caps_check()'s rules: 7.2's (as Debian's 7.2 answers: it takes postcopy-ram
-    with compress), and 10.0's, which refuses multifd with xbzrle (8.2) or post-copy (8.1)."""
+    with compress), and 10.0's, which refuses multifd with xbzrle (8.2) or post-copy (8.1), and
+    the dirty limit with auto-converge or off a KVM dirty ring (8.1)."""
+    if caps.get("dirty-limit"):
+        if caps.get("auto-converge"):
+            raise QMPError("dirty-limit conflicts with auto-converge either of then available currently")
+        if not guest.dirty_ring:
+            raise QMPError("dirty-limit requires KVM with accelerator property 'dirty-ring-size' set")
     if caps.get("postcopy-ram") and caps.get("x-ignore-shared"):
         raise QMPError("Postcopy is not compatible with ignore-shared")
     if caps.get("multifd") and caps.get("compress"):

@@ -124,7 +124,7 @@ PARAMETER_RANGES_10: dict[str, tuple[int, int, str]] = {
     k: v for k, v in PARAMETER_RANGES_72.items() if not k.startswith(("compress-", "decompress-"))}
 PARAMETER_ENUMS_72: dict[str, tuple[str, ...]] = {"multifd-compression": ENUMS_72["multifd-compression"]}
 PARAMETER_ENUMS_10: dict[str, tuple[str, ...]] = {
-    "multifd-compression": ("none", "zlib", "zstd", "qpl", "uadk", "qatzip"),
+    "multifd-compression": ("none", "zlib", "zstd"),  # what Debian's 10.0 is built with (its schema lists no more)
     "zero-page-detection": ("none", "legacy", "multifd"),
     "mode": ("normal", "cpr-reboot", "cpr-transfer"),
 }
@@ -173,14 +173,17 @@ COMMANDS_72: dict[str, ArgSpec] = {
     "migrate-continue": {"state": ("str", True)},
     "migrate-start-postcopy": {},
     "migrate-pause": {},
+    "migrate-recover": {"uri": ("str", True)},
     "calc-dirty-rate": {"calc-time": ("int", True), "sample-pages": ("int", False),
                         "mode": ("str", False)},
     "query-dirty-rate": {},
+    "query-kvm": {},
+    "query-cpus-fast": {},
     "stop": {},
     "cont": {},
     "quit": {},
 }
-OOB_COMMANDS_72 = frozenset({"migrate-pause"})
+OOB_COMMANDS_72 = frozenset({"migrate-pause", "migrate-recover"})
 
 COMMANDS_10: dict[str, ArgSpec] = {
     **COMMANDS_72,
@@ -299,6 +302,8 @@ def check_parameters_72(args: dict[str, Any], dialect: Dialect | None = None) ->
     for name, value in args.items():
         if name in d.parameter_enums and value not in d.parameter_enums[name]:
             raise QMPError(f"Parameter '{name}' does not accept value '{value}'")
+        if name == "vcpu-dirty-limit" and value == 0:
+            raise QMPError("Parameter 'vcpu_dirty_limit' must be greater than 1 MB/s")
         if d.parameters.get(name, ("", None))[0] == "int" and value < 0:
             value += 2**64  # QAPI sizes are unsigned: -1 reads as 2^64 - 1
         if name in d.parameter_ranges:
@@ -392,7 +397,9 @@ def query_migrate_72(m: Migration | None, now: float, *, xbzrle: bool,
         return {"status": "cancelled"}
     info: dict[str, Any] = {"status": m.status, "setup-time": int(m.setup_time_ms),
                             "total-time": int(m.total_time(now)), "ram": _stats_72(m, skipped=not ten)}
-    if m.status == "completed" or (ten and m.status == "postcopy-active" and m.downtime_ms is not None):
+    if ten and m.status == "postcopy-paused" and m.error_desc:
+        info["error-desc"] = m.error_desc  # 10.0 says why it paused (7.2 does not)
+    if m.status == "completed" or (ten and m.status.startswith("postcopy") and m.downtime_ms is not None):
         info["downtime"] = int(m.downtime_ms or 0)
         if m.throttle and m.status != "completed":
             info["cpu-throttle-percentage"] = m.throttle
@@ -402,6 +409,9 @@ def query_migrate_72(m: Migration | None, now: float, *, xbzrle: bool,
             info["disk"] = _disk_72(m)
         if m.throttle:
             info["cpu-throttle-percentage"] = m.throttle
+    times = m.dirty_limit_times_us() if ten else None
+    if times is not None:
+        info["dirty-limit-throttle-time-per-round"], info["dirty-limit-ring-full-time"] = map(int, times)
     if xbzrle:
         c = m.c
         info["xbzrle-cache"] = {
@@ -412,8 +422,10 @@ def query_migrate_72(m: Migration | None, now: float, *, xbzrle: bool,
     return info
 
 
-def qmp_schema_72(commands: dict[str, ArgSpec] | None = None) -> list[dict[str, Any]]:
-    """A minimal query-qmp-schema: the commands and events the simulator has, with types."""
+def qmp_schema_72(commands: dict[str, ArgSpec] | None = None,
+                  enums: dict[str, tuple[str, ...]] | None = None) -> list[dict[str, Any]]:
+    """A minimal query-qmp-schema: the commands and events the simulator has, with types;
+    `enums` are migrate-set-parameters' enum members and their values."""
     builtins = {"str": "string", "int": "int", "bool": "boolean", "number": "number",
                 "any": "value", "null": "null"}
     schema: list[dict[str, Any]] = [
@@ -429,6 +441,11 @@ def qmp_schema_72(commands: dict[str, ArgSpec] | None = None) -> list[dict[str, 
         members = []
         for arg, (kind, required) in spec.items():
             member: dict[str, Any] = {"name": arg, "type": kind_type[kind]}
+            if name == "q_obj_migrate-set-parameters-arg" and arg in (enums or {}):
+                member["type"] = f"enum-{arg}"
+                values = list((enums or {})[arg])
+                schema.append({"name": member["type"], "meta-type": "enum", "values": values,
+                               "members": [{"name": v} for v in values]})
             if not required:
                 member["default"] = None
             members.append(member)

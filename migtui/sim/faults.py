@@ -76,6 +76,19 @@ class FaultSwitches:
         elif self.incoming_source is not None:
             self.incoming_source.fail_migration(desc)
 
+    def break_stream(self, desc: str = "Channel error: Input/output error") -> None:
+        """The migration stream breaks (a network fault), seen from either end: in post-copy both
+        ends park in postcopy-paused (QEMU 3.0+), to be recovered; before it, it fails."""
+        self.sync()
+        source = self.incoming_source if self.migration is None else self
+        m = source.migration if source is not None else None
+        if source is None or m is None:
+            return
+        if m.status in ("postcopy-active", "postcopy-recover"):
+            source._apply(m.pause_postcopy(self.fleet.now(), desc))
+        else:
+            source.fail_migration("Unable to write to socket: Connection reset by peer")
+
     def kill(self) -> None:
         """The QEMU process dies: monitor gone, no SHUTDOWN event, socket removed."""
         if not self.alive:

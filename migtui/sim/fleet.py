@@ -62,12 +62,13 @@ class SimFleet:
                      dirty_rate: int = 0, working_set: int = 64 * 2**20,
                      incoming: bool = False, disk: int = 0, *,
                      zero_fraction: float = 0.5, page_change: float = 0.05,
-                     tcp: bool = False) -> SimVM:
+                     tcp: bool = False, vcpus: int = 1, kvm: bool = False, dirty_ring: bool = False) -> SimVM:
         if name in self.vms:
             raise ValueError(f"a VM named {name!r} already exists")
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         guest = Guest(ram=ram, dirty_rate=dirty_rate, working_set=working_set,
-                      zero_fraction=zero_fraction, page_change=page_change, disk=disk)
+                      zero_fraction=zero_fraction, page_change=page_change, disk=disk,
+                      vcpus=vcpus, kvm=kvm or dirty_ring, dirty_ring=dirty_ring)
         # A string seed is hashed deterministically: runs repeat for a given fleet seed.
         rng = random.Random(f"{self.seed}:{name}")
         vm = SimVM(self, name, dialect, guest, incoming=incoming, rng=rng)

@@ -59,6 +59,9 @@ class Guest:
     page_change: float = 0.05  # share of a re-dirtied page that changed (XBZRLE size)
     disk: int = 0  # bytes of writable drives, sent first by block migration
     running: bool = True  # a paused guest dirties nothing
+    vcpus: int = 1
+    kvm: bool = False  # query-kvm's enabled
+    dirty_ring: bool = False  # KVM with -accel kvm,dirty-ring-size=N: what the dirty limit needs
 
     @property
     def pages(self) -> int:
@@ -86,6 +89,8 @@ class Knobs:
     throttle_trigger: int = 50  # percent of transferred bytes
     postcopy_ram: bool = False
     max_postcopy_bandwidth: int = 0
+    dirty_limit: bool = False
+    vcpu_dirty_limit: int = 1  # MB/s (2**20 bytes) per vCPU
     pause_before_switchover: bool = False
     link_bandwidth: int = LINK_BANDWIDTH
     device_in_every_switchover: bool = False  # 10.0: `device` whenever the source stops
@@ -152,6 +157,7 @@ class Migration:
         self.mbps = 0.0
         self.pages_per_second = 0.0
         self.throttle = 0  # cpu-throttle-percentage
+        self.dirty_quota: float | None = None  # bytes/s the dirty limit holds the guest to, once in service
         self.cache_miss_rate = 0.0
         self.encoding_rate = 0.0
         self.downtime_ms: float | None = None
@@ -240,18 +246,33 @@ class Migration:
             self.postcopy_at = now
         return self.drain_events()
 
-    def pause_postcopy(self, now: float) -> list[ModelEvent]:
+    def pause_postcopy(self, now: float, desc: str = "Postcopy migration is paused by the user") -> list[ModelEvent]:
+        """The stream broke (or migrate-pause): nothing is sent until a resume; `desc` is
+        why, as 10.0 reports it in error-desc."""
         self.advance(now)
-        if self.status == "postcopy-active":
+        if self.status in ("postcopy-active", "postcopy-recover"):
+            self.error_desc = desc
             self._set_status(now, "postcopy-paused")
         return self.drain_events()
 
-    def resume_postcopy(self, now: float) -> list[ModelEvent]:
+    def resume_postcopy(self, now: float, recover_setup: bool = False,
+                        refused: str | None = None) -> list[ModelEvent]:
+        """migrate with resume: through postcopy-recover (10.0 first says postcopy-recover-setup)
+        back to postcopy-active; with `refused` (nothing listens there), back to postcopy-paused
+        with that reason."""
         self.advance(now)
         if self.status == "postcopy-paused":
+            if recover_setup:
+                self._set_status(now, "postcopy-recover-setup")
+            if refused is not None:
+                if recover_setup:  # 7.2 stays paused and says nothing
+                    self.error_desc = refused
+                    self._set_status(now, "postcopy-paused")
+                return self.drain_events()
+            self.error_desc = None
             self._set_status(now, "postcopy-recover")
             self._set_status(now, "postcopy-active")
-            self.t = now
+            self.t = now  # nothing was sent while paused
         return self.drain_events()
 
     def continue_switchover(self, now: float) -> list[ModelEvent]:
@@ -288,6 +309,8 @@ class Migration:
         if not self.guest.running or self.stopped_at is not None:
             return 0.0
         rate = self.guest.dirty_rate * self._rate_factor * (1 - self.throttle / 100)
+        if self.dirty_quota is not None:
+            rate = min(rate, self.dirty_quota)
         return max(0.0, rate) / PAGE
 
     def _dirty_to(self, t: float) -> None:
@@ -453,7 +476,7 @@ class Migration:
         if t - self._period_start >= 1.0:
             self.dirty_pages_rate = self._period_dirty / (t - self._period_start)
             self._period_start, self._period_dirty = t, 0.0
-        if self.knobs.auto_converge and self.passes > 2:
+        if (self.knobs.auto_converge or self.knobs.dirty_limit) and self.passes > 2:
             self._maybe_throttle()
         self._xbzrle_rates()
         self.dirty = 0.0
@@ -461,12 +484,28 @@ class Migration:
         self._rate_factor = self.rng.uniform(0.9, 1.1)
         self._events.append(ModelEvent(t, "pass", self.passes))
 
+    def dirty_limit_times_us(self) -> tuple[float, float] | None:
+        """(dirty-limit-throttle-time-per-round, dirty-limit-ring-full-time) in microseconds while
+        the dirty limit holds the guest: a 4096-entry ring fills in ring / rate; held to the quota,
+        each vCPU sleeps what takes it from its own rate down to the quota."""
+        if self.dirty_quota is None or not self.running:
+            return None
+        per_vcpu = max(1.0, self.guest.dirty_rate * self._rate_factor / self.guest.vcpus)
+        quota = max(1.0, self.dirty_quota / self.guest.vcpus)
+        ring = 4096 * PAGE
+        full = ring / min(per_vcpu, quota) * 1e6
+        return max(0.0, ring / quota - ring / per_vcpu) * 1e6, full
+
     def _maybe_throttle(self) -> None:
         """Auto-converge: dirtying outpacing transfer twice in a row raises the throttle."""
         if self.dirty * PAGE > self._pass_sent * self.knobs.throttle_trigger / 100:
             self._high_dirty += 1
             if self._high_dirty >= 2:
                 self._high_dirty = 0
+                if self.knobs.dirty_limit:
+                    # The dirty limit instead: every vCPU held to vcpu-dirty-limit, taken afresh each time.
+                    self.dirty_quota = self.guest.vcpus * self.knobs.vcpu_dirty_limit * 2**20
+                    return
                 self.throttle = (self.knobs.throttle_initial if self.throttle == 0 else
                                  min(self.knobs.throttle_max,
                                      self.throttle + self.knobs.throttle_increment))

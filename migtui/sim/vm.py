@@ -60,6 +60,8 @@ class SimVM(QMPMonitor, FaultSwitches, QMPCommands):
         # Incoming side: the URI listened on, and the source feeding it.
         self.incoming_uri: str | None = None
         self.incoming_status = "none"
+        self.exit_on_error = True  # migrate-incoming's exit-on-error (9.1+): false keeps a failed one up
+        self.incoming_error: str | None = None
         self.incoming_source: SimVM | None = None
         self._dest: SimVM | None = None
         self._dirty_probe: DirtyRateProbe | None = None
@@ -147,8 +149,9 @@ class SimVM(QMPMonitor, FaultSwitches, QMPCommands):
             if dest.incoming_status == "none":
                 dest._incoming_set("setup", ev.t)  # 10.0 said so when it began to listen
             dest._incoming_set("active", ev.t)
-        elif status == "postcopy-active":
-            dest._incoming_set("postcopy-active", ev.t)
+        elif status in ("postcopy-active", "postcopy-paused", "postcopy-recover"):
+            if dest.incoming_status != status:  # a resume refused leaves it paused, unannounced
+                dest._incoming_set(status, ev.t)  # both ends pause, recover and resume together
         elif status == "completed":
             dest._incoming_resume(ev.t)  # 7.2 runs the guest before announcing completion
             dest._incoming_set("completed", ev.t)
@@ -156,7 +159,13 @@ class SimVM(QMPMonitor, FaultSwitches, QMPCommands):
         elif status in ("failed", "cancelled"):
             self._dest = dest.incoming_source = None
             if dest.incoming_status not in ("none", "setup"):
-                dest.kill()  # like QEMU: "load of migration failed", the process exits
+                if dest.exit_on_error:
+                    dest.kill()  # like QEMU: "load of migration failed", the process exits
+                else:  # it stays, inmigrate, and says why
+                    dest.incoming_error = "load of migration failed: Invalid argument"
+                    self.fleet.stop_listening(dest)
+                    dest.incoming_uri = None
+                    dest._incoming_set("failed", ev.t)
             elif dest.incoming_uri is not None:
                 self.fleet.listen(dest, dest.incoming_uri)  # never connected: still listening
 

@@ -17,7 +17,7 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
-from migtui.model.parameters import check_uri, check_xbzrle_cache_size
+from migtui.model.parameters import check_uri, check_xbzrle_cache_size, parse_dirty_limit
 from migtui.model.units import InputError, parse_count, parse_rate, parse_size, parse_time_ms
 from migtui.model.requests import MigrationOptions
 from migtui.backend.api import Destination, VMHandle
@@ -264,6 +264,14 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
                 yield Label("block")
                 yield Checkbox("copy the disks too (blk)", False, id="block",
                                disabled=not features.block_migration)
+                if "dirty-limit" in caps:  # QEMU 8.1+; an older one (or libvirt) has no such row
+                    yield Label("dirty limit")
+                    no_kvm = self.source.vm.kvm is False
+                    hint = (f"on at {params.get('vcpu-dirty-limit')} MB/s per vCPU; e.g. 50" if caps["dirty-limit"]
+                            else "MB/s per vCPU, e.g. 50; empty = off (KVM with dirty-ring-size)")
+                    yield Input(compact=True, id="dirty-limit", disabled=no_kvm,
+                                placeholder="needs KVM with dirty-ring-size: this VM runs without KVM" if no_kvm
+                                else hint)
                 if features.persist:
                     yield Label("persist")
                     yield Checkbox("define it at the destination, undefine it here", False, id="persist")
@@ -297,6 +305,9 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
             destination = None
         cache = self._value("xbzrle-cache")
         multifd = self._value("multifd")
+        limit = next((box.value.strip() for box in self.query("#dirty-limit").results(Input) if not box.disabled), "")
+        if limit and self._flag("auto-converge"):
+            raise InputError("dirty limit: QEMU refuses it with auto-converge; choose one of them")
         persist = self.source.features.persist and self._flag("persist")  # libvirt only: one box for both flags
         options = MigrationOptions(
             bandwidth=parse_rate(self._value("bandwidth"), "bandwidth") if self._value("bandwidth") else None,
@@ -307,6 +318,7 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
             postcopy=self._flag("postcopy"),
             multifd=parse_count(multifd, "multifd", 1, 255) if multifd else None,
             block=self._flag("block"),
+            dirty_limit=parse_dirty_limit(limit, "dirty limit") if limit else None,
             persist_destination=persist,
             undefine_source=persist,
         )

@@ -186,6 +186,9 @@ class LibvirtDomain(VMHandle):
             raise NotConnected(f"migrate: {target.label} is not connected: {target.reason or 'connecting'}")
         if self.vm.in_flight:
             raise Refused(f"{self.vm.name} is already migrating: cancel it first")
+        if options.dirty_limit is not None:
+            raise Refused(f"{self.vm.name} is a libvirt domain, and libvirt has no migration flag for QEMU's "
+                          "dirty limit (dirty-limit, vcpu-dirty-limit): migrate without it")
         if self.migrating:
             raise Refused(f"{self.vm.name}: libvirt is still ending its last migration; try again in a moment")
         return await self.backend.start_migration(self, target, options, stream=uri)

@@ -8,7 +8,8 @@ never leaves a VM half-configured.
 A start sends what can be refused and undone first, and what cannot be undone
 last: the source's capabilities and parameters, then the destination's paired
 capabilities (postcopy-ram, multifd) and multifd-channels, then migrate-incoming
-on the destination (QEMU runs it once per process: it cannot be taken back), and
+on the destination (QEMU runs it once per process: it cannot be taken back; 9.1+ is told
+exit-on-error false, so a failed incoming stays up to say why), and
 migrate on the source. When a step is refused, the source's capabilities and
 parameters are put back as they were, and so are the destination's unless this
 start got it listening; a destination left listening (migrate refused or failed)
@@ -25,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from migtui.model.parameters import check_uri
+from migtui.model.parameters import DIRTY_LIMIT_UNIT, check_uri
 from migtui.model.requests import MigrationOptions, ParamChange
 from migtui.model.sample import FINISHED_STATUSES, IN_FLIGHT_STATUSES
 from migtui.backend.qmp.dialect import Command, Dialect, Unsupported
@@ -126,6 +127,10 @@ def plan_migration(
         caps["multifd"] = True
     if options.block and not src.has_block_migration:
         raise Unsupported(f"QEMU {src.version_text} has no block migration (blk was removed in 9.1)")
+    if options.dirty_limit is not None:
+        src.require_capability("dirty-limit", "cap the guest's dirty rate (QEMU 8.1+ has dirty-limit)")
+        caps["dirty-limit"] = True
+    _refuse_dirty_limit_without_kvm(source, src, caps)
     _refuse_together(source, src, caps)
 
     params: dict[str, Any] = {}
@@ -137,6 +142,8 @@ def plan_migration(
         params["xbzrle-cache-size"] = options.xbzrle_cache
     if options.multifd is not None:
         params["multifd-channels"] = options.multifd
+    if options.dirty_limit is not None:
+        params["vcpu-dirty-limit"] = options.dirty_limit
     src_cmds = src.set_capabilities(caps) + src.set_parameters(params)
 
     dest_cmds: list[Command] = []
@@ -186,7 +193,12 @@ def plan_migration(
             uri = listen_uri
         else:
             uri = destination_uri(source, destination)
-            dest_cmds.append(("migrate-incoming", {"uri": uri}))
+            incoming: dict[str, Any] = {"uri": uri}
+            if dst.incoming_args is not None and "exit-on-error" in dst.incoming_args:
+                # 9.1+: a failed incoming leaves the destination up (it never runs the half-loaded
+                # guest: it stays inmigrate) with QEMU's error in query-migrate, instead of exiting.
+                incoming["exit-on-error"] = False
+            dest_cmds.append(("migrate-incoming", incoming))
 
     assert uri is not None
     migrate_args: dict[str, Any] = {"uri": uri}
@@ -258,6 +270,14 @@ def _refuse_together(session: VMSession, dialect: Dialect, caps: Mapping[str, bo
     way_out = f"; {already[0]} is on there already: turn it off first" if already else ""
     raise Unsupported(f"QEMU {dialect.version_text} on {session.vm.name} refuses {one} with {other} "
                       f"({sentence!r}){way_out}")
+
+
+def _refuse_dirty_limit_without_kvm(session: VMSession, dialect: Dialect, caps: Mapping[str, bool]) -> None:
+    """QEMU takes dirty-limit only on KVM with a dirty ring; a VM that query-kvm says runs without
+    KVM is refused here (whether the ring is on, QMP cannot tell: QEMU then says so itself)."""
+    if caps.get("dirty-limit") and session.vm.kvm is False:
+        raise Unsupported(f"QEMU {dialect.version_text} on {session.vm.name} offers dirty-limit only on KVM "
+                          "with -accel kvm,dirty-ring-size=N, and this VM runs without KVM")
 
 
 def _listening_uri(source: VMSession, destination: VMSession) -> str | None:
@@ -453,7 +473,10 @@ async def set_capabilities(session: VMSession, caps: Mapping[str, bool]) -> None
             f"capabilities cannot change while a migration runs (status {session.vm.migration_status}); "
             "QEMU would refuse: cancel first or wait for it to finish"
         )
-    for command, args in dialect.set_capabilities(caps):
+    commands = dialect.set_capabilities(caps)  # a capability this QEMU lacks is refused first
+    _refuse_dirty_limit_without_kvm(session, dialect, caps)
+    _refuse_together(session, dialect, caps)
+    for command, args in commands:
         await session.execute(command, args)
     await session.refresh_capabilities()
 
@@ -570,4 +593,6 @@ async def preflight(session: VMSession, options: MigrationOptions):  # -> migtui
     params = session.vm.parameters
     bandwidth = options.bandwidth or params.get("max-bandwidth") or 32 * 2**20
     downtime = options.downtime_ms or params.get("downtime-limit") or 300
-    return predict(dirty, bandwidth, downtime, ram)
+    vcpus = session.vm.vcpus
+    cap = vcpus * options.dirty_limit * DIRTY_LIMIT_UNIT if options.dirty_limit and vcpus else None
+    return predict(dirty, bandwidth, downtime, ram, cap)

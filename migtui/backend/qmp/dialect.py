@@ -36,6 +36,9 @@ _REFUSED_TOGETHER = (
     # 7.2 accepts both (measured); migration/options.c refuses them in 8.1; "migration: enable
     # multifd and postcopy together" (2025-05) lifted it in 10.1.
     ("postcopy-ram", "multifd", (8, 1, 0), (10, 1, 0), "Postcopy is not yet compatible with multifd"),
+    # Both throttle the guest (options.c, since dirty-limit came in 8.1); QEMU's own words.
+    ("dirty-limit", "auto-converge", (8, 1, 0), None, "dirty-limit conflicts with auto-converge either of then "
+     "available currently"),
 )
 
 
@@ -50,6 +53,11 @@ class Dialect:
     # Members of `migrate`'s arguments, from query-qmp-schema; None when the VM has no schema.
     migrate_args: frozenset[str] | None = None
     capabilities: frozenset[str] = field(default_factory=frozenset)
+    # The values each enum parameter of migrate-set-parameters takes, from query-qmp-schema
+    # (a build lists only what it was compiled with: multifd-compression's zstd, say).
+    parameter_choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    # Members of `migrate-incoming`'s arguments (exit-on-error came in 9.1); None without a schema.
+    incoming_args: frozenset[str] | None = None
 
     @property
     def modern(self) -> bool:
@@ -152,13 +160,16 @@ def parse_version(reply: Any) -> tuple[int, int, int]:
     return (0, 0, 0)
 
 
-def migrate_args_from_schema(schema: Any) -> frozenset[str] | None:
-    """The argument names of `migrate`, read from query-qmp-schema's introspection list."""
+def _schema_by_name(schema: Any) -> dict[str, dict[str, Any]] | None:
     if not isinstance(schema, list):
         return None
     # Entries and fields of another type than introspection's are skipped: no schema is better than a wrong one.
-    by_name = {e["name"]: e for e in schema if isinstance(e, dict) and isinstance(e.get("name"), str)}
-    command = by_name.get("migrate")
+    return {e["name"]: e for e in schema if isinstance(e, dict) and isinstance(e.get("name"), str)}
+
+
+def _command_members(by_name: dict[str, dict[str, Any]], name: str) -> list[dict[str, Any]] | None:
+    """The members of a command's argument type, each a dict with a string name; None without it."""
+    command = by_name.get(name)
     if not command or command.get("meta-type") != "command" or not isinstance(command.get("arg-type"), str):
         return None
     arg_type = by_name.get(command["arg-type"])
@@ -167,4 +178,29 @@ def migrate_args_from_schema(schema: Any) -> frozenset[str] | None:
     members = arg_type.get("members") or []
     if not isinstance(members, list):
         return None
-    return frozenset(m["name"] for m in members if isinstance(m, dict) and isinstance(m.get("name"), str))
+    return [m for m in members if isinstance(m, dict) and isinstance(m.get("name"), str)]
+
+
+def migrate_args_from_schema(schema: Any, command: str = "migrate") -> frozenset[str] | None:
+    """The argument names of `migrate` (or another command), read from query-qmp-schema's list."""
+    by_name = _schema_by_name(schema)
+    members = None if by_name is None else _command_members(by_name, command)
+    return None if members is None else frozenset(m["name"] for m in members)
+
+
+def parameter_choices_from_schema(schema: Any) -> dict[str, tuple[str, ...]]:
+    """{parameter: its values} for the enum parameters of migrate-set-parameters."""
+    by_name = _schema_by_name(schema)
+    members = None if by_name is None else _command_members(by_name, "migrate-set-parameters")
+    out: dict[str, tuple[str, ...]] = {}
+    for member in members or []:
+        kind = by_name.get(member.get("type")) if by_name is not None and isinstance(member.get("type"), str) else None
+        if not kind or kind.get("meta-type") != "enum":
+            continue
+        values = kind.get("values")  # introspection's list; 6.2+ also gives members [{name}]
+        if not isinstance(values, list):
+            values = [m.get("name") for m in kind.get("members") or [] if isinstance(m, dict)]
+        names = tuple(v for v in values if isinstance(v, str))
+        if names:
+            out[member["name"]] = names
+    return out

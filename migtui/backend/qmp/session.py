@@ -37,7 +37,7 @@ from migtui.backend.api import Destination, Features, VMHandle
 from migtui.backend.audit import AuditLog, redact
 from migtui.backend.qmp import controls
 from migtui.backend.qmp.client import Client, disconnect
-from migtui.backend.qmp.dialect import Dialect, migrate_args_from_schema, parse_version
+from migtui.backend.qmp.dialect import Dialect, migrate_args_from_schema, parameter_choices_from_schema, parse_version
 from migtui.backend.errors import ConnectFailed, NotConnected, QMPRefused, Refused
 from migtui.backend.messages import ActionResult, BackendMessage, Listener, VMEvent, VMUpdated, settings_update
 from migtui.backend.wake import Wake, stop_task
@@ -336,14 +336,27 @@ class VMSession(VMHandle):
         # Replies are read for what they should hold; anything else is "unknown", never an error.
         commands = await self._query("query-commands")
         names = frozenset(c["name"] for c in _records(commands) if isinstance(c.get("name"), str))
-        migrate_args = None
+        migrate_args = incoming_args = None
+        choices: dict[str, tuple[str, ...]] = {}
         if "query-qmp-schema" in names:
-            migrate_args = migrate_args_from_schema(await self._query("query-qmp-schema"))
+            schema = await self._query("query-qmp-schema")
+            migrate_args = migrate_args_from_schema(schema)
+            incoming_args = migrate_args_from_schema(schema, "migrate-incoming")
+            choices = parameter_choices_from_schema(schema)
         caps: dict[str, bool] = {}
         if "query-migrate-capabilities" in names:
             caps = _capabilities(await self._query("query-migrate-capabilities"))
-        self.dialect = Dialect(parse_version(version), names, migrate_args, frozenset(caps))
+        self.dialect = Dialect(parse_version(version), names, migrate_args, frozenset(caps), choices, incoming_args)
         vm = self.vm
+        # What the dirty limit needs: KVM, and how many vCPUs it caps.
+        vm.kvm = vm.vcpus = None
+        if "query-kvm" in names:
+            kvm = await self._query("query-kvm")
+            if isinstance(kvm, dict) and isinstance(kvm.get("enabled"), bool):
+                vm.kvm = kvm["enabled"]
+        if "query-cpus-fast" in names:
+            cpus = await self._query("query-cpus-fast")
+            vm.vcpus = len(cpus) if isinstance(cpus, list) and cpus else None
         vm.qemu_version = self.dialect.version_text
         vm.dialect = self.dialect.name
         qemu_name = _word(name.get("name")) if isinstance(name, dict) else None
@@ -706,7 +719,7 @@ class VMSession(VMHandle):
 
 # Parameters migtui reads as figures (guidance, the dashboard, the start dialog).
 _FIGURES = frozenset({"max-bandwidth", "downtime-limit", "xbzrle-cache-size", "multifd-channels",
-                      "cpu-throttle-initial", "cpu-throttle-increment", "max-cpu-throttle"})
+                      "cpu-throttle-initial", "cpu-throttle-increment", "max-cpu-throttle", "vcpu-dirty-limit"})
 
 
 def _size(value: Any) -> int | float | None:

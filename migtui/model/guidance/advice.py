@@ -18,13 +18,15 @@ from migtui.model.guidance.tunables import (
     LEGACY_DOWNTIME_MS, NEW_LOW, WINDOW_S, _PRECOPY, _number,
 )
 from migtui.model.guidance.verdict import _one_line, _pct, _stall, assess
+from migtui.model.parameters import DIRTY_LIMIT_UNIT
 from migtui.model.requests import ParamChange
 from migtui.model.sample import DEFAULT_PAGE_SIZE
 from migtui.model.units import DOWNTIME_MAX_MS, format_bytes, format_duration, format_ms, format_rate
 
 
 # "nothing-to-tune": said plainly when no parameter the model trusts would finish it now.
-ADVICE_KINDS = ("downtime", "bandwidth", "postcopy", "xbzrle-cache", "auto-converge", "multifd", "nothing-to-tune")
+ADVICE_KINDS = ("downtime", "bandwidth", "dirty-limit", "postcopy", "xbzrle-cache", "auto-converge", "multifd",
+                "nothing-to-tune")
 
 
 @dataclass(frozen=True)
@@ -108,15 +110,17 @@ def _readings(a: _Analysis, load: float) -> list[_Dirtying | None]:
 
 
 def _predicted_to_converge(a: _Analysis, model: _Dirtying | None, load: float, drain: float,
-                           threshold: float) -> bool:
+                           threshold: float, cap: float | None = None) -> bool:
     """`model` run forward at a new drain and threshold, at the pessimistic end of its band
     (pass starts and the dirty rate BAND_MIN higher): does it get under, and soon enough
-    (within ADVICE_WITHIN_S, or two passes of this size where a pass alone takes longer)?"""
+    (within ADVICE_WITHIN_S, or two passes of this size where a pass alone takes longer)?
+    `cap` is a dirty limit to judge (bytes/s of dirtying), instead of the one on now."""
     start = load * (1 + BAND_MIN)
     if model is None:
         return start <= threshold  # no model: only a pass start that fits at once is sure
     slack = min(threshold, drain * WINDOW_S)
-    out = _run(max(0.0, start - (threshold - slack)), drain, model.scaled(1 + BAND_MIN), threshold, a.throttle)
+    out = _run(max(0.0, start - (threshold - slack)), drain, model.scaled(1 + BAND_MIN), threshold, a.throttle,
+               cap=(cap if cap is not None else a.dirty_cap))
     return out is not None and out[0] <= max(ADVICE_WITHIN_S, 2 * load / drain)
 
 
@@ -162,6 +166,24 @@ def _bandwidth_needed(a: _Analysis, limit_ms: float, load: float,
     return _smallest(_ladder(tp * 1.1, tp * 64),
                      lambda y: all(_predicted_to_converge(a, m, load, y * per_wire, y * limit_ms / 1000)
                                    for m in readings))
+
+
+def _dirty_limit_needed(a: _Analysis, limit_ms: float, load: float, readings: list[_Dirtying | None],
+                       vcpus: int, below: float) -> int | None:
+    """The highest vcpu-dirty-limit (whole MB/s per vCPU, under `below`) at which the model
+    predicts the passes get under: the guest then dirties at most vcpus x it. A limit caps the
+    guest's dirtying whatever it was; the pessimistic band's 10% counts against the cap too."""
+    tp = a.throughput
+    if not tp or not load:
+        return None
+    drain = a.drain or tp
+    threshold = tp * limit_ms / 1000
+    candidates = sorted({max(1, int(x)) for x in _ladder(1.0, below)} - {int(below)}, reverse=True)
+    for mb in candidates:
+        if mb < below and all(_predicted_to_converge(a, m, load, drain, threshold, vcpus * mb * DIRTY_LIMIT_UNIT)
+                              for m in readings):
+            return mb
+    return None
 
 
 def advise(
@@ -232,6 +254,24 @@ def advise(
                 text = f"raise bandwidth to {format_rate(y)} (now {format_rate(bandwidth)}): {why}{link}"
                 scored.append((0.8 if capped else 0.25,
                                Advice("bandwidth", text, _set("bandwidth", text, "max-bandwidth", int(y)), False)))
+    # 2b. the dirty limit (QEMU 8.1+ on KVM): a lower vcpu-dirty-limit caps what the guest dirties,
+    #     and QEMU applies it at its next throttle check. It slows only the guest's writes, not its
+    #     CPUs nor its pause: where it is on, it is the lever to pull first.
+    vcpus = tracker.vcpus if isinstance(tracker.vcpus, int) and tracker.vcpus > 0 else None
+    limit_now = _number(parameters.get("vcpu-dirty-limit"))
+    if capabilities.get("dirty-limit") and vcpus and limit_now and tp and load:
+        mb = _dirty_limit_needed(a, limit_ms, load, readings, vcpus, limit_now)
+        each = f"{vcpus} vCPU{'s' if vcpus > 1 else ''}"
+        if mb is None and limit_now > 1:
+            text = (f"even a vcpu-dirty-limit of 1 MB/s per vCPU ({each}) is not enough: about "
+                    f"{format_bytes(load)} is left at each pass start against {format_rate(tp)} sent")
+            scored.append((0.05, Advice("dirty-limit", text, None, False)))
+        elif mb is not None:
+            text = (f"lower vcpu-dirty-limit to {mb} MB/s (now {limit_now:.0f} MB/s): it caps the guest's "
+                    f"dirtying at {format_rate(vcpus * mb * DIRTY_LIMIT_UNIT)} ({each}) against "
+                    f"{format_rate(tp)} sent; the guest's writes slow, not its CPUs")
+            scored.append((0.97, Advice("dirty-limit", text,
+                                        _set("dirty-limit", text, "vcpu-dirty-limit", mb), False)))
     # 3. post-copy: finishes whatever the dirty rate, if enabled before the start.
     if capabilities.get("postcopy-ram"):
         secs = (a.remaining or 0.0) / tp if tp else None
@@ -247,8 +287,18 @@ def advise(
     xb = _xbzrle_advice(a, parameters, capabilities, modern, page, load)
     if xb is not None:
         scored.append(xb)
-    # 5. next time: auto-converge throttles the guest; multifd fills a faster link.
-    if "auto-converge" in capabilities and not capabilities.get("auto-converge"):
+    # 5. next time: the dirty limit caps the guest's writes (KVM with a dirty ring), auto-converge
+    #    throttles its CPUs; multifd fills a faster link.
+    if "dirty-limit" in capabilities and not capabilities.get("dirty-limit") and tracker.kvm is not False:
+        rate = a.model.rate if a.model is not None else a.dirty
+        mb = _dirty_limit_needed(a, limit_ms, load, readings, vcpus, rate / DIRTY_LIMIT_UNIT / vcpus) \
+            if vcpus and rate else None
+        at = f" at {mb} MB/s per vCPU" if mb is not None else ""
+        text = (f"next time enable dirty-limit{at} (QEMU runs it on KVM with -accel kvm,dirty-ring-size=N): it "
+                f"caps the guest's dirtying (about {format_rate(rate)}) instead of throttling its CPUs")
+        scored.append((0.4, Advice("dirty-limit", text, None, True)))
+    if "auto-converge" in capabilities and not capabilities.get("auto-converge") \
+            and not capabilities.get("dirty-limit"):  # QEMU refuses the two together
         rate = a.model.rate if a.model is not None else a.dirty
         text = ("next time enable auto-converge: it slows the guest's vCPUs until dirtying "
                 f"(about {format_rate(rate)}) falls below what is sent ({format_rate(a.drain or tp)})")
@@ -267,8 +317,10 @@ def advise(
     out = [adv for _, adv in scored]
     if not any(adv.change is not None and adv.kind != "postcopy" for adv in out):
         # Nothing to set now that the model says would finish it: say so, first.
-        ways = ["a restart with " + " or ".join(k for k in ("auto-converge", "multifd", "xbzrle")
-                                                 if k in capabilities and not capabilities.get(k))]
+        ways = ["a restart with " + " or ".join(k for k in ("dirty-limit", "auto-converge", "multifd", "xbzrle")
+                                                 if k in capabilities and not capabilities.get(k)
+                                                 and not (k == "dirty-limit" and tracker.kvm is False)
+                                                 and not (k == "auto-converge" and capabilities.get("dirty-limit")))]
         if capabilities.get("postcopy-ram"):
             ways.insert(0, "post-copy now")
         elif "postcopy-ram" in capabilities:

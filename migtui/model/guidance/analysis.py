@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from statistics import median
 
 from migtui.model.derived import MigrationTracker
-from migtui.model.guidance.dirtying import _Dirtying, _Throttle, _fixed_point, _throttle_for
+from migtui.model.guidance.dirtying import _Dirtying, _Throttle, _dirty_cap_for, _fixed_point, _throttle_for
 from migtui.model.guidance.memo import _memo_for
 from migtui.model.guidance.passes import _Judge, _Pass, _judge_step, _make_pass
 from migtui.model.guidance.prior import _Prior, _prior_for
@@ -37,6 +37,7 @@ class _Analysis:
     zero_share: float | None = None  # of the pages pass 1 has sent so far
     prior: _Prior | None = None
     throttle: _Throttle | None = None  # auto-converge, when on
+    dirty_cap: float | None = None  # bytes/s the dirty limit lets the guest dirty, when on
     flat: tuple[int, float] | None = None  # samples since `transferred` last grew, and since when
 
     @property
@@ -123,7 +124,7 @@ def _analyse(tracker: MigrationTracker) -> _Analysis | None:
     return _Analysis(last, points, passes, judge, throughput, throughputs, memo.limit_ms,
                      points[-1].remaining if points else None, memo.dirty, drain, drains,
                      memo.start, memo.page, memo.zero_share, prior, _throttle_for(tracker, last),
-                     None if memo.flat_level is None else (memo.flat_count, memo.flat_since))
+                     _dirty_cap_for(tracker), None if memo.flat_level is None else (memo.flat_count, memo.flat_since))
 
 
 def _pass_load(a: _Analysis) -> float | None:

@@ -17,6 +17,7 @@ from migtui.model.derived import MigrationTracker
 from migtui.model.guidance.tunables import (
     COVERED, FIRST_PERIOD_SATURATION, FIT_SPAN, MAX_RUN_PASSES, SAME_BYTES, THROTTLE_DEFAULTS, WINDOW_S, _number,
 )
+from migtui.model.parameters import DIRTY_LIMIT_UNIT
 from migtui.model.sample import MigrationSample
 
 
@@ -34,6 +35,10 @@ class _Dirtying:
 
     def scaled(self, factor: float) -> _Dirtying:
         return _Dirtying(self.rate * factor, self.working_set)
+
+    def capped(self, cap: float | None) -> _Dirtying:
+        """Dirtying no faster than `cap` bytes/s: QEMU's dirty limit (vCPUs x vcpu-dirty-limit)."""
+        return self if cap is None or self.rate <= cap else _Dirtying(cap, self.working_set)
 
 
 Period = tuple[float, float]  # (mean pass length s, QEMU's dirty rate bytes/s)
@@ -232,10 +237,26 @@ def _throttle_for(tracker: MigrationTracker, last: MigrationSample) -> _Throttle
                      values["max-cpu-throttle"], values["throttle-trigger-threshold"] / 100)
 
 
+def _dirty_cap_for(tracker: MigrationTracker) -> float | None:
+    """What the dirty limit lets the guest dirty, bytes/s: its vCPUs x vcpu-dirty-limit (MB/s,
+    2**20 bytes), when the capability is on and both are known. QEMU applies it once two sync
+    periods dirtied more than throttle-trigger-threshold of what they sent (as auto-converge's
+    trigger), which a migration that does not converge reaches within seconds."""
+    caps, params, vcpus = tracker.capabilities, tracker.parameters, tracker.vcpus
+    if not (isinstance(caps, Mapping) and caps.get("dirty-limit") is True and isinstance(params, Mapping)):
+        return None
+    limit = _number(params.get("vcpu-dirty-limit"))
+    if limit is None or limit < 1 or not isinstance(vcpus, int) or vcpus < 1:
+        return None
+    return vcpus * limit * DIRTY_LIMIT_UNIT
+
+
 def _run(excess: float, drain: float, model: _Dirtying, threshold: float, th: _Throttle | None,
-         period: tuple[float, float, float, int] = (0.0, 0.0, 0.0, 0)) -> tuple[float, int] | None:
+         period: tuple[float, float, float, int] = (0.0, 0.0, 0.0, 0),
+         cap: float | None = None) -> tuple[float, int] | None:
     """The passes after this one: with auto-converge, from the unthrottled guest (`model` is
-    what the guest dirties at the current throttle)."""
+    what the guest dirties at the current throttle); with a dirty limit, dirtying at most `cap`."""
+    model = model.capped(cap)
     if th is None:
         return _run_out(excess, drain, model, threshold)
     base = model.scaled(1 / max(0.01, 1 - th.pct / 100))

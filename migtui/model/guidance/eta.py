@@ -100,7 +100,7 @@ def _first_pass_eta(a: _Analysis, cur: _Pass, drain: float, leftover: float) -> 
         high = 0
         if th is not None and pass1 >= 1.0 and first > th.trigger * pass1 * tp:
             high = 1  # QEMU's check at the sync that ends pass 1
-        out = _run(first, later_drain, model, thr, th, (0.0, 0.0, 0.0, high))
+        out = _run(first, later_drain, model, thr, th, (0.0, 0.0, 0.0, high), a.dirty_cap)
         return None if out is None else rest + out[0]
 
     if prior is None or prior.model is None:
@@ -152,7 +152,7 @@ def _precopy_eta(a: _Analysis) -> _Eta:
     drain = cur.later_drain or a.drain or tp  # the latest: XBZRLE warms up, bandwidth changes
 
     def one(drain: float, model: _Dirtying) -> tuple[float, int] | None:
-        out = _run(model.dirtied(pass_time), drain, model, thr, a.throttle)
+        out = _run(model.dirtied(pass_time), drain, model, thr, a.throttle, cap=a.dirty_cap)
         return None if out is None else (rest + out[0], out[1])
 
     model = a.model

@@ -39,6 +39,12 @@ def split_figures(sample) -> list[str]:
     throttle = sample.get(None, "cpu-throttle-percentage")
     if throttle and sample.in_flight:
         out.append(f"throttle {throttle:.0f}%")
+    # QEMU 8.1+ reports these only while the dirty limit throttles the guest (microseconds).
+    held = sample.get(None, "dirty-limit-throttle-time-per-round")
+    if held is not None and sample.in_flight:
+        full = sample.get(None, "dirty-limit-ring-full-time")
+        every = f", ring full every {full / 1000:.1f}ms" if full else ""
+        out.append(f"dirty limit: vCPUs held {held / 1000:.1f}ms per round{every}")
     return out
 
 
@@ -92,6 +98,9 @@ def parameter_lines(vm: VMState) -> list[str]:
         lines.append(f"multifd-channels  {p['multifd-channels']}")
     if "cpu-throttle-initial" in p and vm.capabilities.get("auto-converge"):
         lines.append(f"cpu-throttle      {p.get('cpu-throttle-initial')}%+{p.get('cpu-throttle-increment')}%")
+    if "vcpu-dirty-limit" in p and vm.capabilities.get("dirty-limit"):
+        vcpus = f" x {vm.vcpus} vCPUs" if vm.vcpus else ""
+        lines.append(f"vcpu-dirty-limit  {p['vcpu-dirty-limit']} MB/s{vcpus}")
     lines.append("capabilities on: " + (", ".join(caps) if caps else "none"))
     return lines
 
