@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1] / "migtui"
 STDLIB = sys.stdlib_module_names
 
 # The interface, which any layer may import.
-BACKEND_API = ("migtui.backend.api", "migtui.backend.errors", "migtui.backend.messages", "migtui.backend.audit")
+BACKEND_API = ("migtui.backend.api", "migtui.backend.errors", "migtui.backend.messages", "migtui.backend.audit",
+               "migtui.backend.wake")  # wake: the asyncio flag every loop here waits on
 
 # Modules that choose a backend (construct it, or pass its options), and so may import it.
 CHOOSES_A_BACKEND = {
@@ -171,7 +172,7 @@ def test_the_libvirt_backend_never_takes_a_domains_monitor(module):
 
 
 @pytest.mark.parametrize("module", _layer("migtui.ui") + _layer("migtui.record") + _layer("migtui.cli")
-                         + ["migtui.metrics", "migtui.autopilot"])
+                         + ["migtui.metrics", "migtui.autopilot", "migtui.drain"])
 def test_consumers_reach_backends_only_through_the_interface(module):
     if _chooses(module):
         pytest.skip(CHOOSES_A_BACKEND[next(c for c in CHOOSES_A_BACKEND if _in(module, c))])
@@ -180,7 +181,7 @@ def test_consumers_reach_backends_only_through_the_interface(module):
     assert not bad, f"{module} imports backend internals {bad}; use migtui.backend.api"
 
 
-@pytest.mark.parametrize("module", _layer("migtui.record") + ["migtui.autopilot"])
+@pytest.mark.parametrize("module", _layer("migtui.record") + ["migtui.autopilot", "migtui.drain"])
 def test_the_recorder_and_the_autopilot_never_import_the_console(module):
     bad = sorted(n for n in _imports(MODULES[module]) if _in(n, "migtui.ui", "textual", "migtui.cli"))
     assert not bad, f"{module} imports {bad}"

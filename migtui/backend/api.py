@@ -73,6 +73,11 @@ class Destination:
     key: str  # unique among one source's destinations
     label: str  # one line: what it is, which QEMU, where
     target: Any = field(default=None, compare=False, repr=False)
+    # What placement weighs (None: not known): free memory in bytes, the machine types its QEMU
+    # has, and how many migrations it can take at once (a QMP VM waiting with -incoming: one).
+    free_memory: int | None = None
+    machine_types: frozenset[str] | None = None
+    slots: int | None = None
 
 
 @dataclass(frozen=True)
@@ -236,6 +241,7 @@ class Backend(abc.ABC):
 
     def destinations(self, source: VMHandle) -> list[Destination]:
         """Where `source` can migrate to, for the start dialog; by default the VMs waiting."""
-        return [Destination(h.key, f"{h.vm.name}  (QEMU {h.vm.qemu_version or '?'}, {h.endpoint})", h)
+        return [Destination(h.key, f"{h.vm.name}  (QEMU {h.vm.qemu_version or '?'}, {h.endpoint})", h,
+                            machine_types=h.vm.machine_types, slots=1)
                 for h in self.waiting(source)]
 

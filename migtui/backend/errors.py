@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from migtui.model.units import InputError
 
-__all__ = ["BackendError", "ConnectFailed", "NotConnected", "QMPRefused", "Refused"]
+__all__ = ["BackendError", "ConnectFailed", "NotConnected", "QMPRefused", "Refused", "Busy"]
 
 
 class BackendError(Exception):
@@ -35,3 +35,8 @@ class QMPRefused(BackendError):
 class Refused(InputError, BackendError):
     """migtui refused to send something, e.g. a second migrate while one runs. Both an InputError
     (what the operator asked for cannot be sent) and a BackendError (what every control raises)."""
+
+
+class Busy(Refused):
+    """Refused for now: the VM is still ending what it did last (a migration's clean-up); the
+    same request can succeed in a moment (a drain tries again, an operator is told so)."""

@@ -1,4 +1,4 @@
-"""The command line: `migtui status|watch|migrate|cancel|set|caps|postcopy|lab|replay|export|exporter|serve|demo`.
+"""The command line: `migtui status|watch|migrate|cancel|set|caps|postcopy|drain|lab|replay|export|exporter|serve|demo`.
 
 Scripts rely on these names and on the exit codes: 0 done, 1 a migration
 failed or was cancelled (`--wait`), 2 bad arguments or an unreachable target,
@@ -18,6 +18,7 @@ from typing import Sequence
 from migtui.cli.console import cmd_console
 from migtui.cli.control import cmd_cancel, cmd_caps, cmd_migrate, cmd_postcopy, cmd_set
 from migtui.cli.demo import cmd_demo
+from migtui.cli.drain import cmd_drain
 from migtui.cli.exporter import cmd_exporter
 from migtui.cli.lab import cmd_lab
 from migtui.cli.parser import SUBCOMMANDS, UsageError, build_console_parser, build_parser
@@ -34,6 +35,7 @@ COMMANDS = {
     "set": cmd_set,
     "caps": cmd_caps,
     "postcopy": cmd_postcopy,
+    "drain": cmd_drain,
     "lab": cmd_lab,
     "replay": cmd_replay,
     "export": cmd_export,

@@ -100,7 +100,7 @@ def _policy(args: argparse.Namespace):
 
     policies = {**BUILTIN_POLICIES, **load_config().policies}
     if args.autopilot not in policies:
-        raise UsageError(f"--autopilot {args.autopilot}: no such policy; there are: {', '.join(sorted(policies))} "
+        raise UsageError(f"{'--policy' if args.command == 'drain' else '--autopilot'} {args.autopilot}: no such policy; there are: {', '.join(sorted(policies))} "
                          "(add more as [autopilot.NAME] in the config)")
     return policies
 

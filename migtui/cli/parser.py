@@ -8,7 +8,7 @@ from typing import NoReturn
 from migtui import __version__
 
 
-SUBCOMMANDS = ("status", "watch", "migrate", "cancel", "set", "caps", "postcopy", "lab", "replay", "export",
+SUBCOMMANDS = ("status", "watch", "migrate", "cancel", "set", "caps", "postcopy", "drain", "lab", "replay", "export",
                "exporter", "serve", "demo")
 EXPORTER_LISTEN = "127.0.0.1:9720"  # `migtui exporter`'s default: loopback
 SERVABLE = ("lab", "demo", "replay")  # the subcommands that open a console, which `serve` can serve
@@ -92,6 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("postcopy", help="switch a running migration to post-copy")
     p.add_argument("source", metavar="SOURCE")
+
+    p = sub.add_parser("drain", help="move every VM off a host (libvirt) or off the given QMP VMs")
+    p.add_argument("source", metavar="SOURCE", help="a libvirt host's URI, or QMP VMs: A,B,...")
+    p.add_argument("--to", required=True, metavar="DEST[,DEST...]", help="libvirt hosts' URIs, or the QMP VMs waiting")
+    p.add_argument("--parallel", default="2", metavar="N", help="migrations at once per source host (default 2)")
+    p.add_argument("--max-total", default="5", metavar="N", help="migrations at once in all (default 5)")
+    p.add_argument("--policy", metavar="NAME", help="each migration on autopilot under this policy")
+    p.add_argument("--bandwidth", metavar="SIZE", help="each migration's max bandwidth, e.g. 1G")
+    p.add_argument("--downtime", metavar="TIME", help="each migration's downtime limit, e.g. 300ms")
+    p.add_argument("--postcopy", action="store_true", help="allow post-copy (the autopilot's last step)")
+    p.add_argument("--auto-converge", action="store_true", help="throttle guests that do not converge")
+    p.add_argument("--migrate-uri", metavar="TEMPLATE",
+                   help="libvirt: the stream's URI per destination, {host} and {n} filled in (default: libvirt's)")
+    p.add_argument("--wait", action="store_true", help="accepted: drain always follows the queue to its end")
+    p.add_argument("--json", action="store_true", help="one JSON line per state change, then the summary")
 
     p = sub.add_parser("lab", help="start a local lab of real QEMU VMs and open the console")
     p.add_argument("--pairs", default="1", metavar="N", help="source/destination pairs (default 1)")

@@ -77,6 +77,7 @@ class VMState:
     # QEMU has (query-machines, aliases too); None until read or where QEMU cannot say.
     machine: str | None = None
     machine_types: frozenset[str] | None = None
+    memory: int | None = None  # the guest's RAM in bytes, where the backend reads it (placement weighs it)
     tracker: MigrationTracker = field(default_factory=MigrationTracker)
     # The dashboard's event log; bounded per VM (a fleet of 1000 fast-passing migrations
     # filled 500 records each: ~125 MB). The recording keeps every event.

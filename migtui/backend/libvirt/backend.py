@@ -16,6 +16,7 @@ import contextlib
 import contextvars
 import time
 from typing import Any, Callable, Iterable, Mapping
+from xml.etree import ElementTree
 
 from migtui.backend.api import Backend, Destination, HostView, VMHandle
 from migtui.backend.audit import AuditLog
@@ -113,7 +114,8 @@ class LibvirtBackend(Backend):
         if not isinstance(source, LibvirtDomain):
             return []
         return [Destination(f"host:{h.label}", f"{h.label}  (libvirt {h.libvirt_version or '?'}, "
-                                               f"QEMU {h.qemu_version or '?'}, {h.target.shown_uri})", h)
+                                               f"QEMU {h.qemu_version or '?'}, {h.target.shown_uri})", h,
+                            free_memory=h.free_memory, machine_types=h.machine_types)
                 for h in self.libvirt_hosts if h is not source.home and h.connected]
 
     def run_state(self, state: int, reason: int, incoming: bool) -> str:
@@ -139,18 +141,19 @@ class LibvirtBackend(Backend):
         found = await host.call(self._open_and_sweep, host, loop)
         conn, info, domains = found
         host.conn = conn
-        host.hostname, host.libvirt_version, host.qemu_version = info
+        host.hostname, host.libvirt_version, host.qemu_version, (host.free_memory, host.machine_types) = info
         if host.target.label is None and host.hostname:
             label, n = host.hostname, 2
             while any(h is not host and h.label == label for h in self.libvirt_hosts):
                 label, n = f"{host.hostname}-{n}", n + 1
             host.label = label
         seen = set()
-        for uuid, name, dom, state, reason, stats, settings in domains:
+        for uuid, name, dom, state, reason, stats, settings, shape in domains:
             domain = self._domain(host, uuid, name)
             if domain is None:
                 continue
             seen.add(uuid)
+            domain.vm.memory, domain.vm.machine = shape
             self._place(domain, host, dom, state, reason, stats)
             self._apply_settings(domain, settings)
         # Domains this host had before it went away and has no longer: gone while we could not see.
@@ -181,7 +184,7 @@ class LibvirtBackend(Backend):
             ):
                 conn.domainEventRegisterAny(None, event_id, callback, (host, loop))
             hostname = conn.getHostname()
-            info = (hostname, _version(conn.getLibVersion()), _version(conn.getVersion()))
+            info = (hostname, _version(conn.getLibVersion()), _version(conn.getVersion()), _capacity(lv, conn))
             domains = []
             for dom in conn.listAllDomains(lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
                 if not host.target.wants(dom.name()):
@@ -189,7 +192,7 @@ class LibvirtBackend(Backend):
                 with contextlib.suppress(lv.libvirtError):
                     state, reason = dom.state()
                     domains.append((dom.UUIDString(), dom.name(), dom, state, reason, _job_stats(lv, dom),
-                                    _read_settings(lv, dom)))
+                                    _read_settings(lv, dom), _shape(lv, dom)))
         except lv.libvirtError as err:
             with contextlib.suppress(Exception):
                 conn.close()
@@ -382,6 +385,9 @@ class LibvirtBackend(Backend):
         self._place(domain, host, placement.dom, state, reason, stats)
         if stats and stats.get("type", JOB_NONE) != JOB_NONE:
             self.poll_soon()
+        if domain.vm.memory is None:  # a domain that came after the sweep (started, migrated in)
+            with contextlib.suppress(Exception):
+                domain.vm.memory, domain.vm.machine = await host.call(_shape, self.libvirt, placement.dom)
 
     # ---- sampling --------------------------------------------------------------------------
 
@@ -690,6 +696,31 @@ def _with_completed(lv: Any, dom: Any, stats: dict[str, Any]) -> dict[str, Any]:
         with contextlib.suppress(lv.libvirtError):
             return {"type": JOB_NONE, "completed": dom.jobStats(lv.VIR_DOMAIN_JOB_STATS_COMPLETED)}
     return stats
+
+
+def _shape(lv: Any, dom: Any) -> tuple[int | None, str | None]:
+    """(RAM in bytes, machine type) of a domain, for placement; None where libvirt will not say."""
+    memory = machine = None
+    with contextlib.suppress(lv.libvirtError, IndexError, TypeError):
+        memory = int(dom.info()[1]) * 1024  # maxMem, KiB
+    with contextlib.suppress(lv.libvirtError, ElementTree.ParseError):
+        kind = ElementTree.fromstring(dom.XMLDesc(0)).find("os/type")
+        machine = kind.get("machine") if kind is not None else None
+    return memory, machine
+
+
+def _capacity(lv: Any, conn: Any) -> tuple[int | None, frozenset[str] | None]:
+    """(free memory in bytes, every machine type its QEMU has) of a host, for placement."""
+    free = machines = None
+    with contextlib.suppress(lv.libvirtError, TypeError):
+        free = int(conn.getFreeMemory())
+    with contextlib.suppress(lv.libvirtError, ElementTree.ParseError):
+        caps = ElementTree.fromstring(conn.getCapabilities())
+        names = set()
+        for machine in caps.iter("machine"):
+            names.update(n for n in (machine.text, machine.get("canonical")) if n)
+        machines = frozenset(names) or None
+    return free, machines
 
 
 def _state_and_job(lv: Any, dom: Any) -> tuple[int, int, dict[str, Any]]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from migtui.backend.api import Destination, Features, VMHandle
-from migtui.backend.errors import NotConnected, Refused
+from migtui.backend.errors import Busy, NotConnected, Refused
 from migtui.backend.libvirt.units import MiB, bandwidth_to_libvirt
 from migtui.backend.messages import VMUpdated
 from migtui.model.endpoint import Endpoint
@@ -190,7 +190,7 @@ class LibvirtDomain(VMHandle):
             raise Refused(f"{self.vm.name} is a libvirt domain, and libvirt has no migration flag for QEMU's "
                           "dirty limit (dirty-limit, vcpu-dirty-limit): migrate without it")
         if self.migrating:
-            raise Refused(f"{self.vm.name}: libvirt is still ending its last migration; try again in a moment")
+            raise Busy(f"{self.vm.name}: libvirt is still ending its last migration; try again in a moment")
         return await self.backend.start_migration(self, target, options, stream=uri)
 
     async def cancel(self) -> None:

@@ -44,6 +44,9 @@ class LibvirtHost:
         self.hostname: str | None = None
         self.qemu_version: str | None = None
         self.libvirt_version: str | None = None
+        # For placement (a drain): read as it connects; None where libvirt will not say.
+        self.free_memory: int | None = None
+        self.machine_types: frozenset[str] | None = None
         self.conn: Any = None  # libvirt.virConnect, the watch connection
         self.connected_event = asyncio.Event()
         self._lost = asyncio.Event()
