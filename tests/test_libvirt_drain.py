@@ -113,3 +113,45 @@ async def test_a_destination_that_dies_mid_migration_sends_its_vm_back_into_the_
         if killed:
             hosts.restart(victim)
         hosts.destroy_guest(name)
+
+
+async def test_the_console_drains_a_host_with_d(three_hosts):
+    """As a new user would: D on a domain of host1, Enter (no autopilot), the queue fills, both
+    domains end on the other hosts, and the queue's header gives the summary."""
+    from migtui.backend.libvirt.backend import LibvirtBackend, LibvirtOptions
+    from migtui.backend.libvirt.target import parse_libvirt_target
+    from migtui.config import Config
+    from migtui.ui.app import MigtuiApp
+    from migtui.ui.dialogs import ValueDialog
+    from migtui.ui.screens.drain import DrainScreen
+    from migtui.ui.widgets.fleet_table import FleetTable
+
+    hosts = three_hosts
+    names = _names("console", 2)
+    for name in names:
+        hosts.define_guest(hosts[0], name, 128, page_delay=1600, icount_shift=7)
+
+    def stream(uri: str) -> str:
+        return hosts.migration_uri(next(h for h in hosts if h.uri == uri))
+
+    backend = LibvirtBackend([parse_libvirt_target(h.uri) for h in hosts], options=LibvirtOptions(migration_uri=stream))
+    app = MigtuiApp(backend, config=Config(audit=False))
+    try:
+        async with app.run_test(size=(140, 40)) as pilot:
+            table = app.screen.query_one("#fleet", FleetTable)
+            await wait_until(lambda: all(n in table.row_keys for n in names)
+                             and all(h.connected for h in backend.hosts()), 20)
+            table.move_cursor(row=table.row_keys.index(names[0]))
+            await pilot.press("D")
+            await wait_until(lambda: isinstance(app.screen, ValueDialog), 5)
+            await pilot.press("enter")
+            await wait_until(lambda: isinstance(app.screen, DrainScreen), 5)
+            screen = app.screen
+            await wait_until(lambda: screen.drain.ended is not None, 120)
+            header = str(screen.query_one("#drain-header").render())
+            assert "2 done" in header and "2 of 2 moved" in header, header
+        moved = _running(hosts, hosts[1]) | _running(hosts, hosts[2])
+        assert set(names) <= moved and not set(names) & _running(hosts, hosts[0])
+    finally:
+        for name in names:
+            hosts.destroy_guest(name)

@@ -10,7 +10,7 @@ __all__ = ["CONTROL_ACTIONS", "COMMANDS"]
 # Actions that change a VM; --read-only makes all of them unreachable.
 CONTROL_ACTIONS = frozenset(
     {"start_migration", "cancel_migration", "set_bandwidth", "set_downtime", "set_xbzrle_cache",
-     "capabilities", "postcopy", "recover_postcopy", "apply_advice", "autopilot"}
+     "capabilities", "postcopy", "recover_postcopy", "apply_advice", "autopilot", "drain_host"}
 )
 
 # Every action in the command palette, with the key that does the same.
@@ -26,6 +26,8 @@ COMMANDS: list[tuple[str, str, str]] = [
      "Resume a post-copy migration whose stream broke (migrate-recover, then migrate resume), after showing the QMP"),
     ("autopilot", "Autopilot (A)",
      "Put the selected VM's migration on autopilot under a policy (caps, steps, deadline), or hand it back"),
+    ("drain_host", "Drain host (D)",
+     "Move every running domain off the selected VM's libvirt host to the other hosts, in a queue you can watch"),
     ("apply_advice", "Apply advice (a)", "Apply the selected advice on the dashboard, after showing its QMP command"),
     ("open_dashboard", "Open dashboard (enter)", "Graphs, parameters and log of the selected VM"),
     ("filter", "Filter VMs (/)", "Show only VMs whose name, endpoint or status match"),

@@ -282,6 +282,59 @@ class VMActions:
         app.push_screen(ValueDialog(f"autopilot for {session.vm.name}", f"policy ({shown})", "off",
                                     f"{' or '.join(names)}; Enter: cautious", parse), answer)
 
+    def action_drain_host(self) -> None:
+        """Empty the selected VM's libvirt host: every running domain to the other hosts, in a queue."""
+        from migtui.drain import Drain
+        from migtui.model.drain import PER_SOURCE, TOTAL
+        from migtui.ui.dialogs import ValueDialog
+        from migtui.ui.screens.drain import DrainScreen
+
+        session = self._session("drain", need_connection=False)
+        if session is None:
+            return
+        app = self.app  # type: ignore[attr-defined]
+        hosts = app.backend.hosts()
+        if not hosts:
+            app.notify("drain empties a libvirt host; these VMs have none (QMP: migtui drain A,B --to C,D)",
+                       severity="warning")
+            return
+        home = session.vm.endpoint.host
+        keys = [h.key for h in app.backend if h.vm.endpoint.host == home and h.vm.run_state == "running"]
+        others = [h.name for h in hosts if h.name != home and h.connected]
+        if not keys or not others:
+            app.notify(f"drain {home}: " + ("no running domain on it" if not keys else "no other host is connected"),
+                       severity="warning")
+            return
+        policies = sorted(app.autopilot.policies) if app.autopilot is not None else []
+
+        def parse(text: str) -> str:
+            name = text.strip() or "none"
+            if name != "none" and name not in policies:
+                raise InputError(f"no policy {name!r}; give {', '.join(policies)} or none")
+            return name
+
+        def answer(policy) -> None:
+            if policy is None:
+                return
+            drain = Drain(app.backend, keys, allowed=lambda d: d.key != f"host:{home}",
+                          autopilot=app.autopilot, policy=None if policy == "none" else policy,
+                          on_change=lambda item: app.log_for(item.key, "action", "drain",
+                                                             f"{item.state}{' to ' + item.destination.split(':', 1)[-1] if item.destination else ''}"
+                                                             f"{': ' + item.reason if item.reason else ''}"))
+
+            async def run() -> None:
+                line = await drain.run()
+                app.notify(line, title=f"drain of {home} ended", timeout=20)
+
+            app.run_worker(run(), exclusive=False)
+            app.push_screen(DrainScreen(drain, f"drain of {home}"))
+
+        names = ", ".join(app.backend.get(k).vm.name for k in keys)
+        plan = (f"{len(keys)} running: {names}; to {', '.join(others)}, {PER_SOURCE} at once from it ({TOTAL} in all), "
+                f"smallest RAM first. Each on autopilot under")
+        app.push_screen(ValueDialog(f"Drain {home}?", plan, "none",
+                                    f"{', '.join(policies) or 'no policy'}; Enter: none (no autopilot)", parse), answer)
+
     def action_poll_now(self) -> None:
         session = self.app.handle(self.current_key())  # type: ignore[attr-defined]
         if session is not None:

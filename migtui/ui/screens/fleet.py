@@ -61,6 +61,7 @@ class FleetScreen(VMActions, Screen):
         Binding("slash", "filter", "Filter", id="filter", priority=True),
         Binding("o", "sort", "Sort", id="sort"),
         Binding("escape", "clear_filter", "Back", show=False, id="back"),
+        Binding("D", "drain_host", "Drain host", show=False, id="migtui.drain"),  # in help and ctrl+p
         *VMActions.ACTION_BINDINGS,
     ]
 

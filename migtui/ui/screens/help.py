@@ -22,6 +22,7 @@ HELP = """\
 | `p` | switch to post-copy (confirm; needs post-copy ticked at start) |
 | `R` | recover a post-copy whose stream broke (postcopy-paused; confirm; shows the exact QMP) |
 | `A` | autopilot: finish this VM's migration (running or next) under a policy, within its caps; `A` again hands it back. `AP` after the status marks it; any change of yours also hands it back |
+| `D` | on a libvirt fleet: drain the selected VM's host, every running domain to the other hosts (a queue: `C` cancels all, `escape` leaves it running) |
 | `a` | on the dashboard: apply the selected advice (confirm; shows the exact QMP command or libvirt call) |
 | `enter` | dashboard of the selected VM |
 | `escape` | back |
