@@ -225,3 +225,26 @@ async def test_the_console_a_puts_a_vm_on_autopilot_and_shows_it(sim, tmp_path):
         log = [r.detail for r in handle.vm.log if r.name == "autopilot"]
         assert any(line.startswith("bandwidth: raise bandwidth") for line in log), log
         await wait_until(lambda: not table.get_cell("src", "status").endswith(" AP"), timeout=10)
+
+
+async def test_the_start_dialog_puts_the_migration_on_autopilot(sim, tmp_path):
+    from migtui.config import Config
+    from migtui.ui.app import MigtuiApp
+    from migtui.ui.dialogs import StartMigrationDialog
+    from textual.widgets import Select
+
+    src = await sim.add_vm("src", dirty_rate=60 * MiB, working_set=96 * MiB, ram=512 * MiB)
+    dst = await sim.add_vm("dst", incoming=True, ram=512 * MiB)
+    backend = QMPBackend([parse_endpoint(vm.endpoint) for vm in (src, dst)], options=SessionOptions(poll_interval=0.2))
+    app = MigtuiApp(backend, config=Config(audit=False))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(lambda: all(h.connected and h.vm.sample for h in backend), timeout=10)
+        await pilot.press("m")
+        await wait_until(lambda: isinstance(app.screen, StartMigrationDialog), 5)
+        assert app.screen.build().autopilot is None  # off unless chosen
+        app.screen.query_one("#autopilot", Select).value = "finish"
+        await pilot.pause()
+        await pilot.press("enter")
+        await wait_until(lambda: backend.get("src").vm.in_flight or backend.get("src").vm.migration_status
+                         == "completed", 10)
+        assert app.autopilot.pilots["src"].policy.name == "finish"

@@ -208,6 +208,7 @@ class MigrationRequest:
     options: MigrationOptions
     destination: str | None  # a VM's key, or None with a URI
     uri: str | None
+    autopilot: str | None = None  # a policy's name: the migration goes on autopilot under it
 
 
 URI_CHOICE = "__uri__"
@@ -275,6 +276,12 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
                 if features.persist:
                     yield Label("persist")
                     yield Checkbox("define it at the destination, undefine it here", False, id="persist")
+                autopilot = getattr(self.app, "autopilot", None)
+                if autopilot is not None:  # off with read-only controls
+                    yield Label("autopilot")
+                    yield Select([("off: the migration is yours", "off")]
+                                 + [(autopilot.policies[n].summary(), n) for n in sorted(autopilot.policies)],
+                                 value="off", allow_blank=False, id="autopilot", compact=True)
             yield Label("", id="start-error", classes="field-error")
             yield Label("", id="preflight")
             with Horizontal(classes="dialog-buttons"):
@@ -322,7 +329,9 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
             persist_destination=persist,
             undefine_source=persist,
         )
-        return MigrationRequest(options, str(destination) if destination else None, uri)
+        policy = next((str(box.value) for box in self.query("#autopilot").results(Select)), "off")
+        return MigrationRequest(options, str(destination) if destination else None, uri,
+                                None if policy == "off" else policy)
 
     def _validate(self) -> MigrationRequest | None:
         error = self.query_one("#start-error", Label)

@@ -82,6 +82,9 @@ class VMActions:
                 return
             destination = next((d for d in destinations if d.key == request.destination), None)
 
+            if request.autopilot is not None and app.autopilot is not None:
+                app.autopilot.engage(session.key, request.autopilot)  # before the start: it sees the first pass
+
             async def work() -> None:
                 uri = await session.migrate(request.options, destination=destination, uri=request.uri)
                 app.log_for(session.key, "action", "migrate", f"to {uri}")
@@ -331,7 +334,7 @@ class VMActions:
 
         names = ", ".join(app.backend.get(k).vm.name for k in keys)
         plan = (f"{len(keys)} running: {names}; to {', '.join(others)}, {PER_SOURCE} at once from it ({TOTAL} in all), "
-                f"smallest RAM first. Each on autopilot under")
+                f"smallest RAM first. The autopilot policy for each (or none)")
         app.push_screen(ValueDialog(f"Drain {home}?", plan, "none",
                                     f"{', '.join(policies) or 'no policy'}; Enter: none (no autopilot)", parse), answer)
 
