@@ -125,7 +125,8 @@ class Autopilot:
                 return
             vm = handle.vm
             before = pilot.state
-            decision = decide(pilot, vm.tracker, vm.parameters, vm.capabilities, modern=vm.dialect != "legacy")
+            decision = decide(pilot, vm.tracker, vm.parameters, vm.capabilities, modern=vm.dialect != "legacy",
+                              assessment=vm.assessment())
             if decision is not None:
                 await self._apply(handle, pilot, decision)
             if pilot.state != before or decision is not None:

@@ -34,6 +34,7 @@ STEPS = ("bandwidth", "downtime", "xbzrle-cache", "throttle", "postcopy", "abort
 AT_DEADLINE = ("abort", "postcopy", "nothing")
 MANAGED = ("max-bandwidth", "downtime-limit", "xbzrle-cache-size", "cpu-throttle-initial", "cpu-throttle-increment")
 GiB = 2**30
+SEARCH_AGAIN_S = 10.0  # s before searching again within one pass (QEMU before 2.x counts no passes)
 THROTTLE_MAX_INCREMENT = 50  # QEMU takes up to 100; more than half a vCPU per step is a guest standing still
 
 
@@ -138,6 +139,7 @@ class Pilot:
     set_values: dict[str, Any] = field(default_factory=dict)  # what it set, by QEMU's name
     deadline_acted: bool = False
     flying: bool = False  # a migration was seen in flight since it engaged (one engaged while idle waits)
+    searched: tuple[int, float] | None = None  # (pass, sample time) when no step within the caps was found
     state: str = "waiting for a migration"  # one line for the fleet and dashboard
 
     def release(self, why: str) -> None:
@@ -168,8 +170,9 @@ def _number(value: Any) -> float | None:
 
 
 def decide(pilot: Pilot, tracker: MigrationTracker, parameters: Mapping[str, Any],
-           capabilities: Mapping[str, bool], modern: bool = True) -> Decision | None:
-    """The next step, or None (wait). Updates pilot.state, the one line that says what it does."""
+           capabilities: Mapping[str, bool], modern: bool = True, assessment: Any = None) -> Decision | None:
+    """The next step, or None (wait). Updates pilot.state, the one line that says what it does.
+    `assessment`: the verdict already computed for the latest sample (VMState.assessment())."""
     from migtui.model.guidance import assess, follow_up
     from migtui.model.guidance.whatif import WhatIf, ladder, limit_holds_back
 
@@ -193,8 +196,11 @@ def decide(pilot: Pilot, tracker: MigrationTracker, parameters: Mapping[str, Any
         pilot.state = f"{why}: the policy says do nothing"
         return None
 
-    assessment = assess(tracker)
+    assessment = assessment if assessment is not None else assess(tracker)
     passes = tracker.derived.passes or 0
+    searched = pilot.searched
+    if searched is not None and searched[0] == passes and 0 <= last.time - searched[1] < SEARCH_AGAIN_S:
+        return None  # nothing within the caps at this pass: a new pass is new evidence (the search is costly)
     if pilot.step_time is not None:
         since = last.time - pilot.step_time
         seen = passes - (pilot.step_passes or 0)
@@ -276,4 +282,5 @@ def decide(pilot: Pilot, tracker: MigrationTracker, parameters: Mapping[str, Any
                         postcopy=True)
     left = f" (in {format_duration(deadline - elapsed)}: {policy.at_deadline})" if deadline is not None else ""
     pilot.state = f"{assessment.verdict}: no step within the caps; waiting for the deadline{left}"
+    pilot.searched = (passes, last.time)
     return None
