@@ -39,6 +39,7 @@ __all__ = ["LibvirtBackend", "LibvirtOptions", "LibvirtRefused", "READ_ONLY"]
 READ_ONLY = "read-only: libvirt was opened with virConnectOpenReadOnly"
 # How long a job that vanished without statistics waits for JOB_COMPLETED or the destination to say how it ended.
 JOB_SETTLE_SECONDS = 2.0
+GONE_SETTLE_SECONDS = 1.0  # how long a domain sampling found gone waits for the lifecycle event that says why
 
 
 class LibvirtRefused(BackendError):
@@ -439,9 +440,12 @@ class LibvirtBackend(Backend):
         changed = False
         for (domain, placement), (state, reason, stats, error) in zip(items, results):
             if error is not None:
-                if error == "gone":
-                    self._unplace(domain, host, "gone")
+                if error == "gone" and placement.job:
+                    # libvirt's lifecycle event says why (destroyed, crashed, shut down) and may come a
+                    # moment after: give it that moment before the row says only "gone".
+                    placement.job = False
                     changed = True
+                    asyncio.get_running_loop().call_later(GONE_SETTLE_SECONDS, self._gone_later, domain, host, placement)
                 continue
             if state is not None:
                 placement.state, placement.reason = state, reason
@@ -468,6 +472,10 @@ class LibvirtBackend(Backend):
             self._add_sample(domain, stats, when)
         if changed:
             self._plan()
+
+    def _gone_later(self, domain: LibvirtDomain, host: LibvirtHost, placement: Placement) -> None:
+        if domain.placements.get(host.label) is placement:  # no lifecycle event came to say more
+            self._unplace(domain, host, "gone")
 
     def _job_vanished(self, domain: LibvirtDomain) -> None:
         """The job is gone and the source kept no statistics of it (a source domain that left with
