@@ -61,6 +61,20 @@ async def sim(tmp_path):
     await fleet.stop()
 
 
+async def _stuck_pair(fleet):
+    """A source that dirties 60 MiB/s of a 96 MiB working set (stuck at 16 MiB/s) and its destination."""
+    src = await fleet.add_vm("src", dirty_rate=60 * MiB, working_set=96 * MiB, ram=512 * MiB)
+    return src, await fleet.add_vm("dst", incoming=True, ram=512 * MiB)
+
+
+def _console(*vms):
+    from migtui.config import Config
+    from migtui.ui.app import MigtuiApp
+
+    backend = QMPBackend([parse_endpoint(vm.endpoint) for vm in vms], options=SessionOptions(poll_interval=0.2))
+    return backend, MigtuiApp(backend, config=Config(audit=False))
+
+
 async def _watch(fleet, tmp_path, *vms, **policies):
     backend = QMPBackend([parse_endpoint(vm.endpoint) for vm in vms], options=SessionOptions(poll_interval=0.2))
     backend.start()
@@ -78,8 +92,7 @@ def _sent(vm, name: str) -> list[int]:
 
 
 async def test_a_stuck_migration_completes_under_a_policy_with_no_key_pressed(sim, tmp_path):
-    src = await sim.add_vm("src", dirty_rate=60 * MiB, working_set=96 * MiB, ram=512 * MiB)
-    dst = await sim.add_vm("dst", incoming=True, ram=512 * MiB)
+    src, dst = await _stuck_pair(sim)
     backend, autopilot, audit, events = await _watch(sim, tmp_path, src, dst)
     try:
         handle = backend.get("src")
@@ -128,8 +141,7 @@ async def test_no_step_goes_above_a_cap_and_the_deadline_aborts(sim, tmp_path):
 
 
 async def test_the_operators_own_change_wins(sim, tmp_path):
-    src = await sim.add_vm("src", dirty_rate=60 * MiB, working_set=96 * MiB, ram=512 * MiB)
-    dst = await sim.add_vm("dst", incoming=True, ram=512 * MiB)
+    src, dst = await _stuck_pair(sim)
     slow = Policy("slow", 50, 2 * GiB, ("bandwidth", "downtime"), )
     backend, autopilot, audit, events = await _watch(sim, tmp_path, src, dst, slow=slow)
     try:
@@ -202,15 +214,11 @@ async def test_real_qemu_a_stuck_migration_finishes_under_migrate_autopilot(lab_
 
 
 async def test_the_console_a_puts_a_vm_on_autopilot_and_shows_it(sim, tmp_path):
-    from migtui.config import Config
-    from migtui.ui.app import MigtuiApp
     from migtui.ui.dialogs import ValueDialog
     from migtui.ui.widgets.fleet_table import FleetTable
 
-    src = await sim.add_vm("src", dirty_rate=60 * MiB, working_set=96 * MiB, ram=512 * MiB)
-    dst = await sim.add_vm("dst", incoming=True, ram=512 * MiB)
-    backend = QMPBackend([parse_endpoint(vm.endpoint) for vm in (src, dst)], options=SessionOptions(poll_interval=0.2))
-    app = MigtuiApp(backend, config=Config(audit=False))
+    src, dst = await _stuck_pair(sim)
+    backend, app = _console(src, dst)
     async with app.run_test(size=(160, 40)) as pilot:
         table = app.screen.query_one("#fleet", FleetTable)
         await wait_until(lambda: all(h.connected and h.vm.sample for h in backend), timeout=10)
@@ -228,15 +236,11 @@ async def test_the_console_a_puts_a_vm_on_autopilot_and_shows_it(sim, tmp_path):
 
 
 async def test_the_start_dialog_puts_the_migration_on_autopilot(sim, tmp_path):
-    from migtui.config import Config
-    from migtui.ui.app import MigtuiApp
     from migtui.ui.dialogs import StartMigrationDialog
     from textual.widgets import Select
 
-    src = await sim.add_vm("src", dirty_rate=60 * MiB, working_set=96 * MiB, ram=512 * MiB)
-    dst = await sim.add_vm("dst", incoming=True, ram=512 * MiB)
-    backend = QMPBackend([parse_endpoint(vm.endpoint) for vm in (src, dst)], options=SessionOptions(poll_interval=0.2))
-    app = MigtuiApp(backend, config=Config(audit=False))
+    src, dst = await _stuck_pair(sim)
+    backend, app = _console(src, dst)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(lambda: all(h.connected and h.vm.sample for h in backend), timeout=10)
         await pilot.press("m")
