@@ -244,6 +244,10 @@ class DashboardScreen(VMActions, Screen):
             return
         vm = handle.vm
         first, second = header_lines(vm)
+        autopilot = self.app.autopilot
+        if autopilot is not None and autopilot.engaged(self.key):
+            # Seen at any size (the advice box, which also says it, is hidden on small terminals).
+            second += f"\nAUTOPILOT {autopilot.state(self.key)} (A hands it back)"
         style = category_style(status_category(vm), self.app.theme_variables)
         self.query_one("#dash-header", Static).update(Text(first, style=f"bold {style}".strip()))
         self.query_one("#dash-progress", Static).update(Text(second, style=style))
