@@ -7,6 +7,7 @@ way out, so a benchmark never leaves a simulator or QEMU behind.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import math
@@ -27,6 +28,19 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+# ---- waiting -----------------------------------------------------------------
+
+
+async def until(cond: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
+    """Whether ``cond()`` became true within ``timeout`` s (polled every ``step``)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        await asyncio.sleep(step)  # polling a condition with a deadline
+    return cond()
 
 
 # ---- statistics --------------------------------------------------------------

@@ -15,26 +15,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
+from pathlib import Path
 
-from migtui.lab.lab import Lab
-from migtui.model.endpoint import parse_endpoint
-from migtui.model.guidance import follow_up
-from migtui.model.units import parse_rate
-from migtui.model.requests import MigrationOptions
-from migtui.backend.qmp.controls import cancel_migration, start_migration
-from migtui.backend.qmp.session import SessionOptions, VMSession
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import until  # noqa: E402
+from migtui.lab.lab import Lab  # noqa: E402
+from migtui.model.endpoint import parse_endpoint  # noqa: E402
+from migtui.model.guidance import follow_up  # noqa: E402
+from migtui.model.units import parse_rate  # noqa: E402
+from migtui.model.requests import MigrationOptions  # noqa: E402
+from migtui.backend.qmp.controls import cancel_migration, start_migration  # noqa: E402
+from migtui.backend.qmp.session import SessionOptions, VMSession  # noqa: E402
 
 WITHIN = 60.0  # seconds after the first advice in which it is to complete
-
-
-async def _until(cond, timeout: float, step: float = 0.1) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        await asyncio.sleep(step)  # polling a condition with a deadline
-    return cond()
 
 
 async def one(bandwidth: int) -> dict:
@@ -49,7 +45,7 @@ async def one(bandwidth: int) -> dict:
         assert await src.wait_connected(10) and await dst.wait_connected(10)
         await start_migration(src, MigrationOptions(bandwidth=bandwidth, downtime_ms=300), destination=dst)
         vm = src.vm
-        if not await _until(lambda: vm.assessment().verdict == "not-converging", 90):
+        if not await until(lambda: vm.assessment().verdict == "not-converging", 90):
             out["result"] = f"never said not-converging (last {vm.assessment().verdict}: {vm.assessment().why})"
             return out
         out["not-converging-at-pass"] = vm.derived.passes
@@ -72,7 +68,7 @@ async def one(bandwidth: int) -> dict:
                 return vm.migration_status in ("completed", "failed", "cancelled") or (
                     fu is not None and fu.state == "did-not-work")
 
-            await _until(settled, WITHIN + first_at - time.monotonic() if len(out["applied"]) == 1 else WITHIN)
+            await until(settled, WITHIN + first_at - time.monotonic() if len(out["applied"]) == 1 else WITHIN)
             if vm.migration_status in ("completed", "failed", "cancelled"):
                 break
         out["status"] = vm.migration_status

@@ -1352,3 +1352,15 @@ def test_the_pre_flight_caps_the_measured_dirty_rate_at_the_dirty_limit():
     assert capped.converges and "capped at 40.0 MiB/s by the dirty limit" in capped.sentence
     still = predict(200 * MiB, 128 * MiB, 300, 512 * MiB, dirty_cap=4 * 100 * MiB)
     assert not still.converges and "or a lower dirty limit" in still.sentence
+
+
+def test_the_pre_flight_says_a_limit_under_one_windows_dirtying_cannot_converge():
+    """A pass lasts at least one send window, so a guest dirtying more than the limit allows in
+    one window never gets under it, however far the bandwidth exceeds its dirty rate (the real
+    Linux guest at 1 ms, issue 17: the pre-flight said "converges" for all six such runs)."""
+    from migtui.model.preflight import predict
+
+    stuck = predict(12 * MiB, 36 * MiB, 1, 1024 * MiB)
+    assert not stuck.converges and stuck.eta_s is None
+    assert "send window" in stuck.sentence and "at least 60ms" in stuck.sentence
+    assert predict(12 * MiB, 36 * MiB, 60, 1024 * MiB).converges  # the limit it names is enough

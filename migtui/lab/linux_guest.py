@@ -153,6 +153,7 @@ pgbench)
     done ) &
     ;;
 build)
+    mkdir -p /build
     mount -t tmpfs -o mode=0755 tmpfs /build
     cp -a /opt/migtui-build/. /build/
     ( cd /build && while :; do

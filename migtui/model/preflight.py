@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from migtui.model.units import format_duration, format_ms, format_rate
+from migtui.model.guidance.tunables import WINDOW_S
+from migtui.model.units import format_bytes, format_duration, format_ms, format_rate
 
 __all__ = ["Prediction", "predict"]
 
@@ -47,6 +48,17 @@ def predict(dirty_bps: float, bandwidth_bps: float, downtime_ms: float, ram_byte
                                  f"during a migration{capped}), too close to the {format_rate(bandwidth_bps)} of "
                                  f"bandwidth: it will not converge; give at least {format_rate(need)}, "
                                  + ("or a lower dirty limit" if dirty_cap is not None else "or use post-copy"), None)
+    # A pass lasts at least one send window however little is left (a dirty-log sync, then the
+    # threshold check): a guest that dirties more than the threshold in one window never gets
+    # under it. A running Linux guest did so at 1 ms limits (issue 17's fig_real_guest).
+    floor = dirty_bps * WINDOW_S
+    if floor > threshold:
+        need = max(1, math.ceil(floor / bandwidth_bps * 1000 * 1.2))
+        return Prediction(False, f"the guest dirties {format_rate(measured)} (up to {format_rate(dirty_bps)} "
+                                 f"during a migration{capped}): {format_bytes(floor)} in each pass's "
+                                 f"{WINDOW_S * 1000:.0f}ms send window, over the {format_bytes(threshold)} a "
+                                 f"{format_ms(downtime_ms)} switch-over allows: it will not converge; give a "
+                                 f"downtime limit of at least {format_ms(need)}", None)
     # First pass sends all RAM; each later pass sends what was dirtied during the previous one.
     first = ram_bytes / bandwidth_bps
     left = dirty_bps * first
