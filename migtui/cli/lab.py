@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import asyncio
 import sys
 from pathlib import Path
@@ -129,6 +130,9 @@ def _exit_on_hangup(cleanup) -> None:
         signal.signal(sig, handler)
 
 
+SIM_STOP_TIMEOUT = 5.0  # s the simulated fleet may take to stop after the console closed
+
+
 def _exit_now(code: int) -> None:
     """A signal ended the lab, which is cleaned up; the console may hang writing to a gone terminal."""
     import os
@@ -179,7 +183,9 @@ async def run_sim_lab(args: argparse.Namespace) -> int:
         return console.result() if console.done() else 0
     finally:
         if fleet is not None:
-            await fleet.stop()
+            # Bounded: q must end the lab, whatever a simulated VM's socket is doing.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(fleet.stop(), SIM_STOP_TIMEOUT)
         shutil.rmtree(runtime, ignore_errors=True)
         for sig in signals:
             loop.remove_signal_handler(sig)

@@ -82,7 +82,7 @@ class VMActions:
                 return
             destination = next((d for d in destinations if d.key == request.destination), None)
 
-            if request.autopilot is not None and app.autopilot is not None:
+            if request.autopilot is not None and getattr(app, "autopilot", None) is not None:
                 app.autopilot.engage(session.key, request.autopilot)  # before the start: it sees the first pass
 
             async def work() -> None:
@@ -260,7 +260,7 @@ class VMActions:
         if session is None:
             return
         app = self.app  # type: ignore[attr-defined]
-        autopilot = app.autopilot
+        autopilot = getattr(app, "autopilot", None)
         if autopilot is None:
             app.notify("autopilot: off with read-only controls", severity="warning")
             return
@@ -308,7 +308,7 @@ class VMActions:
             app.notify(f"drain {home}: " + ("no running domain on it" if not keys else "no other host is connected"),
                        severity="warning")
             return
-        policies = sorted(app.autopilot.policies) if app.autopilot is not None else []
+        policies = sorted(app.autopilot.policies) if getattr(app, "autopilot", None) is not None else []
 
         def parse(text: str) -> str:
             name = text.strip() or "none"

@@ -165,7 +165,7 @@ class DashboardScreen(VMActions, Screen):
         fu = vm.follow_up()
         box = self.query_one("#advice", OptionList)
         box.border_subtitle = fu.text if fu is not None else ""
-        autopilot = self.app.autopilot
+        autopilot = getattr(self.app, "autopilot", None)  # a replay has none
         if autopilot is not None and autopilot.state(self.key) is not None:
             box.border_subtitle = f"autopilot {autopilot.state(self.key)} (A: hand back)" \
                 if autopilot.engaged(self.key) else f"autopilot {autopilot.state(self.key)}"
@@ -244,7 +244,7 @@ class DashboardScreen(VMActions, Screen):
             return
         vm = handle.vm
         first, second = header_lines(vm)
-        autopilot = self.app.autopilot
+        autopilot = getattr(self.app, "autopilot", None)  # a replay has none
         if autopilot is not None and autopilot.engaged(self.key):
             # Seen at any size (the advice box, which also says it, is hidden on small terminals).
             second += f"\nAUTOPILOT {autopilot.state(self.key)} (A hands it back)"

@@ -109,7 +109,7 @@ class FleetScreen(VMActions, Screen):
         """A VM's cells and the style of its row, asked for by the table when the row is in view."""
         vm = self.app.backend.get(key).vm
         cells = fleet_cells(vm)
-        autopilot = self.app.autopilot
+        autopilot = getattr(self.app, "autopilot", None)  # a replay has none
         if autopilot is not None and autopilot.engaged(key):
             # AP after the migration's status; what it does in the note (the operator's why).
             cells = (cells[0], f"{cells[1]} AP", *cells[2:-1], f"autopilot {autopilot.state(key)}")
