@@ -268,6 +268,16 @@ def decide(pilot: Pilot, tracker: MigrationTracker, parameters: Mapping[str, Any
                                                         f"limit to {format_ms(ms)} (caps {format_rate(cap_bw)}, "
                                                         f"{format_ms(policy.max_downtime_ms)}): {why_stuck}",
                                   **{"max-bandwidth": int(y), "downtime-limit": int(ms)})
+        # 2b. a raise that did not work shows the model wrong about this guest: its "nothing within
+        # the cap converges" is no better a guide than its forecast was. Double again, as far as the
+        # cap, rather than wait for the deadline (a big raise can put the pending pages well under
+        # the new threshold, where small ones never do).
+        if _raised(pilot, "downtime-limit"):
+            ms = min(least_ms, float(policy.max_downtime_ms))
+            return change("downtime", f"raise the downtime limit to {format_ms(ms)} (cap "
+                                      f"{format_ms(policy.max_downtime_ms)}): the last raise did not work, and the "
+                                      f"model foresees no value within the cap that would; {why_stuck}",
+                          **{"downtime-limit": int(ms)})
     # 4. a bigger XBZRLE cache, where XBZRLE is on and misses; once.
     if "xbzrle-cache" in policy.steps and "xbzrle-cache" not in done and capabilities.get("xbzrle"):
         from migtui.model.guidance import advise
