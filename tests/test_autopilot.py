@@ -125,6 +125,16 @@ def test_after_a_raise_that_did_not_work_it_goes_on_to_the_cap_even_when_the_mod
     assert m.status == "active" and "waiting for the deadline" in pilot.state, (m.status, pilot.state)
 
 
+def test_a_cap_with_more_than_two_significant_digits_holds():
+    """The model's least value is one of round candidates (two significant digits): below a cap
+    of 2450 ms, 2500 ms was one, and was sent."""
+    guest = Guest(ram=512 * MiB, dirty_rate=200 * MiB, working_set=128 * MiB, zero_fraction=0.3)
+    _, _, decisions, _ = _drive(guest, {"max-bandwidth": 64 * MiB, "downtime-limit": 300}, {},
+                                Policy("p", 2450, None, ("downtime", "abort")))
+    sent = [d.change.parameters["downtime-limit"] for d in decisions]
+    assert sent and max(sent) == 2450, sent
+
+
 @pytest_asyncio.fixture
 async def sim(tmp_path):
     fleet = SimFleet(tmp_path / "sim", speedup=20.0, seed=11)

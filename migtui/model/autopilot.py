@@ -170,6 +170,14 @@ def _clock(tracker: MigrationTracker) -> float | None:
     return tracker.last.time if tracker.last is not None else None
 
 
+def _up_to(start: float, cap: float) -> list[float]:
+    """The candidate values from `start` to the cap, never above it: the ladder rounds each to two
+    significant digits, which can pass a cap that has more (2450 ms gave 2500)."""
+    from migtui.model.guidance.whatif import ladder
+
+    return sorted({min(v, cap) for v in ladder(start, cap)})
+
+
 def _raised(pilot: Pilot, name: str) -> bool:
     """The autopilot has raised this parameter before, in this migration."""
     return any(d.change is not None and name in d.change.parameters for d in pilot.taken)
@@ -183,7 +191,7 @@ def decide(pilot: Pilot, tracker: MigrationTracker, parameters: Mapping[str, Any
            capabilities: Mapping[str, bool], modern: bool = True) -> Decision | None:
     """The next step, or None (wait). Updates pilot.state, the one line that says what it does."""
     from migtui.model.guidance import assess, follow_up
-    from migtui.model.guidance.whatif import WhatIf, ladder, limit_holds_back
+    from migtui.model.guidance.whatif import WhatIf, limit_holds_back
 
     last = tracker.last
     if not pilot.engaged or last is None or not last.in_flight:
@@ -246,13 +254,13 @@ def decide(pilot: Pilot, tracker: MigrationTracker, parameters: Mapping[str, Any
         if slow:
             y = min(cap_bw, bandwidth * 2)
             return change("bandwidth", f"raise bandwidth to {format_rate(y)}: {why_stuck}", **{"max-bandwidth": int(y)})
-        for y in ladder(least_bw, cap_bw):
+        for y in _up_to(least_bw, cap_bw):
             if what_if.converges(y, downtime):
                 return change("bandwidth", f"raise bandwidth to {format_rate(y)} (cap {format_rate(cap_bw)}): "
                                            f"{why_stuck}", **{"max-bandwidth": int(y)})
     # 2. the downtime limit, within what the workload tolerates.
     if "downtime" in policy.steps and downtime < policy.max_downtime_ms and not slow:
-        downtimes = ladder(least_ms, float(policy.max_downtime_ms))
+        downtimes = _up_to(least_ms, float(policy.max_downtime_ms))
         for ms in downtimes:
             if what_if.converges(None, ms):
                 return change("downtime", f"raise the downtime limit to {format_ms(ms)} (cap "
@@ -263,7 +271,7 @@ def decide(pilot: Pilot, tracker: MigrationTracker, parameters: Mapping[str, Any
         if raise_bandwidth:
             for ms in downtimes:
                 if what_if.converges(cap_bw, ms):
-                    y = next(y for y in ladder(least_bw, cap_bw) if what_if.converges(y, ms))
+                    y = next(y for y in _up_to(least_bw, cap_bw) if what_if.converges(y, ms))
                     return change("bandwidth+downtime", f"raise bandwidth to {format_rate(y)} and the downtime "
                                                         f"limit to {format_ms(ms)} (caps {format_rate(cap_bw)}, "
                                                         f"{format_ms(policy.max_downtime_ms)}): {why_stuck}",
