@@ -117,8 +117,9 @@ OURS = (
              GiB, 320 * MiB, 256 * MiB, bandwidth=64 * MiB, page_change=0.03, xbzrle=True),
     Scenario("busy-postcopy-on", "postcopy-ram on; writes 16x the bandwidth over 1.5 GiB of 2 GiB", 2 * GiB,
              2 * GiB, 1536 * MiB, postcopy=True),
-    Scenario("postcopy-only", "postcopy-ram on; at 16 MiB/s (a shared or long link) it writes more than that "
-             "even at auto-converge's 99 %", 2 * GiB, 2 * GiB, 1536 * MiB, bandwidth=16 * MiB, postcopy=True),
+    Scenario("postcopy-only", "postcopy-ram on; rewrites its pages wholesale (XBZRLE gains nothing) over 1.5 GiB "
+             "of 2 GiB, at 16 MiB/s (a shared or long link) more than that even at auto-converge's 99 %", 2 * GiB,
+             2 * GiB, 1536 * MiB, bandwidth=16 * MiB, page_change=0.8, postcopy=True),
     Scenario("slow-converging", "writes 0.9x the bandwidth over 512 MiB of 1 GiB: converges, slowly", GiB,
              58 * MiB, 512 * MiB, bandwidth=64 * MiB),
 )
@@ -310,12 +311,16 @@ class Migtui(Controller):
                              deadline_s=float(Nova(sc).timeout),
                              at_deadline="postcopy" if sc.postcopy else "abort")
         self.autopilot: Autopilot | None = None
+        self.state: str | None = None
 
     def start(self) -> MigrationOptions:
         return self._start
 
     async def look(self, handle: VMHandle, elapsed: float) -> None:
-        pass
+        assert self.autopilot is not None
+        pilot = self.autopilot.pilots.get(handle.key)
+        if pilot is not None and pilot.engaged:
+            self.state = pilot.state  # its last word while it steered: what it waited for, if it did not finish
 
     def attach(self, backend: QMPBackend, key: str) -> None:
         self.autopilot = Autopilot(backend, {self.policy.name: self.policy})
@@ -358,7 +363,7 @@ async def drive(backend: QMPBackend, key: str, ctl: Controller, start: Callable[
     assert handle is not None
     done = asyncio.Event()
     busy = False
-    seen: dict[str, float] = {"throttle": 0.0, "samples": 0, "total_ms": 0.0}
+    seen: dict[str, float] = {"throttle": 0.0, "samples": 0, "total_ms": 0.0, "postcopy": False}
     tasks: set[asyncio.Task] = set()
 
     async def step(elapsed: float) -> None:
@@ -378,6 +383,7 @@ async def drive(backend: QMPBackend, key: str, ctl: Controller, start: Callable[
         if sample is None:
             return
         seen["throttle"] = max(seen["throttle"], sample.get(None, "cpu-throttle-percentage") or 0)
+        seen["postcopy"] = seen["postcopy"] or sample.status.startswith("postcopy")
         seen["total_ms"] = max(seen["total_ms"], sample.get(None, "total-time") or 0)
         if sample.finished and seen["samples"]:
             done.set()
@@ -424,7 +430,7 @@ async def drive(backend: QMPBackend, key: str, ctl: Controller, start: Callable[
         "completed": status == "completed" and not horizon,
         "total_s": rnd(total / 1000, 1) if total else None,
         "downtime_ms": downtime,
-        "postcopy": any("post-copy" in s or s.startswith("postcopy") for s in ctl.sent),
+        "postcopy": bool(seen["postcopy"]),
         "samples": int(seen["samples"]),
         "max_throttle_pct": seen["throttle"],
     }
@@ -432,7 +438,7 @@ async def drive(backend: QMPBackend, key: str, ctl: Controller, start: Callable[
 
 def _result(ctl: Controller, out: dict[str, Any]) -> dict[str, Any]:
     return {**out, "changes": len(ctl.sent), "highest_downtime_limit_ms": ctl.highest_downtime_ms,
-            "aborted": ctl.ended, "sent": ctl.sent[:12]}
+            "aborted": ctl.ended, "sent": ctl.sent[:12], "autopilot_state": getattr(ctl, "state", None)}
 
 
 class SimWorld:
@@ -565,6 +571,8 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     over = [r["runs"]["migtui"]["downtime_ms"] / r["cap_downtime_ms"] for r in results
             if r["runs"]["migtui"]["completed"] and r["runs"]["migtui"]["downtime_ms"] is not None]
     out["migtui"]["worst_downtime_over_cap"] = rnd(max(over, default=0.0), 3)
+    out["migtui"]["highest_limit_over_cap"] = rnd(max(r["runs"]["migtui"]["highest_downtime_limit_ms"]
+                                                      / r["cap_downtime_ms"] for r in results), 3)
     return out
 
 
@@ -579,6 +587,7 @@ def goals(summary: dict[str, Any], where: str) -> list[dict[str, Any]]:
         goal(f"{where}: (d)'s median total time / the best of (a)-(c)'s",
              d["median_total_s"] / min(times) if times and d["median_total_s"] else None, 1.0, "<=", "x"),
         goal(f"{where}: (d)'s worst downtime / its cap", d["worst_downtime_over_cap"], 1.0, "<=", "x"),
+        goal(f"{where}: the highest downtime limit (d) set / its cap", d["highest_limit_over_cap"], 1.0, "<=", "x"),
     ]
 
 
