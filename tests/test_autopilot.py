@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 
 import pytest
 import pytest_asyncio
@@ -18,11 +19,15 @@ from migtui.backend.audit import AuditLog
 from migtui.backend.messages import VMEvent
 from migtui.backend.qmp.backend import QMPBackend
 from migtui.backend.qmp.session import SessionOptions
-from migtui.model.autopilot import BUILTIN_POLICIES, Policy, parse_policy
+from migtui.model.autopilot import BUILTIN_POLICIES, Pilot, Policy, decide, parse_policy
+from migtui.model.derived import MigrationTracker
 from migtui.model.endpoint import parse_endpoint
 from migtui.model.requests import MigrationOptions, ParamChange
+from migtui.model.sample import parse_query_migrate
 from migtui.model.units import InputError
 from migtui.sim import SimFleet
+from migtui.sim.dialects import query_migrate_72
+from migtui.sim.model import Guest, Knobs, Migration
 
 MiB, GiB = 2**20, 2**30
 
@@ -52,6 +57,82 @@ def test_each_bad_policy_gets_one_line_saying_what_is_accepted(table, says):
         parse_policy("p", table)
     text = str(err.value)
     assert says in text and "\n" not in text and "[autopilot.p]" in text, text
+
+
+def _drive(guest: Guest, parameters: dict, capabilities: dict, policy: Policy, speedup: float = 1.0,
+           busier=None) -> tuple[Migration, Pilot, list, float]:
+    """The simulator's migration model, sampled every 0.5 s and steered by decide() alone, for up to
+    300 s (samples stamped as a simulator at `speedup` gives them); `busier(m, tracker)` may change
+    the guest between samples. Returns the migration, the pilot, the decisions applied, the time."""
+    knobs = Knobs(max_bandwidth=parameters["max-bandwidth"], downtime_limit=parameters["downtime-limit"] / 1000)
+    m = Migration(guest, knobs, start=0.0, rng=random.Random(0))  # never throttles: auto-converge is off in it
+    tracker = MigrationTracker()
+    tracker.parameters.update(parameters)
+    tracker.capabilities = capabilities
+    pilot = Pilot(policy)
+    sent, t = [], 0.0
+    while t < 300 and m.status != "completed":
+        t += 0.5
+        m.advance(t)
+        tracker.add(parse_query_migrate(query_migrate_72(m, t, xbzrle=False, cache_size=0), 1.7e9 + t / speedup))
+        if busier is not None:
+            busier(m, tracker)
+        decision = decide(pilot, tracker, parameters, capabilities)
+        if decision is not None and decision.change is not None:
+            m.settle(t)
+            ms = decision.change.parameters["downtime-limit"]
+            knobs.downtime_limit = ms / 1000
+            parameters["downtime-limit"] = tracker.parameters["downtime-limit"] = ms
+            pilot.note(decision, tracker)
+            sent.append(decision)
+    return m, pilot, sent, t
+
+
+def test_a_step_that_did_not_work_is_followed_by_a_real_one():
+    """With auto-converge on, the model counts on a throttle to come, and foresees that 10 % more
+    downtime will do; for a guest auto-converge does not slow (its writes are not the vCPUs'),
+    the lab's TCG guest at 64 MiB/s say, that forecast fails every time. After a raise that did
+    not work the next is at least double (within the cap): it gets there in a few steps, where
+    10 % steps crept for minutes (330, 370, 410 ms... 25 of them) and never switched over.
+    The samples come as from a simulator at 20x: evidence is waited for on QEMU's clock."""
+    guest = Guest(ram=512 * MiB, dirty_rate=200 * MiB, working_set=96 * MiB, zero_fraction=0.3)
+    parameters = {"max-bandwidth": 64 * MiB, "downtime-limit": 300, "cpu-throttle-initial": 20,
+                  "cpu-throttle-increment": 10, "max-cpu-throttle": 99}
+    m, _, decisions, t = _drive(guest, parameters, {"auto-converge": True},
+                                Policy("p", 5000, None, ("downtime", "abort")), speedup=20)
+    sent = [d.change.parameters["downtime-limit"] for d in decisions]
+    assert sent[0] < 400 and all(b >= min(2 * a, 5000) for a, b in zip(sent, sent[1:])), sent
+    assert max(sent) <= 5000 and len(sent) <= 6, sent
+    assert m.status == "completed" and t < 60, (m.status, t, sent)
+
+
+def test_after_a_raise_that_did_not_work_it_goes_on_to_the_cap_even_when_the_model_says_no():
+    """The guest gets three times busier as the first raise lands: that raise fails, and the model
+    now foresees nothing within the 2 s cap. It raises to the cap all the same (once), rather than
+    wait for the deadline with room left; then it waits, and never goes above the cap."""
+    guest = Guest(ram=256 * MiB, dirty_rate=100 * MiB, working_set=64 * MiB, zero_fraction=0.3)
+
+    def busier(m: Migration, tracker: MigrationTracker) -> None:
+        if (tracker.derived.passes or 0) >= 4 and guest.working_set == 64 * MiB:
+            m.settle(m.t)
+            guest.working_set, guest.dirty_rate = 192 * MiB, 300 * MiB
+
+    m, pilot, decisions, _ = _drive(guest, {"max-bandwidth": 64 * MiB, "downtime-limit": 100}, {},
+                                    Policy("p", 2000, None, ("downtime", "abort")), busier=busier)
+    sent = [d.change.parameters["downtime-limit"] for d in decisions]
+    assert len(sent) == 2 and sent[0] < 2000 and sent[1] == 2000, sent
+    assert "the last raise did not work" in decisions[1].why, decisions[1].why
+    assert m.status == "active" and "waiting for the deadline" in pilot.state, (m.status, pilot.state)
+
+
+def test_a_cap_with_more_than_two_significant_digits_holds():
+    """The model's least value is one of round candidates (two significant digits): below a cap
+    of 2450 ms, 2500 ms was one, and was sent."""
+    guest = Guest(ram=512 * MiB, dirty_rate=200 * MiB, working_set=128 * MiB, zero_fraction=0.3)
+    _, _, decisions, _ = _drive(guest, {"max-bandwidth": 64 * MiB, "downtime-limit": 300}, {},
+                                Policy("p", 2450, None, ("downtime", "abort")))
+    sent = [d.change.parameters["downtime-limit"] for d in decisions]
+    assert sent and max(sent) == 2450, sent
 
 
 @pytest_asyncio.fixture

@@ -134,7 +134,7 @@ class Pilot:
     engaged: bool = True
     off_why: str | None = None
     taken: list[Decision] = field(default_factory=list)
-    step_time: float | None = None  # sample time of the last step
+    step_time: float | None = None  # when the last step was taken, on the migration's clock (_clock)
     step_passes: int | None = None
     set_values: dict[str, Any] = field(default_factory=dict)  # what it set, by QEMU's name
     deadline_acted: bool = False
@@ -156,13 +156,33 @@ class Pilot:
     def note(self, decision: Decision, tracker: MigrationTracker) -> None:
         """The step was applied: wait for evidence from here."""
         self.taken.append(decision)
-        last = tracker.last
-        self.step_time = last.time if last is not None else None
+        self.step_time = _clock(tracker)
         self.step_passes = tracker.derived.passes
         if decision.change is not None:
             self.set_values.update(decision.change.parameters)
         if decision.abort or decision.postcopy:
             self.deadline_acted = self.deadline_acted or "deadline" in decision.why
+
+
+def _clock(tracker: MigrationTracker) -> float | None:
+    """Seconds on QEMU's own clock (total-time) where it gives one, else the sample's wall time:
+    evidence is waited for in the migration's time, as the history runs (a simulator runs faster)."""
+    if tracker.derived.elapsed_s is not None:
+        return tracker.derived.elapsed_s
+    return tracker.last.time if tracker.last is not None else None
+
+
+def _up_to(start: float, cap: float) -> list[float]:
+    """The candidate values from `start` to the cap, never above it: the ladder rounds each to two
+    significant digits, which can pass a cap that has more (2450 ms gave 2500)."""
+    from migtui.model.guidance.whatif import ladder
+
+    return sorted({min(v, cap) for v in ladder(start, cap)})
+
+
+def _raised(pilot: Pilot, name: str) -> bool:
+    """The autopilot has raised this parameter before, in this migration."""
+    return any(d.change is not None and name in d.change.parameters for d in pilot.taken)
 
 
 def _number(value: Any) -> float | None:
@@ -174,7 +194,7 @@ def decide(pilot: Pilot, tracker: MigrationTracker, parameters: Mapping[str, Any
     """The next step, or None (wait). Updates pilot.state, the one line that says what it does.
     `assessment`: the verdict already computed for the latest sample (VMState.assessment())."""
     from migtui.model.guidance import assess, follow_up
-    from migtui.model.guidance.whatif import WhatIf, ladder, limit_holds_back
+    from migtui.model.guidance.whatif import WhatIf, limit_holds_back
 
     last = tracker.last
     if not pilot.engaged or last is None or not last.in_flight:
@@ -202,7 +222,7 @@ def decide(pilot: Pilot, tracker: MigrationTracker, parameters: Mapping[str, Any
     if searched is not None and searched[0] == passes and 0 <= last.time - searched[1] < SEARCH_AGAIN_S:
         return None  # nothing within the caps at this pass: a new pass is new evidence (the search is costly)
     if pilot.step_time is not None:
-        since = last.time - pilot.step_time
+        since = (_clock(tracker) or 0.0) - pilot.step_time
         seen = passes - (pilot.step_passes or 0)
         if seen < policy.evidence_passes or since < policy.evidence_s:
             pilot.state = f"after {pilot.taken[-1].step}: watching ({seen} of {policy.evidence_passes} passes)"
@@ -229,19 +249,24 @@ def decide(pilot: Pilot, tracker: MigrationTracker, parameters: Mapping[str, Any
                                                advice=step.split("+")[0] if step != "throttle" else None))
 
     what_if = WhatIf(tracker, parameters)
+    # Escalating is a real step: once a raise of this setting did not work, the model's forecast
+    # for this guest was wrong, and the least value it foresees would creep up 10 % a step (with
+    # auto-converge it counts on a throttle that may not come): the next is at least double.
+    least_bw = bandwidth * (2 if _raised(pilot, "max-bandwidth") else 1.1) if bandwidth else None
+    least_ms = downtime * (2 if _raised(pilot, "downtime-limit") else 1.1)
     # 1. bandwidth, where the limit holds QEMU back and the network allows more.
     raise_bandwidth = "bandwidth" in policy.steps and held and cap_bw and bandwidth and bandwidth < cap_bw
     if raise_bandwidth:
         if slow:
             y = min(cap_bw, bandwidth * 2)
             return change("bandwidth", f"raise bandwidth to {format_rate(y)}: {why_stuck}", **{"max-bandwidth": int(y)})
-        for y in ladder(bandwidth * 1.1, cap_bw):
+        for y in _up_to(least_bw, cap_bw):
             if what_if.converges(y, downtime):
                 return change("bandwidth", f"raise bandwidth to {format_rate(y)} (cap {format_rate(cap_bw)}): "
                                            f"{why_stuck}", **{"max-bandwidth": int(y)})
     # 2. the downtime limit, within what the workload tolerates.
     if "downtime" in policy.steps and downtime < policy.max_downtime_ms and not slow:
-        downtimes = ladder(downtime * 1.1, float(policy.max_downtime_ms))
+        downtimes = _up_to(least_ms, float(policy.max_downtime_ms))
         for ms in downtimes:
             if what_if.converges(None, ms):
                 return change("downtime", f"raise the downtime limit to {format_ms(ms)} (cap "
@@ -252,11 +277,21 @@ def decide(pilot: Pilot, tracker: MigrationTracker, parameters: Mapping[str, Any
         if raise_bandwidth:
             for ms in downtimes:
                 if what_if.converges(cap_bw, ms):
-                    y = next(y for y in ladder(bandwidth * 1.1, cap_bw) if what_if.converges(y, ms))
+                    y = next(y for y in _up_to(least_bw, cap_bw) if what_if.converges(y, ms))
                     return change("bandwidth+downtime", f"raise bandwidth to {format_rate(y)} and the downtime "
                                                         f"limit to {format_ms(ms)} (caps {format_rate(cap_bw)}, "
                                                         f"{format_ms(policy.max_downtime_ms)}): {why_stuck}",
                                   **{"max-bandwidth": int(y), "downtime-limit": int(ms)})
+        # 2b. a raise that did not work shows the model wrong about this guest: its "nothing within
+        # the cap converges" is no better a guide than its forecast was. Double again, as far as the
+        # cap, rather than wait for the deadline (a big raise can put the pending pages well under
+        # the new threshold, where small ones never do).
+        if _raised(pilot, "downtime-limit"):
+            ms = min(least_ms, float(policy.max_downtime_ms))
+            return change("downtime", f"raise the downtime limit to {format_ms(ms)} (cap "
+                                      f"{format_ms(policy.max_downtime_ms)}): the last raise did not work, and the "
+                                      f"model foresees no value within the cap that would; {why_stuck}",
+                          **{"downtime-limit": int(ms)})
     # 4. a bigger XBZRLE cache, where XBZRLE is on and misses; once.
     if "xbzrle-cache" in policy.steps and "xbzrle-cache" not in done and capabilities.get("xbzrle"):
         from migtui.model.guidance import advise
