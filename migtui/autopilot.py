@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 from migtui.backend.api import Backend, VMHandle
 from migtui.backend.audit import AuditLog
@@ -23,13 +23,6 @@ from migtui.model.units import InputError
 __all__ = ["Autopilot", "AUTOPILOT_EVENT"]
 
 AUTOPILOT_EVENT = "MIGTUI_AUTOPILOT"
-TOLERANCE = 0.05  # a value read back within 5 % of what it set is its own (libvirt rounds to MiB/s)
-
-
-def _differs(set_value: Any, now: Any) -> bool:
-    if isinstance(set_value, (int, float)) and isinstance(now, (int, float)):
-        return abs(now - set_value) > TOLERANCE * max(abs(set_value), 1)
-    return now != set_value
 
 
 class Autopilot:
@@ -95,7 +88,7 @@ class Autopilot:
         if pilot is None or not pilot.engaged:
             return
         if message.what == "settings" and message.vm not in self._busy:
-            taken = self._overridden(pilot, message.parameters or {})
+            taken = pilot.overridden(message.parameters or {})
             if taken is not None:
                 self.release(message.vm, f"the operator changed {taken}: the autopilot let go")
             return
@@ -110,13 +103,6 @@ class Autopilot:
             if message.vm not in self._busy:
                 self._busy.add(message.vm)
                 asyncio.ensure_future(self._step(message.vm, pilot))
-
-    def _overridden(self, pilot: Pilot, parameters: Mapping[str, Any]) -> str | None:
-        for name, value in pilot.set_values.items():
-            now = parameters.get(name)
-            if now is not None and _differs(value, now):
-                return name
-        return None
 
     async def _step(self, key: str, pilot: Pilot) -> None:
         try:

@@ -9,7 +9,6 @@ the VMs waiting for them) and libvirt (a host's domains, other hosts). Never imp
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Callable, Iterable
 
@@ -188,9 +187,10 @@ class Drain:
                 self._set(item, "done", None)
                 continue
             why = (vm.sample.info.get("error-desc") if vm.sample is not None else None) or status
-            if self.cancelling or status == "cancelled" and not self._destination_lost(handle, item):
+            lost = self._destination_lost(handle, item)
+            if self.cancelling or status == "cancelled" and not lost:
                 self._set(item, "cancelled", why)
-            elif self._destination_lost(handle, item) and item.attempts <= RETRIES:
+            elif lost and item.attempts <= RETRIES:
                 item.excluded.add(item.destination)
                 self._set(item, "waiting", f"{item.destination} went away mid-migration ({why}): queued again")
             else:

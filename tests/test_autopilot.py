@@ -333,3 +333,12 @@ async def test_the_start_dialog_puts_the_migration_on_autopilot(sim, tmp_path):
         await wait_until(lambda: backend.get("src").vm.in_flight or backend.get("src").vm.migration_status
                          == "completed", 10)
         assert app.autopilot.pilots["src"].policy.name == "finish"
+
+
+def test_what_it_set_read_back_rounded_is_its_own_and_anything_else_is_the_operators():
+    from migtui.model.autopilot import Pilot
+
+    pilot = Pilot(BUILTIN_POLICIES["cautious"], set_values={"max-bandwidth": 50_000_000, "downtime-limit": 400})
+    assert pilot.overridden({"max-bandwidth": 48 * MiB, "downtime-limit": 400}) is None  # libvirt: MiB/s, rounded up
+    assert pilot.overridden({"max-bandwidth": 60 * MiB}) == "max-bandwidth"
+    assert pilot.overridden({"downtime-limit": 800}) == "downtime-limit"

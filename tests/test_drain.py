@@ -102,3 +102,19 @@ async def test_a_drain_refuses_what_it_cannot_do(sim):
         assert drain.items[0].reason == "no destination can take it: none given"
     finally:
         await backend.close()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["a", "--to", "b", "--parallel", "0"], "--parallel: 0 is out of range; give 1 to 64"),
+    (["qemu+tcp://127.0.0.1:1/system", "--to", "unix:/x.qmp"], "do not mix them"),
+    (["a", "--to", "b", "--policy", "zz"], "--policy zz: no such policy; there are: cautious, finish"),
+    (["qemu+tcp://127.0.0.1:1/system", "--to", "qemu+tcp://127.0.0.1:2/system", "--migrate-uri", "unix:///{hots}"],
+     "its placeholders are {host}"),
+])
+def test_each_bad_drain_gets_one_line_before_anything_connects(argv, says):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "migtui", "drain", *argv], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1

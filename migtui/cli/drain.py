@@ -53,10 +53,24 @@ async def cmd_drain(args: argparse.Namespace) -> int:
     if all(libvirt):
         if len(sources) != 1:
             raise UsageError("drain: one libvirt host at a time (its URI); --to takes several")
+        if args.migrate_uri is not None:
+            _stream_uris(args.migrate_uri)  # a bad template is refused before connecting
         return await _drain_libvirt(args, sources[0], destinations, options, per_source, total)
     if args.migrate_uri is not None:
         raise UsageError("--migrate-uri is for libvirt hosts")
     return await _drain_qmp(args, sources, destinations, options, per_source, total)
+
+
+def _stream_uris(template: str):
+    """--migrate-uri's template as the stream URI for each destination: {host} its name, {n} a count;
+    UsageError for a template that does not format."""
+    try:
+        template.format(host="host", n=1)
+    except (KeyError, IndexError, ValueError):
+        raise UsageError(f"--migrate-uri {template!r}: its placeholders are {{host}} (the destination's name) "
+                         "and {n} (a count), e.g. unix:///run/mig/{host}-{n}.sock") from None
+    counter = itertools.count(1)
+    return lambda destination: template.format(host=destination.key.split(":", 1)[1], n=next(counter))
 
 
 async def _drain_libvirt(args, source: str, destinations: list[str], options, per_source: int, total: int) -> int:
@@ -72,11 +86,7 @@ async def _drain_libvirt(args, source: str, destinations: list[str], options, pe
         home = backend.libvirt_hosts[0].label
         wanted = {f"host:{h.label}" for h in backend.libvirt_hosts[1:]}
         keys = [h.key for h in backend if h.vm.endpoint.host == home and h.vm.run_state == "running"]
-        counter = itertools.count(1)
-        uri_for = None
-        if args.migrate_uri is not None:
-            def uri_for(destination) -> str:
-                return args.migrate_uri.format(host=destination.key.split(":", 1)[1], n=next(counter))
+        uri_for = None if args.migrate_uri is None else _stream_uris(args.migrate_uri)
         return await _run(args, backend, keys, lambda d: d.key in wanted, options, per_source, total, uri_for,
                           f"{home} ({len(keys)} running domains)")
     finally:
@@ -88,6 +98,7 @@ async def _drain_qmp(args, sources: list[str], destinations: list[str], options,
 
     from migtui.backend.qmp.backend import QMPBackend
     from migtui.cli.common import _endpoints, _options as session_options
+    from migtui.cli.hosts import CONNECT_TIMEOUT
 
     backend = QMPBackend(_endpoints(sources + destinations), options=session_options(args))
     backend.start()
@@ -95,11 +106,12 @@ async def _drain_qmp(args, sources: list[str], destinations: list[str], options,
         keys = list(backend.handles())[:len(sources)]
         wanted = set(list(backend.handles())[len(sources):])
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
+        deadline = loop.time() + CONNECT_TIMEOUT
         # Every VM's first sample or its reason; polled, with a deadline.
         while loop.time() < deadline and not all(h.vm.sample is not None or h.vm.reason for h in backend):
             await asyncio.sleep(0.05)
-        down = [f"{h.vm.name}: {h.vm.reason or 'no answer within 10 s'}" for h in backend if h.vm.sample is None]
+        down = [f"{h.vm.name}: {h.vm.reason or f'no answer within {CONNECT_TIMEOUT:g} s'}" for h in backend
+                if h.vm.sample is None]
         if down:
             raise UsageError(down[0])
         return await _run(args, backend, keys, lambda d: d.key in wanted, options, per_source, total, None,

@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from migtui.model.derived import MigrationTracker
+from migtui.model.guidance.tunables import _number
 from migtui.model.requests import ParamChange
 from migtui.model.units import (InputError, format_bytes, format_duration, format_ms, format_rate, parse_count,
                                 parse_rate, parse_time_ms)
@@ -34,6 +35,7 @@ STEPS = ("bandwidth", "downtime", "xbzrle-cache", "throttle", "postcopy", "abort
 AT_DEADLINE = ("abort", "postcopy", "nothing")
 MANAGED = ("max-bandwidth", "downtime-limit", "xbzrle-cache-size", "cpu-throttle-initial", "cpu-throttle-increment")
 GiB = 2**30
+OWN_TOLERANCE = 0.05
 SEARCH_AGAIN_S = 10.0  # s before searching again within one pass (QEMU before 2.x counts no passes)
 THROTTLE_MAX_INCREMENT = 50  # QEMU takes up to 100; more than half a vCPU per step is a guest standing still
 
@@ -146,10 +148,16 @@ class Pilot:
         self.engaged, self.off_why, self.state = False, why, f"off: {why}"
 
     def overridden(self, parameters: Mapping[str, Any]) -> str | None:
-        """A parameter it set that someone else has changed since: the operator took over."""
+        """A parameter it set that someone else has changed since: the operator took over. A value
+        read back within OWN_TOLERANCE of what it set is its own (libvirt rounds to MiB/s)."""
         for name, value in self.set_values.items():
             now = parameters.get(name)
-            if now is not None and now != value:
+            if now is None:
+                continue
+            if isinstance(value, (int, float)) and isinstance(now, (int, float)):
+                if abs(now - value) > OWN_TOLERANCE * max(abs(value), 1):
+                    return name
+            elif now != value:
                 return name
         return None
 
@@ -183,10 +191,6 @@ def _up_to(start: float, cap: float) -> list[float]:
 def _raised(pilot: Pilot, name: str) -> bool:
     """The autopilot has raised this parameter before, in this migration."""
     return any(d.change is not None and name in d.change.parameters for d in pilot.taken)
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def decide(pilot: Pilot, tracker: MigrationTracker, parameters: Mapping[str, Any],

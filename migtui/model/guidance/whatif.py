@@ -9,7 +9,7 @@ from migtui.model.derived import MigrationTracker
 from migtui.model.guidance.advice import _ladder, _predicted_to_converge, _readings
 from migtui.model.guidance.analysis import _analyse, _pass_load
 
-__all__ = ["WhatIf", "converges_at", "ladder", "limit_holds_back"]
+__all__ = ["WhatIf", "ladder", "limit_holds_back"]
 
 
 def ladder(start: float, stop: float) -> list[float]:
@@ -50,9 +50,3 @@ class WhatIf:
             wire = tp * bandwidth / self._now  # the limit holds it back: it sends in proportion
         drain = wire * (a.drain or tp) / tp  # bytes of remaining drained per wire byte (zero pages, XBZRLE)
         return all(_predicted_to_converge(a, m, load, drain, wire * downtime_ms / 1000) for m in self._readings)
-
-
-def converges_at(tracker: MigrationTracker, parameters: Mapping[str, Any], bandwidth: float | None,
-                 downtime_ms: float) -> bool | None:
-    """WhatIf(tracker, parameters).converges(bandwidth, downtime_ms), for one question."""
-    return WhatIf(tracker, parameters).converges(bandwidth, downtime_ms)
