@@ -14,8 +14,9 @@ guest), so that ten of them leave the two cores to what is measured.
    event thread), in interleaved rounds, the order rotated.
    Paced, the headline: for 6 s each, at 20 Hz,
      migtui     the backend's own sampling at active_interval 0.05 s: the host's worker thread
-                times its batches, calls virDomainGetJobStats and hands the batch to the loop
-                in one call; there the conversion to query-migrate's shape, parse_query_migrate,
+                times its batches, calls virDomainGetJobStats and hands the batches to the loop
+                in one call every HAND_OVER_S (0.25 s: five samples at 20 Hz; at the default
+                2 Hz each sample goes at once); there the conversion to query-migrate's shape, parse_query_migrate,
                 VMState.observe (tracker, history, the verdict: again for a new pass, status or
                 settings, else at most once a second of samples) and the VMUpdated post to a
                 subscriber: the whole path

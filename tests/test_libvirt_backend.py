@@ -117,6 +117,47 @@ async def test_a_migration_started_by_virsh_is_shown_live_with_its_passes(libvir
             await asyncio.to_thread(virsh.wait, 30)
 
 
+async def test_fast_sampling_reaches_the_loop_in_batches_every_sample_in_order(libvirt_hosts):
+    """At 20 Hz the worker hands samples over a few at a time (each hand-over wakes the loop):
+    none is lost or reordered, and the job's end goes over at once."""
+    from migtui.backend.libvirt.backend import HAND_OVER_S
+    from migtui.backend.messages import VMUpdated
+
+    async with _watching(libvirt_hosts, "fast", active_interval=0.05) as (backend, domain, messages):
+        hand_overs: list[int] = []
+        inner = backend._on_batches
+
+        def counted(host, batches):
+            hand_overs.append(len(batches))
+            inner(host, batches)
+
+        backend._on_batches = counted
+        hosts = libvirt_hosts
+        virsh = subprocess.Popen(
+            ["virsh", "-c", hosts[0].uri, "migrate", "--live", "--p2p", domain.vm.name, hosts[1].uri,
+             "--migrateuri", hosts.migration_uri(hosts[1]), "--bandwidth", "30"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            await wait_until(lambda: domain.vm.in_flight, 20)
+            first = len(messages)
+            began = time.monotonic()
+            await wait_until(lambda: time.monotonic() - began > 2.0, 5)  # two seconds of sampling
+            times = [m.sample.time for m in messages[first:]
+                     if isinstance(m, VMUpdated) and m.what == "sample" and m.vm == domain.key]
+            assert len(times) >= 20, f"{len(times)} samples in 2 s at 20 Hz"
+            assert times == sorted(times) and len(set(times)) == len(times)
+            assert max(hand_overs) > 1 and len(hand_overs) < len(times) / 2  # batches, not one wake a sample
+            assert max(b - a for a, b in zip(times, times[1:])) < HAND_OVER_S + 0.5
+            await domain.cancel()
+            ended = time.monotonic()
+            await wait_until(lambda: domain.vm.sample.finished, 20)
+            assert domain.vm.migration_status == "cancelled" and time.monotonic() - ended < 10
+        finally:
+            with contextlib.suppress(BackendError):
+                await domain.cancel()
+            await asyncio.to_thread(virsh.wait, 30)
+
+
 async def test_at_30_MiB_s_and_1_ms_it_does_not_converge_and_raising_the_bandwidth_completes_it(libvirt_hosts,
                                                                                               tmp_path):
     from migtui.record import Recorder

@@ -54,6 +54,8 @@ class LibvirtHost:
         # The jobs the worker samples, as (LibvirtDomain, Placement) pairs: set on the loop
         # (LibvirtBackend._plan), read by the worker's tick; a tuple, replaced whole.
         self.sampled: tuple[Any, ...] = ()
+        # Batches sampled and not yet handed to the loop: the worker thread's alone.
+        self.pending: list[tuple[Any, list[Any], float]] = []
         self._task: asyncio.Task[None] | None = None
         self._wake = Wake()
         self._closing = False
