@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
 import time
 import uuid as uuidlib
 
@@ -98,10 +97,7 @@ async def test_a_migration_started_by_migtui_completes_and_the_row_follows_the_d
 async def test_a_migration_started_by_virsh_is_shown_live_with_its_passes(libvirt_hosts):
     async with _watching(libvirt_hosts, "virsh") as (backend, domain, _):
         hosts = libvirt_hosts
-        virsh = subprocess.Popen(
-            ["virsh", "-c", hosts[0].uri, "migrate", "--live", "--p2p", domain.vm.name, hosts[1].uri,
-             "--migrateuri", hosts.migration_uri(hosts[1]), "--bandwidth", "30"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        virsh = hosts.virsh_migrate(hosts[0], hosts[1], domain.vm.name, 30)
         try:
             await wait_until(lambda: domain.vm.in_flight, 20)
             await wait_until(lambda: (domain.vm.derived.passes or 0) >= 2, 40)
@@ -133,10 +129,7 @@ async def test_fast_sampling_reaches_the_loop_in_batches_every_sample_in_order(l
 
         backend._on_batches = counted
         hosts = libvirt_hosts
-        virsh = subprocess.Popen(
-            ["virsh", "-c", hosts[0].uri, "migrate", "--live", "--p2p", domain.vm.name, hosts[1].uri,
-             "--migrateuri", hosts.migration_uri(hosts[1]), "--bandwidth", "30"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        virsh = hosts.virsh_migrate(hosts[0], hosts[1], domain.vm.name, 30)
         try:
             await wait_until(lambda: domain.vm.in_flight, 20)
             first = len(messages)

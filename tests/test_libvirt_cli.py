@@ -63,9 +63,8 @@ def test_migrate_to_a_host_waits_for_completion(libvirt_hosts, domain):
 
 async def test_set_and_cancel_reach_a_migration_started_elsewhere(libvirt_hosts, domain):
     hosts = libvirt_hosts
-    virsh = subprocess.Popen(["virsh", "-c", hosts[0].uri, "migrate", "--live", "--p2p", domain, hosts[1].uri,
-                              "--migrateuri", hosts.migration_uri(hosts[1]), "--bandwidth", "20"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    virsh = hosts.virsh_migrate(hosts[0], hosts[1], domain, 20, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
     try:
         # Until QEMU sends (the job shows from libvirt's prepare on, and virsh's --bandwidth 20
         # is applied as QEMU starts: a set before that would be overwritten by it).

@@ -39,7 +39,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape, quoteattr
 
 from migtui.lab.guest import MIN_GUEST_MEM, READY_MARKER, build_dirty_guest, guest_image
@@ -527,6 +527,16 @@ class LibvirtHosts:
             said = done.stderr.strip().splitlines()
             raise LibvirtLabError(f"{host.name}: virsh {' '.join(args)}: {said[0] if said else done.returncode}")
         return done
+
+    def virsh_migrate(self, source: LibvirtHost, dest: LibvirtHost, name: str, bandwidth_mib: int,
+                      **popen: Any) -> subprocess.Popen:
+        """``virsh migrate --live --p2p`` of ``name`` from ``source`` to ``dest`` over the lab's stream, in a process
+        of its own (as another operator or tool would start it); ``popen``: Popen's keywords (its output, say)."""
+        popen.setdefault("stdout", subprocess.DEVNULL)
+        popen.setdefault("stderr", subprocess.DEVNULL)
+        return subprocess.Popen(["virsh", "-c", source.uri, "migrate", "--live", "--p2p", name, dest.uri,
+                                 "--migrateuri", self.migration_uri(dest), "--bandwidth", str(bandwidth_mib)],
+                                **popen)
 
     def define_guest(self, host: LibvirtHost, name: str, ram_mib: int = 256, *, vcpus: int = 1,
                      page_delay: int = 0, icount_shift: int | None = None, wait: bool = True) -> LibvirtGuest:
