@@ -133,3 +133,17 @@ def test_migtui_lab_libvirt_in_a_terminal_then_q_leaves_nothing(tmp_path):
         assert left == [] and not os.path.exists(lab), (left, lab)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_check_measures_through_libvirt_predicts_and_migrates_nothing(libvirt_hosts, domain):
+    """--check on a libvirt domain: virDomainStartDirtyRateCalc (no QMP socket), the prediction, no job."""
+    hosts = libvirt_hosts
+    source = f"{hosts[0].uri}#{domain}"
+    fast = migtui("migrate", source, "--to", hosts[1].uri, "--bandwidth", "1G", "--downtime", "2s", "--check")
+    assert fast.returncode == 0, fast.stderr
+    assert fast.stdout.startswith(f"{domain}: ") and "converge" in fast.stdout and "not" not in fast.stdout.split(":")[1]
+    slow = migtui("migrate", source, "--to", hosts[1].uri, "--bandwidth", "8M", "--downtime", "1ms", "--check")
+    assert slow.returncode == 1, slow.stdout + slow.stderr
+    assert "will not converge" in slow.stdout and "Traceback" not in slow.stderr
+    assert "None" in _job(hosts, hosts[0], domain)  # nothing was started
+    assert domain in hosts.virsh(hosts[0], "list", "--name").stdout.split()

@@ -4,7 +4,7 @@ import pytest
 
 from migtui.backend.libvirt.units import (
     JOB_BOUNDED, JOB_COMPLETED, JOB_FAILED, JOB_NONE, MiB, bandwidth_from_libvirt, bandwidth_to_libvirt,
-    query_migrate_from_job_stats,
+    dirty_rate_from_libvirt, query_migrate_from_job_stats,
 )
 from migtui.model.sample import parse_query_migrate
 
@@ -47,3 +47,8 @@ def test_bandwidth_goes_to_libvirt_in_mib_per_s_never_slower_than_asked(asked, m
 def test_no_limit_is_refused_for_libvirt():
     with pytest.raises(ValueError, match="at least 1 MiB/s"):
         bandwidth_to_libvirt(0)
+
+
+def test_the_pre_flights_dirty_rate_comes_from_libvirt_in_mib_per_s():
+    assert dirty_rate_from_libvirt(0) == 0
+    assert dirty_rate_from_libvirt(12) == 12 * MiB  # dirtyrate.megabytes_per_second is QEMU's MiB/s

@@ -140,10 +140,8 @@ def _engage(args: argparse.Namespace, backend, key: str):
 
 
 async def _preflight(source, options) -> int:
-    """--check: measure, predict, migrate nothing."""
-    from migtui.backend.qmp.controls import preflight
-
-    prediction = await preflight(source, options)
+    """--check: measure, predict, migrate nothing (a QMP session or a libvirt domain)."""
+    prediction = await source.preflight(options)
     print(f"{source.vm.name}: {prediction.sentence}")
     return 0 if prediction.converges else 1
 

@@ -104,12 +104,14 @@ async def migrate(args: argparse.Namespace, options) -> int:
     if args.to is None or not is_libvirt_target(args.to):
         raise UsageError("a libvirt domain migrates to another libvirt host: give --to qemu+ssh://HOST/system "
                          "(or qemu+tcp://, qemu+tls://)")
-    if args.check:
-        raise UsageError("--check (pre-flight) measures through QMP; libvirt has no dirty-rate call migtui uses yet")
     to = parse_libvirt_target(args.to)
     backend, handle = await one_domain(args.source, args, [to])
     pilot = None
     try:
+        if args.check:
+            from migtui.cli.control import _preflight
+
+            return await _preflight(handle, options)
         if args.autopilot is not None:
             from migtui.cli.control import _engage
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from migtui.model.guidance.tunables import WINDOW_S
+from migtui.model.parameters import DIRTY_LIMIT_UNIT
+from migtui.model.requests import MigrationOptions
 from migtui.model.units import format_bytes, format_duration, format_ms, format_rate
 
-__all__ = ["Prediction", "predict"]
+__all__ = ["Prediction", "predict", "predict_start", "UNSET_BANDWIDTH"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,17 @@ class Prediction:
 # working set in tight loops: on this project's lab guest the migration's own
 # dirty-pages-rate came out ~1.5x the pre-flight figure. Predict with that margin.
 SAMPLING_MARGIN = 1.5
+# What the pre-flight assumes where neither the start nor the VM says a bandwidth (QEMU's own default).
+UNSET_BANDWIDTH = 32 * 2**20
+
+
+def predict_start(dirty_bps: float, options: MigrationOptions, parameters: Mapping[str, Any], ram_bytes: float,
+                  vcpus: int | None = None) -> Prediction:
+    """predict() for a start: its options where it sets them, else the VM's settings, else QEMU's defaults."""
+    bandwidth = options.bandwidth or parameters.get("max-bandwidth") or UNSET_BANDWIDTH
+    downtime = options.downtime_ms or parameters.get("downtime-limit") or 300
+    cap = vcpus * options.dirty_limit * DIRTY_LIMIT_UNIT if options.dirty_limit and vcpus else None
+    return predict(dirty_bps, bandwidth, downtime, ram_bytes, cap)
 
 
 def predict(dirty_bps: float, bandwidth_bps: float, downtime_ms: float, ram_bytes: float,
@@ -73,5 +87,6 @@ def predict(dirty_bps: float, bandwidth_bps: float, downtime_ms: float, ram_byte
         return Prediction(False, f"dirtying {format_rate(dirty_bps)} against {format_rate(bandwidth_bps)}: "
                                  f"it would take over 1000 passes to fit in {format_ms(downtime_ms)}", None)
     return Prediction(True, f"dirtying {format_rate(dirty_bps)}{capped} against {format_rate(bandwidth_bps)}: "
-                            f"converges in about {passes + 1} passes, {format_duration(total)}, "
+                            f"converges in {'one pass' if passes == 0 else f'about {passes + 1} passes'}, "
+                            f"{format_duration(total)}, "
                             f"with a downtime under {format_ms(downtime_ms)}", total)

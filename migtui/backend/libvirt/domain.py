@@ -151,7 +151,7 @@ class LibvirtDomain(VMHandle):
         if not self.connected:
             return Features(why_not=self.vm.reason or "not connected")
         return Features(migrate=True, cancel=True, set_parameters=True, set_capabilities=True, postcopy=True,
-                        block_migration=True, persist=True, capabilities_at_start=True)
+                        block_migration=True, persist=True, capabilities_at_start=True, preflight=True)
 
     def poll_now(self) -> None:
         self.backend.poll_soon()
@@ -252,6 +252,21 @@ class LibvirtDomain(VMHandle):
             raise Refused(f"{self.vm.name} has no outgoing migration to switch to post-copy")
         await self.backend.call_audited(self, placement.host, "virDomainMigrateStartPostCopy", {},
                                         lambda: placement.dom.migrateStartPostCopy(0))
+
+    async def preflight(self, options: MigrationOptions):  # -> migtui.model.preflight.Prediction
+        """Measure the dirty rate through libvirt (virDomainStartDirtyRateCalc, QEMU's calc-dirty-rate
+        underneath) and predict whether `options` converge. Migrates nothing."""
+        from migtui.model.preflight import predict_start
+
+        self._ready("pre-flight")
+        if self.vm.in_flight:
+            raise Refused(f"{self.vm.name} is migrating: the dashboard shows its own dirty rate (a measurement "
+                          "now would compete with the migration)")
+        placement = self.placements.get(self.home.label)
+        if placement is None:
+            raise NotConnected(f"{self.vm.name}: no host holds it now")
+        dirty = await self.backend.measure_dirty_rate(self, placement, seconds=1)
+        return predict_start(dirty, options, self.vm.parameters, float(self.vm.memory or 0))
 
     def __repr__(self) -> str:
         return f"<LibvirtDomain {self.key} on {self.home.label}>"

@@ -15,6 +15,9 @@ libvirt's job statistics (virDomainGetJobStats) against QMP's query-migrate:
 | compression_*              | bytes, pages                 | xbzrle-cache.*              |
 | auto_converge_throttle     | percent                      | cpu-throttle-percentage     |
 
+The pre-flight's dirty rate (virDomainStartDirtyRateCalc, then the domain statistics'
+dirtyrate.megabytes_per_second) is QEMU's calc-dirty-rate figure, MiB/s.
+
 Tuning: virDomainMigrateSetMaxSpeed takes MiB/s (QMP's max-bandwidth is bytes/s),
 virDomainMigrateSetMaxDowntime ms (as downtime-limit), virDomainMigrateSetCompressionCache
 bytes (as xbzrle-cache-size).
@@ -26,7 +29,7 @@ from typing import Any, Mapping
 
 __all__ = [
     "JOB_NONE", "JOB_BOUNDED", "JOB_UNBOUNDED", "JOB_COMPLETED", "JOB_FAILED", "JOB_CANCELLED",
-    "query_migrate_from_job_stats", "bandwidth_to_libvirt", "bandwidth_from_libvirt", "MiB",
+    "query_migrate_from_job_stats", "bandwidth_to_libvirt", "bandwidth_from_libvirt", "dirty_rate_from_libvirt", "MiB",
 ]
 
 MiB = 2**20
@@ -100,3 +103,8 @@ def bandwidth_to_libvirt(bytes_per_s: int) -> int:
 def bandwidth_from_libvirt(mib_per_s: int) -> int:
     """virDomainMigrateGetMaxSpeed's MiB/s -> max-bandwidth in bytes/s."""
     return int(mib_per_s) * MiB
+
+
+def dirty_rate_from_libvirt(mib_per_s: float) -> float:
+    """dirtyrate.megabytes_per_second (MiB/s, as QEMU's calc-dirty-rate) -> bytes/s."""
+    return float(mib_per_s) * MiB

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from migtui.model.parameters import DIRTY_LIMIT_UNIT, check_uri
+from migtui.model.parameters import check_uri
 from migtui.model.requests import MigrationOptions, ParamChange
 from migtui.model.sample import FINISHED_STATUSES, IN_FLIGHT_STATUSES
 from migtui.backend.qmp.dialect import Command, Dialect, Unsupported
@@ -582,7 +582,7 @@ async def measure_dirty_rate(session: VMSession, seconds: int = 1) -> float:
 
 async def preflight(session: VMSession, options: MigrationOptions):  # -> migtui.model.preflight.Prediction
     """Measure the guest's dirty rate and predict whether these options converge. Migrates nothing."""
-    from migtui.model.preflight import predict
+    from migtui.model.preflight import predict_start
 
     dirty = await measure_dirty_rate(session, seconds=1)
     ram = 0.0
@@ -590,9 +590,4 @@ async def preflight(session: VMSession, options: MigrationOptions):  # -> migtui
         reply = await session.query("query-memory-size-summary")
         if isinstance(reply, dict) and isinstance(reply.get("base-memory"), int):
             ram = float(reply["base-memory"])
-    params = session.vm.parameters
-    bandwidth = options.bandwidth or params.get("max-bandwidth") or 32 * 2**20
-    downtime = options.downtime_ms or params.get("downtime-limit") or 300
-    vcpus = session.vm.vcpus
-    cap = vcpus * options.dirty_limit * DIRTY_LIMIT_UNIT if options.dirty_limit and vcpus else None
-    return predict(dirty, bandwidth, downtime, ram, cap)
+    return predict_start(dirty, options, session.vm.parameters, ram, session.vm.vcpus)
