@@ -2,7 +2,8 @@
 
 Two families of series, each labelled with the VM's `name` (its key in migtui:
 NAME= or the socket's name, stable across reconnects), the `host` its QEMU runs
-on, its QMP `endpoint`, and the `backend` ("qmp"):
+on, its `endpoint` (QMP's, or the libvirt host's URI), and the `backend`
+("qmp" or "libvirt"):
 
 - KubeVirt's migration names (`kubevirt_vmi_migration_*`), so dashboards built
   for KubeVirt work. Unlike KubeVirt's, every `_bytes` series is in bytes (or
@@ -39,7 +40,6 @@ from migtui.model.vm import Connection, VMState
 __all__ = ["LABELS", "MetricsServer", "MigrationCollector", "parse_listen", "start_metrics"]
 
 LABELS = ("name", "host", "endpoint", "backend")
-BACKEND = "qmp"
 # How long a scrape waits for the loop's snapshot; Prometheus's default scrape timeout is 10 s.
 SNAPSHOT_TIMEOUT = 5.0
 # Above this many VMs, an assessment up to this old (sample time) is good enough for a scrape,
@@ -97,7 +97,7 @@ def _row(key: str, session, local_host: str, max_age: float) -> _Row:
     vm: VMState = session.vm
     endpoint = session.endpoint
     host = endpoint.host if endpoint.kind in ("tcp", "libvirt") else local_host  # libvirt: the domain's host
-    labels = (key, host or "", str(endpoint), BACKEND)
+    labels = (key, host or "", str(endpoint), "libvirt" if endpoint.kind == "libvirt" else "qmp")
     assessment = vm.assessment(max_age=max_age)
     sample = vm.sample
     connected = vm.connection == Connection.CONNECTED

@@ -147,3 +147,42 @@ def test_check_measures_through_libvirt_predicts_and_migrates_nothing(libvirt_ho
     assert "will not converge" in slow.stdout and "Traceback" not in slow.stderr
     assert "None" in _job(hosts, hosts[0], domain)  # nothing was started
     assert domain in hosts.virsh(hosts[0], "list", "--name").stdout.split()
+
+
+async def test_the_exporter_on_libvirt_hosts_serves_a_migration_started_elsewhere(libvirt_hosts, domain, tmp_path):
+    """`migtui exporter URI URI`: the hosts opened read-only, a virsh migration's figures in the
+    exposition with backend="libvirt" and the host it runs on."""
+    import re
+    import signal
+    import urllib.request
+
+    hosts = libvirt_hosts
+    log = tmp_path / "exporter.log"
+    with open(log, "wb") as out:
+        exporter = subprocess.Popen([sys.executable, "-m", "migtui", "exporter", "--metrics", "127.0.0.1:0",
+                                     *(h.uri for h in hosts)], stdout=out, stderr=out, start_new_session=True)
+    virsh = hosts.virsh_migrate(hosts[0], hosts[1], domain, 30)
+    try:
+        await wait_until(lambda: "metrics on" in log.read_text() or exporter.poll() is not None, 20)
+        said = log.read_text()
+        assert "2 libvirt host(s), read-only" in said, said
+        url = re.search(r"metrics on (\S+)", said).group(1)
+        url = url if url.endswith("/metrics") else url.rstrip("/") + "/metrics"
+        found: dict[str, float] = {}
+
+        def scrape() -> bool:
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            for series in ("kubevirt_vmi_migration_data_processed_bytes", "kubevirt_vmi_migration_data_total_bytes"):
+                m = re.search(rf'^{series}\{{([^}}]*name="{domain}"[^}}]*)\}} (\S+)$', text, re.M)
+                if m and 'backend="libvirt"' in m.group(1) and 'host="host1"' in m.group(1):
+                    found[series] = float(m.group(2))
+            return found.get("kubevirt_vmi_migration_data_processed_bytes", 0) > 0
+
+        await wait_until(lambda: scrape(), 40, 0.5)
+        assert found["kubevirt_vmi_migration_data_total_bytes"] >= 200 * 2**20  # the guest's 256 MiB of RAM
+    finally:
+        hosts.virsh(hosts[0], "domjobabort", domain, check=False)
+        await asyncio.to_thread(virsh.wait, 30)
+        exporter.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(exporter.wait, 15) == 0
+    assert "Traceback" not in log.read_text()

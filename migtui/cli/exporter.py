@@ -6,19 +6,28 @@ import argparse
 import asyncio
 import sys
 
-from migtui.cli.common import _check_metrics, _endpoints, _options, _start_metrics, _stop_metrics, _warn_remote
+from migtui.cli.common import _check_metrics, _options, _start_metrics, _stop_metrics, _warn_remote, libvirt_backend, \
+    split_targets
 
 
 async def cmd_exporter(args: argparse.Namespace) -> int:
-    """No console: sessions on every target, read by Prometheus at each scrape, until a signal."""
+    """No console: sessions on every target (QMP endpoints, libvirt hosts), read by Prometheus at
+    each scrape, until a signal."""
     import signal
 
+    from migtui.backend.combined import combine
     from migtui.backend.qmp.backend import QMPBackend
 
     _check_metrics(args)
-    endpoints = _endpoints(args.targets)
+    endpoints, hosts = split_targets(args.targets)
     _warn_remote(endpoints, args)
-    fleet = QMPBackend(endpoints, options=_options(args))
+    backends = [QMPBackend(endpoints, options=_options(args))] if endpoints or not hosts else []
+    if hosts:
+        from migtui.backend.libvirt.backend import LibvirtOptions
+
+        # An exporter only reads: libvirt opened read-only (virConnectOpenReadOnly) is all it needs.
+        backends.append(libvirt_backend(hosts, args, LibvirtOptions(read_only=True)))
+    fleet = combine(backends)
     metrics = _start_metrics(args, lambda: fleet)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -27,7 +36,10 @@ async def cmd_exporter(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         fleet.start()
-        print(f"migtui exporter: {len(fleet)} VM(s); metrics on {metrics.url}", file=sys.stderr, flush=True)
+        watched = f"{len(endpoints)} VM(s)" if endpoints or not hosts else ""
+        if hosts:  # a host's domains are found as it connects
+            watched += f"{' and ' if watched else ''}{len(hosts)} libvirt host(s), read-only"
+        print(f"migtui exporter: {watched}; metrics on {metrics.url}", file=sys.stderr, flush=True)
         await stop.wait()
     finally:
         for sig in signals:

@@ -60,7 +60,12 @@ async def status_lines(targets, args: argparse.Namespace) -> int:
 async def watch_rounds(targets, args: argparse.Namespace, interval: float, count: int | None) -> int:
     from migtui.cli.status import print_state
 
+    from migtui.cli.common import _start_metrics, _stop_metrics
+
     backend = await open_hosts(targets, args, read_only=True, active_interval=min(interval, 1.0))
+    metrics = _start_metrics(args, lambda: backend)
+    if metrics is not None:
+        print(f"migtui: metrics on {metrics.url}", file=sys.stderr, flush=True)
     reported: set[str] = set()
     rounds = 0
     try:
@@ -76,6 +81,7 @@ async def watch_rounds(targets, args: argparse.Namespace, interval: float, count
                 break
             await asyncio.sleep(interval)  # pacing between rounds, not synchronisation
     finally:
+        await _stop_metrics(metrics)
         await backend.close()
     return 0
 

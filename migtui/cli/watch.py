@@ -25,9 +25,8 @@ async def cmd_watch(args: argparse.Namespace) -> int:
     _check_metrics(args)
     endpoints, hosts = split_targets(args.targets)
     if hosts:
-        if endpoints or args.metrics is not None:
-            raise UsageError("watch on libvirt hosts takes only libvirt targets (and no --metrics: use the "
-                             "console's --metrics)")
+        if endpoints:
+            raise UsageError("watch on libvirt hosts takes only libvirt targets; run it once for the QMP endpoints")
         from migtui.cli.hosts import watch_rounds
 
         return await watch_rounds(hosts, args, interval, count)
