@@ -204,6 +204,38 @@ async def test_post_copy_switch_completes_a_migration_that_cannot_converge(libvi
         assert any(r.name == "virDomainMigrateStartPostCopy" and r.kind == "action" for r in domain.vm.log)
 
 
+async def test_a_broken_post_copy_is_recovered_through_libvirt_and_completes(libvirt_hosts):
+    """virsh starts it with a slow post-copy phase, migtui switches, the stream breaks
+    (domjobabort --postcopy: QEMU's migrate-pause), migtui resumes it (VIR_MIGRATE_POSTCOPY_RESUME)."""
+    hosts = libvirt_hosts
+    async with _watching(hosts, "recover") as (backend, domain, _):
+        name = domain.vm.name
+        with pytest.raises(BackendError, match="not paused in post-copy"):
+            domain.check_recovery()  # nothing to recover: one line, nothing sent
+        virsh = hosts.virsh_migrate(hosts[0], hosts[1], name, 30, "--postcopy", "--postcopy-bandwidth", "2")
+        try:
+            await wait_until(lambda: domain.vm.in_flight, 20)
+            await domain.start_postcopy()
+            await wait_until(lambda: domain.vm.migration_status == "postcopy-active", 20)
+            # Broken once the guest runs at the destination (before that, libvirt rolls it back itself).
+            running = backend.libvirt.VIR_DOMAIN_RUNNING
+            await wait_until(lambda: any(p.host.label == "host2" and p.state == running
+                                         for p in domain.placements.values()), 20)
+            hosts.virsh(hosts[0], "domjobabort", "--postcopy", name)
+            await wait_until(lambda: domain.vm.migration_status == "postcopy-paused", 20)
+            assert domain.features.recover_postcopy and domain.features.recovers_alone
+            [line] = domain.check_recovery()
+            assert "VIR_MIGRATE_POSTCOPY_RESUME" in line and hosts[1].uri in line and "on host1" in line
+            hosts.virsh(hosts[0], "migrate-setspeed", "--postcopy", name, "1000")  # the rest at full speed
+            await wait_until(lambda: virsh.poll() is not None, 30)  # its call returns once libvirt let go of the job
+            await domain.recover_postcopy()
+            await wait_until(lambda: domain.vm.migration_status == "completed", 60)
+            await wait_until(lambda: domain.host.label == "host2" and domain.vm.run_state == "running", 15)
+            assert any(r.name == "virDomainMigrateToURI3" and "resumed" in r.detail for r in domain.vm.log)
+        finally:
+            await asyncio.to_thread(virsh.wait, 30)
+
+
 async def test_a_killed_libvirtd_shows_its_host_disconnected_and_everything_reconnects(libvirt_hosts):
     hosts = libvirt_hosts
     async with _watching(hosts, "kill") as (backend, domain, _):

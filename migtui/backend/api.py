@@ -52,6 +52,8 @@ class Features:
     set_capabilities: bool = False
     postcopy: bool = False  # switch a running migration to post-copy
     recover_postcopy: bool = False
+    # One handle holds both ends of its migration (a libvirt domain): recover_postcopy(itself).
+    recovers_alone: bool = False
     block_migration: bool = False  # copy the disks with the migration (blk)
     preflight: bool = False  # measure the dirty rate and predict, before migrating
     migrate_to_uri: bool = False  # migrate to a URI the operator types (QMP), not only to a listed destination

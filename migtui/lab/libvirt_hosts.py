@@ -529,12 +529,12 @@ class LibvirtHosts:
         return done
 
     def virsh_migrate(self, source: LibvirtHost, dest: LibvirtHost, name: str, bandwidth_mib: int,
-                      **popen: Any) -> subprocess.Popen:
-        """``virsh migrate --live --p2p`` of ``name`` from ``source`` to ``dest`` over the lab's stream, in a process
-        of its own (as another operator or tool would start it); ``popen``: Popen's keywords (its output, say)."""
+                      *options: str, **popen: Any) -> subprocess.Popen:
+        """``virsh migrate --live --p2p [OPTIONS]`` of ``name`` from ``source`` to ``dest`` over the lab's stream, in
+        a process of its own (as another operator or tool would start it); ``popen``: Popen's keywords."""
         popen.setdefault("stdout", subprocess.DEVNULL)
         popen.setdefault("stderr", subprocess.DEVNULL)
-        return subprocess.Popen(["virsh", "-c", source.uri, "migrate", "--live", "--p2p", name, dest.uri,
+        return subprocess.Popen(["virsh", "-c", source.uri, "migrate", "--live", "--p2p", *options, name, dest.uri,
                                  "--migrateuri", self.migration_uri(dest), "--bandwidth", str(bandwidth_mib)],
                                 **popen)
 

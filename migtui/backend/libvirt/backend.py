@@ -20,7 +20,7 @@ from xml.etree import ElementTree
 
 from migtui.backend.api import Backend, Destination, HostView, VMHandle
 from migtui.backend.audit import AuditLog
-from migtui.backend.errors import BackendError, NotConnected
+from migtui.backend.errors import BackendError, Busy, NotConnected, Refused
 from migtui.backend.libvirt.domain import CAPABILITY_FLAGS, LibvirtDomain, Placement
 from migtui.backend.libvirt.events import ensure_event_thread, import_libvirt
 from migtui.backend.libvirt.host import KEEPALIVE_COUNT, KEEPALIVE_INTERVAL, HostLost, LibvirtHost, describe_libvirt_error
@@ -658,7 +658,19 @@ class LibvirtBackend(Backend):
             await self.call_audited(domain, source, "virDomainMigrateSetMaxDowntime",
                                     {"downtime-limit": options.downtime_ms},
                                     lambda: placement.dom.migrateSetMaxDowntime(int(options.downtime_ms), 0))
-        uuid = domain.uuid
+        placement.job = True  # sample it from now: the first pass's event may take a while
+        await self._migrate_to_uri(domain, source, destination, params, flags, arguments)
+        self._report(domain, "virDomainMigrateToURI3", arguments, True, "started",
+                     f"to {destination.label} ({'|'.join(names[2:]) or 'live'})")
+        return destination.uri
+
+    async def _migrate_to_uri(self, domain: LibvirtDomain, source: LibvirtHost, destination: LibvirtHost,
+                              params: dict[str, Any], flags: int, arguments: dict[str, Any],
+                              resuming: bool = False) -> None:
+        """virDomainMigrateToURI3 on a daemon thread and a connection of its own (it blocks until the
+        migration ends); returns once libvirt shows the job (`resuming`: once post-copy is no longer
+        failed), or raises LibvirtRefused with its reason."""
+        lv, uuid = self.libvirt, domain.uuid
 
         def run() -> None:
             conn = None
@@ -672,26 +684,68 @@ class LibvirtBackend(Backend):
                         conn.close()
 
         domain.migrating_to = destination
-        placement.job = True  # sample it from now: the first pass's event may take a while
-        # A daemon thread of its own: virDomainMigrateToURI3 blocks until the migration ends.
         future = in_daemon_thread(run, name=f"migtui-libvirt-migrate-{domain.vm.name}")
         domain._migration = future
         future.add_done_callback(lambda f: self._migration_ended(domain, destination, arguments, f))
         self.poll_soon()
-        # Started when libvirt shows the job, or ended (done or refused), whichever comes first.
-        domain.job_seen.clear()
-        seen = asyncio.ensure_future(domain.job_seen.wait())
-        try:
-            await asyncio.wait({future, seen}, timeout=self.options.start_timeout,
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            seen.cancel()
+        if resuming:  # the broken job is in flight all along: resumed when libvirt's state says so
+            deadline = time.monotonic() + self.options.start_timeout
+            while domain.postcopy_failed and not future.done() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)  # lifecycle events change the state; polled, with a deadline
+        else:  # started when libvirt shows the job, or ended (done or refused), whichever comes first
+            domain.job_seen.clear()
+            seen = asyncio.ensure_future(domain.job_seen.wait())
+            try:
+                await asyncio.wait({future, seen}, timeout=self.options.start_timeout,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                seen.cancel()
         if future.done() and future.exception() is not None:
             # _migration_ended reports it (audit, log, ActionResult); the caller gets libvirt's reason.
             raise LibvirtRefused(f"libvirt refused virDomainMigrateToURI3: {describe_libvirt_error(future.exception())}")
-        self._report(domain, "virDomainMigrateToURI3", arguments, True, "started",
-                     f"to {destination.label} ({'|'.join(names[2:]) or 'live'})")
-        return destination.uri
+
+    def recovery(self, domain: LibvirtDomain) -> tuple[LibvirtHost, LibvirtHost, dict[str, Any], int, list[str]]:
+        """(source, destination, params, flags, flag names) that resume `domain`'s broken post-copy
+        (VIR_MIGRATE_POSTCOPY_RESUME), or Refused saying why not; sends nothing."""
+        lv = self.libvirt
+        if not domain.postcopy_failed:
+            raise Refused(f"{domain.vm.name} is not paused in post-copy (status {domain.vm.migration_status}): "
+                          "nothing to recover")
+        ends = list(domain.placements.values())
+        source = next((p.host for p in ends if p.state == lv.VIR_DOMAIN_PAUSED), None)
+        destination = next((p.host for p in ends if p.state == lv.VIR_DOMAIN_RUNNING), None)
+        if source is None or destination is None or source is destination:
+            # Broken before the guest ran at the destination, libvirt rolls it back to the source itself.
+            raise Refused(f"{domain.vm.name}: migtui sees no post-copy split across two watched hosts (a paused "
+                          "source and a running destination): watch both hosts to recover it here")
+        for host in (source, destination):
+            if not host.connected:
+                raise NotConnected(f"recover: {host.label} is not connected: {host.reason or 'connecting'}")
+        names = ["VIR_MIGRATE_LIVE", "VIR_MIGRATE_PEER2PEER", "VIR_MIGRATE_POSTCOPY", "VIR_MIGRATE_POSTCOPY_RESUME"]
+        flags = 0
+        for name in names:
+            flags |= getattr(lv, name)
+        params: dict[str, Any] = {}
+        stream = self.options.migration_uri(destination.uri) if self.options.migration_uri is not None else None
+        if stream:
+            params[lv.VIR_MIGRATE_PARAM_URI] = stream
+        return source, destination, params, flags, names
+
+    async def recover_postcopy(self, domain: LibvirtDomain) -> None:
+        """Resume a post-copy whose stream broke: the destination listens anew, the source sends the rest."""
+        source, destination, params, flags, names = self.recovery(domain)
+        if domain.migrating:
+            raise Busy(f"{domain.vm.name}: libvirt is still ending the broken migration; try again in a moment")
+        arguments = {"dconnuri": destination.uri, "params": dict(params), "flags": "|".join(names)}
+        try:
+            await self._migrate_to_uri(domain, source, destination, params, flags, arguments, resuming=True)
+        except LibvirtRefused as err:
+            if "actively monitored" in str(err):  # the broken migration's own call has not returned yet
+                raise Busy(f"{domain.vm.name}: libvirt is still ending the broken migration; press R again in "
+                           "a moment") from None
+            raise
+        self._report(domain, "virDomainMigrateToURI3", arguments, True, "resumed",
+                     f"post-copy resumed to {destination.label}")
 
     def _migration_ended(self, domain: LibvirtDomain, destination: LibvirtHost, arguments: dict[str, Any],
                          future: asyncio.Future[None]) -> None:

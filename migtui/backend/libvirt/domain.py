@@ -151,7 +151,8 @@ class LibvirtDomain(VMHandle):
         if not self.connected:
             return Features(why_not=self.vm.reason or "not connected")
         return Features(migrate=True, cancel=True, set_parameters=True, set_capabilities=True, postcopy=True,
-                        block_migration=True, persist=True, capabilities_at_start=True, preflight=True)
+                        block_migration=True, persist=True, capabilities_at_start=True, preflight=True,
+                        recover_postcopy=True, recovers_alone=True)
 
     def poll_now(self) -> None:
         self.backend.poll_soon()
@@ -252,6 +253,18 @@ class LibvirtDomain(VMHandle):
             raise Refused(f"{self.vm.name} has no outgoing migration to switch to post-copy")
         await self.backend.call_audited(self, placement.host, "virDomainMigrateStartPostCopy", {},
                                         lambda: placement.dom.migrateStartPostCopy(0))
+
+    def check_recovery(self, destination: VMHandle | None = None) -> list[str]:
+        """What recover_postcopy() would send: libvirt resumes both ends in one call (the row is both)."""
+        self._ready("recover post-copy")
+        source, target, params, _, names = self.backend.recovery(self)
+        stream = next(iter(params.values()), None)
+        return [f"virDomainMigrateToURI3({self.vm.name}, {target.uri}, {'|'.join(names[2:])}"
+                + (f", uri={stream}" if stream else "") + f") on {source.label}"]
+
+    async def recover_postcopy(self, destination: VMHandle | None = None) -> None:
+        self._ready("recover post-copy")
+        await self.backend.recover_postcopy(self)
 
     async def preflight(self, options: MigrationOptions):  # -> migtui.model.preflight.Prediction
         """Measure the dirty rate through libvirt (virDomainStartDirtyRateCalc, QEMU's calc-dirty-rate

@@ -178,7 +178,8 @@ class VMActions:
             app.notify(f"{session.vm.name} is not paused in post-copy (status {session.vm.migration_status}): "
                        "nothing to recover", severity="warning")
             return
-        pair = _recovery_pair(session, list(app.backend))
+        # A libvirt domain is both ends at once; two QMP VMs are one each.
+        pair = (session, session) if session.features.recovers_alone else _recovery_pair(session, list(app.backend))
         if isinstance(pair, str):
             app.notify(pair, severity="error")
             return
@@ -189,15 +190,16 @@ class VMActions:
             app.notify(str(error), severity="error")
             return
         qmp = "\n".join(f"{i}. {step}" for i, step in enumerate(steps, 1))
+        to = "its destination" if destination is source else destination.vm.name
 
         def answer(ok: bool | None) -> None:
             if ok:
                 app.run_control(source.key, "recover", lambda: source.recover_postcopy(destination),
-                                done=f"recovery sent: {source.vm.name} resumes to {destination.vm.name}")
+                                done=f"recovery sent: {source.vm.name} resumes to {to}")
 
         app.push_screen(
             ConfirmDialog(
-                f"Recover the post-copy migration of {source.vm.name} to {destination.vm.name}?",
+                f"Recover the post-copy migration of {source.vm.name} to {to}?",
                 "The stream broke: the VM's memory is split across both hosts. migtui will send:\n" + qmp,
                 danger=True,
             ),
