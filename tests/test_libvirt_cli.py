@@ -43,6 +43,8 @@ def test_status_lists_each_domain_with_its_host(libvirt_hosts, domain):
     assert mine["target"].startswith(libvirt_hosts[0].uri)
     narrowed = migtui("status", f"{libvirt_hosts[0].uri}#{domain}")
     assert narrowed.returncode == 0 and narrowed.stdout.count("\n") == 1 and domain in narrowed.stdout
+    empty = migtui("status", f"{libvirt_hosts[1].uri}#{domain}")  # it runs on host1: nothing to list here
+    assert empty.returncode == 0 and empty.stdout == "" and "host2" in empty.stderr and "no running" in empty.stderr
 
 
 def test_migrate_to_a_host_waits_for_completion(libvirt_hosts, domain):

@@ -52,6 +52,9 @@ async def status_lines(targets, args: argparse.Namespace) -> int:
         errors = host_errors(backend)
         for line in errors:
             print(f"migtui: {line}", file=sys.stderr)
+        for host in backend.hosts():
+            if host.connected and not host.vms:  # else an empty host is an empty answer
+                print(f"migtui: {host.name} ({host.where}): no running or paused domain to show", file=sys.stderr)
         return 2 if errors else 0
     finally:
         await backend.close()
