@@ -54,7 +54,8 @@ def test_migrate_to_a_host_waits_for_completion(libvirt_hosts, domain):
     done = migtui("migrate", source, "--to", hosts[1].uri, "--migrate-uri", hosts.migration_uri(hosts[1]),
                   "--bandwidth", "1G", "--downtime", "2s", "--wait")
     assert done.returncode == 0, done.stderr
-    assert "migrating to host2" in done.stderr and "completed" in done.stdout.splitlines()[-1]
+    last = done.stdout.splitlines()[-1]
+    assert "migrating to host2" in done.stderr and "completed" in last and " running " in last  # as it runs on host2
     assert domain in hosts.virsh(hosts[1], "list", "--name").stdout.split()
     hosts.virsh(hosts[1], "destroy", domain)  # the fixture's clean-up looks on host1
     refused = migtui("migrate", source, "--uri", "tcp:127.0.0.1:4444")

@@ -139,6 +139,12 @@ async def migrate(args: argparse.Namespace, options) -> int:
                 print(line, flush=True)
                 last = line
             await asyncio.sleep(0.5)  # pacing the lines, not synchronisation
+        if handle.vm.migration_status == "completed":
+            # The last line from where it runs now: libvirt's call returns after the destination resumed it.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while (handle.migrating or handle.host is not destination.target) and loop.time() < deadline:
+                await asyncio.sleep(0.1)
         print(state_line(handle.vm), flush=True)
         return 0 if handle.vm.migration_status == "completed" else 1
     finally:
