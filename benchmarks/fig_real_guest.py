@@ -101,7 +101,7 @@ async def migrate(lab: Lab, src: VMSession, n: int, options: MigrationOptions, *
         pre.dirty_rate_prior = vm.tracker.dirty_rate_prior
         pre.zero_pages_prior = vm.tracker.zero_pages_prior
         out["zero-pages-prior"] = None if pre.zero_pages_prior is None else "".join(
-            "0" if z else "1" for z in pre.zero_pages_prior)  # 0: a zero page, in address order
+            "-" if z is None else "0" if z else "1" for z in pre.zero_pages_prior)  # 0: zero, in address order
         out["dirty-rate-prior"] = vm.tracker.dirty_rate_prior
     # The session's tracker: what it watched before, only.
     vm.tracker.dirty_rate_prior = vm.tracker.zero_pages_prior = None

@@ -553,13 +553,6 @@ async def recover_postcopy(
     return sent
 
 
-async def _zero_pages_or_none(session: VMSession) -> tuple[bool, ...] | None:
-    try:
-        return await measure_zero_pages(session)
-    except (BackendError, ConnectionError):
-        return None  # the ETA does without; the dirty rate is what the pre-flight is for
-
-
 async def measure_dirty_rate(session: VMSession, seconds: int = 1) -> float:
     """The guest's dirty rate in bytes/s, from calc-dirty-rate (QEMU 5.2+). Never during a migration."""
     import asyncio
@@ -592,12 +585,14 @@ _RAM_RANGE = re.compile(r"^\s*([0-9a-f]+)-([0-9a-f]+) \(prio -?\d+, ram\): ")
 ZERO_SAMPLE_PAGES = 512  # ~0.7 s over QMP here, within calc-dirty-rate's second; +-2% on the share
 
 
-async def measure_zero_pages(session: VMSession, pages: int = ZERO_SAMPLE_PAGES) -> tuple[bool, ...] | None:
-    """`pages` pages read evenly across the guest's RAM in address order (HMP's `xp` through
-    human-monitor-command, at the RAM ranges `info mtree -f` lists), True for a zero page:
-    pass 1 sends zero pages nearly free, in address order, and nothing QEMU reports before
-    it says how many there are or where. None when this QEMU cannot say. Reads only; only
-    whether each page is zero is kept."""
+async def measure_zero_pages(session: VMSession, pages: int = ZERO_SAMPLE_PAGES,
+                             budget_s: float = 1.0) -> tuple[bool | None, ...] | None:
+    """`pages` pages evenly spaced across the guest's RAM in address order (HMP's `xp` through
+    human-monitor-command, at the RAM ranges `info mtree -f` lists), True for a zero page, None
+    for one not read within `budget_s` (they are read in bit-reversed order, so those read are
+    spread over all of RAM however many there were time for): pass 1 sends zero pages nearly
+    free, in address order, and nothing QEMU reports before it says how many there are or
+    where. None when this QEMU cannot say. Reads only; only whether each page is zero is kept."""
     import asyncio
 
     if session.dialect is None or not session.dialect.has("human-monitor-command"):
@@ -607,14 +602,19 @@ async def measure_zero_pages(session: VMSession, pages: int = ZERO_SAMPLE_PAGES)
         out = await session.query("human-monitor-command", {"command-line": line})
         return out if isinstance(out, str) else ""
 
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget_s
     ranges = sorted({(int(m[1], 16), int(m[2], 16) + 1) for line in (await hmp("info mtree -f")).splitlines()
                      if (m := _RAM_RANGE.match(line))})
     ranges = [(a, b) for a, b in ranges if b - a >= 2**20]  # RAM, not ROM shadows or small device buffers
     size = sum(b - a for a, b in ranges)
     if not size or pages < 1:
         return None
-    found: list[bool] = []
-    for i in range(pages):
+    bits = max(1, (pages - 1).bit_length())
+    found: list[bool | None] = [None] * pages
+    for i in sorted(range(pages), key=lambda i: int(f"{i:0{bits}b}"[::-1], 2)):
+        if loop.time() > deadline:
+            break
         at = int((i + 0.5) * size / pages)
         for a, b in ranges:
             if at < b - a:
@@ -624,9 +624,16 @@ async def measure_zero_pages(session: VMSession, pages: int = ZERO_SAMPLE_PAGES)
         out = await hmp(f"xp /512gx {addr:#x}")
         words = [w for line in out.splitlines() if ":" in line for w in line.split(":", 1)[1].split()]
         if words:
-            found.append(not any(w.removeprefix("0x").strip("0") for w in words))
+            found[i] = not any(w.removeprefix("0x").strip("0") for w in words)
         await asyncio.sleep(0)  # let the other queries (calc-dirty-rate's) through
-    return tuple(found) or None
+    return tuple(found) if any(z is not None for z in found) else None
+
+
+async def _zero_pages_or_none(session: VMSession) -> tuple[bool | None, ...] | None:
+    try:
+        return await measure_zero_pages(session)
+    except (BackendError, ConnectionError):
+        return None  # the ETA does without; the dirty rate is what the pre-flight is for
 
 
 async def preflight(session: VMSession, options: MigrationOptions):  # -> migtui.model.preflight.Prediction

@@ -164,13 +164,15 @@ def _first_pass_eta(a: _Analysis, cur: _Pass, drain: float, leftover: float) -> 
     return _Eta(eta, low, high, True, basis=prior)
 
 
-def _data_share(zmap: tuple[bool, ...], lo: float, hi: float) -> float:
+def _data_share(zmap: tuple[bool | None, ...], lo: float, hi: float) -> float:
     """The share of pages holding data between fractions lo and hi of RAM, from the pre-flight's
-    pages in address order (page i read at (i + 0.5) / n); the nearest one when none is inside."""
+    pages in address order (page i at (i + 0.5) / n; None: not read); the nearest read one when
+    none inside was."""
     n = len(zmap)
-    inside = zmap[max(0, math.ceil(lo * n - 0.5)):max(0, math.ceil(hi * n - 0.5))]
+    inside = [z for z in zmap[max(0, math.ceil(lo * n - 0.5)):max(0, math.ceil(hi * n - 0.5))] if z is not None]
     if not inside:
-        inside = (zmap[min(n - 1, max(0, int((lo + hi) / 2 * n)))],)
+        middle = (lo + hi) / 2 * n - 0.5
+        inside = [min(((abs(i - middle), z) for i, z in enumerate(zmap) if z is not None))[1]]
     return 1 - sum(inside) / len(inside)
 
 

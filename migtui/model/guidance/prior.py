@@ -22,7 +22,7 @@ class _Prior:
     measured_ws: bool = False  # the model's working set was measured (two periods)
     period: float = 1.0  # seconds the rate was measured over, when the working set was not
     paused_rate: float | None = None  # bytes/s of the last stop-and-copy (the guest paused, no rate limit)
-    zero_map: tuple[bool, ...] | None = None  # the pre-flight's pages in address order, True: zero
+    zero_map: tuple[bool | None, ...] | None = None  # the pre-flight's pages in address order, True: zero
 
 
 def learned_by(tracker: MigrationTracker) -> _Prior | None:
@@ -70,9 +70,10 @@ def _plumbed_period(tracker: MigrationTracker) -> float:
     return 1.0
 
 
-def _plumbed_zero_map(tracker: MigrationTracker) -> tuple[bool, ...] | None:
+def _plumbed_zero_map(tracker: MigrationTracker) -> tuple[bool | None, ...] | None:
     raw = tracker.zero_pages_prior
-    if isinstance(raw, (list, tuple)) and raw and all(isinstance(x, bool) for x in raw):
+    if isinstance(raw, (list, tuple)) and any(isinstance(x, bool) for x in raw) \
+            and all(x is None or isinstance(x, bool) for x in raw):
         return tuple(raw)
     return None
 
@@ -82,7 +83,8 @@ def _prior_for(tracker: MigrationTracker) -> _Prior | None:
     measured = _plumbed_prior(tracker)
     zmap = _plumbed_zero_map(tracker)  # sampled now: fresher than the last migration's
     if zmap is not None:
-        zero = sum(zmap) / len(zmap)
+        read = [z for z in zmap if z is not None]
+        zero = sum(read) / len(read)
         if learned is None:
             learned = _Prior(None, zero, "the pre-flight's", zero_map=zmap)
         else:
