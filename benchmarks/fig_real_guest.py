@@ -16,16 +16,18 @@ calc-dirty-rate); and the guest's next migration (the session's own tracker, whi
 this guest's earlier migrations: a warm-up at 1 GiB/s first, then each setting in turn).
 Recorded per migration: the verdict over time (first converging/not-converging, pass and
 seconds, any flip), the ETA at 25/50/75 % progress against the real finish on QEMU's clock
-(total-time), and the pre-flight's prediction (``preflight``: calc-dirty-rate 1 s and
-``migrate --check``'s model). A migration that has not completed once migtui says
+(total-time), at the first sample past the mark with something left (else the one before it),
+and the pre-flight's prediction (``preflight``: calc-dirty-rate 1 s, a sample of the guest's
+pages for the ETA, and ``migrate --check``'s model). A migration that has not completed once migtui says
 not-converging and three more passes went by (or at the deadline) is stuck: the first advice
 that can be applied now is sent as the dashboard sends it, and it is recorded whether it
 completed within 60 s and how fast.
 
-    .venv/bin/python benchmarks/fig_real_guest.py [--quick] [--json] [--workloads pgbench,build]
+    .venv/bin/python benchmarks/fig_real_guest.py [--quick] [--json] [--workloads pgbench,build] [--trace]
 
 --quick: pgbench only, easy and cannot, one boot (about a minute); the full run boots each guest
-twice (--rounds), 18 migrations and 6 warm-ups, ~10 minutes here.
+twice (--rounds), 18 migrations and 6 warm-ups, ~5 minutes here. --trace keeps every sample in
+the JSON, to replay the model on the same migrations.
 Needs root once to build the images (``python3 -m migtui.lab.linux_guest pgbench build``).
 """
 
@@ -59,6 +61,7 @@ ADVICE_WITHIN = 60.0  # s after the first advice in which it is to complete (as 
 DEADLINE = 150.0  # s a migration may run before advice, stuck or not
 MORE_PASSES = 3  # passes watched after the first not-converging, to see it stays
 GOAL_PASSES = 5
+TRACE = False  # --trace: keep every sample (time, query-migrate's reply), to replay the model on them
 FINISHED = ("completed", "failed", "cancelled")
 
 
@@ -96,17 +99,27 @@ async def migrate(lab: Lab, src: VMSession, n: int, options: MigrationOptions, *
                             "dirty-bytes-per-s": vm.tracker.dirty_rate_prior[0][1],
                             "took-s": rnd(time.monotonic() - t0, 2)}
         pre.dirty_rate_prior = vm.tracker.dirty_rate_prior
-    vm.tracker.dirty_rate_prior = None  # the session's tracker: what it watched before, only
+        pre.zero_pages_prior = vm.tracker.zero_pages_prior
+        out["zero-pages-prior"] = None if pre.zero_pages_prior is None else "".join(
+            "-" if z is None else "0" if z else "1" for z in pre.zero_pages_prior)  # 0: zero, in address order
+        out["dirty-rate-prior"] = vm.tracker.dirty_rate_prior
+    # The session's tracker: what it watched before, only.
+    vm.tracker.dirty_rate_prior = vm.tracker.zero_pages_prior = None
     dst_vm = await lab.add_vm(f"to{n}", incoming=True)
     dst = VMSession(parse_endpoint(dst_vm.endpoint))
     dst.start()
     verdicts: list[tuple[int, float, str]] = []  # (pass, s on QEMU's clock, verdict) of the console's tracker
     fresh_verdicts: list[str] = []
     marks: dict[str, dict] = {}
+    latest: list[dict | None] = [None]  # the latest sample with something left, as a mark
+
+    trace: list[list] = out.setdefault("samples", []) if TRACE else []
 
     def seen(message) -> None:
         if not (isinstance(message, VMUpdated) and message.what == "sample"):
             return
+        if TRACE:
+            trace.append([vm.sample.time, vm.sample.info])
         a = vm.assessment()  # every sample, as the fleet table does: it also learns the guest
         s = vm.sample
         if not s.in_flight:
@@ -118,14 +131,18 @@ async def migrate(lab: Lab, src: VMSession, n: int, options: MigrationOptions, *
         verdicts.append((vm.derived.passes or 0, t, a.verdict))
         fresh_verdicts.append(b.verdict)
         progress = vm.derived.progress
+        # Only while QEMU still sends (at the switch-over progress leaps to 100%, and nothing is left to
+        # judge: QEMU 7.2 says `active` with 0 left while the paused guest's last pages go).
+        if progress is None or s.status != "active" or not s.get("ram", "remaining") or out.get("advice"):
+            return
+        rec = {"t": t, "progress": rnd(progress, 3), "pass": vm.derived.passes,
+               "nothing": b.eta_s, "preflight": c.eta_s, "next": a.eta_s,
+               "band-nothing": [b.eta_low_s, b.eta_high_s], "why-nothing": b.why,
+               "why-next": a.why, "ram": _ram(s)}
         for m in MARKS:
-            # Only while QEMU still sends (at the switch-over progress leaps to 100%, and nothing is left to judge).
-            if (str(m) not in marks and progress is not None and progress >= m and s.status == "active"
-                    and out.get("advice") is None):
-                marks[str(m)] = {"t": t, "progress": rnd(progress, 3), "pass": vm.derived.passes,
-                                 "nothing": b.eta_s, "preflight": c.eta_s, "next": a.eta_s,
-                                 "band-nothing": [b.eta_low_s, b.eta_high_s], "why-nothing": b.why,
-                                 "why-next": a.why, "ram": _ram(s)}
+            if str(m) not in marks and progress >= m:
+                marks[str(m)] = rec
+        latest[0] = rec
 
     try:
         assert await dst.wait_connected(10)
@@ -164,7 +181,13 @@ async def migrate(lab: Lab, src: VMSession, n: int, options: MigrationOptions, *
             out["passes"] = vm.derived.passes
             out["downtime-ms"] = vm.sample.get(None, "downtime")
             out["ram"] = _ram(vm.sample)
+            for m in MARKS:
+                # Progress leapt past the mark to the switch-over between two samples: the last
+                # sample before it is the nearest there is.
+                if str(m) not in marks and latest[0] is not None:
+                    marks[str(m)] = dict(latest[0], before=True)
             for m, rec in marks.items():
+                rec = marks[m] = dict(rec)  # marks may share a sample
                 real = total - rec["t"]
                 rec["real"] = rnd(real, 2)
                 # Of the RAM left then, the share that went as zero pages (pages, as QEMU counts them).
@@ -183,6 +206,8 @@ async def migrate(lab: Lab, src: VMSession, n: int, options: MigrationOptions, *
             out["advice"] = advice[0].text if advice else None
             out["advice-list"] = [a.text for a in vm.advice()]
             if advice and vm.in_flight:
+                if TRACE:
+                    trace.append([vm.sample.time, "advice"])
                 await src.set_parameters(advice[0].change)  # the console's path (and its follow-up)
                 t0 = time.monotonic()
                 await until(lambda: vm.migration_status in FINISHED, ADVICE_WITHIN)
@@ -329,7 +354,10 @@ def main() -> None:
     p.add_argument("--json", action="store_true", help="the whole result as one JSON object")
     p.add_argument("--workloads", help=f"comma-separated, of {', '.join(WORKLOADS)}")
     p.add_argument("--rounds", type=int, help="boots of each guest (default 2, --quick 1)")
+    p.add_argument("--trace", action="store_true", help="keep every sample in the JSON (to replay the model)")
     args = p.parse_args()
+    global TRACE
+    TRACE = args.trace
     names = args.workloads.split(",") if args.workloads else None
     for name in names or []:
         if name not in WORKLOADS:

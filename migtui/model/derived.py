@@ -64,6 +64,10 @@ class MigrationTracker:
         # A dirty rate measured before the migration (calc-dirty-rate: [(calc-time s, bytes/s)])
         # for pass 1, which has none.
         self.dirty_rate_prior: list[tuple[float, float]] | None = None
+        # Pages of the guest's RAM read before the migration, evenly spaced in address order (the
+        # order pass 1 sends them), True for a zero page, None for one not read (the pre-flight
+        # reads a few hundred): pass 1 sends zero pages nearly free, and they come in runs.
+        self.zero_pages_prior: tuple[bool | None, ...] | None = None
         # The advice the operator applied to this migration (guidance.AdviceTaken), followed up
         # by guidance.follow_up; a new migration forgets it.
         self.advice_taken: object | None = None

@@ -10,7 +10,7 @@ from migtui.model.derived import MigrationTracker
 from migtui.model.guidance.dirtying import _Dirtying, _Throttle, _dirty_cap_for, _fixed_point, _throttle_for
 from migtui.model.guidance.memo import _memo_for
 from migtui.model.guidance.passes import _Judge, _Pass, _judge_step, _make_pass
-from migtui.model.guidance.prior import _Prior, _prior_for
+from migtui.model.guidance.prior import _Prior, _prior_for, learned_by
 from migtui.model.guidance.tunables import DEFAULT_DOWNTIME_MS, RECENT, WINDOW_S, _SENDING
 from migtui.model.history import HistoryPoint
 from migtui.model.sample import DEFAULT_PAGE_SIZE, MigrationSample
@@ -39,6 +39,7 @@ class _Analysis:
     throttle: _Throttle | None = None  # auto-converge, when on
     dirty_cap: float | None = None  # bytes/s the dirty limit lets the guest dirty, when on
     flat: tuple[int, float] | None = None  # samples since `transferred` last grew, and since when
+    paused_rate: float | None = None  # bytes/s the guest's last stop-and-copy went at, when known
 
     @property
     def model(self) -> _Dirtying | None:
@@ -124,7 +125,8 @@ def _analyse(tracker: MigrationTracker) -> _Analysis | None:
     return _Analysis(last, points, passes, judge, throughput, throughputs, memo.limit_ms,
                      points[-1].remaining if points else None, memo.dirty, drain, drains,
                      memo.start, memo.page, memo.zero_share, prior, _throttle_for(tracker, last),
-                     _dirty_cap_for(tracker), None if memo.flat_level is None else (memo.flat_count, memo.flat_since))
+                     _dirty_cap_for(tracker), None if memo.flat_level is None else (memo.flat_count, memo.flat_since),
+                     learned.paused_rate if (learned := learned_by(tracker)) is not None else None)
 
 
 def _pass_load(a: _Analysis) -> float | None:

@@ -14,8 +14,8 @@ from migtui.model.guidance.dirtying import _Dirtying, _first_period, _run
 from migtui.model.guidance.passes import _Pass
 from migtui.model.guidance.prior import _Prior
 from migtui.model.guidance.tunables import (
-    BAND_MIN, FIRST_PASS_RATIO, FIRST_PASS_RATIO_HIGH, FIRST_PERIOD_SATURATION_HIGH, PAGE_HEADER, PRIOR_MARGIN,
-    RECENT, UNKNOWN_ZERO_SHARE, ZERO_PAGE_WIRE,
+    BAND_MIN, FIRST_PASS_RATIO, FIRST_PASS_RATIO_HIGH, FIRST_PERIOD_SATURATION_HIGH, PAGE_HEADER, PAUSED_RATE,
+    PRIOR_MARGIN, RECENT, UNKNOWN_ZERO_SHARE, ZERO_PAGE_WIRE,
 )
 
 
@@ -27,6 +27,20 @@ class _Eta:
     first_pass: bool = False
     passes: int | None = None  # more passes expected after this one
     basis: _Prior | None = None  # pass 1: the prior behind the later passes, if any
+
+
+def _stop_copy(a: _Analysis, left: float) -> tuple[float, float, float]:
+    """Seconds to send `left` bytes once the guest is paused, (point, optimistic, pessimistic):
+    QEMU sends them without max-bandwidth's limit, as fast as the guest's last stop-and-copy
+    went, or (nothing known) PAUSED_RATE; at worst at the throughput so far."""
+    tp = a.throughput or 0.0
+    if left <= 0 or tp <= 0:
+        return 0.0, 0.0, 0.0
+    known = a.paused_rate
+    rate = max(tp, known or PAUSED_RATE)
+    if known:
+        return left / rate, left / (rate * (1 + BAND_MIN)), left / max(tp, rate * (1 - BAND_MIN))
+    return left / rate, left / rate, left / tp
 
 
 def _first_pass_eta(a: _Analysis, cur: _Pass, drain: float, leftover: float) -> _Eta:
@@ -48,6 +62,8 @@ def _first_pass_eta(a: _Analysis, cur: _Pass, drain: float, leftover: float) -> 
     normal = a.last.get("ram", "normal")
     # The pass ends once what is left fits under the threshold (less a window's slack).
     ending = max(0.0, ram - leftover) / ram if ram > 0 else 0.0
+    zmap = prior.zero_map if prior is not None else None
+    end_data = 1.0  # share of what pass 1 leaves for the switch-over that holds data
 
     def ram_time(z: float) -> float:
         return ram * ((1 - z) * full + z * zero_cost) / tp * ending
@@ -60,15 +76,30 @@ def _first_pass_eta(a: _Analysis, cur: _Pass, drain: float, leftover: float) -> 
         rest = t_disk + ram_time(z)
         rest_low = t_disk + ram_time(known_z if known_z is not None else 1.0)
         rest_high = t_disk + ram_time(known_z if known_z is not None else 0.0)
+    elif zmap and ram_total and ram <= ram_total:
+        # The pre-flight read pages across RAM in address order, the order pass 1 sends them
+        # (what is left of pass 1 is the top of RAM): the data between here and where pass 1
+        # ends goes at the wire rate, zero pages nearly free; what it leaves is the top's mix.
+        here, end = 1 - ram / ram_total, 1 - min(ram, leftover) / ram_total
+        data = _data_share(zmap, here, end)
+        end_data = _data_share(zmap, end, 1.0)
+        rest = rest_low = rest_high = (end - here) * ram_total * (data * full + (1 - data) * zero_cost) / tp
+    elif known_z is not None and normal is not None and ram_total:
+        # The last migration said how many pages hold data: those left go at the wire rate,
+        # the zero pages (often all together at the top) nearly free.
+        data_left = min(ram, max(0.0, (1 - known_z) * ram_total - normal * page))
+        rest = rest_low = rest_high = ((data_left * full + (ram - data_left) * zero_cost) / tp) * ending
+        end_data = data_left / ram if ram > 0 else 1.0
+    elif a.zero_share is not None and tp:
+        # The pages ahead in the mix of all pass 1 has sent, zero pages nearly free (not the
+        # latest samples' pace: zero pages come in runs, a Linux guest's untouched RAM in one
+        # that can be half of it). Nothing says what the mix ahead is: the band spans from
+        # all zero pages to none.
+        rest, rest_low, rest_high = ram_time(a.zero_share), ram_time(1.0), ram_time(0.0)
+        end_data = 1 - a.zero_share
     else:
-        # Pages per second so far, zero pages included: the rest has the same mix ...
-        rest = max(0.0, remaining - leftover) / (_ram_drain(cur) or drain)
-        if known_z is not None and normal is not None and ram_total:
-            # ... unless the last migration said how many pages hold data: those left go at
-            # the wire rate, the zero pages (often all together at the top) nearly free.
-            data_left = min(ram, max(0.0, (1 - known_z) * ram_total - normal * page))
-            rest = ((data_left * full + (ram - data_left) * zero_cost) / tp) * ending
-        rest_low = rest_high = rest
+        # Pages per second so far, zero pages included: the rest has the same mix.
+        rest = rest_low = rest_high = max(0.0, remaining - leftover) / (_ram_drain(cur) or drain)
     elapsed = max(0.0, last.time - min(cur.start_time, a.start if a.start is not None else cur.start_time))
     # The later passes send only what the guest re-dirties: whole pages, at the wire rate.
     later_drain = tp / full
@@ -92,33 +123,57 @@ def _first_pass_eta(a: _Analysis, cur: _Pass, drain: float, leftover: float) -> 
                 _Dirtying(model.rate, bound))
 
     th = a.throttle
+    slack = thr - leftover
+    end_left = min(remaining, leftover)  # what pass 1 leaves for its closing sync
 
-    def later(model: _Dirtying, rest: float) -> float | None:
+    def later(model: _Dirtying, rest: float, end: int = 0) -> float | None:
+        """The passes after pass 1 and the stop-and-copy (`end`: its point, optimistic or
+        pessimistic speed). Pass 1's sync adds what it dirtied to what it left: if that fits
+        under the threshold, it switches over there."""
         pass1 = elapsed + rest
         model = bounded(model)
         first = model.dirtied(pass1)
         high = 0
         if th is not None and pass1 >= 1.0 and first > th.trigger * pass1 * tp:
             high = 1  # QEMU's check at the sync that ends pass 1
-        out = _run(first, later_drain, model, thr, th, (0.0, 0.0, 0.0, high), a.dirty_cap)
-        return None if out is None else rest + out[0]
+        out = _run(max(0.0, first - (leftover - end_left)), later_drain, model, thr, th, (0.0, 0.0, 0.0, high),
+                   a.dirty_cap)
+        if out is None:
+            return None
+        # What the stop-and-copy sends: pass 1's last pages (their zero pages nearly free) and
+        # what the guest dirtied, or after more passes, about a threshold of dirtied pages.
+        at_switch = end_left * end_data + first if out[1] == 0 else thr - slack / 2
+        return rest + out[0] + _stop_copy(a, at_switch)[end]
 
     if prior is None or prior.model is None:
-        def guess(ratio: float, rest: float) -> float | None:
-            return later(_Dirtying(ratio * later_drain, None), rest)
+        def guess(ratio: float, rest: float, end: int = 0) -> float | None:
+            return later(_Dirtying(ratio * later_drain, None), rest, end)
 
-        return _Eta(guess(FIRST_PASS_RATIO, rest), rest_low, guess(FIRST_PASS_RATIO_HIGH, rest_high), True)
+        low = rest_low + _stop_copy(a, end_left * end_data)[1]
+        return _Eta(guess(FIRST_PASS_RATIO, rest), low, guess(FIRST_PASS_RATIO_HIGH, rest_high, 2), True)
     model, optimist, pessimist = spans(prior.model, prior.period)
     eta = later(model, rest)
-    low = later(optimist.scaled(1 - BAND_MIN), rest_low)
+    low = later(optimist.scaled(1 - BAND_MIN), rest_low, 1)
     margin = (1 + BAND_MIN) * (PRIOR_MARGIN if prior.source == "the pre-flight's" else 1.0)
-    high = later(pessimist.scaled(margin), rest_high)
+    high = later(pessimist.scaled(margin), rest_high, 2)
     if eta is not None:
         low = min(low if low is not None else eta, eta * (1 - BAND_MIN))
         high = None if high is None else max(high, eta * (1 + BAND_MIN))
     else:
         low = rest_low if low is None else low
     return _Eta(eta, low, high, True, basis=prior)
+
+
+def _data_share(zmap: tuple[bool | None, ...], lo: float, hi: float) -> float:
+    """The share of pages holding data between fractions lo and hi of RAM, from the pre-flight's
+    pages in address order (page i at (i + 0.5) / n; None: not read); the nearest read one when
+    none inside was."""
+    n = len(zmap)
+    inside = [z for z in zmap[max(0, math.ceil(lo * n - 0.5)):max(0, math.ceil(hi * n - 0.5))] if z is not None]
+    if not inside:
+        middle = (lo + hi) / 2 * n - 0.5
+        inside = [min(((abs(i - middle), z) for i, z in enumerate(zmap) if z is not None))[1]]
+    return 1 - sum(inside) / len(inside)
 
 
 def _ram_drain(cur: _Pass) -> float | None:
@@ -151,9 +206,16 @@ def _precopy_eta(a: _Analysis) -> _Eta:
         return _first_pass_eta(a, cur, rest_drain, leftover)
     drain = cur.later_drain or a.drain or tp  # the latest: XBZRLE warms up, bandwidth changes
 
-    def one(drain: float, model: _Dirtying) -> tuple[float, int] | None:
+    def one(drain: float, model: _Dirtying, end: int = 0) -> tuple[float, int] | None:
+        """This pass's rest, the passes after it, and the stop-and-copy (`end` as in _stop_copy)."""
         out = _run(model.dirtied(pass_time), drain, model, thr, a.throttle, cap=a.dirty_cap)
-        return None if out is None else (rest + out[0], out[1])
+        if out is None:
+            return None
+        if remaining <= leftover:  # this pass is done: its sync adds what it dirtied
+            at_switch = min(thr, remaining + model.dirtied(pass_time))
+        else:
+            at_switch = thr - slack / 2
+        return rest + out[0] + _stop_copy(a, at_switch)[end], out[1]
 
     model = a.model
     j = a.judge
@@ -176,8 +238,8 @@ def _precopy_eta(a: _Analysis) -> _Eta:
         (t1, d1), = j.recent
         low_model = _Dirtying(d1 * (1 - BAND_MIN), None)
         high_model = _first_period(t1, d1 * (1 + BAND_MIN), FIRST_PERIOD_SATURATION_HIGH)
-    low_run = one(max(a.drains or [drain]), low_model)
-    high_run = one(min(a.drains or [drain]), high_model)
+    low_run = one(max(a.drains or [drain]), low_model, 1)
+    high_run = one(min(a.drains or [drain]), high_model, 2)
     low = min(eta * (1 - BAND_MIN), low_run[0] if low_run else eta)
     high = None if high_run is None else max(eta * (1 + BAND_MIN), high_run[0])
     return _Eta(eta, low, high, False, mid[1])

@@ -50,6 +50,7 @@ class _Memo:
     flat_since: float = 0.0
     flat_count: int = 0
     steady: bool = True  # nothing sends pages cheaper than the wire or slows the guest: one reply can judge
+    paused_rate: float | None = None  # bytes/s the stop-and-copy went at (completed: downtime-bytes / downtime)
 
     def note(self, last: MigrationSample) -> None:
         """What the latest reply (of this migration) says beyond the history points."""
@@ -65,6 +66,12 @@ class _Memo:
                     self.zero_share = min(1.0, dup * self.page / total)
             elif last.status in _PRECOPY:
                 self.zero_share = dup / (dup + normal)  # so far
+        if last.status == "completed":
+            # QEMU lifts max-bandwidth for the stop-and-copy (migration_completion): how fast it
+            # went with the guest paused is this host's and link's, and holds for the next one.
+            sent, downtime = last.get("ram", "downtime-bytes"), last.get(None, "downtime")
+            if sent and downtime and sent > 0 and downtime > 0:
+                self.paused_rate = sent / (downtime / 1000)
         pct = last.get(None, "cpu-throttle-percentage")
         if last.in_flight:
             self.throttle_pct = min(99.0, pct or 0.0)
@@ -77,11 +84,12 @@ class _Memo:
         model = judge.model
         if model is not None:
             model = model.scaled(1 / max(0.01, 1 - pct / 100))
-        if model is None and self.zero_share is None:
+        if model is None and self.zero_share is None and self.paused_rate is None:
             return None
         # One period (pass 1 only) gives the rate but not the working set: the model still
         # says what a pass 1 as long dirties, which is what the next migration needs most.
-        return _Prior(model, self.zero_share, "the last migration's", len(judge.recent) >= 2)
+        return _Prior(model, self.zero_share, "the last migration's", len(judge.recent) >= 2,
+                      paused_rate=self.paused_rate)
 
     def consume(self, p: HistoryPoint) -> None:
         self.tail.append(p)
@@ -176,7 +184,9 @@ def _memo_for(tracker: MigrationTracker) -> _Memo | None:
                 # A look that saw only the end (a reply that looks like a new migration,
                 # e.g. its disk figures dropped at completion) keeps the dirtying seen before.
                 lesson = replace(before, zero_share=lesson.zero_share if lesson.zero_share is not None
-                                 else before.zero_share)
+                                 else before.zero_share, paused_rate=lesson.paused_rate or before.paused_rate)
+            elif lesson.paused_rate is None and before is not None and before.paused_rate:
+                lesson = replace(lesson, paused_rate=before.paused_rate)  # a cancelled one never paused
             tracker.learned = lesson
     if memo is None or not continues:
         if not new:

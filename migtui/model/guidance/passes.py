@@ -13,6 +13,7 @@ from statistics import median
 from migtui.model.guidance.dirtying import Period, _Dirtying, _fit, _run_out
 from migtui.model.guidance.tunables import (
     ENTER_MARGIN, EVIDENCE_DOWNTIME, EVIDENCE_PASS, EVIDENCE_PASSES_LEFT, FLAT_PASSES, FLAT_PASSES_SHORT,
+    FLOOR_FACTOR, FLOOR_PASSES,
     FLAT_RATIO, FLAT_RATIO_SHORT, LEAVE_PASSES, LEAVE_RATIO, NEW_LOW, PAGE_HEADER, RECENT, WINDOW_S,
 )
 from migtui.model.history import HistoryPoint
@@ -109,6 +110,9 @@ class _Judge:
     value: float | None = None  # the dirty rate last reported
     since: float | None = None  # when its period began
     since_pass: int = 1
+    last_start: float | None = None  # when the latest judged pass began
+    floor_run: int = 0  # passes in a row whose dirtying in one send window alone was over the slack
+    floor_bytes: float | None = None  # the least of them: bytes one window dirtied, at least
 
     @property
     def model(self) -> _Dirtying | None:
@@ -138,6 +142,27 @@ def _one_reply_says_stuck(p: _Pass, limit_ms: float, tp: float | None) -> bool:
         return True
     shrink = d / tp
     return shrink >= FLAT_RATIO and math.log(expected / max(limit_ms, 1.0)) > EVIDENCE_PASSES_LEFT * -math.log(shrink)
+
+
+def _window_floor(j: _Judge, p: _Pass, r0: float, limit_ms: float, tp: float | None) -> tuple[int, float | None]:
+    """Each pass measures the guest: it began with what the pass before it dirtied, in that
+    pass's length T. A guest dirties no less per second in a shorter span (distinct pages
+    saturate), so one send window dirties at least r0 x min(1, window / T). A pass lasts at
+    least a window, so if that is over the slack (what a switch-over can take on top of a
+    finished pass), no pass ends under the threshold: evidence that comes pass by pass,
+    however short the passes are, before QEMU has measured a second dirty-rate period.
+    Returns (passes in a row that showed it, the least bytes they showed)."""
+    if j.last_start is None or not tp or p.number < 3:
+        return 0, None  # pass 2 began with what pass 1 dirtied, over however long pass 1 took
+    length = p.start_time - j.last_start
+    if length <= 0:
+        return 0, None
+    drain = p.drain or j.drain_known or tp
+    slack = min(tp * limit_ms / 1000, drain * WINDOW_S)
+    floor = r0 * min(1.0, WINDOW_S / length)
+    if floor >= FLOOR_FACTOR * slack:
+        return j.floor_run + 1, floor if j.floor_bytes is None or not j.floor_run else min(floor, j.floor_bytes)
+    return 0, None
 
 
 def _judge_step(j: _Judge, p: _Pass, current: bool, limit_ms: float, start: float,
@@ -172,9 +197,13 @@ def _judge_step(j: _Judge, p: _Pass, current: bool, limit_ms: float, start: floa
         best, flat = min(j.best, r0), j.flat + 1
     before = j.drain_known
     shrinking = len(j.starts) >= 2 and r0 < NEW_LOW * min(j.starts[-2:])
-    j = replace(j, starts=(j.starts + (r0,))[-3:], best=best, flat=flat, drain_known=p.drain or before)
-    model = j.model
     tp = p.throughput or fallback_tp
+    floor_run, floor_bytes = _window_floor(j, p, r0, limit_ms, tp)
+    j = replace(j, starts=(j.starts + (r0,))[-3:], best=best, flat=flat, drain_known=p.drain or before,
+                last_start=p.start_time, floor_run=floor_run, floor_bytes=floor_bytes)
+    model = j.model
+    if not j.state and steady and floor_run >= FLOOR_PASSES:
+        return replace(j, state=True)
     if not j.state and len(j.recent) < 2 and steady and _one_reply_says_stuck(p, limit_ms, tp):
         return replace(j, state=True)
     if model is None or len(j.recent) < 2 or not tp or (current and len(p.points) < 2 and before is not None):

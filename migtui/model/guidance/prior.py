@@ -5,7 +5,7 @@ tracker's previous migration showed."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from migtui.model.derived import MigrationTracker
 from migtui.model.guidance.dirtying import Period, _Dirtying, _fit
@@ -21,6 +21,8 @@ class _Prior:
     source: str  # for the why line: "the pre-flight's" or "the last migration's"
     measured_ws: bool = False  # the model's working set was measured (two periods)
     period: float = 1.0  # seconds the rate was measured over, when the working set was not
+    paused_rate: float | None = None  # bytes/s of the last stop-and-copy (the guest paused, no rate limit)
+    zero_map: tuple[bool | None, ...] | None = None  # the pre-flight's pages in address order, True: zero
 
 
 def learned_by(tracker: MigrationTracker) -> _Prior | None:
@@ -68,9 +70,25 @@ def _plumbed_period(tracker: MigrationTracker) -> float:
     return 1.0
 
 
+def _plumbed_zero_map(tracker: MigrationTracker) -> tuple[bool | None, ...] | None:
+    raw = tracker.zero_pages_prior
+    if isinstance(raw, (list, tuple)) and any(isinstance(x, bool) for x in raw) \
+            and all(x is None or isinstance(x, bool) for x in raw):
+        return tuple(raw)
+    return None
+
+
 def _prior_for(tracker: MigrationTracker) -> _Prior | None:
     learned = learned_by(tracker)
     measured = _plumbed_prior(tracker)
+    zmap = _plumbed_zero_map(tracker)  # sampled now: fresher than the last migration's
+    if zmap is not None:
+        read = [z for z in zmap if z is not None]
+        zero = sum(read) / len(read)
+        if learned is None:
+            learned = _Prior(None, zero, "the pre-flight's", zero_map=zmap)
+        else:
+            learned = replace(learned, zero_share=zero, zero_map=zmap)
     if measured is None:
         return learned
     if measured.working_set is None and learned is not None and learned.model is not None \
@@ -78,4 +96,5 @@ def _prior_for(tracker: MigrationTracker) -> _Prior | None:
         # A fresh rate, and the working set the last migration showed.
         measured = _Dirtying(measured.rate, learned.model.working_set)
     return _Prior(measured, learned.zero_share if learned is not None else None, "the pre-flight's",
-                  measured.working_set is not None, _plumbed_period(tracker))
+                  measured.working_set is not None, _plumbed_period(tracker),
+                  learned.paused_rate if learned is not None else None, zmap)

@@ -33,6 +33,10 @@ EVIDENCE_DOWNTIME = 2.0
 # ... or dirtying at least FLAT_RATIO of what is sent, when pass starts shrinking by that
 # ratio (at best) would need more than this many passes to bring expected-downtime under.
 EVIDENCE_PASSES_LEFT = 30
+# ... or, pass by pass, a guest dirtying in one send window at least this many times the slack
+# (a pass lasts at least a window), on this many passes in a row: it cannot get under.
+FLOOR_FACTOR = 2.0
+FLOOR_PASSES = 3
 # Pass 1 has no dirty rate yet (QEMU reports it from the second sync): assume the guest
 # dirties this share of the throughput for the point ETA, and RATIO_HIGH for the band's
 # pessimistic end.
@@ -42,6 +46,12 @@ FIRST_PASS_RATIO_HIGH = 0.8
 # is zero pages (nearly free to send): the point ETA takes the middle of "all" and "none".
 UNKNOWN_ZERO_SHARE = 0.5
 ZERO_PAGE_WIRE = PAGE_HEADER + 1  # a zero page goes out as its header and one byte
+# QEMU lifts max-bandwidth for the stop-and-copy (migration_completion: no rate limit), so what is
+# left at the switch-over goes as fast as the host and the link can send with the guest paused. The
+# guest's last migration says how fast that was (downtime-bytes / downtime); with nothing known,
+# assume a 10 Gbit/s link that one migration thread fills (never slower than the throughput so far).
+# The band's pessimistic end keeps max-bandwidth, as QEMU's own expected-downtime does.
+PAUSED_RATE = 2**30
 # A pre-flight calc-dirty-rate samples pages and under-counts a guest that rewrites its
 # working set in tight loops (see preflight.SAMPLING_MARGIN): the band's pessimistic end.
 PRIOR_MARGIN = 1.5

@@ -10,8 +10,10 @@ from typing import Any
 from migtui.model.derived import MigrationTracker
 from migtui.model.guidance.analysis import _Analysis, _analyse, _pass_load
 from migtui.model.guidance.dirtying import _Dirtying
-from migtui.model.guidance.eta import _precopy_eta
-from migtui.model.guidance.tunables import FIRST_PASS_RATIO, RECENT, STALL_SAMPLES, STALL_SECONDS, _POSTCOPY, _SENDING
+from migtui.model.guidance.eta import _precopy_eta, _stop_copy
+from migtui.model.guidance.tunables import (
+    FIRST_PASS_RATIO, FLOOR_PASSES, RECENT, STALL_SAMPLES, STALL_SECONDS, WINDOW_S, _POSTCOPY, _SENDING,
+)
 from migtui.model.units import format_bytes, format_duration, format_ms, format_rate
 
 
@@ -145,9 +147,9 @@ def assess(tracker: MigrationTracker) -> Assessment:
         why = f"paused before switch-over with {format_bytes(remaining)} left: send migrate-continue to finish"
         return Assessment("switching-over", why, None, None, None, implied)
     if status == "device":
-        eta = remaining / tp if remaining is not None and tp else None
+        eta, low, high = _stop_copy(a, remaining) if remaining is not None and tp else (None, None, None)
         why = f"guest stopped: sending the last {format_bytes(remaining)} and device state"
-        return Assessment("switching-over", _one_line(why), eta, eta, eta, implied)
+        return Assessment("switching-over", _one_line(why), eta, low, high, implied)
 
     # -- active (pre-copy) --
     cur = a.passes[-1] if a.passes else None
@@ -161,10 +163,11 @@ def assess(tracker: MigrationTracker) -> Assessment:
         model = a.model or _Dirtying(FIRST_PASS_RATIO * (tp or 0.0), None)
         after_sync = remaining + model.dirtied(max(0.0, a.points[-1].time - cur.start_time))
         if after_sync <= thr:
-            eta = remaining / tp if tp else None
+            # The rest goes with the guest paused, without max-bandwidth's limit.
+            eta, low, high = _stop_copy(a, after_sync) if tp else (None, None, None)
             why = (f"{format_bytes(remaining)} left fits in the {limit} downtime limit at "
                    f"{format_rate(tp)}: switching over")
-            return Assessment("switching-over", _one_line(why), eta, eta, eta, implied)
+            return Assessment("switching-over", _one_line(why), eta, low, high, implied)
     if cur is None:  # no remaining figure from this QEMU
         eta = remaining / tp if remaining is not None and tp else None
         why = f"sending at {format_rate(tp)}; QEMU reports no remaining figure" if remaining is None else \
@@ -214,6 +217,14 @@ def _why_not_converging(a: _Analysis) -> str:
     else:
         trend = "pass starts cannot shrink enough"
     expected = a.last.get(None, "expected-downtime")
+    j = a.judge
+    if j.floor_bytes is not None and j.floor_run >= FLOOR_PASSES and (len(j.recent) < 2 or a.floor is None):
+        # Decided pass by pass (see passes._window_floor): say what each pass showed.
+        # (QEMU's dirty rate, over pass 1's seconds, would understate it: no rate here.)
+        slack = min(thr or 0.0, (a.drain or a.throughput or 0.0) * WINDOW_S)
+        return (f"each of the last {j.floor_run} passes dirtied {format_bytes(j.floor_bytes)} or more in one "
+                f"{format_ms(WINDOW_S * 1000)} send window (a pass's shortest), over the {format_bytes(slack)} a "
+                f"{format_ms(a.limit_ms)} switch-over allows")
     if len(a.judge.recent) < 2 and expected is not None:
         # Decided on one reply's figures (see _one_reply_says_stuck): say which.
         enough = "" if a.dirty and a.throughput and a.dirty >= a.throughput else " enough"
