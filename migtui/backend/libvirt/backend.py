@@ -427,13 +427,14 @@ class LibvirtBackend(Backend):
             return None
         except Exception:  # a libvirt-python surprise: try again next time
             return self.options.active_interval
-        host.pending.append((items, results, when))
+        pending = host.pending
+        pending.append((items, results, when))
+        interval = self.options.active_interval
         # Each hand-over wakes the loop, which costs more than the sample (figure 8): faster than
         # the screen needs, samples go over in batches; a job that ended or failed goes at once.
-        if when - host.pending[0][2] + self.options.active_interval >= HAND_OVER_S \
-                or any(state is not None or error is not None for state, _, _, error in results):
+        if when - pending[0][2] + interval >= HAND_OVER_S or not _all_running(results):
             self._hand_over(host, loop)
-        return self.options.active_interval
+        return interval
 
     def _hand_over(self, host: LibvirtHost, loop: asyncio.AbstractEventLoop) -> None:
         """On the worker thread: the batches sampled since the last hand-over, to the loop in one call."""
@@ -848,6 +849,14 @@ def _read_settings(lv: Any, dom: Any) -> dict[str, Any]:
     with contextlib.suppress(lv.libvirtError, AttributeError):
         out["xbzrle-cache-size"] = int(dom.migrateGetCompressionCache(0))
     return out
+
+
+def _all_running(results: list[tuple[int | None, int, dict[str, Any], str | None]]) -> bool:
+    """Every job of the batch still runs (no state read, no error): nothing the loop must see at once."""
+    for state, _, _, error in results:
+        if state is not None or error is not None:
+            return False
+    return True
 
 
 def _dirty_rate(lv: Any, conn: Any, dom: Any) -> tuple[int, Any]:

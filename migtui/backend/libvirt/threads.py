@@ -48,6 +48,8 @@ def _answer(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], ok: bo
 
 
 _TICK = object()  # a queue entry: run the periodic tick now
+# Ticks this close together sleep between them: a call then waits at most this long.
+SLEEP_BELOW = 0.1
 
 
 class SerialWorker:
@@ -69,18 +71,28 @@ class SerialWorker:
     def _loop(self) -> None:
         next_tick: float | None = None
         while True:
-            timeout = None if next_tick is None else max(0.0, next_tick - time.monotonic())
-            try:
-                job = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                job = _TICK
+            if next_tick == 0.0 and self._queue.empty():
+                job = _TICK  # slept already, nothing came meanwhile (no timed wait, no Empty raised)
+            else:
+                timeout = None if next_tick is None else max(0.0, next_tick - time.monotonic())
+                try:
+                    job = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    job = _TICK
             if job is None:
                 return
             if job is _TICK:
                 self._kicked = False
                 tick = self._tick
                 pause = None if tick is None or self._stopped else tick()
-                next_tick = None if pause is None else time.monotonic() + pause
+                if pause is not None and pause <= SLEEP_BELOW:
+                    # Sampling fast: sleep as a bare loop does (a timed wait on the queue, and the
+                    # Empty it raises, cost ~35 µs more per tick here); then what was queued meanwhile
+                    # runs before the next tick.
+                    time.sleep(pause)
+                    next_tick = 0.0
+                else:
+                    next_tick = None if pause is None else time.monotonic() + pause
                 continue
             if self._stopped:
                 loop, future, _, _ = job  # queued before stop(): never run, never left waiting
