@@ -129,6 +129,26 @@ def test_after_a_raise_that_did_not_work_it_goes_on_to_the_cap_even_when_the_mod
     assert m.status == "active" and "waiting for the deadline" in pilot.state, (m.status, pilot.state)
 
 
+def test_converging_only_as_auto_converge_throttles_the_guest_is_a_reason_to_act():
+    """With auto-converge on, the verdict's forecast counts on the throttle to come: on the lab guest
+    at 256 MiB/s it said converging for 18 s while QEMU throttled the guest up to 90 %, and the
+    autopilot waited. It weighs the throttle as a cost: where the verdict's own model, at the
+    throttle now, does not converge, it acts, with the verdict still converging (here the
+    throttle counted on never comes, and the verdict turns a pass later). A guest that converges
+    by itself gets nothing."""
+    parameters = {"max-bandwidth": 64 * MiB, "downtime-limit": 300, "cpu-throttle-initial": 20,
+                  "cpu-throttle-increment": 10, "max-cpu-throttle": 99}
+    policy = Policy("p", 2000, None, ("downtime", "throttle", "abort"))
+    stuck = Guest(ram=512 * MiB, dirty_rate=80 * MiB, working_set=96 * MiB, zero_fraction=0.3)
+    at: list = []
+    m, _, decisions, t = _drive(stuck, dict(parameters), {"auto-converge": True}, policy, at=at)
+    assert decisions and "converging only as auto-converge throttles the guest" in decisions[0].why, decisions
+    assert at[0][1] <= 3 and m.status == "completed" and t < 15, (at, m.status, t)
+    fine = Guest(ram=512 * MiB, dirty_rate=40 * MiB, working_set=256 * MiB, zero_fraction=0.3)
+    m, _, decisions, _ = _drive(fine, dict(parameters), {"auto-converge": True}, policy)
+    assert m.status == "completed" and not decisions, [d.why for d in decisions]
+
+
 def test_the_cap_itself_where_the_rates_as_measured_converge_there():
     """96 MiB rewritten at 100 MiB/s, sent at 64 MiB/s: the pass starts need about 1.3 s. Under a
     1.35 s cap the pessimistic end of the model's band (10 % more) foresaw nothing that would do

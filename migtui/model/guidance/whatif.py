@@ -45,14 +45,20 @@ class WhatIf:
         now = parameters.get("max-bandwidth")
         self._now = float(now) if isinstance(now, (int, float)) and not isinstance(now, bool) else None
 
-    def converges(self, bandwidth: float | None, downtime_ms: float, central: bool = False) -> bool | None:
+    def converges(self, bandwidth: float | None, downtime_ms: float, central: bool = False,
+                  fitted_only: bool = False) -> bool | None:
         """Whether the passes get under the threshold at this max-bandwidth (bytes/s; None: as now)
         and downtime limit (ms), at the pessimistic end of every reading of the evidence (as
-        advice does), or at its centre (`central`: the pass starts and rates as measured).
-        None: no evidence yet (pass 1, nothing sent)."""
+        advice does), or at its centre (`central`: the pass starts and rates as measured);
+        `fitted_only`: under the model the verdict fitted, alone (not calibrated to explain stuck
+        passes, as advice's readings are: it asks whether passes are stuck at all).
+        None: no evidence yet (pass 1, nothing sent; with `fitted_only`, no model fitted yet)."""
         a, load = self._a, self._load
         tp = a.throughput if a is not None else None
         if a is None or not tp or not load:
+            return None
+        readings = [a.model] if fitted_only else self._readings
+        if readings[:1] == [None] and fitted_only:
             return None
         wire = tp
         if bandwidth is not None and self._now and tp >= 0.8 * self._now:
@@ -60,4 +66,4 @@ class WhatIf:
         drain = wire * (a.drain or tp) / tp  # bytes of remaining drained per wire byte (zero pages, XBZRLE)
         band = 0.0 if central else BAND_MIN
         return all(_predicted_to_converge(a, m, load, drain, wire * downtime_ms / 1000, band=band)
-                   for m in self._readings)
+                   for m in readings)
