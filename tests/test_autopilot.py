@@ -149,6 +149,28 @@ def test_converging_only_as_auto_converge_throttles_the_guest_is_a_reason_to_act
     assert m.status == "completed" and not decisions, [d.why for d in decisions]
 
 
+def test_post_copy_comes_before_a_steeper_throttle():
+    """Nothing within the caps converges, post-copy and the throttle are both allowed, and both
+    capabilities were on at the start: a steeper throttle slows every vCPU for as long as the
+    migration lasts (in postcopy-only-8M it ran into the deadline), post-copy ends it."""
+    guest = Guest(ram=512 * MiB, dirty_rate=400 * MiB, working_set=256 * MiB, zero_fraction=0.3)
+    m = Migration(guest, Knobs(max_bandwidth=32 * MiB, downtime_limit=0.3), start=0.0, rng=random.Random(0))
+    parameters = {"max-bandwidth": 32 * MiB, "downtime-limit": 300, "cpu-throttle-initial": 20,
+                  "cpu-throttle-increment": 10, "max-cpu-throttle": 99}
+    capabilities = {"postcopy-ram": True, "auto-converge": True}
+    tracker = MigrationTracker()
+    tracker.parameters.update(parameters)
+    tracker.capabilities = capabilities
+    pilot = Pilot(Policy("p", 300, None, ("downtime", "throttle", "postcopy", "abort")))
+    decision, t = None, 0.0
+    while decision is None and t < 120:
+        t += 0.5
+        m.advance(t)
+        tracker.add(parse_query_migrate(query_migrate_72(m, t, xbzrle=False, cache_size=0), 1.7e9 + t))
+        decision = decide(pilot, tracker, parameters, capabilities)
+    assert decision is not None and decision.postcopy and decision.step == "postcopy", (t, decision)
+
+
 def test_the_cap_itself_where_the_rates_as_measured_converge_there():
     """96 MiB rewritten at 100 MiB/s, sent at 64 MiB/s: the pass starts need about 1.3 s. Under a
     1.35 s cap the pessimistic end of the model's band (10 % more) foresaw nothing that would do

@@ -4,11 +4,12 @@
 Platforms finish stuck migrations with timers (nova raises the downtime every 75 s, KubeVirt
 and nova give up after 800 s per GiB). The autopilot acts on the verdict instead:
 
-- it acts only when the verdict is not-converging, or the ETA passes the deadline;
+- it acts only when the verdict is not-converging, or the ETA passes the deadline, or (with
+  auto-converge on) the migration converges only as QEMU throttles the guest harder;
 - it takes the cheapest step the model predicts will converge within the policy's caps
   (bandwidth first: the guest does not feel it; then the downtime limit; both; the caps
   themselves where the measured rates, without the pessimistic band, say they converge; the
-  XBZRLE cache; auto-converge's throttle; post-copy), never above a cap; its forecasts do not
+  XBZRLE cache; post-copy; auto-converge's throttle), never above a cap; its forecasts do not
   count on auto-converge's throttle to come, a cost the guest pays;
 - after a step it waits for evidence (a few passes where passes are short, a few seconds and
   two passes where they are long) before it judges it, and escalates only if the migration
@@ -34,7 +35,9 @@ __all__ = ["STEPS", "AT_DEADLINE", "Policy", "Pilot", "Decision", "BUILTIN_POLIC
            "policy_names"]
 
 # Every step a policy may allow, cheapest first: the order the autopilot tries them in.
-STEPS = ("bandwidth", "downtime", "xbzrle-cache", "throttle", "postcopy", "abort")
+# Post-copy before a steeper throttle: that slows every vCPU for as long as the migration lasts,
+# where post-copy ends it in the time the rest takes to send.
+STEPS = ("bandwidth", "downtime", "xbzrle-cache", "postcopy", "throttle", "abort")
 AT_DEADLINE = ("abort", "postcopy", "nothing")
 MANAGED = ("max-bandwidth", "downtime-limit", "xbzrle-cache-size", "cpu-throttle-initial", "cpu-throttle-increment")
 GiB = 2**30
@@ -339,7 +342,11 @@ def decide(pilot: Pilot, tracker: MigrationTracker, parameters: Mapping[str, Any
         pilot.state = "converging as auto-converge throttles the guest: no cheaper step within the caps"
         pilot.searched = (passes, last.time)
         return None
-    # 5. auto-converge's throttle, steeper: it was on from the start; once.
+    # 5. post-copy: finishes whatever the guest dirties; only if enabled at the start.
+    if "postcopy" in policy.steps and "postcopy" not in done and capabilities.get("postcopy-ram") and not slow:
+        return Decision("postcopy", f"switch to post-copy: nothing within the caps converges ({why_stuck})",
+                        postcopy=True)
+    # 6. auto-converge's throttle, steeper: it was on from the start; once.
     if "throttle" in policy.steps and "throttle" not in done and capabilities.get("auto-converge"):
         increment = _number(parameters.get("cpu-throttle-increment"))
         initial = _number(parameters.get("cpu-throttle-initial"))
@@ -349,10 +356,6 @@ def decide(pilot: Pilot, tracker: MigrationTracker, parameters: Mapping[str, Any
                 values["cpu-throttle-initial"] = 40
             return change("throttle", f"steeper auto-converge throttle ({', '.join(f'{k} {v}' for k, v in values.items())}):"
                                       f" {why_stuck}", **values)
-    # 6. post-copy: finishes whatever the guest dirties; only if enabled at the start.
-    if "postcopy" in policy.steps and "postcopy" not in done and capabilities.get("postcopy-ram") and not slow:
-        return Decision("postcopy", f"switch to post-copy: nothing within the caps converges ({why_stuck})",
-                        postcopy=True)
     left = f" (in {format_duration(deadline - elapsed)}: {policy.at_deadline})" if deadline is not None else ""
     pilot.state = f"{assessment.verdict}: no step within the caps; waiting for the deadline{left}"
     pilot.searched = (passes, last.time)
