@@ -345,6 +345,20 @@ def test_advice_numbers_for_a_stuck_migration():
     assert [a.kind for a in advice][-1] == "multifd"
 
 
+@pytest.mark.parametrize("start, stop", [(330.0, 2450.0), (1.0, 99.0), (134e6, 64 * 134e6), (2440.0, 2450.0),
+                                         (5000.0, 2450.0)])
+def test_advice_candidates_never_pass_their_stop(start, stop):
+    """The ladder rounds each candidate up to two significant digits, which passed a stop that has
+    more (2440 under 2450 gave 2500): the advice, as the autopilot, only ever offers up to it."""
+    from migtui.model.guidance.advice import _ladder
+
+    rungs = _ladder(start, stop)
+    assert rungs[-1] == stop and max(rungs) == stop, rungs[-3:]
+    assert all(a < b for a, b in zip(rungs, rungs[1:])), rungs
+    assert start >= stop or rungs[0] >= start
+
+
+
 def test_postcopy_only_when_enabled_before_the_start():
     tracker = tracker_for(STUCK, until=45.0)
     advice = advise(tracker, PARAMS, {"postcopy-ram": False})

@@ -199,8 +199,9 @@ class MigrationTracker:
     ) -> float | None:
         if sample.finished:
             # The average over the whole migration is what an operator compares.
-            if transferred is not None and total_time:
-                return transferred / (total_time / 1000)
+            seconds = total_time / 1000 if total_time else 0.0
+            if transferred is not None and seconds > 0:  # 5e-324 ms is 0 s in a float
+                return transferred / seconds
             return None
         if prev is not None and transferred is not None:
             prev_transferred = _sum(prev.get("ram", "transferred"), prev.get("disk", "transferred"))

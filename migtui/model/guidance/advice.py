@@ -110,16 +110,16 @@ def _readings(a: _Analysis, load: float) -> list[_Dirtying | None]:
 
 
 def _predicted_to_converge(a: _Analysis, model: _Dirtying | None, load: float, drain: float,
-                           threshold: float, cap: float | None = None) -> bool:
+                           threshold: float, cap: float | None = None, band: float = BAND_MIN) -> bool:
     """`model` run forward at a new drain and threshold, at the pessimistic end of its band
-    (pass starts and the dirty rate BAND_MIN higher): does it get under, and soon enough
+    (pass starts and the dirty rate `band` higher): does it get under, and soon enough
     (within ADVICE_WITHIN_S, or two passes of this size where a pass alone takes longer)?
     `cap` is a dirty limit to judge (bytes/s of dirtying), instead of the one on now."""
-    start = load * (1 + BAND_MIN)
+    start = load * (1 + band)
     if model is None:
         return start <= threshold  # no model: only a pass start that fits at once is sure
     slack = min(threshold, drain * WINDOW_S)
-    out = _run(max(0.0, start - (threshold - slack)), drain, model.scaled(1 + BAND_MIN), threshold, a.throttle,
+    out = _run(max(0.0, start - (threshold - slack)), drain, model.scaled(1 + band), threshold, a.throttle,
                cap=(cap if cap is not None else a.dirty_cap))
     return out is not None and out[0] <= max(ADVICE_WITHIN_S, 2 * load / drain)
 
@@ -133,14 +133,16 @@ def _smallest(candidates: list[float], works) -> float | None:
 
 
 def _ladder(start: float, stop: float, step: float = 1.1) -> list[float]:
-    """Round values from `start` up to `stop`, about `step` apart."""
+    """Round values from `start` up to `stop`, about `step` apart, ascending, none above `stop`
+    (rounding up to two digits can pass a stop that has more: 2440 under 2450 gave 2500)."""
     out, x = [], start
     while x < stop and len(out) < 200:
-        v = _round_up(x)
+        v = min(_round_up(x), stop)
         if not out or v > out[-1]:
             out.append(v)
         x *= step
-    out.append(stop)
+    if not out or out[-1] < stop:
+        out.append(stop)
     return out
 
 
