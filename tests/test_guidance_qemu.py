@@ -43,7 +43,10 @@ async def test_not_converging_within_5_passes_and_it_stays(lab_pair, open_sessio
     after = [v for p, v in verdicts if p > first]
     assert after and all(v == "not-converging" for v in after), [
         (p, v, w) for (p, v), w in zip(verdicts, whys) if v != "not-converging" and p > first]
-    assert "against" in src.vm.assessment().why or src.vm.assessment().verdict == "cancelled"
+    # The why compares what the guest dirties with what is sent (or, decided pass by pass, with
+    # what one send window lets through); once the cancel is seen, the verdict is its end.
+    last = src.vm.assessment()
+    assert "against" in last.why or "send window" in last.why or last.verdict == "cancelled", last
 
 
 async def test_converging_settings_end_completed(lab_pair, open_session):
