@@ -61,9 +61,8 @@ async def status_lines(targets, args: argparse.Namespace) -> int:
 
 
 async def watch_rounds(targets, args: argparse.Namespace, interval: float, count: int | None) -> int:
-    from migtui.cli.status import print_state
-
     from migtui.cli.common import _start_metrics, _stop_metrics
+    from migtui.cli.status import print_state
 
     backend = await open_hosts(targets, args, read_only=True, active_interval=min(interval, 1.0))
     metrics = _start_metrics(args, lambda: backend)

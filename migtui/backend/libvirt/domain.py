@@ -258,7 +258,7 @@ class LibvirtDomain(VMHandle):
         """What recover_postcopy() would send: libvirt resumes both ends in one call (the row is both)."""
         self._ready("recover post-copy")
         source, target, params, _, names = self.backend.recovery(self)
-        stream = next(iter(params.values()), None)
+        stream = params.get(self.backend.libvirt.VIR_MIGRATE_PARAM_URI)
         return [f"virDomainMigrateToURI3({self.vm.name}, {target.uri}, {'|'.join(names[2:])}"
                 + (f", uri={stream}" if stream else "") + f") on {source.label}"]
 

@@ -70,9 +70,10 @@ class SerialWorker:
 
     def _loop(self) -> None:
         next_tick: float | None = None
+        slept = False  # the tick's pause was slept through: the next tick is due now
         while True:
-            if next_tick == 0.0 and self._queue.empty():
-                job = _TICK  # slept already, nothing came meanwhile (no timed wait, no Empty raised)
+            if slept and self._queue.empty():
+                job = _TICK  # nothing came meanwhile (no timed wait, no Empty raised)
             else:
                 timeout = None if next_tick is None else max(0.0, next_tick - time.monotonic())
                 try:
@@ -85,14 +86,14 @@ class SerialWorker:
                 self._kicked = False
                 tick = self._tick
                 pause = None if tick is None or self._stopped else tick()
-                if pause is not None and pause <= SLEEP_BELOW:
+                slept = pause is not None and pause <= SLEEP_BELOW
+                if slept:
                     # Sampling fast: sleep as a bare loop does (a timed wait on the queue, and the
                     # Empty it raises, cost ~35 µs more per tick here); then what was queued meanwhile
                     # runs before the next tick.
                     time.sleep(pause)
-                    next_tick = 0.0
-                else:
-                    next_tick = None if pause is None else time.monotonic() + pause
+                    pause = 0.0
+                next_tick = None if pause is None else time.monotonic() + pause
                 continue
             if self._stopped:
                 loop, future, _, _ = job  # queued before stop(): never run, never left waiting
