@@ -62,6 +62,7 @@ def test_version():
         (["lab", "--dirty-ring", "1000"], "not a ring size KVM takes; give one of 1024, 2048,"),
         (["lab", "--accel", "tcg", "--dirty-ring", "4096"], "--dirty-ring is KVM's"),
         (["migrate", "/nonexistent/vm.qmp", "--uri", "unix:/x", "--dirty-limit", "0"], "at least 1"),
+        (["migrate", "/nonexistent/vm.qmp", "--uri", "unix:/x", "--check", "--no-preflight"], "give one of them"),
         (["frobnicate"], "unknown command or socket"),
         (["status", "/nonexistent/vm.qmp"], "no such socket"),
         (["cancel", "/nonexistent/vm.qmp"], "no such socket"),
@@ -126,6 +127,9 @@ async def test_status_watch_set_and_migrate_wait_on_real_qemu(lab_pair):
     rc, out, err = await migtui("migrate", source.endpoint, "--to", destination.endpoint, "--wait")
     assert rc == 0, err
     assert "completed" in out.splitlines()[-1]
+    # The pre-flight ran first, by default (one line, after the start was taken).
+    said = [line for line in err.splitlines() if "pre-flight" in line]
+    assert len(said) == 1 and said[0].startswith("migtui: src1: pre-flight: ") and "converge" in said[0], err
 
     rc, out, err = await migtui("watch", "--json", "--count", "2", "--interval", "0.1", destination.endpoint)
     assert rc == 0, err
@@ -168,9 +172,10 @@ async def test_a_refused_start_leaves_the_destination_ready_for_the_next_one(lab
         uri = f"unix:{lab.runtime_dir / 'earlier-start.sock'}"
         await dst_tools.execute("migrate-incoming", {"uri": uri})
         rc, out, err = await migtui("migrate", source.endpoint, "--to", destination.endpoint, "--bandwidth", "4G",
-                                    "--downtime", "20s", "--wait")
+                                    "--downtime", "20s", "--wait", "--no-preflight")
         assert rc == 0, err
         assert f"migrating to {uri}" in err and "completed" in out.splitlines()[-1]
+        assert "pre-flight" not in err, err
     finally:
         await src_tools.disconnect()
         await dst_tools.disconnect()

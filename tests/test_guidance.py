@@ -18,8 +18,12 @@ import pytest
 from migtui.backend.qmp.dialect import Dialect
 from migtui.model.requests import ParamChange
 from migtui.model import MigrationTracker, parse_query_migrate
+from migtui.model.derived import HostLessons
+from migtui.model.endpoint import parse_endpoint
+from migtui.model.vm import VMState
 from migtui.model.guidance import ADVICE_KINDS, VERDICTS, Advice, Assessment, advise, assess, follow_up, take_advice
 from migtui.model.guidance.analysis import _analyse
+from migtui.model.guidance.prior import learned_by
 from migtui.model.guidance.tunables import PAUSED_RATE
 from migtui.sim.dialects import query_migrate_14, query_migrate_72
 from migtui.sim.model import FINISHED, DirtyRateProbe, Guest, Knobs, Migration
@@ -808,16 +812,39 @@ def test_the_next_migration_of_a_guest_starts_from_what_the_last_one_showed():
     assert outcome(sc).band50 != o.band50
 
 
-def test_the_stop_and_copy_goes_at_the_speed_the_guests_last_one_went():
-    # QEMU sends what is left at the switch-over without max-bandwidth's limit: the last
-    # migration's downtime-bytes over its downtime says how fast, here 400 MiB/s.
+def test_what_the_last_migration_showed_survives_new_settings_for_the_next():
+    # The start sets the next migration's downtime limit before QEMU reports it: the lesson of
+    # the one that ended is kept all the same (its passes judged again against the new limit).
     tracker = MigrationTracker()
     tracker.parameters.update({"max-bandwidth": CONVERGING.tp, "downtime-limit": CONVERGING.limit_ms})
     for t, r in CONVERGING.replies():
+        tracker.add(parse_query_migrate(r, T0 + t))
+        assess(tracker)
+    assert assess(tracker).verdict == "completed"
+    tracker.parameters["downtime-limit"] = 2 * CONVERGING.limit_ms
+    assess(tracker)
+    for t, r in CONVERGING.replies(until=2.0):
+        tracker.add(parse_query_migrate(r, T0 + 100 + t))
+    a = assess(tracker)
+    assert learned_by(tracker) is not None and learned_by(tracker).model is not None
+    assert "the last migration's" in a.why, a.why
+
+
+def completed_with_stop_and_copy(tracker: MigrationTracker, sent: float, downtime_ms: float) -> MigrationTracker:
+    """The tracker after watching CONVERGING complete, its stop-and-copy `sent` bytes in `downtime_ms`."""
+    tracker.parameters.update({"max-bandwidth": CONVERGING.tp, "downtime-limit": CONVERGING.limit_ms})
+    for t, r in CONVERGING.replies():
         if r["status"] == "completed":
-            r["ram"]["downtime-bytes"], r["downtime"] = 100 * MiB, 250
+            r["ram"]["downtime-bytes"], r["downtime"] = sent, downtime_ms
         tracker.add(parse_query_migrate(r, T0 + t))
     assert assess(tracker).verdict == "completed"
+    return tracker
+
+
+def test_the_stop_and_copy_goes_at_the_speed_the_guests_last_one_went():
+    # QEMU sends what is left at the switch-over without max-bandwidth's limit: the last
+    # migration's downtime-bytes over its downtime says how fast, here 400 MiB/s.
+    tracker = completed_with_stop_and_copy(MigrationTracker(), 100 * MiB, 250)
     for t, r in CONVERGING.replies(until=17.0):
         tracker.add(parse_query_migrate(r, T0 + 100 + t))
     a = feed(tracker, 117.5, reply("device", transferred=int(17.5 * 128 * MiB), remaining=20 * MiB, total=2 * GiB,
@@ -830,6 +857,42 @@ def test_the_stop_and_copy_goes_at_the_speed_the_guests_last_one_went():
     b = feed(fresh, 17.5, reply("device", transferred=int(17.5 * 128 * MiB), remaining=20 * MiB, total=2 * GiB,
                                 **{"dirty-sync-count": 5}))
     assert b.eta_s == pytest.approx(20 * MiB / PAUSED_RATE, rel=0.05) and b.eta_high_s == pytest.approx(20 / 128, rel=0.05)
+
+
+def test_another_vms_stop_and_copy_from_the_same_host_times_this_ones():
+    # The stop-and-copy goes at the host's speed (its CPU, its link), so a VM's first migration
+    # from a host where another VM's completed knows it; a tracker of another host does not.
+    here, there = HostLessons(), HostLessons()
+    other = MigrationTracker()
+    other.host_lessons = here
+    completed_with_stop_and_copy(other, 100 * MiB, 250)
+    assert here.paused_rate == pytest.approx(400 * MiB)
+
+    def switching_over(lessons):
+        tracker = tracker_for(CONVERGING, until=17.0)
+        tracker.host_lessons = lessons
+        return feed(tracker, 17.5, reply("device", transferred=int(17.5 * 128 * MiB), remaining=20 * MiB,
+                                         total=2 * GiB, **{"dirty-sync-count": 5}))
+
+    # As the console watches: QEMU 7.2's first reply after the end has every time 0, the next
+    # has downtime; the VM learns from that one as it comes, whether or not anyone looks.
+    vm = VMState(endpoint=parse_endpoint("web=unix:/run/web.qmp"), name="web")
+    vm.tracker.host_lessons = there
+    vm.tracker.parameters.update({"max-bandwidth": CONVERGING.tp, "downtime-limit": CONVERGING.limit_ms})
+    replies = list(CONVERGING.replies())
+    t_end, end = replies[-1]
+    for t, r in replies[:-1]:
+        vm.observe(parse_query_migrate(r, T0 + t))
+    vm.observe(parse_query_migrate({**end, "downtime": 0, "total-time": 0}, T0 + t_end))
+    assert there.paused_rate is None
+    end["ram"]["downtime-bytes"], end["downtime"] = 100 * MiB, 500
+    vm.observe(parse_query_migrate(end, T0 + t_end + 0.01))
+    assert there.paused_rate == pytest.approx(200 * MiB)
+    there.paused_rate = None
+
+    assert switching_over(here).eta_s == pytest.approx(20 / 400, rel=0.05)
+    assert switching_over(there).eta_s == pytest.approx(20 * MiB / PAUSED_RATE, rel=0.05)
+    assert there.paused_rate is None
 
 
 def test_the_pre_flights_zero_pages_in_address_order_time_the_rest_of_pass_1():
@@ -850,6 +913,27 @@ def test_the_pre_flights_zero_pages_in_address_order_time_the_rest_of_pass_1():
     # A sample cut short (None: not read) says the same from the pages it did read.
     partial = at_4s(tuple(None if i % 4 else i >= 256 for i in range(512)))
     assert partial.eta_s == pytest.approx(top_zero.eta_s, rel=0.05)
+
+
+def test_a_threshold_crossed_in_a_run_of_zero_pages_ends_pass_1_past_the_run():
+    # A 2 s limit at 128 MiB/s: a 256 MiB threshold, the top 1/8 of this 2 GiB guest. RAM from
+    # 13/16 to 15/16 is zero pages (a fresh Linux guest's untouched RAM, its initramfs above):
+    # the send window crossing the threshold there runs on to the run's end (QEMU's rate limit
+    # counts wire bytes), so pass 1 leaves only the top 128 MiB and switches over with them and
+    # what it dirtied, here at this host's 128 MiB/s. Ending at the threshold instead, it would
+    # leave ~250 MiB, which with its dirtying takes one more pass and a longer stop-and-copy.
+    run = Run(starts=[30 * MiB], rates=[2 * MiB], limit_ms=2000)
+    tracker = MigrationTracker()
+    tracker.parameters.update({"max-bandwidth": run.tp, "downtime-limit": run.limit_ms})
+    tracker.dirty_rate_prior = 2 * MiB
+    tracker.zero_pages_prior = (False,) * 416 + (True,) * 64 + (False,) * 32
+    tracker.host_lessons = HostLessons(paused_rate=128 * MiB)
+    for t, r in run.replies(until=4.0):
+        tracker.add(parse_query_migrate(r, T0 + t))
+    a = assess(tracker)
+    assert a.verdict == "converging"
+    rest = 1152 / 128  # pass 1's data from 1/4 (sent by 4 s) to 13/16; its zero pages nearly free
+    assert rest + 128 / 128 < a.eta_s < rest + (128 + 30) / 128, a.eta_s
 
 
 # Passes of about one send window each at 64 MiB/s and 1 ms (a 66 KiB threshold), each

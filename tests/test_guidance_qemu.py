@@ -14,6 +14,10 @@ from migtui.model.guidance import assess
 from migtui.model.requests import MigrationOptions
 from migtui.backend.qmp.controls import cancel_migration, start_migration
 from migtui.backend.messages import VMUpdated
+from migtui.backend.qmp.backend import QMPBackend
+from migtui.backend.qmp.session import SessionOptions
+from migtui.model.endpoint import parse_endpoint
+from migtui.model.guidance.analysis import _paused_rate_for
 
 pytestmark = [qemu_required, pytest.mark.qemu]
 
@@ -58,6 +62,28 @@ async def test_converging_settings_end_completed(lab_pair, open_session):
     await wait_until(lambda: src.vm.migration_status == "completed", timeout=60)
     assert src.vm.assessment().verdict == "completed"
     assert src.vm.assessment().to_json()["eta-s"] in (0, 0.0, None)
+
+
+async def test_a_completed_stop_and_copy_times_the_next_one_of_every_vm_on_the_host(lab_pair):
+    # QEMU lifts max-bandwidth once the guest is paused: how fast the stop-and-copy went is the
+    # host's (its CPU, its link), so the fleet's other VMs on this host start out knowing it.
+    source, destination, lab = lab_pair
+    other = await lab.add_vm("other", incoming=False)
+    backend = QMPBackend([parse_endpoint(vm.endpoint) for vm in (source, destination, other)],
+                         options=SessionOptions(poll_interval=0.2, active_interval=0.1))
+    backend.start()
+    try:
+        src, dst, oth = (backend.get(vm.name) for vm in (source, destination, other))
+        await wait_until(lambda: all(h.connected and h.vm.sample for h in (src, dst, oth)), timeout=15)
+        assert _paused_rate_for(oth.vm.tracker) is None  # nothing migrated from here yet
+        await start_migration(src, MigrationOptions(bandwidth=4 * 2**30, downtime_ms=20_000), destination=dst)
+        await wait_until(lambda: src.vm.migration_status == "completed"
+                         and (src.vm.sample.get(None, "downtime") or 0) > 0, timeout=60)
+        sent, downtime_ms = src.vm.sample.get("ram", "downtime-bytes"), src.vm.sample.get(None, "downtime")
+        assert _paused_rate_for(oth.vm.tracker) == pytest.approx(sent / (downtime_ms / 1000))
+        assert oth.vm.tracker.host_lessons is src.vm.tracker.host_lessons
+    finally:
+        await backend.close()
 
 
 async def _migrate_recording_eta_at_50(src, dst, options, side) -> dict:

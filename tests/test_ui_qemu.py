@@ -55,6 +55,16 @@ async def test_press_m_confirm_and_see_completed(lab_pair):
         await wait_until(lambda: "completed" in _status(app), timeout=60)
         await wait_until(lambda: cell(app, "dst1", "run-state") == "running", timeout=15)
         assert "100%" in cell(app, "src1", "progress")
+        # Start ran the pre-flight first, by default: its figures time pass 1, its prediction is logged.
+        src = fleet.get("src1")
+        log = [(r.name, r.detail) for r in src.vm.log if r.kind == "action"]
+        names = [name for name, _ in log]
+        assert "pre-flight" in names and names.index("pre-flight") < names.index("migrate"), log
+        assert "converge" in dict(log)["pre-flight"], log
+        rate = src.vm.tracker.dirty_rate_prior
+        assert rate and rate[0][0] == 1.0 and rate[0][1] > 0, rate
+        zero = src.vm.tracker.zero_pages_prior
+        assert zero and any(z is not None for z in zero), zero
 
 
 def _status(app: MigtuiApp) -> str:

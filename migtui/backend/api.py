@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from migtui.backend.errors import BackendError
 from migtui.backend.messages import Listener
+from migtui.model.derived import HostLessons
 from migtui.model.endpoint import Endpoint
 from migtui.model.requests import MigrationOptions, ParamChange
+from migtui.model.units import InputError
 from migtui.model.vm import EventRecord, VMState
 
 if TYPE_CHECKING:
@@ -158,6 +160,18 @@ class VMHandle(abc.ABC):
         """Measure the guest's dirty rate and predict whether `options` converge; migrates nothing."""
         raise self.refused("pre-flight")
 
+    async def preflight_before_start(self, options: MigrationOptions) -> Prediction | str | None:
+        """The pre-flight every start runs first where this VM has one (about a second): pass 1
+        reports no dirty rate and nothing says where the guest's zero pages are, so without it
+        the ETA until pass 2 is a guess. Its prediction; or why it could not run (the start goes
+        ahead all the same); or None where this VM has no pre-flight."""
+        if not self.features.preflight:
+            return None
+        try:
+            return await self.preflight(options)
+        except (BackendError, InputError, OSError, EOFError) as err:
+            return str(err)
+
     def refused(self, what: str) -> ControlRefused:
         why = self.features.why_not or "this backend cannot do it"
         return ControlRefused(f"{what}: {self.vm.name}: {why}")
@@ -175,6 +189,11 @@ class Backend(abc.ABC):
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        self._host_lessons: dict[str, HostLessons] = {}
+
+    def lessons_for(self, host: str) -> HostLessons:
+        """What this backend's migrations from `host` showed, one object its VMs' trackers share."""
+        return self._host_lessons.setdefault(host, HostLessons())
 
     @abc.abstractmethod
     def handles(self) -> dict[str, VMHandle]:

@@ -39,6 +39,8 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
 
     if not args.check:
         _refuse_if_read_only(args, "migrate")
+    if args.check and args.no_preflight:
+        raise UsageError("--check is the pre-flight alone; --no-preflight starts without one: give one of them")
     if args.autopilot is not None:
         if args.check:
             raise UsageError("--autopilot steers a migration; --check migrates nothing")
@@ -78,8 +80,10 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
                 source.start()
             if args.autopilot is not None:
                 pilot = _engage(args, _one_session_backend(source), source.key)
+        said = None if args.no_preflight else await source.preflight_before_start(options)
         plan = await start_migration(source, options, destination=destination, uri=args.uri)
         print(f"migtui: {source.vm.name}: migrating to {plan.uri}", file=sys.stderr)
+        _say_preflight(source, said)
         if not args.wait:
             return 0
         return await _follow(source, recorder)
@@ -144,6 +148,14 @@ async def _preflight(source, options) -> int:
     prediction = await source.preflight(options)
     print(f"{source.vm.name}: {prediction.sentence}")
     return 0 if prediction.converges else 1
+
+
+def _say_preflight(handle, said) -> None:
+    """What the pre-flight before a start found (preflight_before_start), once the start was taken:
+    one line on stderr; a refused start is its refusal alone."""
+    if said is not None:
+        line = f"pre-flight skipped: {said}" if isinstance(said, str) else f"pre-flight: {said.sentence}"
+        print(f"migtui: {handle.vm.name}: {line}", file=sys.stderr)
 
 
 async def _follow(source, recorder=None) -> int:

@@ -127,8 +127,12 @@ async def migrate(args: argparse.Namespace, options) -> int:
         destination = next((d for d in backend.destinations(handle) if d.target.uri == to.uri), None)
         if destination is None:
             raise UsageError(f"--to {args.to}: " + (", ".join(host_errors(backend)) or "the domain already runs there"))
+        said = None if args.no_preflight else await handle.preflight_before_start(options)
         await handle.migrate(options, destination, uri=args.migrate_uri)
         print(f"migtui: {handle.vm.name}: migrating to {destination.label}", file=sys.stderr)
+        from migtui.cli.control import _say_preflight
+
+        _say_preflight(handle, said)
         if not args.wait:
             return 0
         last = ""

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "$XDG_STATE_HOME/migtui/recordings)")
     p.add_argument("--check", action="store_true", help="pre-flight only: measure the guest's dirty rate and "
                    "predict whether these settings converge (exit 0 yes, 1 no); nothing is migrated")
+    p.add_argument("--no-preflight", action="store_true", help="start at once, without the second of "
+                   "pre-flight measuring that times pass 1's ETA (the pre-flight runs before every start by default; "
+                   "its prediction goes to stderr and never stops the start)")
 
     p = sub.add_parser("cancel", help="cancel the migration of SOURCE")
     p.add_argument("source", metavar="SOURCE")

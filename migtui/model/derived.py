@@ -13,7 +13,7 @@ from migtui.model.history import History, HistoryPoint, PassMark
 from migtui.model.sample import DEFAULT_PAGE_SIZE, MigrationSample, counter
 from migtui.model.units import format_bytes
 
-__all__ = ["Derived", "MigrationTracker"]
+__all__ = ["Derived", "HostLessons", "MigrationTracker"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,17 @@ class Derived:
             "remaining-bytes": self.remaining_bytes,
             "passes": self.passes,
         }
+
+
+@dataclass(slots=True)
+class HostLessons:
+    """What migrations from one source host showed that holds for every VM there, shared by
+    their trackers: a VM's first migration from a host has nothing of its own to go on, and a
+    VM that moved here brought figures of the host it left."""
+
+    # bytes/s the latest stop-and-copy from this host went at (downtime-bytes / downtime): QEMU
+    # lifts max-bandwidth once the guest is paused, so the host's CPU and link set it, not the guest.
+    paused_rate: float | None = None
 
 
 def _sum(a: float | None, b: float | None) -> float | None:
@@ -71,6 +82,9 @@ class MigrationTracker:
         # The advice the operator applied to this migration (guidance.AdviceTaken), followed up
         # by guidance.follow_up; a new migration forgets it.
         self.advice_taken: object | None = None
+        # What this VM's source host showed in any VM's migration (the backend shares one per
+        # host among its trackers); None: a tracker of its own, knowing no host.
+        self.host_lessons: HostLessons | None = None
         # Guidance's own state for this tracker, opaque here (this module does not import it):
         # the work kept between assessments of the current migration, and what the earlier ones
         # showed of the guest (the prior for the next). Guidance starts a new memo itself when a

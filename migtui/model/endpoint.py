@@ -42,6 +42,14 @@ class Endpoint:
             return True
         return _is_loopback(self.host or "")
 
+    @property
+    def source_host(self) -> str:
+        """The machine the VM runs on, as far as its address says: what its VMs share (the link,
+        the CPU a stop-and-copy runs on). Every local socket is one host, "localhost"."""
+        if self.kind == "libvirt":
+            return self.path or self.host or self.name
+        return "localhost" if self.is_local else (self.host or self.name)
+
     def __str__(self) -> str:
         if self.kind == "libvirt":
             return f"{self.path}#{self.name}"  # a target that names just this domain

@@ -112,8 +112,10 @@ class VMState:
 
     def refresh_assessment(self, max_age: float = 0.0) -> None:
         """While a migration is in flight, compute its verdict now if the one held is older
-        than `max_age` (see assessment); readers then only read."""
-        if self.in_flight:
+        than `max_age` (see assessment); readers then only read. And as it ends: its final
+        reply (downtime-bytes over downtime) teaches the guest and its host, seen or not."""
+        last = self.tracker.last
+        if last is not None and (last.in_flight or last.finished):
             self.assessment(max_age=max_age)
 
     def assessment(self, max_age: float = 0.0):  # -> migtui.model.guidance.Assessment
@@ -136,6 +138,8 @@ class VMState:
                 cached = None
             elif not last.in_flight and before.info == last.info:
                 pass  # idle or finished, and QEMU repeats itself: nothing can have changed
+            elif last.finished:
+                cached = None  # QEMU says more of the end (7.2 fills in its times a reply later)
             elif max_age > 0 and 0 <= age <= max_age:
                 pass
             elif not (cached[2] == passes and 0 <= age < VERDICT_REFRESH_S):

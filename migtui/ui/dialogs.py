@@ -209,6 +209,8 @@ class MigrationRequest:
     destination: str | None  # a VM's key, or None with a URI
     uri: str | None
     autopilot: str | None = None  # a policy's name: the migration goes on autopilot under it
+    # Run the pre-flight first (its figures time pass 1); False when Check just ran it on these options.
+    preflight: bool = True
 
 
 URI_CHOICE = "__uri__"
@@ -222,6 +224,7 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
         self.source = source
         # Backend.destinations(): VMs waiting for an incoming migration, or libvirt hosts; the first by default.
         self.destinations = destinations
+        self._checked: MigrationOptions | None = None  # the options Check measured for
 
     def compose(self) -> ComposeResult:
         features = self.source.features
@@ -283,7 +286,8 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
                                  + [(autopilot.policies[n].summary(), n) for n in sorted(autopilot.policies)],
                                  value="off", allow_blank=False, id="autopilot", compact=True)
             yield Label("", id="start-error", classes="field-error")
-            yield Label("", id="preflight")
+            yield Label("Start measures the guest for a second first (the pre-flight)" if features.preflight else "",
+                        id="preflight")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Start (Enter)", id="start", variant="primary")
                 yield Button("Check", id="check", tooltip="pre-flight: measure the dirty rate, predict convergence",
@@ -331,7 +335,7 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
         )
         policy = next((str(box.value) for box in self.query("#autopilot").results(Select)), "off")
         return MigrationRequest(options, str(destination) if destination else None, uri,
-                                None if policy == "off" else policy)
+                                None if policy == "off" else policy, preflight=options != self._checked)
 
     def _validate(self) -> MigrationRequest | None:
         error = self.query_one("#start-error", Label)
@@ -384,6 +388,7 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
             try:
                 prediction = await source.preflight(request.options)
                 label.update(("✓ " if prediction.converges else "✗ ") + prediction.sentence)
+                self._checked = request.options  # Start need not measure again
             except (InputError, BackendError, OSError) as err:
                 label.update(f"pre-flight failed: {err}")
 

@@ -37,6 +37,7 @@ class QMPBackend(Backend):
         session.key = key
         session.vm.name = key
         session.assess_max_age = self.assess_max_age  # the fleet's size decides how often
+        session.vm.tracker.host_lessons = self.lessons_for(endpoint.source_host)
         self.sessions[key] = session
         return session
 

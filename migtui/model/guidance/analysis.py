@@ -126,7 +126,17 @@ def _analyse(tracker: MigrationTracker) -> _Analysis | None:
                      points[-1].remaining if points else None, memo.dirty, drain, drains,
                      memo.start, memo.page, memo.zero_share, prior, _throttle_for(tracker, last),
                      _dirty_cap_for(tracker), None if memo.flat_level is None else (memo.flat_count, memo.flat_since),
-                     learned.paused_rate if (learned := learned_by(tracker)) is not None else None)
+                     _paused_rate_for(tracker))
+
+
+def _paused_rate_for(tracker: MigrationTracker) -> float | None:
+    """How fast this migration's stop-and-copy should go: as the source host's latest did (any
+    VM's: the host's CPU and link set it), else as this guest's last one did (maybe elsewhere)."""
+    host = tracker.host_lessons
+    if host is not None and host.paused_rate:
+        return host.paused_rate
+    learned = learned_by(tracker)
+    return learned.paused_rate if learned is not None else None
 
 
 def _pass_load(a: _Analysis) -> float | None:

@@ -64,6 +64,7 @@ def _first_pass_eta(a: _Analysis, cur: _Pass, drain: float, leftover: float) -> 
     ending = max(0.0, ram - leftover) / ram if ram > 0 else 0.0
     zmap = prior.zero_map if prior is not None else None
     end_data = 1.0  # share of what pass 1 leaves for the switch-over that holds data
+    end_left = min(remaining, leftover)  # what pass 1 leaves for its closing sync
 
     def ram_time(z: float) -> float:
         return ram * ((1 - z) * full + z * zero_cost) / tp * ending
@@ -81,6 +82,11 @@ def _first_pass_eta(a: _Analysis, cur: _Pass, drain: float, leftover: float) -> 
         # (what is left of pass 1 is the top of RAM): the data between here and where pass 1
         # ends goes at the wire rate, zero pages nearly free; what it leaves is the top's mix.
         here, end = 1 - ram / ram_total, 1 - min(ram, leftover) / ram_total
+        # QEMU's rate limit counts wire bytes, which zero pages hardly use: a send window that
+        # crosses the threshold inside a run of zero pages goes on to its end before the check
+        # that closes pass 1, which then leaves only the RAM above the run.
+        end = _zero_run_end(zmap, end)
+        end_left = min(end_left, (1 - end) * ram_total)
         data = _data_share(zmap, here, end)
         end_data = _data_share(zmap, end, 1.0)
         rest = rest_low = rest_high = (end - here) * ram_total * (data * full + (1 - data) * zero_cost) / tp
@@ -124,7 +130,6 @@ def _first_pass_eta(a: _Analysis, cur: _Pass, drain: float, leftover: float) -> 
 
     th = a.throttle
     slack = thr - leftover
-    end_left = min(remaining, leftover)  # what pass 1 leaves for its closing sync
 
     def later(model: _Dirtying, rest: float, end: int = 0) -> float | None:
         """The passes after pass 1 and the stop-and-copy (`end`: its point, optimistic or
@@ -162,6 +167,18 @@ def _first_pass_eta(a: _Analysis, cur: _Pass, drain: float, leftover: float) -> 
     else:
         low = rest_low if low is None else low
     return _Eta(eta, low, high, True, basis=prior)
+
+
+def _zero_run_end(zmap: tuple[bool | None, ...], at: float) -> float:
+    """Where the run of zero pages holding fraction `at` of RAM ends (the pre-flight's pages in
+    address order, page i at (i + 0.5) / n): the next page read to hold data, or the end of
+    RAM; `at` itself where that page holds data or was not read."""
+    n = len(zmap)
+    i = max(0, math.ceil(at * n - 0.5))
+    j = i
+    while j < n and zmap[j] is True:
+        j += 1
+    return at if j == i else min(1.0, max(at, j / n))
 
 
 def _data_share(zmap: tuple[bool | None, ...], lo: float, hi: float) -> float:

@@ -208,6 +208,8 @@ def _memo_for(tracker: MigrationTracker) -> _Memo | None:
         memo.consume(p)
     if last is not None and (last.in_flight or last.finished):
         memo.note(last)
+        if memo.paused_rate and tracker.host_lessons is not None:
+            tracker.host_lessons.paused_rate = memo.paused_rate  # the host's, for its other VMs too
     return memo
 
 

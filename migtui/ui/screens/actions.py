@@ -86,8 +86,21 @@ class VMActions:
                 app.autopilot.engage(session.key, request.autopilot)  # before the start: it sees the first pass
 
             async def work() -> None:
+                said = None
+                if request.preflight and session.features.preflight:
+                    app.notify("pre-flight: measuring the guest for a second, then the start", title=session.key,
+                               timeout=2)
+                    said = await session.preflight_before_start(request.options)
+                if isinstance(said, str):
+                    app.log_for(session.key, "error", "pre-flight", f"skipped: {said}")
+                elif said is not None:
+                    app.log_for(session.key, "action", "pre-flight", said.sentence)
                 uri = await session.migrate(request.options, destination=destination, uri=request.uri)
                 app.log_for(session.key, "action", "migrate", f"to {uri}")
+                if said is not None and not isinstance(said, str) and not said.converges:
+                    # Once the start is taken (a refused start is its refusal alone): the start goes
+                    # ahead, as the operator asked, and the verdict will say the same within passes.
+                    app.notify(f"pre-flight: {said.sentence}", title=session.key, severity="warning", timeout=10)
 
             where = destination.label.split("  (")[0] if destination is not None else request.uri
             app.run_control(session.key, "migrate", work, done=f"migration started to {where}")
