@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import json
 import sys
 import time
@@ -60,7 +59,7 @@ from migtui.model.requests import MigrationOptions  # noqa: E402
 
 MiB = 2**20
 MARKS = (0.25, 0.5, 0.75)
-KINDS = ("nothing", "preflight", "next", "both")  # what the ETA knew: the table's four columns
+KINDS = ("nothing", "preflight", "next")  # what the ETA knew: the table's three columns
 ADVICE_WITHIN = 60.0  # s after the first advice in which it is to complete (as fig_advice)
 DEADLINE = 150.0  # s a migration may run before advice, stuck or not
 MORE_PASSES = 3  # passes watched after the first not-converging, to see it stays
@@ -112,12 +111,6 @@ async def migrate(lab: Lab, src: VMSession, n: int, options: MigrationOptions, *
         out["zero-pages-prior"] = None if pre.zero_pages_prior is None else "".join(
             "-" if z is None else "0" if z else "1" for z in pre.zero_pages_prior)  # 0: zero, in address order
         out["dirty-rate-prior"] = vm.tracker.dirty_rate_prior
-    # The console as it is now: what it watched of this guest before (a copy of the session's
-    # tracker), and the pre-flight every start runs.
-    both = copy.deepcopy(vm.tracker)
-    both.host_lessons = vm.tracker.host_lessons
-    both.dirty_rate_prior, both.zero_pages_prior = pre.dirty_rate_prior, pre.zero_pages_prior
-    both.parameters.update({"max-bandwidth": options.bandwidth, "downtime-limit": options.downtime_ms})
     # The session's tracker: what it watched before, only.
     vm.tracker.dirty_rate_prior = vm.tracker.zero_pages_prior = None
     dst_vm = await lab.add_vm(f"to{n}", incoming=True)
@@ -141,8 +134,7 @@ async def migrate(lab: Lab, src: VMSession, n: int, options: MigrationOptions, *
             return
         fresh.add(s)
         pre.add(s)
-        both.add(s)
-        b, c, e = assess(fresh), assess(pre), assess(both)
+        b, c = assess(fresh), assess(pre)
         t = (s.get(None, "total-time") or 0) / 1000
         verdicts.append((vm.derived.passes or 0, t, a.verdict))
         fresh_verdicts.append(b.verdict)
@@ -152,7 +144,7 @@ async def migrate(lab: Lab, src: VMSession, n: int, options: MigrationOptions, *
         if progress is None or s.status != "active" or not s.get("ram", "remaining") or out.get("advice"):
             return
         rec = {"t": t, "progress": rnd(progress, 3), "pass": vm.derived.passes,
-               "nothing": b.eta_s, "preflight": c.eta_s, "next": a.eta_s, "both": e.eta_s,
+               "nothing": b.eta_s, "preflight": c.eta_s, "next": a.eta_s,
                "band-nothing": [b.eta_low_s, b.eta_high_s], "why-nothing": b.why,
                "why-next": a.why, "ram": _ram(s)}
         for m in MARKS:
@@ -288,9 +280,8 @@ def table(workloads: list[dict]) -> str:
         return "-" if x is None else f"{x:+.0%}"
 
     lines = ["| workload | setting | truth | verdict (from) | flip | ETA error at 25/50/75%: nothing known "
-             "| with the pre-flight (the default) | on its next migration | next, with the pre-flight (the console now) "
-             "| pre-flight said | first advice | then |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| with the pre-flight (the default) | on its next migration | pre-flight said | first advice | then |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in _rows(workloads):
         bw = r["bandwidth-bytes-per-s"] // MiB
         setup = f"{r['setting']}: {bw} MiB/s, {r['downtime-limit-ms']} ms"
@@ -316,7 +307,7 @@ def table(workloads: list[dict]) -> str:
             f"completed {r['advice-s']}s after it" if r.get("advice-completed") else
             f"not within {ADVICE_WITHIN:.0f}s ({r.get('follow-up')})" if r.get("advice") else "no advice to apply")
         lines.append(f"| {r['workload']} | {setup} | {truth} | {verdict} | {'yes' if r.get('flipped') else 'no'} | "
-                     f"{cols[0]} | {cols[1]} | {cols[2]} | {cols[3]} | {said} | {adv} | {then} |")
+                     f"{cols[0]} | {cols[1]} | {cols[2]} | {said} | {adv} | {then} |")
     return "\n".join(lines)
 
 

@@ -915,6 +915,24 @@ def test_the_pre_flights_zero_pages_in_address_order_time_the_rest_of_pass_1():
     assert partial.eta_s == pytest.approx(top_zero.eta_s, rel=0.05)
 
 
+def test_the_stop_and_copy_sends_the_zero_pages_pass_1_left_nearly_free():
+    # Switching over with 200 MiB left: the pre-flight says half the RAM (1 GiB) is zero pages
+    # and QEMU has sent 800 MiB of them, so what is left can all be zero pages, a header each:
+    # the stop-and-copy is next to nothing. Not known: all of it is taken as data.
+    def switching(zmap, sent_zero):
+        tracker = tracker_for(CONVERGING, until=17.0)
+        tracker.zero_pages_prior = zmap
+        return feed(tracker, 17.5, reply("device", transferred=int(17.5 * 128 * MiB), remaining=200 * MiB,
+                                         total=2 * GiB, duplicate=sent_zero // PAGE, **{"dirty-sync-count": 5}))
+
+    half = (False, True) * 256
+    unknown = switching(None, 800 * MiB)
+    assert unknown.eta_s == pytest.approx(200 * MiB / PAUSED_RATE, rel=0.05)
+    assert switching(half, 800 * MiB).eta_s < unknown.eta_s * 0.05
+    # Where QEMU has sent them all, what is left is data whatever the map said.
+    assert switching(half, 1024 * MiB).eta_s == pytest.approx(unknown.eta_s, rel=0.02)
+
+
 def test_a_threshold_crossed_in_a_run_of_zero_pages_ends_pass_1_past_the_run():
     # A 2 s limit at 128 MiB/s: a 256 MiB threshold, the top 1/8 of this 2 GiB guest. RAM from
     # 13/16 to 15/16 is zero pages (a fresh Linux guest's untouched RAM, its initramfs above):

@@ -18,23 +18,24 @@ def fleet_cells(vm: VMState) -> tuple[str, ...]:
         verdict = "receiving"  # the destination cannot judge convergence: its source's row does
     else:
         verdict = vm.assessment().verdict
-    return (
-        vm.name,
-        status_text(vm),
-        verdict,
-        progress_bar(d.progress) if vm.sample and vm.sample.status != "none" else "",
-        format_rate(d.throughput_bps) if live else "-",
-        format_rate(d.dirty_bytes_per_s) if live else "-",
-        format_bytes(d.remaining_bytes) if live else "-",
-        eta_text(vm),
-        str(d.passes) if d.passes is not None and vm.sample and vm.sample.status != "none" else "-",
-        downtime_text(vm),
-        vm.run_state or "-",
-        host_text(vm),
-        vm.qemu_version or "-",
-        vm.endpoint.path if vm.endpoint.kind == "libvirt" else str(vm.endpoint),
-        note_text(vm),
-    )
+    cells = {
+        "vm": vm.name,
+        "status": status_text(vm),
+        "verdict": verdict,
+        "progress": progress_bar(d.progress) if vm.sample and vm.sample.status != "none" else "",
+        "eta": eta_text(vm),
+        "throughput": format_rate(d.throughput_bps) if live else "-",
+        "dirty": format_rate(d.dirty_bytes_per_s) if live else "-",
+        "remaining": format_bytes(d.remaining_bytes) if live else "-",
+        "passes": str(d.passes) if d.passes is not None and vm.sample and vm.sample.status != "none" else "-",
+        "downtime": downtime_text(vm),
+        "run-state": vm.run_state or "-",
+        "host": host_text(vm),
+        "qemu": vm.qemu_version or "-",
+        "endpoint": vm.endpoint.path if vm.endpoint.kind == "libvirt" else str(vm.endpoint),
+        "note": note_text(vm),
+    }
+    return tuple(cells[key] for key, _, _ in FLEET_COLUMNS)
 
 
 def host_text(vm: VMState) -> str:
@@ -51,10 +52,10 @@ FLEET_COLUMNS = (
     ("status", "migration", 12),
     ("verdict", "verdict", 14),
     ("progress", "progress", 15),
+    ("eta", "ETA", 6),  # within 80 columns: will it finish, and when
     ("throughput", "throughput", 11),
     ("dirty", "dirty rate", 11),
     ("remaining", "remaining", 10),
-    ("eta", "ETA", 6),
     ("passes", "pass", 4),
     ("downtime", "downtime exp/lim", 16),
     ("run-state", "run-state", 11),

@@ -43,6 +43,19 @@ def _stop_copy(a: _Analysis, left: float) -> tuple[float, float, float]:
     return left / rate, left / rate, left / tp
 
 
+def _wire_of(a: _Analysis, left: float, zero_share: float | None) -> float:
+    """Wire bytes to send `left` bytes of RAM: the RAM's zero pages not sent yet (the share
+    known of it, less the zero pages QEMU has sent) go as a header each, the rest whole pages.
+    Every zero page left is pass 1's (later passes send pages the guest wrote)."""
+    if zero_share is None or left <= 0:
+        return left
+    total, sent = a.last.get("ram", "total"), a.last.get("ram", "duplicate")
+    if not total or sent is None:
+        return left
+    zero_left = min(left, max(0.0, zero_share * total - sent * a.page))
+    return (left - zero_left) * (a.page + PAGE_HEADER) / a.page + zero_left * ZERO_PAGE_WIRE / a.page
+
+
 def _first_pass_eta(a: _Analysis, cur: _Pass, drain: float, leftover: float) -> _Eta:
     """Pass 1, before QEMU reports a dirty rate: the rest of this pass from what it has sent
     (pages, zero pages nearly free; block migration's disk first), then the passes after it

@@ -10,7 +10,8 @@ from typing import Any
 from migtui.model.derived import MigrationTracker
 from migtui.model.guidance.analysis import _Analysis, _analyse, _pass_load
 from migtui.model.guidance.dirtying import _Dirtying
-from migtui.model.guidance.eta import _precopy_eta, _stop_copy
+from migtui.model.guidance.eta import _precopy_eta, _stop_copy, _wire_of
+from migtui.model.guidance.prior import _prior_for
 from migtui.model.guidance.tunables import (
     FIRST_PASS_RATIO, FLOOR_PASSES, RECENT, STALL_SAMPLES, STALL_SECONDS, WINDOW_S, _POSTCOPY, _SENDING,
 )
@@ -65,6 +66,13 @@ class Assessment:
 
 
 # -- the verdict -------------------------------------------------------------------------------
+def _known_zero_share(tracker: MigrationTracker) -> float | None:
+    """The share of the guest's RAM known to be zero pages: the pre-flight's page sample, else
+    its last migration's pass 1 (None: not known)."""
+    prior = _prior_for(tracker)
+    return prior.zero_share if prior is not None else None
+
+
 def _one_line(text: str, limit: int = 160) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -147,7 +155,8 @@ def assess(tracker: MigrationTracker) -> Assessment:
         why = f"paused before switch-over with {format_bytes(remaining)} left: send migrate-continue to finish"
         return Assessment("switching-over", why, None, None, None, implied)
     if status == "device":
-        eta, low, high = _stop_copy(a, remaining) if remaining is not None and tp else (None, None, None)
+        left = _wire_of(a, remaining, _known_zero_share(tracker)) if remaining is not None else None
+        eta, low, high = _stop_copy(a, left) if left is not None and tp else (None, None, None)
         why = f"guest stopped: sending the last {format_bytes(remaining)} and device state"
         return Assessment("switching-over", _one_line(why), eta, low, high, implied)
 
@@ -164,7 +173,8 @@ def assess(tracker: MigrationTracker) -> Assessment:
         after_sync = remaining + model.dirtied(max(0.0, a.points[-1].time - cur.start_time))
         if after_sync <= thr:
             # The rest goes with the guest paused, without max-bandwidth's limit.
-            eta, low, high = _stop_copy(a, after_sync) if tp else (None, None, None)
+            left = _wire_of(a, after_sync, _known_zero_share(tracker))
+            eta, low, high = _stop_copy(a, left) if tp else (None, None, None)
             why = (f"{format_bytes(remaining)} left fits in the {limit} downtime limit at "
                    f"{format_rate(tp)}: switching over")
             return Assessment("switching-over", _one_line(why), eta, low, high, implied)
