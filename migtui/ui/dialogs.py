@@ -7,6 +7,7 @@ field is wrong. A bad value never leaves the dialog.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -214,6 +215,7 @@ class MigrationRequest:
 
 
 URI_CHOICE = "__uri__"
+CHECK_FRESH_S = 60.0  # a guest's dirty rate and zero pages change within minutes: measure again after
 
 
 class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
@@ -224,7 +226,8 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
         self.source = source
         # Backend.destinations(): VMs waiting for an incoming migration, or libvirt hosts; the first by default.
         self.destinations = destinations
-        self._checked: MigrationOptions | None = None  # the options Check measured for
+        # The options Check measured for, and when: Start need not measure them again soon after.
+        self._checked: tuple[MigrationOptions, float] | None = None
 
     def compose(self) -> ComposeResult:
         features = self.source.features
@@ -335,7 +338,12 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
         )
         policy = next((str(box.value) for box in self.query("#autopilot").results(Select)), "off")
         return MigrationRequest(options, str(destination) if destination else None, uri,
-                                None if policy == "off" else policy, preflight=options != self._checked)
+                                None if policy == "off" else policy, preflight=not self._fresh_check(options))
+
+    def _fresh_check(self, options: MigrationOptions) -> bool:
+        """Check measured these options within CHECK_FRESH_S: the guest's figures still hold."""
+        return self._checked is not None and self._checked[0] == options \
+            and time.monotonic() - self._checked[1] < CHECK_FRESH_S
 
     def _validate(self) -> MigrationRequest | None:
         error = self.query_one("#start-error", Label)
@@ -388,7 +396,7 @@ class StartMigrationDialog(ModalScreen[MigrationRequest | None]):
             try:
                 prediction = await source.preflight(request.options)
                 label.update(("✓ " if prediction.converges else "✗ ") + prediction.sentence)
-                self._checked = request.options  # Start need not measure again
+                self._checked = (request.options, time.monotonic())
             except (InputError, BackendError, OSError) as err:
                 label.update(f"pre-flight failed: {err}")
 
