@@ -66,13 +66,6 @@ class Assessment:
 
 
 # -- the verdict -------------------------------------------------------------------------------
-def _known_zero_share(tracker: MigrationTracker) -> float | None:
-    """The share of the guest's RAM known to be zero pages: the pre-flight's page sample, else
-    its last migration's pass 1 (None: not known)."""
-    prior = _prior_for(tracker)
-    return prior.zero_share if prior is not None else None
-
-
 def _one_line(text: str, limit: int = 160) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -92,6 +85,13 @@ def _stall(a: _Analysis) -> tuple[int, float] | None:
     if count >= STALL_SAMPLES and seconds >= STALL_SECONDS:
         return count, seconds
     return None
+
+
+def _known_zero_share(tracker: MigrationTracker) -> float | None:
+    """The share of the guest's RAM known to be zero pages: the pre-flight's page sample, else
+    its last migration's pass 1 (None: not known)."""
+    prior = _prior_for(tracker)
+    return prior.zero_share if prior is not None else None
 
 
 def assess(tracker: MigrationTracker) -> Assessment:
