@@ -6,7 +6,7 @@ computed here, from consecutive samples of one migration, with no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from migtui.model.history import History, HistoryPoint, PassMark
@@ -40,15 +40,33 @@ class Derived:
         }
 
 
+# The stop-and-copies a host's speed is taken over: one alone can be a few MB in a few ms,
+# whose fixed costs make it look several times faster than the next 100 MB will go.
+HOST_STOP_COPIES = 8
+
+
 @dataclass(slots=True)
 class HostLessons:
     """What migrations from one source host showed that holds for every VM there, shared by
     their trackers: a VM's first migration from a host has nothing of its own to go on, and a
     VM that moved here brought figures of the host it left."""
 
-    # bytes/s the latest stop-and-copy from this host went at (downtime-bytes / downtime): QEMU
-    # lifts max-bandwidth once the guest is paused, so the host's CPU and link set it, not the guest.
+    # bytes/s the host's recent stop-and-copies went at (downtime-bytes over downtime, summed over
+    # the last HOST_STOP_COPIES): QEMU lifts max-bandwidth once the guest is paused, so the host's
+    # CPU and link set it, not the guest.
     paused_rate: float | None = None
+    _stop_copies: dict[object, tuple[float, float]] = field(default_factory=dict)
+
+    def stop_copied(self, migration: object, sent: float, seconds: float) -> None:
+        """A completed migration's stop-and-copy (`migration` names it: its replies repeat)."""
+        if sent <= 0 or seconds <= 0:
+            return
+        self._stop_copies.pop(migration, None)
+        self._stop_copies[migration] = (sent, seconds)
+        while len(self._stop_copies) > HOST_STOP_COPIES:
+            del self._stop_copies[next(iter(self._stop_copies))]
+        values = self._stop_copies.values()
+        self.paused_rate = sum(b for b, _ in values) / sum(t for _, t in values)
 
 
 def _sum(a: float | None, b: float | None) -> float | None:

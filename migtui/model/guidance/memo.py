@@ -51,6 +51,7 @@ class _Memo:
     flat_count: int = 0
     steady: bool = True  # nothing sends pages cheaper than the wire or slows the guest: one reply can judge
     paused_rate: float | None = None  # bytes/s the stop-and-copy went at (completed: downtime-bytes / downtime)
+    paused: tuple[float, float] | None = None  # that stop-and-copy's bytes and seconds
 
     def note(self, last: MigrationSample) -> None:
         """What the latest reply (of this migration) says beyond the history points."""
@@ -71,6 +72,7 @@ class _Memo:
             # went with the guest paused is this host's and link's, and holds for the next one.
             sent, downtime = last.get("ram", "downtime-bytes"), last.get(None, "downtime")
             if sent and downtime and sent > 0 and downtime > 0:
+                self.paused = (sent, downtime / 1000)
                 self.paused_rate = sent / (downtime / 1000)
         pct = last.get(None, "cpu-throttle-percentage")
         if last.in_flight:
@@ -208,8 +210,8 @@ def _memo_for(tracker: MigrationTracker) -> _Memo | None:
         memo.consume(p)
     if last is not None and (last.in_flight or last.finished):
         memo.note(last)
-        if memo.paused_rate and tracker.host_lessons is not None:
-            tracker.host_lessons.paused_rate = memo.paused_rate  # the host's, for its other VMs too
+        if memo.paused and tracker.host_lessons is not None:
+            tracker.host_lessons.stop_copied(id(memo), *memo.paused)  # the host's, for its other VMs too
     return memo
 
 
