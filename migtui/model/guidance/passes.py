@@ -7,7 +7,7 @@ known when it began (the memo runs it on completed passes, the analysis on the c
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from statistics import median
 
 from migtui.model.guidance.dirtying import Period, _Dirtying, _fit, _run_out
@@ -17,6 +17,16 @@ from migtui.model.guidance.tunables import (
     FLAT_RATIO, FLAT_RATIO_SHORT, LEAVE_PASSES, LEAVE_RATIO, NEW_LOW, PAGE_HEADER, RECENT, WINDOW_S,
 )
 from migtui.model.history import HistoryPoint
+
+
+def _evolve(obj, **changes):
+    """dataclasses.replace for a frozen dataclass whose __init__ only stores its fields (no
+    __post_init__, no slots): a copy of its __dict__. replace() rebuilds the object through
+    fields() and __init__, ~10x the cost, and the judge steps call it several times a pass."""
+    assert changes.keys() <= obj.__dict__.keys(), changes.keys() - obj.__dict__.keys()
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__, **changes)
+    return new
 
 
 @dataclass
@@ -177,7 +187,7 @@ def _judge_step(j: _Judge, p: _Pass, current: bool, limit_ms: float, start: floa
     throttles the guest); leaving still takes the model.
     """
     if p.number < 2 or p.start_remaining is None:
-        return replace(j, drain_known=p.later_drain or j.drain_known)
+        return _evolve(j, drain_known=p.later_drain or j.drain_known)
     # QEMU recomputes dirty-pages-rate at a sync a second or more after the last time,
     # over the passes since: a new value closes a period, and so does a sync well over a
     # second later (a steady guest can report the same value again).
@@ -187,9 +197,9 @@ def _judge_step(j: _Judge, p: _Pass, current: bool, limit_ms: float, start: floa
         length = p.start_time - since
         if length > 0:
             period = (length / max(1, p.number - j.since_pass), d)
-            j = replace(j, recent=(j.recent + (period,))[-3:],
+            j = _evolve(j, recent=(j.recent + (period,))[-3:],
                         longest=max(j.longest or period, period), shortest=min(j.shortest or period, period))
-        j = replace(j, value=d, since=p.start_time, since_pass=p.number)
+        j = _evolve(j, value=d, since=p.start_time, since_pass=p.number)
     r0 = p.start_remaining
     if j.best is None or r0 < j.best * NEW_LOW:
         best, flat = r0, 0
@@ -199,13 +209,13 @@ def _judge_step(j: _Judge, p: _Pass, current: bool, limit_ms: float, start: floa
     shrinking = len(j.starts) >= 2 and r0 < NEW_LOW * min(j.starts[-2:])
     tp = p.throughput or fallback_tp
     floor_run, floor_bytes = _window_floor(j, p, r0, limit_ms, tp)
-    j = replace(j, starts=(j.starts + (r0,))[-3:], best=best, flat=flat, drain_known=p.drain or before,
+    j = _evolve(j, starts=(j.starts + (r0,))[-3:], best=best, flat=flat, drain_known=p.drain or before,
                 last_start=p.start_time, floor_run=floor_run, floor_bytes=floor_bytes)
     model = j.model
     if not j.state and steady and floor_run >= FLOOR_PASSES:
-        return replace(j, state=True)
+        return _evolve(j, state=True)
     if not j.state and len(j.recent) < 2 and steady and _one_reply_says_stuck(p, limit_ms, tp):
-        return replace(j, state=True)
+        return _evolve(j, state=True)
     if model is None or len(j.recent) < 2 or not tp or (current and len(p.points) < 2 and before is not None):
         # Not before two dirty-rate periods (one cannot tell a working set from a steady
         # rate); and the current pass once its own drain is measured (XBZRLE warming up,
@@ -234,5 +244,5 @@ def _judge_step(j: _Judge, p: _Pass, current: bool, limit_ms: float, start: floa
         if better >= LEAVE_PASSES:
             state, better = False, 0
         if better != j.better:
-            j = replace(j, better=better)
-    return replace(j, state=state, better=0) if state != j.state else j
+            j = _evolve(j, better=better)
+    return _evolve(j, state=state, better=0) if state != j.state else j

@@ -4,13 +4,14 @@ once QEMU is gone or silent."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from migtui.model.derived import MigrationTracker
 from migtui.model.guidance.analysis import _Analysis, _analyse, _pass_load
 from migtui.model.guidance.dirtying import _Dirtying
 from migtui.model.guidance.eta import _precopy_eta, _stop_copy, _wire_of
+from migtui.model.guidance.passes import _evolve
 from migtui.model.guidance.prior import _prior_for
 from migtui.model.guidance.tunables import (
     FIRST_PASS_RATIO, FLOOR_PASSES, RECENT, STALL_SAMPLES, STALL_SECONDS, WINDOW_S, _POSTCOPY, _SENDING,
@@ -62,7 +63,7 @@ class Assessment:
         def less(eta: float | None) -> float | None:
             return None if eta is None else max(0.0, eta - seconds)
 
-        return replace(self, eta_s=less(self.eta_s), eta_low_s=less(self.eta_low_s), eta_high_s=less(self.eta_high_s))
+        return _evolve(self, eta_s=less(self.eta_s), eta_low_s=less(self.eta_low_s), eta_high_s=less(self.eta_high_s))
 
 
 # -- the verdict -------------------------------------------------------------------------------
