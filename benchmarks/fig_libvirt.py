@@ -16,7 +16,8 @@ guest), so that ten of them leave the two cores to what is measured.
      migtui     the backend's own sampling at active_interval 0.05 s: the host's worker thread
                 times its batches, calls virDomainGetJobStats and hands the batches to the loop
                 in one call every HAND_OVER_S (0.25 s: five samples at 20 Hz; at the default
-                2 Hz each sample goes at once); there the conversion to query-migrate's shape, parse_query_migrate,
+                2 Hz each sample goes at once); there the conversion to the model's sample
+                (query-migrate's names and units, checked as parse_query_migrate checks),
                 VMState.observe (tracker, history, the verdict: again for a new pass, status or
                 settings, else at most once a second of samples) and the VMUpdated post to a
                 subscriber: the whole path
@@ -179,8 +180,8 @@ async def sampling(hosts: Any, samples: int, rounds: int, virsh_queries: int, pa
                          "the migration's first sample")
         host = domain.job_placement().host
         placement = domain.job_placement()
-        # The model step's share, on the loop's thread: _add_sample (conversion, parse, observe,
-        # post) and, within it, the assessment; accumulated while `account` is on.
+        # The model step's share, on the loop's thread: _add_sample (conversion to a checked sample,
+        # observe, post) and, within it, the assessment; accumulated while `account` is on.
         account = {"on": False, "add_sample": 0.0, "assess": 0.0, "n": 0}
         add_sample, refresh_assessment = backend._add_sample, domain.vm.refresh_assessment
 
@@ -335,7 +336,7 @@ async def sampling(hosts: Any, samples: int, rounds: int, virsh_queries: int, pa
         "cpu_us_per_sample": {k: summary(v, 1) for k, v in us.items()},
         "wall_us_per_sample": {k: summary(v, 1) for k, v in wall_us.items()},
         "paced_samples": {k: [n for _, n, _ in v] for k, v in paced_raw.items()},
-        # In the paced migtui rounds, on the loop's thread: _add_sample (conversion + parse_query_migrate
+        # In the paced migtui rounds, on the loop's thread: _add_sample (conversion to a checked sample
         # + VMState.observe + post) and the assessment within it, µs per sample.
         "paced_model_us": {"add_sample": rnd(account["add_sample"] / max(1, account["n"]) * 1e6, 1),
                            "assessment": rnd(account["assess"] / max(1, account["n"]) * 1e6, 1),
@@ -358,6 +359,8 @@ async def sampling(hosts: Any, samples: int, rounds: int, virsh_queries: int, pa
         "unpaced batch / unpaced bare": m["unpaced batch"] / m["unpaced bare"],
         "unpaced migtui / unpaced bare": m["unpaced migtui"] / m["unpaced bare"],
         "virsh CPU / paced migtui CPU": median(virsh_cpu) * 1e6 / m["paced migtui"],
+        # What any client reading libvirt at this rate could reach against virsh: the bare loop's own ratio.
+        "virsh CPU / paced bare CPU": median(virsh_cpu) * 1e6 / m["paced bare"],
         "virsh CPU / unpaced migtui CPU": median(virsh_cpu) * 1e6 / m["unpaced migtui"],
         "virsh wall / unpaced migtui wall": median(virsh_wall) * 1e6 / median(wall_us["unpaced migtui"]),
     }

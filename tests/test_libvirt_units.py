@@ -4,7 +4,7 @@ import pytest
 
 from migtui.backend.libvirt.units import (
     JOB_BOUNDED, JOB_COMPLETED, JOB_FAILED, JOB_NONE, MiB, bandwidth_from_libvirt, bandwidth_to_libvirt,
-    dirty_rate_from_libvirt, query_migrate_from_job_stats,
+    dirty_rate_from_libvirt, sample_from_job_stats,
 )
 from migtui.model.sample import parse_query_migrate
 
@@ -16,26 +16,52 @@ RUNNING = {"type": JOB_BOUNDED, "time_elapsed": 12000, "memory_total": 256 * MiB
 
 
 def test_a_running_job_reads_as_query_migrate_in_qmps_units():
-    reply = query_migrate_from_job_stats(RUNNING)
-    assert reply["status"] == "active"
-    ram = reply["ram"]
+    sample = sample_from_job_stats(RUNNING, 1.0)
+    assert sample.status == "active" and sample.in_flight and sample.time == 1.0 and sample.problems == ()
+    ram = sample.section("ram")
     assert ram["transferred"] == 300 * MiB and ram["remaining"] == 40 * MiB and ram["total"] == 256 * MiB
     assert ram["dirty-pages-rate"] == 7700 and ram["page-size"] == 4096  # pages/s on both sides
     assert ram["mbps"] == pytest.approx(248.0)  # 31 MB/s is 248 megabits/s
     assert ram["dirty-sync-count"] == 6
-    assert reply["expected-downtime"] == 3260 and "downtime" not in reply
-    assert reply["xbzrle-cache"] == {"cache-size": 64 * MiB, "cache-miss": 10}
-    sample = parse_query_migrate(reply, 1.0)
-    assert sample.problems == () and sample.in_flight
+    assert sample.get(None, "expected-downtime") == 3260 and sample.get(None, "downtime") is None
+    assert sample.get(None, "total-time") == 12000 and sample.get(None, "setup-time") == 4
+    assert sample.info["xbzrle-cache"] == {"cache-size": 64 * MiB, "cache-miss": 10}
+
+
+def test_the_sample_is_what_parse_query_migrate_makes_of_the_same_reply():
+    reply = {"status": "active", "total-time": 12000, "setup-time": 4, "expected-downtime": 3260,
+             "ram": {"total": 256 * MiB, "transferred": 300 * MiB, "remaining": 40 * MiB, "dirty-pages-rate": 7700,
+                     "page-size": 4096, "dirty-sync-count": 6, "mbps": 248.0},
+             "xbzrle-cache": {"cache-size": 64 * MiB, "cache-miss": 10}}
+    assert sample_from_job_stats(RUNNING, 5.0) == parse_query_migrate(reply, 5.0)
+
+
+def test_numbers_libvirt_should_not_send_are_dropped_and_named_in_qmps_words():
+    sample = sample_from_job_stats({**RUNNING, "memory_remaining": -1, "memory_bps": float("nan"),
+                                    "memory_total": "lots", "time_elapsed": 2**64, "downtime": True}, 1.0)
+    ram = sample.section("ram")
+    assert "remaining" not in ram and "mbps" not in ram and "total" not in ram and ram["transferred"] == 300 * MiB
+    assert sample.get(None, "total-time") is None and sample.get(None, "expected-downtime") is None
+    assert sorted(sample.problems) == ["expected-downtime is bool, not a number", "ram.mbps is not finite",
+                                       "ram.remaining is negative", "ram.total is str, not a number",
+                                       "total-time is absurdly large"]
 
 
 def test_a_finished_job_carries_the_actual_downtime_or_the_error():
-    done = query_migrate_from_job_stats({**RUNNING, "type": JOB_COMPLETED, "downtime": 42})
-    assert done["status"] == "completed" and done["downtime"] == 42 and "expected-downtime" not in done
-    failed = query_migrate_from_job_stats({"type": JOB_FAILED, "errmsg": "Unable to write to socket"})
-    assert failed["status"] == "failed" and failed["error-desc"] == "Unable to write to socket"
-    assert query_migrate_from_job_stats({"type": JOB_NONE}) == {"status": "none"}
-    assert query_migrate_from_job_stats(RUNNING, postcopy=True)["status"] == "postcopy-active"
+    done = sample_from_job_stats({**RUNNING, "type": JOB_COMPLETED, "downtime": 42}, 1.0)
+    assert done.status == "completed" and done.info["downtime"] == 42 and "expected-downtime" not in done.info
+    failed = sample_from_job_stats({"type": JOB_FAILED, "errmsg": "Unable to write to socket"}, 1.0)
+    assert failed.status == "failed" and failed.error_desc == "Unable to write to socket"
+    none = sample_from_job_stats({"type": JOB_NONE}, 1.0)
+    assert none.status == "none" and none.info == {"status": "none"} and not none.in_flight
+
+
+def test_post_copy_is_the_domains_word_not_the_jobs():
+    assert sample_from_job_stats(RUNNING, 1.0, postcopy=True).status == "postcopy-active"
+    # The stream broke in post-copy: the job runs on, paused, with the memory split across both hosts.
+    assert sample_from_job_stats(RUNNING, 1.0, postcopy=True, postcopy_failed=True).status == "postcopy-paused"
+    # A finished job is finished, whatever the domain's state said.
+    assert sample_from_job_stats({**RUNNING, "type": JOB_COMPLETED}, 1.0, postcopy_failed=True).status == "completed"
 
 
 @pytest.mark.parametrize("asked, mib", [(MiB, 1), (100 * MiB, 100), (100 * MiB + 1, 101), (512 * 1024, 1)])

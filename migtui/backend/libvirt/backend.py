@@ -27,7 +27,7 @@ from migtui.backend.libvirt.host import KEEPALIVE_COUNT, KEEPALIVE_INTERVAL, Hos
 from migtui.backend.libvirt.target import LibvirtTarget
 from migtui.backend.libvirt.threads import in_daemon_thread
 from migtui.backend.libvirt.units import JOB_COMPLETED, JOB_NONE, bandwidth_from_libvirt, bandwidth_to_libvirt, \
-    dirty_rate_from_libvirt, query_migrate_from_job_stats
+    dirty_rate_from_libvirt, sample_from_job_stats
 from migtui.backend.messages import ActionResult, Listener, VMEvent, VMUpdated, settings_update
 from migtui.model.history import PassMark
 from migtui.model.requests import MigrationOptions
@@ -524,13 +524,11 @@ class LibvirtBackend(Backend):
         self._record(domain, parse_query_migrate(reply, time.time()))
 
     def _add_sample(self, domain: LibvirtDomain, stats: Mapping[str, Any], when: float) -> None:
-        reply = query_migrate_from_job_stats(stats, postcopy=domain.postcopy)
-        if domain.postcopy_failed and reply.get("status") in ("active", "postcopy-active"):
-            reply["status"] = "postcopy-paused"  # the stream broke in post-copy
-        if reply.get("status") == "none" and domain.vm.in_flight:
+        sample = sample_from_job_stats(stats, when, postcopy=domain.postcopy, postcopy_failed=domain.postcopy_failed)
+        if sample.status == "none" and domain.vm.in_flight:
             self._job_vanished(domain)
             return
-        self._record(domain, parse_query_migrate(reply, when))
+        self._record(domain, sample)
 
     def _record(self, domain: LibvirtDomain, sample) -> None:
         vm = domain.vm

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from migtui.model.sample import _ABSURD, MigrationSample, _bad_number
+
 __all__ = [
     "JOB_NONE", "JOB_BOUNDED", "JOB_UNBOUNDED", "JOB_COMPLETED", "JOB_FAILED", "JOB_CANCELLED",
-    "query_migrate_from_job_stats", "bandwidth_to_libvirt", "bandwidth_from_libvirt", "dirty_rate_from_libvirt", "MiB",
+    "sample_from_job_stats", "bandwidth_to_libvirt", "bandwidth_from_libvirt", "dirty_rate_from_libvirt", "MiB",
 ]
 
 MiB = 2**20
@@ -63,33 +65,58 @@ _SAME_UNITS = {
 }
 
 
-def query_migrate_from_job_stats(stats: Mapping[str, Any], postcopy: bool = False) -> dict[str, Any]:
-    """A query-migrate reply from virDomainGetJobStats' dict, for migtui.model.sample to check.
+def sample_from_job_stats(stats: Mapping[str, Any], when: float, postcopy: bool = False,
+                          postcopy_failed: bool = False) -> MigrationSample:
+    """virDomainGetJobStats' dict as the model's sample at `when`, in query-migrate's names and
+    units, checked as parse_query_migrate checks a reply (a number it cannot trust is dropped,
+    and `problems` says why) in one pass: no reply is built to be parsed again (figure 8).
 
     `postcopy`: the domain runs (or is paused) in post-copy (libvirt says so in the domain's
-    state reason, not in the job). No job: {"status": "none"}.
+    state reason, not in the job); `postcopy_failed`: its stream broke there (postcopy-paused).
+    No job: status "none", as QEMU says it.
     """
     job = stats.get("type", JOB_NONE)
     if job in _FINISHED:
         status = _FINISHED[job]
     elif job in (JOB_BOUNDED, JOB_UNBOUNDED):
-        status = "postcopy-active" if postcopy else "active"
+        status = "postcopy-paused" if postcopy_failed else "postcopy-active" if postcopy else "active"
     else:
-        return {"status": "none"}
-    reply: dict[str, Any] = {"status": status}
-    for name, (section, qmp) in _SAME_UNITS.items():
-        if name in stats:
-            target = reply if section is None else reply.setdefault(section, {})
-            target[qmp] = stats[name]
-    ram = reply.setdefault("ram", {})
-    if "memory_bps" in stats:
-        ram["mbps"] = stats["memory_bps"] * 8 / 1e6  # bytes/s -> QMP's megabits/s
-    if "downtime" in stats:
-        # While the job runs, libvirt's downtime is QEMU's expected-downtime; once it completed, the actual one.
-        reply["downtime" if status == "completed" else "expected-downtime"] = stats["downtime"]
+        return MigrationSample(when, "none", {"status": "none"})
+    ram: dict[str, Any] = {}
+    info: dict[str, Any] = {"status": status, "ram": ram}
+    problems: list[str] = []
+    same = _SAME_UNITS
+    for name, value in stats.items():
+        where = same.get(name)
+        if where is None:
+            if name == "memory_bps":
+                where, value = ("ram", "mbps"), value * 8 / 1e6 if _good(value) else value  # bytes/s -> megabits/s
+            elif name == "downtime":
+                # While the job runs, libvirt's downtime is QEMU's expected-downtime; once it completed, the actual one.
+                where = (None, "downtime" if status == "completed" else "expected-downtime")
+            else:
+                continue
+        section, qmp = where
+        if not _good(value):
+            why = _bad_number(value)
+            if why:
+                problems.append(f"{qmp if section is None else section + '.' + qmp} {why}")
+                continue
+        if section is None:
+            info[qmp] = value
+        elif section == "ram":
+            ram[qmp] = value
+        else:
+            info.setdefault(section, {})[qmp] = value
     if status == "failed" and isinstance(stats.get("errmsg"), str):
-        reply["error-desc"] = stats["errmsg"]
-    return reply
+        info["error-desc"] = stats["errmsg"]
+    return MigrationSample(when, status, info, tuple(problems))
+
+
+def _good(value: Any) -> bool:
+    """The usual counter, checked in one step (NaN fails the comparison); else _bad_number says."""
+    kind = type(value)
+    return (kind is int or kind is float) and 0 <= value < _ABSURD
 
 
 def bandwidth_to_libvirt(bytes_per_s: int) -> int:
