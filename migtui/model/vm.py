@@ -42,8 +42,14 @@ LOG_RECORDS = 200
 # The verdict and ETA are brought up to date at most this often (sample seconds) while a
 # migration keeps its status and its pass: they move with passes and rates, not with each
 # reply, and at a fast poll re-assessing every reply cost more than the rest of a sample's
-# path. A new status, a new pass or new settings bring them up to date at once.
+# path. A new status, a new pass or new settings bring them up to date at once, and so does
+# the sample after (the rates over two decide).
 VERDICT_REFRESH_S = 1.0
+# ...stretched to this many samples, up to VERDICT_REFRESH_MAX_S: at the console's 2 Hz a
+# verdict every third sample, not every other (figure 8: the verdict was a quarter of a
+# sample's CPU), its ETAs no further from fresh ones in the simulator (tests/test_vm_verdict.py).
+VERDICT_REFRESH_SAMPLES = 3
+VERDICT_REFRESH_MAX_S = 1.5
 
 
 class _TrackersOwn:
@@ -84,8 +90,10 @@ class VMState:
     log: deque[EventRecord] = field(default_factory=lambda: deque(maxlen=LOG_RECORDS))
     problems: tuple[str, ...] = ()  # what was wrong with the last reply
     log_total: int = 0  # records ever appended, passes joined into one line included
-    _assessed: tuple[Any, Any, Any] | None = field(default=None, repr=False, compare=False)  # (sample, verdict, pass)
+    # (sample, verdict, pass, whether it may be held: not from a first sample, its sample number)
+    _assessed: tuple[Any, Any, Any, bool, int] | None = field(default=None, repr=False, compare=False)
     _shown: tuple[Any, Any, Any] | None = field(default=None, repr=False, compare=False)  # (sample, verdict, aged)
+    _samples_seen: int = field(default=0, repr=False, compare=False)  # distinct samples assessment() saw
 
     # The settings are the tracker's (guidance reads them there): one copy, whoever writes it.
     # parameters: QEMU's names and modern units (max-bandwidth bytes/s, downtime-limit ms, ...).
@@ -120,7 +128,9 @@ class VMState:
 
     def assessment(self, max_age: float = 0.0):  # -> migtui.model.guidance.Assessment
         """The verdict on the latest migration: computed again for a new status, pass or
-        settings, else at most every VERDICT_REFRESH_S of samples.
+        settings and the sample after, else every VERDICT_REFRESH_S of samples (at least
+        VERDICT_REFRESH_SAMPLES samples, at most VERDICT_REFRESH_MAX_S); in between, the one
+        held with its ETAs counted down.
 
         max_age > 0 accepts one computed from an earlier sample of the same migration up to
         that many seconds older (sample time), across passes: a big fleet's sort need not
@@ -130,7 +140,11 @@ class VMState:
 
         last = self.tracker.last
         passes = self.tracker.derived.passes
+        shown = self._shown
+        if shown is None or shown[0] is not last:
+            self._samples_seen += 1
         cached = self._assessed
+        ran_out = False  # the verdict held has run its time: not a new pass, status or settings
         if cached is not None and cached[0] is not last:
             before = cached[0]
             age = None if last is None or before is None else last.time - before.time
@@ -142,11 +156,18 @@ class VMState:
                 cached = None  # QEMU says more of the end (7.2 fills in its times a reply later)
             elif max_age > 0 and 0 <= age <= max_age:
                 pass
-            elif not (cached[2] == passes and 0 <= age < VERDICT_REFRESH_S):
-                cached = None
+            else:
+                # QEMU 1.4 counts no passes: its remaining rises at each sync, as any QEMU's does.
+                if cached[2] != passes or _rose(before.get("ram", "remaining"), last.get("ram", "remaining")):
+                    cached = None
+                elif not (cached[3] and 0 <= age < VERDICT_REFRESH_MAX_S and (
+                        age < VERDICT_REFRESH_S or self._samples_seen - cached[4] < VERDICT_REFRESH_SAMPLES)):
+                    cached, ran_out = None, True
         if cached is None:
-            cached = self._assessed = (last, assess(self.tracker), passes)
-        shown = self._shown
+            # A verdict from the first sample of a pass, a status or settings holds for no second
+            # sample: the rates over two are what decide (the judge on the current pass needs its
+            # drain, the first throughput of a migration is QEMU's guess).
+            cached = self._assessed = (last, assess(self.tracker), passes, ran_out, self._samples_seen)
         if shown is None or shown[0] is not last or shown[1] is not cached[1]:
             # One held from an earlier sample: its ETAs count down to the sample now.
             age = last.time - cached[0].time if last is not None and cached[0] is not None else 0.0
@@ -201,6 +222,10 @@ class VMState:
     @property
     def in_flight(self) -> bool:
         return self.tracker.last is not None and self.tracker.last.in_flight
+
+
+def _rose(before: float | None, now: float | None) -> bool:
+    return before is not None and now is not None and now > before
 
 
 def unreachable(last_verdict, seen: float, connection: Connection, reason: str | None):
