@@ -182,7 +182,7 @@ async def sampling(hosts: Any, samples: int, rounds: int, virsh_queries: int, pa
         placement = domain.job_placement()
         # The model step's share, on the loop's thread: _add_sample (conversion to a checked sample,
         # observe, post) and, within it, the assessment; accumulated while `account` is on.
-        account = {"on": False, "add_sample": 0.0, "assess": 0.0, "n": 0}
+        account = {"on": False, "add_sample": 0.0, "assess": 0.0, "n": 0, "computed": 0, "passes": set()}
         add_sample, refresh_assessment = backend._add_sample, domain.vm.refresh_assessment
 
         def timed_add_sample(*a: Any) -> None:
@@ -193,10 +193,13 @@ async def sampling(hosts: Any, samples: int, rounds: int, virsh_queries: int, pa
                 account["n"] += 1
 
         def timed_assessment(*a: Any) -> None:
+            held = domain.vm._assessed
             t0 = time.thread_time()
             refresh_assessment(*a)
             if account["on"]:
                 account["assess"] += time.thread_time() - t0
+                account["computed"] += domain.vm._assessed is not held
+                account["passes"].add(domain.vm.derived.passes)
 
         backend._add_sample, domain.vm.refresh_assessment = timed_add_sample, timed_assessment
 
@@ -340,7 +343,9 @@ async def sampling(hosts: Any, samples: int, rounds: int, virsh_queries: int, pa
         # + VMState.observe + post) and the assessment within it, µs per sample.
         "paced_model_us": {"add_sample": rnd(account["add_sample"] / max(1, account["n"]) * 1e6, 1),
                            "assessment": rnd(account["assess"] / max(1, account["n"]) * 1e6, 1),
-                           "samples": account["n"]},
+                           "samples": account["n"],
+                           # how many of those samples had the verdict computed again, over how many passes
+                           "verdicts_computed": account["computed"], "passes_seen": len(account["passes"])},
         # Each thread's CPU µs per sample in the paced rounds (idle: µs per second), median of rounds.
         "paced_thread_cpu_us": {
             k: {t: rnd(median([r.get(t, 0.0) / (n or wall) * 1e6 for r, (_, n, wall) in zip(rs, paced_raw[k])]), 1)
