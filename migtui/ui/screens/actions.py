@@ -340,12 +340,16 @@ class VMActions:
                                                              f"{item.state}{' to ' + item.destination.split(':', 1)[-1] if item.destination else ''}"
                                                              f"{': ' + item.reason if item.reason else ''}"))
 
+            screen = DrainScreen(drain, f"drain of {home}")
+
             async def run() -> None:
                 line = await drain.run()
+                if screen.is_mounted:
+                    screen.refresh_view()  # its summary now, not at the next coalesced fleet update
                 app.notify(line, title=f"drain of {home} ended", timeout=20)
 
             app.run_worker(run(), exclusive=False)
-            app.push_screen(DrainScreen(drain, f"drain of {home}"))
+            app.push_screen(screen)
 
         names = ", ".join(app.backend.get(k).vm.name for k in keys)
         plan = (f"{len(keys)} running: {names}; to {', '.join(others)}, {PER_SOURCE} at once from it ({TOTAL} in all), "
