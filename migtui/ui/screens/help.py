@@ -13,7 +13,7 @@ HELP = """\
 
 | key | action |
 | --- | --- |
-| `m` | start a migration (to a VM waiting with `-incoming defer`, a URI, or for a libvirt domain another host) |
+| `m` | start a migration (to a VM waiting with `-incoming defer`, a URI, or for a libvirt domain another host); Start measures the guest for a second first (the pre-flight: its dirty rate and zero pages time pass 1), Check measures alone |
 | `c` | cancel the migration (confirm with `y`) |
 | `b` | bandwidth: `max-bandwidth`, bytes/s (`1G` = 1 GiB/s) |
 | `d` | downtime limit: `downtime-limit`, e.g. `300ms`, `2s` |
