@@ -50,8 +50,12 @@ class _Memo:
     flat_since: float = 0.0
     flat_count: int = 0
     steady: bool = True  # nothing sends pages cheaper than the wire or slows the guest: one reply can judge
-    paused_rate: float | None = None  # bytes/s the stop-and-copy went at (completed: downtime-bytes / downtime)
-    paused: tuple[float, float] | None = None  # that stop-and-copy's bytes and seconds
+    paused: tuple[float, float] | None = None  # the stop-and-copy's bytes and seconds (completed: downtime-bytes, downtime)
+
+    @property
+    def paused_rate(self) -> float | None:
+        """bytes/s the stop-and-copy went at."""
+        return None if self.paused is None else self.paused[0] / self.paused[1]
 
     def note(self, last: MigrationSample) -> None:
         """What the latest reply (of this migration) says beyond the history points."""
@@ -73,7 +77,6 @@ class _Memo:
             sent, downtime = last.get("ram", "downtime-bytes"), last.get(None, "downtime")
             if sent and downtime and sent > 0 and downtime > 0:
                 self.paused = (sent, downtime / 1000)
-                self.paused_rate = sent / (downtime / 1000)
         pct = last.get(None, "cpu-throttle-percentage")
         if last.in_flight:
             self.throttle_pct = min(99.0, pct or 0.0)
