@@ -15,12 +15,12 @@ guest), so that ten of them leave the two cores to what is measured.
    Paced, the headline: for 6 s each, at 20 Hz,
      migtui     the backend's own sampling at active_interval 0.05 s: the host's worker thread
                 times its batches, calls virDomainGetJobStats and hands the batches to the loop
-                in one call every HAND_OVER_S (0.25 s: five samples at 20 Hz; at the default
-                2 Hz each sample goes at once); there the conversion to the model's sample
-                (query-migrate's names and units, checked as parse_query_migrate checks),
-                VMState.observe (tracker, history, the verdict: again for a new pass, status or
-                settings, else at most once a second of samples) and the VMUpdated post to a
-                subscriber: the whole path
+                in one call every HAND_OVER_S (1 s: twenty samples at 20 Hz, two at the default
+                2 Hz; a sample asked for as a pass begins goes at once); there the conversion to
+                the model's sample (query-migrate's names and units, checked as
+                parse_query_migrate checks), VMState.observe (tracker, history), the VMUpdated
+                post to a subscriber, and the verdict once a hand-over (again for a new pass,
+                status or settings, else at most once a second of samples): the whole path
      bare       `dom.jobStats()` then `time.sleep(0.05)` in a loop on a worker thread, on a
                 connection of its own
    each less the same process's CPU over a round with nobody sampling (the baseline), per
@@ -181,15 +181,23 @@ async def sampling(hosts: Any, samples: int, rounds: int, virsh_queries: int, pa
         host = domain.job_placement().host
         placement = domain.job_placement()
         # The model step's share, on the loop's thread: _add_sample (conversion to a checked sample,
-        # observe, post) and, within it, the assessment; accumulated while `account` is on.
-        account = {"on": False, "add_sample": 0.0, "assess": 0.0, "n": 0, "computed": 0, "passes": set()}
+        # observe, post) and the assessment (within it, or once a hand-over after its samples);
+        # accumulated while `account` is on. "model" is their sum, the assessment counted once.
+        account = {"on": False, "add_sample": 0.0, "assess": 0.0, "model": 0.0, "n": 0, "computed": 0,
+                   "passes": set(), "inside": False}
         add_sample, refresh_assessment = backend._add_sample, domain.vm.refresh_assessment
 
-        def timed_add_sample(*a: Any) -> None:
+        def timed_add_sample(*a: Any, **kw: Any) -> None:
             t0 = time.thread_time()
-            add_sample(*a)
+            account["inside"] = True
+            try:
+                add_sample(*a, **kw)
+            finally:
+                account["inside"] = False
             if account["on"]:
-                account["add_sample"] += time.thread_time() - t0
+                spent = time.thread_time() - t0
+                account["add_sample"] += spent
+                account["model"] += spent
                 account["n"] += 1
 
         def timed_assessment(*a: Any) -> None:
@@ -197,7 +205,10 @@ async def sampling(hosts: Any, samples: int, rounds: int, virsh_queries: int, pa
             t0 = time.thread_time()
             refresh_assessment(*a)
             if account["on"]:
-                account["assess"] += time.thread_time() - t0
+                spent = time.thread_time() - t0
+                account["assess"] += spent
+                if not account["inside"]:
+                    account["model"] += spent
                 account["computed"] += domain.vm._assessed is not held
                 account["passes"].add(domain.vm.derived.passes)
 
@@ -340,8 +351,9 @@ async def sampling(hosts: Any, samples: int, rounds: int, virsh_queries: int, pa
         "wall_us_per_sample": {k: summary(v, 1) for k, v in wall_us.items()},
         "paced_samples": {k: [n for _, n, _ in v] for k, v in paced_raw.items()},
         # In the paced migtui rounds, on the loop's thread: _add_sample (conversion to a checked sample
-        # + VMState.observe + post) and the assessment within it, µs per sample.
-        "paced_model_us": {"add_sample": rnd(account["add_sample"] / max(1, account["n"]) * 1e6, 1),
+        # + VMState.observe + post), the assessment, and both ("model"), µs per sample.
+        "paced_model_us": {"model": rnd(account["model"] / max(1, account["n"]) * 1e6, 1),
+                           "add_sample": rnd(account["add_sample"] / max(1, account["n"]) * 1e6, 1),
                            "assessment": rnd(account["assess"] / max(1, account["n"]) * 1e6, 1),
                            "samples": account["n"],
                            # how many of those samples had the verdict computed again, over how many passes

@@ -161,6 +161,68 @@ async def test_fast_sampling_reaches_the_loop_in_batches_every_sample_in_order(l
             await asyncio.to_thread(virsh.wait, 30)
 
 
+async def test_at_2_hz_samples_go_over_two_at_a_time_a_new_pass_at_once_and_one_verdict_each(libvirt_hosts,
+                                                                                             monkeypatch):
+    """At the default 2 Hz the worker hands over every second sample (each hand-over wakes the loop);
+    the sample the loop asks for as a pass begins is taken at once and shown within the second; each
+    hand-over computes the verdict at most once, from its last sample, and a pass about once or twice
+    (its first look, then as it runs out), not at each of its first two samples."""
+    import migtui.model.guidance as guidance
+    from migtui.backend.messages import VMEvent
+
+    async with _watching(libvirt_hosts, "twohz") as (backend, domain, messages):
+        assert backend.options.active_interval == 0.5
+        fresh = guidance.assess
+        verdicts: list = []  # the samples this VM's verdicts were computed from
+
+        def counted_assess(tracker):
+            if tracker is domain.vm.tracker:
+                verdicts.append(tracker.last)
+            return fresh(tracker)
+
+        monkeypatch.setattr(guidance, "assess", counted_assess)
+        # (when handed, its samples' times, verdicts computed in it, all from its last sample)
+        hand_overs: list[tuple[float, list[float], int, bool]] = []
+        inner = backend._on_batches
+
+        def counted(host, batches):
+            before = len(verdicts)
+            inner(host, batches)
+            mine = verdicts[before:]
+            hand_overs.append((time.time(), [when for _, _, when in batches], len(mine),
+                               all(s is domain.vm.sample for s in mine)))
+
+        backend._on_batches = counted
+        hosts = libvirt_hosts
+        virsh = hosts.virsh_migrate(hosts[0], hosts[1], domain.vm.name, 30)
+        try:
+            await wait_until(lambda: domain.vm.in_flight, 20)
+            await wait_until(lambda: (domain.vm.derived.passes or 0) >= 4 and len(hand_overs) >= 8, 60)
+            # Two a hand-over; three where a pass's sample came between two ticks.
+            assert all(len(times) <= 3 for _, times, _, _ in hand_overs), hand_overs
+            assert sum(len(times) >= 2 for _, times, _, _ in hand_overs) >= len(hand_overs) // 2, hand_overs
+            assert all(n <= 1 and from_last for _, _, n, from_last in hand_overs), hand_overs
+            # Each pass's MIGRATION_ITERATION asks for a sample: taken within a moment, shown within
+            # the second.
+            begun = [m.time for m in messages if isinstance(m, VMEvent) and m.event == "MIGRATION_ITERATION"]
+            assert len(begun) >= 2
+            for when in begun[1:]:
+                taken = [t for _, times, _, _ in hand_overs for t in times if t >= when]
+                handed = [h for h, times, _, _ in hand_overs if times and times[-1] >= when]
+                assert taken and taken[0] - when < 0.3 and handed[0] - when < 1.3, (when, hand_overs)
+            # The verdict: at least once a pass, and no more than at a pass's first two looks and as
+            # it runs out (VERDICT_REFRESH_MAX_S): far fewer than once a sample.
+            computed = sum(n for _, _, n, _ in hand_overs)
+            samples = sum(len(times) for _, times, _, _ in hand_overs)
+            seconds = hand_overs[-1][0] - hand_overs[0][0]
+            assert len(begun) - 1 <= computed <= 2 * len(begun) + seconds / 1.5 + 1 < samples, \
+                (computed, samples, len(begun), seconds)
+        finally:
+            with contextlib.suppress(BackendError):
+                await domain.cancel()
+            await asyncio.to_thread(virsh.wait, 30)
+
+
 async def test_at_30_MiB_s_and_1_ms_it_does_not_converge_and_raising_the_bandwidth_completes_it(libvirt_hosts,
                                                                                               tmp_path):
     from migtui.record import Recorder

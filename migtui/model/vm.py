@@ -93,7 +93,10 @@ class VMState:
     # (sample, verdict, pass, whether it may be held: not from a first sample, its sample number)
     _assessed: tuple[Any, Any, Any, bool, int] | None = field(default=None, repr=False, compare=False)
     _shown: tuple[Any, Any, Any] | None = field(default=None, repr=False, compare=False)  # (sample, verdict, aged)
-    _samples_seen: int = field(default=0, repr=False, compare=False)  # distinct samples assessment() saw
+    _samples_seen: int = field(default=0, repr=False, compare=False)  # distinct samples observed or assessed
+    _counted: Any = field(default=None, repr=False, compare=False)  # the sample counted last
+    _counted_passes: Any = field(default=None, repr=False, compare=False)  # its pass
+    _pass_began: int = field(default=0, repr=False, compare=False)  # the count at that pass's first sample
 
     # The settings are the tracker's (guidance reads them there): one copy, whoever writes it.
     # parameters: QEMU's names and modern units (max-bandwidth bytes/s, downtime-limit ms, ...).
@@ -111,12 +114,23 @@ class VMState:
         never reads whole histories at once. `max_age` is how old, in sample seconds, that
         verdict may stay (the backend's Backend.assess_max_age(): a few seconds in a big
         fleet, else 0). assess=False only records: a backend feeding many samples at once (a
-        replay's seek) calls refresh_assessment() once after the last.
+        replay's seek, a libvirt hand-over) calls refresh_assessment() once after the last.
         """
         self.tracker.add(sample)
         self.problems = sample.problems
+        self._count(sample)
         if assess:
             self.refresh_assessment(max_age)
+
+    def _count(self, sample: Any) -> None:
+        """Count a sample once, observed or first looked at (a tracker fed directly is looked at
+        only), and note the count at which its pass began."""
+        if self._counted is not sample:
+            self._counted = sample
+            self._samples_seen += 1
+            passes = self.tracker.derived.passes
+            if passes != self._counted_passes:
+                self._counted_passes, self._pass_began = passes, self._samples_seen
 
     def refresh_assessment(self, max_age: float = 0.0) -> None:
         """While a migration is in flight, compute its verdict now if the one held is older
@@ -141,10 +155,9 @@ class VMState:
         last = self.tracker.last
         passes = self.tracker.derived.passes
         shown = self._shown
-        if shown is None or shown[0] is not last:
-            self._samples_seen += 1
+        self._count(last)
         cached = self._assessed
-        ran_out = False  # the verdict held has run its time: not a new pass, status or settings
+        holds = False  # the new verdict may be held: it ran out, or comes after its pass's first sample
         if cached is not None and cached[0] is not last:
             before = cached[0]
             age = None if last is None or before is None else last.time - before.time
@@ -158,16 +171,19 @@ class VMState:
                 pass
             else:
                 # QEMU 1.4 counts no passes: its remaining rises at each sync, as any QEMU's does.
-                if cached[2] != passes or _rose(before.get("ram", "remaining"), last.get("ram", "remaining")):
-                    cached = None
+                new_pass = cached[2] != passes
+                if new_pass or _rose(before.get("ram", "remaining"), last.get("ram", "remaining")):
+                    # Looked at first past the pass's first sample (a backend's hand-over of several,
+                    # assessed at its last): the rates over two are in, so it may be held.
+                    cached, holds = None, new_pass and self._samples_seen > self._pass_began
                 elif not (cached[3] and 0 <= age < VERDICT_REFRESH_MAX_S and (
                         age < VERDICT_REFRESH_S or self._samples_seen - cached[4] < VERDICT_REFRESH_SAMPLES)):
-                    cached, ran_out = None, True
+                    cached, holds = None, True
         if cached is None:
             # A verdict from the first sample of a pass, a status or settings holds for no second
             # sample: the rates over two are what decide (the judge on the current pass needs its
             # drain, the first throughput of a migration is QEMU's guess).
-            cached = self._assessed = (last, assess(self.tracker), passes, ran_out, self._samples_seen)
+            cached = self._assessed = (last, assess(self.tracker), passes, holds, self._samples_seen)
         if shown is None or shown[0] is not last or shown[1] is not cached[1]:
             # One held from an earlier sample: its ETAs count down to the sample now.
             age = last.time - cached[0].time if last is not None and cached[0] is not None else 0.0

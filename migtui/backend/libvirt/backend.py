@@ -40,9 +40,11 @@ READ_ONLY = "read-only: libvirt was opened with virConnectOpenReadOnly"
 # How long a job that vanished without statistics waits for JOB_COMPLETED or the destination to say how it ended.
 JOB_SETTLE_SECONDS = 2.0
 GONE_SETTLE_SECONDS = 1.0  # how long a domain sampling found gone waits for the lifecycle event that says why
-# Samples taken faster than this go to the loop in batches this long: the screen repaints no faster
-# than an operator reads a figure, and each hand-over wakes the loop (figure 8).
-HAND_OVER_S = 0.25
+# Samples taken faster than this go to the loop in batches this long (at 2 Hz, two at a time): an
+# operator reads a figure about once a second, and each hand-over wakes the loop, which costs more
+# than the sample (figure 8). A job's end or failure, and a sample the loop wants shown at once (a
+# job appeared, an operator's refresh), go at once; a new pass's first sample is taken at once.
+HAND_OVER_S = 1.0
 
 
 class LibvirtRefused(BackendError):
@@ -78,12 +80,16 @@ class LibvirtBackend(Backend):
         self._keys: dict[str, LibvirtDomain] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._plan_queued = False
+        self._hand_over_at_once = False  # a poll_soon() since the last plan wants its batch shown at once
         self._context = contextvars.copy_context()
 
     # ---- Backend ---------------------------------------------------------------
 
     def handles(self) -> dict[str, VMHandle]:
         return dict(self._keys)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self._keys)  # not handles(), a copy: assess_max_age() asks at every sample
 
     def start(self) -> None:
         ensure_event_thread()
@@ -98,8 +104,11 @@ class LibvirtBackend(Backend):
     async def close(self) -> None:
         await asyncio.gather(*(h.close() for h in self.libvirt_hosts), return_exceptions=True)
 
-    def poll_soon(self) -> None:
-        """Sample every job now (a pass began, a job appeared): once, however many ask at once."""
+    def poll_soon(self, at_once: bool = True) -> None:
+        """Sample every job now (a pass began, a job appeared): once, however many ask at once.
+        at_once: that batch goes to the loop at once; else with the next second's (a new pass's
+        first figures: taken as it begins, shown within the second; the event said it began)."""
+        self._hand_over_at_once = self._hand_over_at_once or at_once
         if not self._plan_queued and self._loop is not None:
             self._plan_queued = True
             self._loop.call_soon(self._plan, True)
@@ -275,7 +284,7 @@ class LibvirtBackend(Backend):
         domain.vm.log_append(EventRecord(when, "event", "MIGRATION_ITERATION", f"pass {iteration}",
                                          (iteration, iteration)))
         self.post(VMEvent(domain.key, "MIGRATION_ITERATION", {"iteration": iteration}, when))
-        self.poll_soon()
+        self.poll_soon(at_once=False)
         if placement.host is domain.home:
             # libvirt applies a job's tuning as QEMU starts it, after the job shows: read it once a pass.
             asyncio.ensure_future(self.refresh_settings(domain))
@@ -399,6 +408,7 @@ class LibvirtBackend(Backend):
         """Tell each host's worker which jobs to sample (the ones whose job placement it holds);
         `now`: sample them at once. A host given jobs after none starts sampling at once."""
         self._plan_queued = False
+        at_once, self._hand_over_at_once = self._hand_over_at_once, False
         jobs: dict[LibvirtHost, list[tuple[LibvirtDomain, Placement]]] = {h: [] for h in self.libvirt_hosts}
         for domain in self.domains.values():
             placement = domain.job_placement()
@@ -408,12 +418,15 @@ class LibvirtBackend(Backend):
             started = bool(items) and not host.sampled
             host.sampled = tuple(items)
             if items and (now or started):
-                host.kick_sampling()
+                host.kick_sampling(at_once or started)
 
     def _sample_on_thread(self, host: LibvirtHost) -> float | None:
         """On the host's worker thread: one batch of its jobs, handed to the loop in one call.
         Returns the seconds to the next batch, or None (no job: sleep until kicked)."""
         items, conn, loop = host.sampled, host.conn, self._loop
+        # Read first: a kick meanwhile is the next tick's.
+        asked, host.hand_over_next = host.hand_over_next, False
+        kicked, host.kicked = host.kicked, False
         if not items or conn is None or loop is None:
             if loop is not None:
                 self._hand_over(host, loop)
@@ -430,9 +443,12 @@ class LibvirtBackend(Backend):
         pending = host.pending
         pending.append((items, results, when))
         interval = self.options.active_interval
-        # Each hand-over wakes the loop, which costs more than the sample (figure 8): faster than
-        # the screen needs, samples go over in batches; a job that ended or failed goes at once.
-        if when - pending[0][2] + interval >= HAND_OVER_S or not _all_running(results):
+        # The batch goes now if the next one would be over HAND_OVER_S after the oldest waiting (half
+        # an interval's slack: ticks jitter), if the loop asked for it, or if a job ended or failed.
+        # A kicked sample (a pass's first) waits for the next tick, when that comes within the
+        # hand-over: the pass is then looked at from its second sample, one verdict, held.
+        due = when - pending[0][2] + interval * 1.5 > HAND_OVER_S and not (kicked and interval < HAND_OVER_S)
+        if asked or due or not _all_running(results):
             self._hand_over(host, loop)
         return interval
 
@@ -443,8 +459,14 @@ class LibvirtBackend(Backend):
             self._to_loop(loop, self._on_batches, host, batches)
 
     def _on_batches(self, host: LibvirtHost, batches: list[tuple[Any, list[Any], float]]) -> None:
+        """One hand-over: every sample recorded in order, each domain's verdict brought up to date
+        once, at its last (nobody can look in between: at 2 Hz that halves the verdicts)."""
+        observed: dict[str, LibvirtDomain] = {}
         for items, results, when in batches:
-            self._on_batch(host, items, results, when)
+            self._on_batch(host, items, results, when, observed)
+        max_age = self.assess_max_age()
+        for domain in observed.values():
+            domain.vm.refresh_assessment(max_age)
 
     async def _poll_host(self, host: LibvirtHost, domains: list[LibvirtDomain]) -> None:
         """One batch of these domains' jobs from the loop (the worker times its own batches)."""
@@ -457,8 +479,10 @@ class LibvirtBackend(Backend):
         self._on_batch(host, items, results, time.time())
 
     def _on_batch(self, host: LibvirtHost, items: tuple[tuple[LibvirtDomain, Placement], ...],
-                  results: list[tuple[int | None, int, dict[str, Any], str | None]], when: float) -> None:
-        """A batch of one host's job statistics, on the loop: samples, and jobs that ended."""
+                  results: list[tuple[int | None, int, dict[str, Any], str | None]], when: float,
+                  observed: dict[str, LibvirtDomain] | None = None) -> None:
+        """A batch of one host's job statistics, on the loop: samples, and jobs that ended. With
+        `observed`, running jobs' samples are recorded unassessed and their domains put there."""
         changed = False
         for (domain, placement), (state, reason, stats, error) in zip(items, results):
             if error is not None:
@@ -494,7 +518,11 @@ class LibvirtBackend(Backend):
             last = domain.vm.sample
             if last is not None and when < last.time:
                 continue  # sampled before what is shown already (JOB_COMPLETED, say, came first)
-            self._add_sample(domain, stats, when)
+            if observed is None:
+                self._add_sample(domain, stats, when)
+            else:
+                self._add_sample(domain, stats, when, assess=False)
+                observed[domain.key] = domain
         if changed:
             self._plan()
 
@@ -523,17 +551,18 @@ class LibvirtBackend(Backend):
                                    "(a restarted libvirtd cancels the migrations it drove)"}
         self._record(domain, parse_query_migrate(reply, time.time()))
 
-    def _add_sample(self, domain: LibvirtDomain, stats: Mapping[str, Any], when: float) -> None:
+    def _add_sample(self, domain: LibvirtDomain, stats: Mapping[str, Any], when: float, assess: bool = True) -> None:
         sample = sample_from_job_stats(stats, when, postcopy=domain.postcopy, postcopy_failed=domain.postcopy_failed)
         if sample.status == "none" and domain.vm.in_flight:
             self._job_vanished(domain)
             return
-        self._record(domain, sample)
+        self._record(domain, sample, assess)
 
-    def _record(self, domain: LibvirtDomain, sample) -> None:
+    def _record(self, domain: LibvirtDomain, sample, assess: bool = True) -> None:
+        """Record a sample and post it; assess=False: the caller brings the verdict up to date after."""
         vm = domain.vm
         starts, ends = sample.in_flight and not vm.in_flight, sample.finished and vm.in_flight
-        vm.observe(sample, self.assess_max_age())
+        vm.observe(sample, self.assess_max_age(), assess=assess)
         if starts or ends:
             # A job's tuning is the job's (migrateToURI3's bandwidth, a downtime set before): read it
             # as it starts and as it ends, which is when libvirt changes it.

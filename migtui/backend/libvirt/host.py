@@ -56,6 +56,10 @@ class LibvirtHost:
         self.sampled: tuple[Any, ...] = ()
         # Batches sampled and not yet handed to the loop: the worker thread's alone.
         self.pending: list[tuple[Any, list[Any], float]] = []
+        # Set on the loop with a kick that wants its batch shown at once (a job appeared, a refresh
+        # asked for): the next batch goes over then, not with the next second's; cleared by the worker.
+        self.hand_over_next = False
+        self.kicked = False  # the next tick was asked for (set on the loop, cleared by the worker)
         self._task: asyncio.Task[None] | None = None
         self._wake = Wake()
         self._closing = False
@@ -81,7 +85,11 @@ class LibvirtHost:
         """Run tick() on the worker thread between calls, again after the seconds it returns."""
         self._worker.every(tick)
 
-    def kick_sampling(self) -> None:
+    def kick_sampling(self, at_once: bool = True) -> None:
+        """Sample now; at_once: hand that batch to the loop at once, not with the next second's."""
+        if at_once:
+            self.hand_over_next = True
+        self.kicked = True
         self._worker.kick()
 
     # ---- lifecycle -------------------------------------------------------------
