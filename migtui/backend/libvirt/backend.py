@@ -424,9 +424,7 @@ class LibvirtBackend(Backend):
         """On the host's worker thread: one batch of its jobs, handed to the loop in one call.
         Returns the seconds to the next batch, or None (no job: sleep until kicked)."""
         items, conn, loop = host.sampled, host.conn, self._loop
-        # Read first: a kick meanwhile is the next tick's.
-        asked, host.hand_over_next = host.hand_over_next, False
-        kicked, host.kicked = host.kicked, False
+        asked, host.hand_over_next = host.hand_over_next, False  # read first: a kick meanwhile is the next tick's
         if not items or conn is None or loop is None:
             if loop is not None:
                 self._hand_over(host, loop)
@@ -445,10 +443,8 @@ class LibvirtBackend(Backend):
         interval = self.options.active_interval
         # The batch goes now if the next one would be over HAND_OVER_S after the oldest waiting (half
         # an interval's slack: ticks jitter), if the loop asked for it, or if a job ended or failed.
-        # A kicked sample (a pass's first) waits for the next tick, when that comes within the
-        # hand-over: the pass is then looked at from its second sample, one verdict, held.
-        due = when - pending[0][2] + interval * 1.5 > HAND_OVER_S and not (kicked and interval < HAND_OVER_S)
-        if asked or due or not _all_running(results):
+        # By age alone otherwise: however often kicks come, nothing waits much past HAND_OVER_S.
+        if asked or when - pending[0][2] + interval * 1.5 > HAND_OVER_S or not _all_running(results):
             self._hand_over(host, loop)
         return interval
 

@@ -59,7 +59,6 @@ class LibvirtHost:
         # Set on the loop with a kick that wants its batch shown at once (a job appeared, a refresh
         # asked for): the next batch goes over then, not with the next second's; cleared by the worker.
         self.hand_over_next = False
-        self.kicked = False  # the next tick was asked for (set on the loop, cleared by the worker)
         self._task: asyncio.Task[None] | None = None
         self._wake = Wake()
         self._closing = False
@@ -89,7 +88,6 @@ class LibvirtHost:
         """Sample now; at_once: hand that batch to the loop at once, not with the next second's."""
         if at_once:
             self.hand_over_next = True
-        self.kicked = True
         self._worker.kick()
 
     # ---- lifecycle -------------------------------------------------------------
