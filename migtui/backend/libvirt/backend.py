@@ -408,7 +408,10 @@ class LibvirtBackend(Backend):
         """Tell each host's worker which jobs to sample (the ones whose job placement it holds);
         `now`: sample them at once. A host given jobs after none starts sampling at once."""
         self._plan_queued = False
-        at_once, self._hand_over_at_once = self._hand_over_at_once, False
+        # poll_soon()'s wish is its own plan's: a plan without `now` (a job ended) leaves it there.
+        at_once = now and self._hand_over_at_once
+        if now:
+            self._hand_over_at_once = False
         jobs: dict[LibvirtHost, list[tuple[LibvirtDomain, Placement]]] = {h: [] for h in self.libvirt_hosts}
         for domain in self.domains.values():
             placement = domain.job_placement()
@@ -514,10 +517,8 @@ class LibvirtBackend(Backend):
             last = domain.vm.sample
             if last is not None and when < last.time:
                 continue  # sampled before what is shown already (JOB_COMPLETED, say, came first)
-            if observed is None:
-                self._add_sample(domain, stats, when)
-            else:
-                self._add_sample(domain, stats, when, assess=False)
+            self._add_sample(domain, stats, when, assess=observed is None)
+            if observed is not None:
                 observed[domain.key] = domain
         if changed:
             self._plan()
