@@ -16,7 +16,7 @@ guest), so that ten of them leave the two cores to what is measured.
      migtui     the backend's own sampling at active_interval 0.05 s: the host's worker thread
                 times its batches, calls virDomainGetJobStats and hands the batches to the loop
                 in one call every HAND_OVER_S (1 s: twenty samples at 20 Hz, two at the default
-                2 Hz; a sample asked for as a pass begins goes at once); there the conversion to
+                2 Hz; a job's first sample and its end go at once); there the conversion to
                 the model's sample (query-migrate's names and units, checked as
                 parse_query_migrate checks), VMState.observe (tracker, history), the VMUpdated
                 post to a subscriber, and the verdict once a hand-over (again for a new pass,

@@ -55,6 +55,26 @@ def test_new_settings_are_weighed_at_the_next_sample_and_the_one_after():
     assert [_computed(vm, parse_query_migrate(r, T0 + t)) for t, r in replies[10:14]] == [True, True, False, False]
 
 
+def _at_2_hz(sc):
+    """The scenario's replies at the console's 2 Hz, up to HORIZON: (t, reply, finished)."""
+    m, knobs = _migration(sc, seed=0)
+    query = query_migrate_14 if sc.legacy else query_migrate_72
+    n, t = 0, 0.0
+    while t < HORIZON:
+        n += 1
+        t = n * 0.5
+        m.advance(t)
+        yield t, query(m, t, xbzrle=knobs.xbzrle, cache_size=knobs.xbzrle_cache_size), m.status in FINISHED
+
+
+def _assert_fresh(t: float, shown, want) -> None:
+    """The verdict shown is the fresh one, and its ETA at most a second from the fresh one's."""
+    assert shown.verdict == want.verdict, (t, shown, want)
+    assert (shown.eta_s is None) == (want.eta_s is None), (t, shown, want)
+    if want.eta_s is not None:
+        assert abs(shown.eta_s - want.eta_s) <= 1.0, (t, shown, want)
+
+
 @pytest.mark.parametrize("sc", SCENARIOS, ids=lambda sc: sc.name)
 def test_at_2_hz_the_verdict_held_is_the_fresh_one(sc):
     """On every sample, the verdict shown through VMState against assess() on a tracker fed the
@@ -62,23 +82,15 @@ def test_at_2_hz_the_verdict_held_is_the_fresh_one(sc):
     throughput makes, counted down until the next sample measures it)."""
     vm, fresh = _vm(), _new_tracker(sc)
     vm.tracker = _new_tracker(sc)
-    m, knobs = _migration(sc, seed=0)
-    query = query_migrate_14 if sc.legacy else query_migrate_72
-    n, t, computed = 0, 0.0, 0
-    while t < HORIZON:
+    n, computed = 0, 0
+    for t, reply, finished in _at_2_hz(sc):
         n += 1
-        t = n * 0.5
-        m.advance(t)
-        reply = query(m, t, xbzrle=knobs.xbzrle, cache_size=knobs.xbzrle_cache_size)
         computed += _computed(vm, parse_query_migrate(reply, T0 + t))
         fresh.add(parse_query_migrate(reply, T0 + t))
         want, shown = assess(fresh), vm.assessment()
-        if m.status in FINISHED:
+        if finished:
             break
-        assert shown.verdict == want.verdict, (t, shown, want)
-        assert (shown.eta_s is None) == (want.eta_s is None), (t, shown, want)
-        if want.eta_s is not None:
-            assert abs(shown.eta_s - want.eta_s) <= 1.0, (t, shown, want)
+        _assert_fresh(t, shown, want)
     assert computed < n  # some verdicts were held: the test tests a hold
 
 
@@ -113,27 +125,17 @@ def test_in_hand_overs_of_two_the_verdict_held_is_the_fresh_one(sc):
     at once a hand-over; at each look it is the one a fresh assess() gives."""
     vm, fresh = _vm(), _new_tracker(sc)
     vm.tracker = _new_tracker(sc)
-    m, knobs = _migration(sc, seed=0)
-    query = query_migrate_14 if sc.legacy else query_migrate_72
-    n, t, looks, computed = 0, 0.0, 0, 0
+    looks, computed = 0, 0
     pending = []
-    while t < HORIZON:
-        n += 1
-        t = n * 0.5
-        m.advance(t)
-        reply = query(m, t, xbzrle=knobs.xbzrle, cache_size=knobs.xbzrle_cache_size)
+    for t, reply, finished in _at_2_hz(sc):
         pending.append(parse_query_migrate(reply, T0 + t))
         fresh.add(parse_query_migrate(reply, T0 + t))
-        if m.status in FINISHED:
+        if finished:
             break
         if len(pending) < 2:
             continue
         looks += 1
         computed += _handed_over(vm, pending)
         pending = []
-        want, shown = assess(fresh), vm.assessment()
-        assert shown.verdict == want.verdict, (t, shown, want)
-        assert (shown.eta_s is None) == (want.eta_s is None), (t, shown, want)
-        if want.eta_s is not None:
-            assert abs(shown.eta_s - want.eta_s) <= 1.0, (t, shown, want)
+        _assert_fresh(t, vm.assessment(), assess(fresh))
     assert computed < looks
